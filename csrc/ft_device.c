@@ -1,0 +1,396 @@
+/* ft_device.c - what every backend shares: errors, packet validation, receive with a timeout, send with a
+ * full-queue policy, and a close that wakes waiters and waits for calls in progress. */
+#include "ft_device.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+int ft_fail(ft_err *e, int status, int errnum, const char *fmt, ...)
+{
+    if (e) {
+        e->status = status;
+        e->errnum = errnum;
+        e->oserr = 0;
+        e->index = -1;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+int ft_fail_os(ft_err *e, long oserr, const char *fmt, ...)
+{
+    if (e) {
+        char what[150], why[96];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof(what), fmt, ap);
+        va_end(ap);
+        ft_oserror_string(oserr, why, sizeof(why));
+        e->status = FT_ESYS;
+        e->errnum = ft_errno_from_oserror(oserr);
+        e->oserr = oserr;
+        e->index = -1;
+        snprintf(e->msg, sizeof(e->msg), "%s: %s", what, why);
+    }
+    return FT_ESYS;
+}
+
+size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet)
+{
+    /* Room for `packets` packets of a common Ethernet-sized MTU, plus one maximum-sized window so the last
+     * read can never be truncated. Larger packets simply make a batch hold fewer. */
+    return (size_t)packets * 2048u + max_packet;
+}
+
+/* ---- packets -------------------------------------------------------------------------------------- */
+
+int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
+{
+    if (len == 0)
+        return ft_fail(e, FT_EPACKET, EINVAL, "packet is empty; an IPv4 or IPv6 packet of 20..%u bytes is allowed",
+                       mtu);
+    if (len > FT_MAX_PACKET)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "packet of %zu bytes is larger than the IP maximum of %u bytes",
+                       len, FT_MAX_PACKET);
+    if (len > mtu)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "packet of %zu bytes is larger than the device MTU of %u bytes",
+                       len, mtu);
+    unsigned version = p[0] >> 4;
+    if (version == 4) {
+        unsigned ihl = (p[0] & 0x0fu) * 4u;
+        if (len < 20)
+            return ft_fail(e, FT_EPACKET, EINVAL,
+                           "IPv4 packet of %zu bytes is shorter than the 20-byte IPv4 header", len);
+        if (ihl < 20 || ihl > len)
+            return ft_fail(e, FT_EPACKET, EINVAL,
+                           "IPv4 header length field says %u bytes; it must be 20..60 and within the %zu-byte packet",
+                           ihl, len);
+        return FT_OK;
+    }
+    if (version == 6) {
+        if (len < 40)
+            return ft_fail(e, FT_EPACKET, EINVAL,
+                           "IPv6 packet of %zu bytes is shorter than the 40-byte IPv6 header", len);
+        return FT_OK;
+    }
+    return ft_fail(e, FT_EPACKET, EINVAL,
+                   "packet starts with IP version %u; only IPv4 (first byte 0x45..0x4f) and IPv6 (0x60..0x6f) are "
+                   "allowed",
+                   version);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------------ */
+
+int ft_device_init(ft_device *d, ft_err *e)
+{
+    d->close_event = ft_event_create();
+    if (!d->close_event)
+        return ft_fail_os(e, ft_last_oserror(), "could not create the close event");
+    ft_atomic_store(&d->users, 0);
+    ft_atomic_store(&d->closed, 0);
+    if (d->max_packet == 0)
+        d->max_packet = FT_MAX_PACKET;
+    return FT_OK;
+}
+
+int ft_device_enter(ft_device *d, ft_err *e)
+{
+    (void)ft_atomic_add(&d->users, 1);
+    if (ft_atomic_load(&d->closed)) {
+        ft_device_leave(d);
+        return ft_fail(e, FT_ECLOSED, EBADF, "the device is closed");
+    }
+    return FT_OK;
+}
+
+void ft_device_leave(ft_device *d) { (void)ft_atomic_add(&d->users, -1); }
+
+void ft_device_close(ft_device *d)
+{
+    if (!d || !ft_atomic_cas(&d->closed, 0, 1))
+        return;
+    ft_event_set(d->close_event);
+    /* Every wait includes close_event, so calls in progress leave within one iteration. */
+    while (ft_atomic_load(&d->users) > 0)
+        ft_sleep_us(100);
+    d->ops->close(d);
+}
+
+void ft_device_free(ft_device *d)
+{
+    if (!d)
+        return;
+    ft_device_close(d);
+    ft_event_destroy(d->close_event);
+    free(d);
+}
+
+void ft_device_get_stats(ft_device *d, ft_stats *o)
+{
+    ft_stats_atomic *s = &d->stats;
+    o->rx_packets = ft_atomic_load64(&s->rx_packets);
+    o->rx_bytes = ft_atomic_load64(&s->rx_bytes);
+    o->rx_batches = ft_atomic_load64(&s->rx_batches);
+    o->tx_packets = ft_atomic_load64(&s->tx_packets);
+    o->tx_bytes = ft_atomic_load64(&s->tx_bytes);
+    o->tx_dropped_full = ft_atomic_load64(&s->tx_dropped_full);
+    o->tx_rejected = ft_atomic_load64(&s->tx_rejected);
+    o->rx_dropped_invalid = ft_atomic_load64(&s->rx_dropped_invalid);
+    o->rx_dropped_oversize = ft_atomic_load64(&s->rx_dropped_oversize);
+    o->rx_errors = ft_atomic_load64(&s->rx_errors);
+    o->tx_errors = ft_atomic_load64(&s->tx_errors);
+    o->waits = ft_atomic_load64(&s->waits);
+    o->spins = ft_atomic_load64(&s->spins);
+    o->tx_waits = ft_atomic_load64(&s->tx_waits);
+}
+
+/* ---- waiting -------------------------------------------------------------------------------------- */
+
+static int remaining_ms(int timeout_ms, uint64_t deadline)
+{
+    if (timeout_ms < 0)
+        return -1;
+    uint64_t now = ft_now_ns();
+    if (now >= deadline)
+        return 0;
+    return (int)((deadline - now + 999999u) / 1000000u);
+}
+
+int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake, ft_err *e)
+{
+    ft_handle h[FT_WAIT_MAX];
+    int n = d->ops->wait_handles(d, q, dir, h, FT_WAIT_MAX - 2);
+    if (n < 0)
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    int close_at = n;
+    h[n++] = ft_event_handle(d->close_event);
+    int wake_at = -1;
+    if (wake) {
+        wake_at = n;
+        h[n++] = ft_event_handle(wake);
+    }
+    long oserr = 0;
+    int r = ft_wait_any(h, n, dir == FT_WAIT_WRITE, timeout_ms, &oserr);
+    if (d->ops->wait_done)
+        d->ops->wait_done(d, q, dir);
+    if (r == FT_WAIT_TIMEOUT)
+        return FT_ETIMEDOUT;
+    if (r == FT_WAIT_ERROR)
+        return ft_fail_os(e, oserr, "waiting on the device failed");
+    if (r == wake_at)
+        return FT_EWOKEN;
+    if (r == close_at || ft_atomic_load(&d->closed))
+        return ft_fail(e, FT_ECLOSED, EBADF, "the device was closed");
+    return FT_OK;
+}
+
+/* ---- receive -------------------------------------------------------------------------------------- */
+
+static int recv_some(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    if (q != FT_ALL_QUEUES)
+        return d->ops->recv(d, q, b, e);
+    /* Any queue: visit all of them, so one busy queue cannot hide packets waiting on another. */
+    int total = 0;
+    for (int i = 0; i < d->nqueues; i++) {
+        if (b->count >= b->max || b->cap - b->used < d->max_packet)
+            break;
+        int r = d->ops->recv(d, i, b, e);
+        if (r > 0)
+            total += r;
+        else if (r != FT_EAGAIN)
+            return total > 0 ? total : r;
+    }
+    return total > 0 ? total : FT_EAGAIN;
+}
+
+int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e)
+{
+    if (b->max == 0 || b->cap < d->max_packet)
+        return ft_fail(e, FT_EINVAL, EINVAL, "batch of %u packets and %zu bytes cannot hold a %u-byte packet",
+                       b->max, b->cap, d->max_packet);
+    if (q != FT_ALL_QUEUES && (q < 0 || q >= d->nqueues))
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    b->count = 0;
+    b->used = 0;
+    uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+    for (;;) {
+        r = recv_some(d, q, b, e);
+        if (r > 0) {
+            ft_atomic_add64(&d->stats.rx_packets, b->count);
+            ft_atomic_add64(&d->stats.rx_bytes, b->used);
+            ft_atomic_add64(&d->stats.rx_batches, 1);
+            r = (int)b->count;
+            break;
+        }
+        if (r != FT_EAGAIN) {
+            if (r != FT_ECLOSED)
+                ft_atomic_add64(&d->stats.rx_errors, 1);
+            break;
+        }
+        int left = remaining_ms(timeout_ms, deadline);
+        if (left == 0) {
+            r = FT_ETIMEDOUT;
+            break;
+        }
+        ft_atomic_add64(&d->stats.waits, 1);
+        r = ft_device_wait(d, q, FT_WAIT_READ, left, wake, e);
+        if (r != FT_OK && r != FT_ETIMEDOUT)
+            break;
+    }
+    ft_device_leave(d);
+    return r;
+}
+
+/* ---- send ----------------------------------------------------------------------------------------- */
+
+int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
+                   ft_event *wake, ft_err *e)
+{
+    if (q < 0 || q >= d->nqueues)
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
+    for (uint32_t i = 0; i < n; i++) {
+        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK) {
+            ft_atomic_add64(&d->stats.tx_rejected, 1);
+            if (n > 1) {
+                char m[200];
+                snprintf(m, sizeof(m), "%.199s", e->msg);
+                snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
+            }
+            e->index = (long)i;
+            return FT_EPACKET;
+        }
+    }
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+    uint32_t done = 0;
+    int result = 0;
+    while (done < n) {
+        r = d->ops->send(d, q, pkts + done, n - done, e);
+        if (r > 0) {
+            uint64_t bytes = 0;
+            for (uint32_t i = done; i < done + (uint32_t)r; i++)
+                bytes += pkts[i].len;
+            ft_atomic_add64(&d->stats.tx_packets, (uint64_t)r);
+            ft_atomic_add64(&d->stats.tx_bytes, bytes);
+            done += (uint32_t)r;
+            continue;
+        }
+        if (r == 0)
+            r = FT_EFULL;
+        if (r != FT_EFULL) {
+            if (r != FT_ECLOSED)
+                ft_atomic_add64(&d->stats.tx_errors, 1);
+            result = r;
+            break;
+        }
+        if (policy == FT_FULL_RAISE) {
+            ft_fail(e, FT_EFULL, ENOBUFS, "the device's send queue is full; %u of %u packets were sent", done, n);
+            e->index = (long)done;
+            result = FT_EFULL;
+            break;
+        }
+        int left = policy == FT_FULL_WAIT ? remaining_ms(timeout_ms, deadline) : 0;
+        if (left != 0) {
+            ft_atomic_add64(&d->stats.tx_waits, 1);
+            r = ft_device_wait(d, q, FT_WAIT_WRITE, left, wake, e);
+            if (r == FT_OK || r == FT_ETIMEDOUT)
+                continue;
+            result = r;
+            break;
+        }
+        ft_atomic_add64(&d->stats.tx_dropped_full, n - done);
+        break;
+    }
+    ft_device_leave(d);
+    if (result < 0) {
+        if (result == FT_EWOKEN || result == FT_ECLOSED || result == FT_EFULL)
+            e->index = (long)done;
+        return result;
+    }
+    return (int)done;
+}
+
+/* ---- configuration -------------------------------------------------------------------------------- */
+
+#define CONFIG_CALL(hook, what, ...)                                                                     \
+    do {                                                                                                 \
+        if (!d->ops->hook)                                                                               \
+            return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend cannot %s", d->ops->name, what); \
+        int r_ = ft_device_enter(d, e);                                                                  \
+        if (r_ != FT_OK)                                                                                 \
+            return r_;                                                                                   \
+        r_ = d->ops->hook(d, __VA_ARGS__, e);                                                            \
+        ft_device_leave(d);                                                                              \
+        return r_;                                                                                       \
+    } while (0)
+
+int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    if (!d->ops->get_mtu) {
+        *mtu = (uint32_t)ft_atomic_load(&d->mtu);
+        return FT_OK;
+    }
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = d->ops->get_mtu(d, mtu, e);
+    if (r == FT_OK)
+        ft_atomic_store(&d->mtu, (int)*mtu); /* someone may have changed it behind our back */
+    ft_device_leave(d);
+    return r;
+}
+
+int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+{
+    if (mtu < FT_MIN_MTU || mtu > FT_MAX_PACKET)
+        return ft_fail(e, FT_EINVAL, EINVAL, "MTU %u is out of range; allowed: %u..%u", mtu, FT_MIN_MTU,
+                       FT_MAX_PACKET);
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = d->ops->set_mtu ? d->ops->set_mtu(d, mtu, e) : FT_OK;
+    if (r == FT_OK)
+        ft_atomic_store(&d->mtu, (int)mtu);
+    ft_device_leave(d);
+    return r;
+}
+
+int ft_device_set_up(ft_device *d, int up, ft_err *e) { CONFIG_CALL(set_up, "bring the link up or down", up); }
+int ft_device_is_up(ft_device *d, int *up, ft_err *e) { CONFIG_CALL(is_up, "report the link state", up); }
+int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
+{
+    CONFIG_CALL(get_index, "report an interface index", index);
+}
+int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    CONFIG_CALL(add_address, "add addresses", a);
+}
+int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    CONFIG_CALL(del_address, "remove addresses", a);
+}
+int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    CONFIG_CALL(list_addresses, "list addresses", out, max, n);
+}
+int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
+{
+    CONFIG_CALL(get_txqueuelen, "report a transmit queue length", len);
+}
+int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
+{
+    CONFIG_CALL(set_txqueuelen, "set a transmit queue length", len);
+}

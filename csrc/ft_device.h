@@ -1,0 +1,198 @@
+/* ft_device.h - a TUN device as the core sees it: one small backend interface (a table of functions) and
+ * the few device-level operations built on it (receive with a timeout, validated send with a full-queue
+ * policy, close that wakes every waiter). Backends: ft_backend_linux.c, ft_backend_memory.c,
+ * ft_backend_wintun.c. Nothing here knows Python. */
+#ifndef FT_DEVICE_H
+#define FT_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ft_os.h"
+
+/* ---- status codes: 0 or a positive count is success, these are failures -------------------------- */
+enum {
+    FT_OK = 0,
+    FT_EAGAIN = -1,      /* nothing to read / no room to write right now */
+    FT_ETIMEDOUT = -2,   /* the timeout passed */
+    FT_EWOKEN = -3,      /* a wake-up event fired (stop or close) */
+    FT_ECLOSED = -4,     /* the device is closed or closing */
+    FT_EFULL = -5,       /* the send queue is full (ring full, peer full) */
+    FT_EINVAL = -6,      /* a bad argument: see ft_err.msg */
+    FT_ESYS = -7,        /* an OS call failed: see ft_err.oserr */
+    FT_ENOMEM = -8,
+    FT_EPACKET = -9,     /* a packet failed validation: see ft_err.msg and ft_err.index */
+    FT_EUNSUPPORTED = -10, /* the backend cannot do this */
+    FT_EEOF = -11,       /* the device went away under us (Wintun ERROR_HANDLE_EOF, tun fd gone) */
+    FT_ECORRUPT = -12    /* the driver handed back something impossible (corrupt ring, bad size) */
+};
+
+/* Details of a failure, filled by the function that failed. */
+typedef struct ft_err {
+    int status;      /* one of the codes above */
+    int errnum;      /* a POSIX errno describing it (0 if none) */
+    long oserr;      /* the raw OS error (errno or GetLastError()), 0 if none */
+    long index;      /* for FT_EPACKET: which packet of a batch, else -1 */
+    char msg[256];   /* what went wrong and what is allowed */
+} ft_err;
+
+int ft_fail(ft_err *e, int status, int errnum, const char *fmt, ...) FT_PRINTF(4, 5);
+/* FT_ESYS from an OS error code, with its description appended to the message. */
+int ft_fail_os(ft_err *e, long oserr, const char *fmt, ...) FT_PRINTF(3, 4);
+
+/* ---- batches -------------------------------------------------------------------------------------- */
+/* Packets laid out back to back in one arena with an offsets/lengths table. The memory belongs to whoever
+ * made the batch (the Python layer, a test); the core only fills it. */
+typedef struct ft_batch {
+    uint8_t *data;
+    size_t cap;          /* bytes in data */
+    uint32_t *offsets;   /* [max] */
+    uint32_t *lengths;   /* [max] */
+    uint32_t max;        /* packets the tables hold */
+    uint32_t count;      /* packets filled */
+    size_t used;         /* bytes filled */
+} ft_batch;
+
+/* Bytes an arena needs so that a receive into it can hold `packets` typical packets and never truncate. */
+size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet);
+
+/* One packet to send. */
+typedef struct ft_pkt {
+    const uint8_t *data;
+    size_t len;
+} ft_pkt;
+
+/* ---- statistics ----------------------------------------------------------------------------------- */
+typedef struct ft_stats {
+    uint64_t rx_packets, rx_bytes, rx_batches;
+    uint64_t tx_packets, tx_bytes;
+    uint64_t tx_dropped_full;    /* send queue full under the drop policy */
+    uint64_t tx_rejected;        /* refused by validation (never reached the device) */
+    uint64_t rx_dropped_invalid; /* the device handed back something that is not an IP packet */
+    uint64_t rx_dropped_oversize;/* larger than the receive window (truncated by the OS) */
+    uint64_t rx_errors, tx_errors;
+    uint64_t waits;              /* times a receiver slept on the device */
+    uint64_t spins;              /* empty polls while spinning */
+    uint64_t tx_waits;           /* times a sender waited for room */
+} ft_stats;
+
+typedef struct ft_stats_atomic {
+    ft_atomic_u64 rx_packets, rx_bytes, rx_batches;
+    ft_atomic_u64 tx_packets, tx_bytes;
+    ft_atomic_u64 tx_dropped_full, tx_rejected;
+    ft_atomic_u64 rx_dropped_invalid, rx_dropped_oversize;
+    ft_atomic_u64 rx_errors, tx_errors;
+    ft_atomic_u64 waits, spins, tx_waits;
+} ft_stats_atomic;
+
+/* ---- addresses ------------------------------------------------------------------------------------ */
+typedef struct ft_addr {
+    int family;          /* 4 or 6 */
+    uint8_t prefix;      /* 0..32 or 0..128 */
+    uint8_t bytes[16];   /* network order; IPv4 uses the first 4 */
+} ft_addr;
+
+/* ---- the backend interface ------------------------------------------------------------------------ */
+typedef struct ft_device ft_device;
+
+#define FT_ALL_QUEUES (-1)
+#define FT_WAIT_READ 0
+#define FT_WAIT_WRITE 1
+
+typedef struct ft_backend_ops {
+    const char *name;
+    /* Append packets from queue q to b without blocking until b is full (count == max, or fewer than
+     * max_packet bytes left) or the queue is empty. Returns packets appended (> 0), FT_EAGAIN if none
+     * were waiting, or a failure. Packets appended before a failure are kept and counted: the failure
+     * is then reported by the next call. */
+    int (*recv)(ft_device *d, int q, ft_batch *b, ft_err *e);
+    /* Send up to n already validated packets through queue q without blocking. Returns how many were
+     * accepted (0..n); FT_EFULL if the first did not fit; or a failure. */
+    int (*send)(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e);
+    /* Collect the handles to wait on for readiness of queue q (or all queues) in the given direction.
+     * Returns how many were written (at most max). A backend that needs a "going to sleep" handshake
+     * (a ring that only signals sleepers) does it here and undoes it in wait_done. */
+    int (*wait_handles)(ft_device *d, int q, int dir, ft_handle *out, int max);
+    void (*wait_done)(ft_device *d, int q, int dir);  /* optional */
+    void (*close)(ft_device *d);   /* release OS resources; called once, with no user left */
+    /* Configuration; NULL where a backend has no such thing (FT_EUNSUPPORTED). */
+    int (*get_mtu)(ft_device *d, uint32_t *mtu, ft_err *e);
+    int (*set_mtu)(ft_device *d, uint32_t mtu, ft_err *e);
+    int (*set_up)(ft_device *d, int up, ft_err *e);
+    int (*is_up)(ft_device *d, int *up, ft_err *e);
+    int (*get_index)(ft_device *d, uint32_t *index, ft_err *e);
+    int (*add_address)(ft_device *d, const ft_addr *a, ft_err *e);
+    int (*del_address)(ft_device *d, const ft_addr *a, ft_err *e);
+    int (*list_addresses)(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
+    int (*get_txqueuelen)(ft_device *d, uint32_t *len, ft_err *e);
+    int (*set_txqueuelen)(ft_device *d, uint32_t len, ft_err *e);
+} ft_backend_ops;
+
+/* Policy when the device cannot take a packet right now. */
+enum { FT_FULL_DROP = 0, FT_FULL_WAIT = 1, FT_FULL_RAISE = 2 };
+
+struct ft_device {
+    const ft_backend_ops *ops;
+    void *impl;                 /* the backend's own state */
+    int nqueues;
+    uint32_t max_packet;        /* largest packet recv can produce; arenas leave this much room */
+    ft_atomic_int mtu;          /* cached; sends above it are refused */
+    ft_atomic_int users;        /* calls in progress (see ft_device_enter) */
+    ft_atomic_int closed;
+    ft_event *close_event;      /* set by ft_device_close: wakes every waiter */
+    ft_stats_atomic stats;
+    char name[64];              /* interface name as UTF-8 */
+};
+
+/* Called by a backend's open function once impl, ops and nqueues are filled. Returns FT_OK or FT_ENOMEM. */
+int ft_device_init(ft_device *d, ft_err *e);
+
+/* Every operation that touches the backend runs between enter and leave; close waits for them. */
+int ft_device_enter(ft_device *d, ft_err *e); /* FT_ECLOSED once closing */
+void ft_device_leave(ft_device *d);
+
+/* Receive into b (b->count/used are reset first): waits up to timeout_ms (negative: forever, 0: poll)
+ * for the first packet, also returning early with FT_EWOKEN if `wake` (may be NULL) is set. Returns the
+ * number of packets, FT_ETIMEDOUT, FT_EWOKEN, FT_ECLOSED or a failure. */
+int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e);
+
+/* Wait until queue q (or all) is ready in the given direction. Returns FT_OK (ready), FT_ETIMEDOUT,
+ * FT_EWOKEN, FT_ECLOSED or a failure. */
+int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake, ft_err *e);
+
+/* Validate all n packets first (nothing is sent if one is bad: FT_EPACKET with e->index), then send them
+ * on queue q. Under FT_FULL_DROP packets that find the queue full are dropped and counted; under
+ * FT_FULL_WAIT the sender waits up to timeout_ms for room (then drops the rest and counts them); under
+ * FT_FULL_RAISE it returns FT_EFULL with *sent telling how many went. Returns packets sent or a failure. */
+int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
+                   ft_event *wake, ft_err *e);
+
+/* Marks the device closed, wakes every waiter, waits for calls in progress to leave, then releases the
+ * backend. Safe to call twice. Does not free d. */
+void ft_device_close(ft_device *d);
+/* Frees a closed device. */
+void ft_device_free(ft_device *d);
+
+void ft_device_get_stats(ft_device *d, ft_stats *out);
+
+/* Configuration wrappers: enter/leave plus FT_EUNSUPPORTED where the backend has no hook. */
+int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);
+int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
+int ft_device_set_up(ft_device *d, int up, ft_err *e);
+int ft_device_is_up(ft_device *d, int *up, ft_err *e);
+int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e);
+int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
+int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
+int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);
+
+/* ---- packets -------------------------------------------------------------------------------------- */
+#define FT_MAX_PACKET 65535u
+#define FT_MIN_MTU 68u     /* IPv4's minimum; IPv6 needs 1280 (checked where addresses are added) */
+
+/* FT_OK if p looks like an IPv4 or IPv6 packet the device accepts (version nibble, minimum header length,
+ * IPv4 IHL, at most mtu bytes), else FT_EPACKET with a message naming what is wrong and what is allowed. */
+int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e);
+
+#endif

@@ -1,0 +1,54 @@
+/* ft_reader.h - the batching reader thread: spin briefly, then wait on the device; fill a batch of up to N
+ * packets into a preallocated arena; hand the batch to a callback; repeat until stopped. It talks only to
+ * the backend interface in ft_device.h. */
+#ifndef FT_READER_H
+#define FT_READER_H
+
+#include "ft_device.h"
+
+typedef struct ft_reader_config {
+    uint32_t batch_size;   /* packets per batch, 1..batch->max */
+    uint32_t spin_us;      /* how long to poll an empty queue before sleeping; 0 = never spin */
+    int adaptive;          /* spin only while the measured rate is at least adaptive_pps */
+    uint32_t adaptive_pps; /* packets per second, measured over half-second windows */
+} ft_reader_config;
+
+#define FT_READER_DEFAULT_SPIN_US 50u
+#define FT_READER_DEFAULT_ADAPTIVE_PPS 20000u
+#define FT_READER_MAX_SPIN_US 1000000u
+
+/* The callback: return 0 to go on, anything else to stop the reader. It may replace b->data, b->offsets
+ * and b->lengths (with the same capacities) before it returns, e.g. when the old arena is still in use. */
+typedef int (*ft_batch_fn)(void *user, ft_batch *b);
+
+typedef struct ft_reader_stats {
+    uint64_t packets, bytes, batches;
+    uint64_t full_batches;  /* batches that hit batch_size or the arena's end */
+    uint64_t waits;         /* sleeps on the device */
+    uint64_t spins;         /* empty polls while spinning */
+    uint64_t spin_hits;     /* times spinning found a packet and saved a sleep */
+    uint64_t max_batch;     /* largest batch seen */
+} ft_reader_stats;
+
+/* How a reader ended. */
+enum { FT_READER_RUNNING = 0, FT_READER_STOPPED = 1, FT_READER_CALLBACK_STOPPED = 2, FT_READER_FAILED = 3 };
+
+typedef struct ft_reader ft_reader;
+
+/* Starts a reader on queue q of d. The batch's memory is the caller's and must outlive the reader. */
+ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
+                           void *user, ft_err *e);
+/* Asks the reader to stop and wakes it if it sleeps; callable from any thread, the callback included. */
+void ft_reader_request_stop(ft_reader *r);
+/* Waits up to timeout_ms (negative: forever) for the reader thread to end. FT_OK once it has ended (and been
+ * joined), FT_ETIMEDOUT otherwise, FT_EINVAL when called from the reader's own thread. */
+int ft_reader_join(ft_reader *r, int timeout_ms);
+int ft_reader_state(ft_reader *r);
+/* After the reader ended with FT_READER_FAILED: why. */
+void ft_reader_error(ft_reader *r, ft_err *out);
+void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out);
+int ft_reader_is_current_thread(ft_reader *r);
+/* Frees a joined reader (requests a stop and joins first if needed). */
+void ft_reader_free(ft_reader *r);
+
+#endif
