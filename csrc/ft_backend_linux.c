@@ -1,0 +1,463 @@
+/* ft_backend_linux.c - /dev/net/tun: open (named, kernel-chosen, attach, multi-queue, persist), read and
+ * write whole IP packets, and link configuration through ioctl. Addresses go through rtnetlink
+ * (ft_linux_netlink.c). No shell, no external program. */
+#ifdef __linux__
+#define _GNU_SOURCE
+#include "ft_backends.h"
+#include "ft_linux_netlink.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+
+typedef struct linux_dev {
+    int fds[FT_LINUX_MAX_QUEUES];
+    unsigned ifindex;
+} linux_dev;
+
+static linux_dev *L(ft_device *d) { return d->impl; }
+
+/* ---- names and errors -------------------------------------------------------------------------------- */
+
+static int check_name(const char *name, ft_err *e)
+{
+    size_t n = strlen(name);
+    if (n >= IFNAMSIZ)
+        return ft_fail(e, FT_EINVAL, EINVAL, "interface name '%s' is %zu bytes; at most %d are allowed", name, n,
+                       IFNAMSIZ - 1);
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return ft_fail(e, FT_EINVAL, EINVAL, "interface name '%s' is not allowed", name);
+    int percent_d = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= ' ' || c == '/' || c == ':' || c >= 0x7f)
+            return ft_fail(e, FT_EINVAL, EINVAL,
+                           "interface name '%s' has a forbidden character at byte %zu; printable ASCII without "
+                           "spaces, '/' or ':' is allowed",
+                           name, i);
+        if (c == '%') {
+            if (name[i + 1] != 'd' || percent_d++)
+                return ft_fail(e, FT_EINVAL, EINVAL,
+                               "interface name '%s': '%%' is only allowed once, as '%%d' (the kernel picks a number)",
+                               name);
+        }
+    }
+    return FT_OK;
+}
+
+static int explain_open_error(int err, const char *path, ft_err *e)
+{
+    if (err == ENOENT || err == ENXIO || err == ENODEV)
+        return ft_fail(e, FT_ESYS, ENOENT,
+                       "%s does not exist: load the tun module ('modprobe tun') or, in a container, pass the "
+                       "device in (e.g. --device /dev/net/tun)",
+                       path);
+    if (err == EACCES || err == EPERM)
+        return ft_fail(e, FT_ESYS, EACCES, "no permission to open %s: run as root or with CAP_NET_ADMIN", path);
+    return ft_fail_os(e, err, "cannot open %s", path);
+}
+
+static int explain_setiff_error(int err, const char *name, const ft_linux_params *p, ft_err *e)
+{
+    switch (err) {
+    case EPERM:
+    case EACCES:
+        return ft_fail(e, FT_ESYS, EPERM,
+                       "creating or attaching TUN device '%s' needs CAP_NET_ADMIN: run as root, grant the "
+                       "capability (setcap cap_net_admin+ep on the interpreter), or attach to a persistent device "
+                       "owned by this user",
+                       name);
+    case EBUSY:
+        return ft_fail(e, FT_ESYS, EBUSY,
+                       "TUN device '%s' is in use by another process (a single-queue device has one owner at a "
+                       "time)",
+                       name);
+    case EINVAL:
+        return ft_fail(e, FT_ESYS, EEXIST,
+                       "'%s' exists but is not a TUN device with the requested flags (%s): pick another name or "
+                       "open it the way it was created",
+                       name, p->queues > 1 ? "multi-queue" : "single-queue");
+    case ENOMEM:
+    case ENFILE:
+        return ft_fail_os(e, err, "the kernel refused to create TUN device '%s'", name);
+    default:
+        return ft_fail_os(e, err, "TUNSETIFF for '%s' failed", name);
+    }
+}
+
+/* ---- ioctl helpers ----------------------------------------------------------------------------------- */
+
+static int ctl_socket(ft_err *e)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        ft_fail_os(e, errno, "cannot open a configuration socket");
+    return s;
+}
+
+/* The current name of our interface: it may have been renamed since we opened it. */
+static int current_ifreq(ft_device *d, struct ifreq *ifr, ft_err *e)
+{
+    memset(ifr, 0, sizeof(*ifr));
+    if (!if_indextoname(L(d)->ifindex, ifr->ifr_name))
+        return ft_fail_os(e, errno, "interface %u ('%s') no longer exists", L(d)->ifindex, d->name);
+    snprintf(d->name, sizeof(d->name), "%s", ifr->ifr_name);
+    return FT_OK;
+}
+
+static int if_ioctl(ft_device *d, unsigned long req, struct ifreq *ifr, const char *what, ft_err *e)
+{
+    int s = ctl_socket(e);
+    if (s < 0)
+        return FT_ESYS;
+    int r = ioctl(s, req, ifr);
+    int err = errno;
+    close(s);
+    if (r == 0)
+        return FT_OK;
+    if (err == EPERM || err == EACCES)
+        return ft_fail(e, FT_ESYS, EPERM, "%s on '%s' needs CAP_NET_ADMIN (run as root)", what, d->name);
+    return ft_fail_os(e, err, "%s on '%s' failed", what, d->name);
+}
+
+static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r == FT_OK)
+        r = if_ioctl(d, SIOCGIFMTU, &ifr, "reading the MTU", e);
+    if (r == FT_OK)
+        *mtu = (uint32_t)ifr.ifr_mtu;
+    return r;
+}
+
+static int lx_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+{
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r != FT_OK)
+        return r;
+    ifr.ifr_mtu = (int)mtu;
+    return if_ioctl(d, SIOCSIFMTU, &ifr, "setting the MTU", e);
+}
+
+static int lx_is_up(ft_device *d, int *up, ft_err *e)
+{
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r == FT_OK)
+        r = if_ioctl(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
+    if (r == FT_OK)
+        *up = (ifr.ifr_flags & IFF_UP) != 0;
+    return r;
+}
+
+static int lx_set_up(ft_device *d, int up, ft_err *e)
+{
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r == FT_OK)
+        r = if_ioctl(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
+    if (r != FT_OK)
+        return r;
+    if (up)
+        ifr.ifr_flags |= IFF_UP;
+    else
+        ifr.ifr_flags &= ~IFF_UP;
+    return if_ioctl(d, SIOCSIFFLAGS, &ifr, up ? "bringing the link up" : "bringing the link down", e);
+}
+
+static int lx_get_index(ft_device *d, uint32_t *index, ft_err *e)
+{
+    (void)e;
+    *index = L(d)->ifindex;
+    return FT_OK;
+}
+
+static int lx_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
+{
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r == FT_OK)
+        r = if_ioctl(d, SIOCGIFTXQLEN, &ifr, "reading the transmit queue length", e);
+    if (r == FT_OK)
+        *len = (uint32_t)ifr.ifr_qlen;
+    return r;
+}
+
+static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
+{
+    if (len > 0x7fffffffu)
+        return ft_fail(e, FT_EINVAL, EINVAL, "txqueuelen %u is out of range; allowed: 0..2147483647", len);
+    struct ifreq ifr;
+    int r = current_ifreq(d, &ifr, e);
+    if (r != FT_OK)
+        return r;
+    ifr.ifr_qlen = (int)len;
+    return if_ioctl(d, SIOCSIFTXQLEN, &ifr, "setting the transmit queue length", e);
+}
+
+static int lx_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    return ft_netlink_address(L(d)->ifindex, d->name, a, 1, e);
+}
+
+static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    return ft_netlink_address(L(d)->ifindex, d->name, a, 0, e);
+}
+
+static int lx_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    return ft_netlink_list_addresses(L(d)->ifindex, out, max, n, e);
+}
+
+/* ---- packets ----------------------------------------------------------------------------------------- */
+
+static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    int fd = L(d)->fds[q];
+    int n = 0;
+    while (b->count < b->max && b->cap - b->used >= d->max_packet) {
+        ssize_t r = read(fd, b->data + b->used, b->cap - b->used);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            if (n > 0)
+                break; /* deliver what we have; the error shows again on the next call */
+            if (errno == EBADFD || errno == EBADF)
+                return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
+            return ft_fail_os(e, errno, "reading from TUN device '%s' failed", d->name);
+        }
+        uint8_t v = r > 0 ? (uint8_t)(b->data[b->used] >> 4) : 0;
+        if (r == 0 || (v != 4 && v != 6)) { /* IFF_TUN|IFF_NO_PI only yields IP; count anything else */
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1);
+            continue;
+        }
+        b->offsets[b->count] = (uint32_t)b->used;
+        b->lengths[b->count] = (uint32_t)r;
+        b->count++;
+        b->used += (size_t)r;
+        n++;
+    }
+    return n > 0 ? n : FT_EAGAIN;
+}
+
+static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
+{
+    int fd = L(d)->fds[q];
+    uint32_t i = 0;
+    while (i < n) {
+        ssize_t r = write(fd, pkts[i].data, pkts[i].len);
+        if (r >= 0) {
+            i++;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == ENOBUFS)
+            return i > 0 ? (int)i : FT_EFULL;
+        if (i > 0)
+            return (int)i;
+        if (errno == EIO)
+            return ft_fail(e, FT_ESYS, EIO, "TUN device '%s' refused the packet: is the link up? (call up())",
+                           d->name);
+        if (errno == EBADFD || errno == EBADF)
+            return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
+        return ft_fail_os(e, errno, "writing to TUN device '%s' failed", d->name);
+    }
+    return (int)i;
+}
+
+static int lx_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max)
+{
+    (void)dir;
+    linux_dev *l = L(d);
+    if (q == FT_ALL_QUEUES && dir == FT_WAIT_READ) {
+        if (d->nqueues > max)
+            return -1;
+        for (int i = 0; i < d->nqueues; i++)
+            out[i] = l->fds[i];
+        return d->nqueues;
+    }
+    if (q == FT_ALL_QUEUES)
+        q = 0;
+    if (q < 0 || q >= d->nqueues || max < 1)
+        return -1;
+    out[0] = l->fds[q];
+    return 1;
+}
+
+static void lx_close(ft_device *d)
+{
+    linux_dev *l = L(d);
+    for (int i = 0; i < d->nqueues; i++)
+        if (l->fds[i] >= 0)
+            close(l->fds[i]);
+    free(l);
+    d->impl = NULL;
+}
+
+static const ft_backend_ops linux_ops = {
+    .name = "linux",
+    .recv = lx_recv,
+    .send = lx_send,
+    .wait_handles = lx_wait_handles,
+    .close = lx_close,
+    .get_mtu = lx_get_mtu,
+    .set_mtu = lx_set_mtu,
+    .set_up = lx_set_up,
+    .is_up = lx_is_up,
+    .get_index = lx_get_index,
+    .add_address = lx_add_address,
+    .del_address = lx_del_address,
+    .list_addresses = lx_list_addresses,
+    .get_txqueuelen = lx_get_txqueuelen,
+    .set_txqueuelen = lx_set_txqueuelen,
+};
+
+/* ---- open -------------------------------------------------------------------------------------------- */
+
+static int open_queue(const char *path, struct ifreq *ifr, const ft_linux_params *p, int *fd_out, ft_err *e)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return explain_open_error(errno, path, e);
+    char wanted[IFNAMSIZ];
+    snprintf(wanted, sizeof(wanted), "%s", ifr->ifr_name[0] ? ifr->ifr_name : "(kernel-chosen)");
+    if (ioctl(fd, TUNSETIFF, ifr) != 0) {
+        int err = errno;
+        close(fd);
+        return explain_setiff_error(err, wanted, p, e);
+    }
+    *fd_out = fd;
+    return FT_OK;
+}
+
+int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
+{
+    const char *path = p->dev_path ? p->dev_path : "/dev/net/tun";
+    const char *name = p->name ? p->name : "";
+    if (p->queues < 1 || p->queues > FT_LINUX_MAX_QUEUES)
+        return ft_fail(e, FT_EINVAL, EINVAL, "queues=%d is out of range; allowed: 1..%d", p->queues,
+                       FT_LINUX_MAX_QUEUES);
+    if (p->mtu && (p->mtu < FT_MIN_MTU || p->mtu > FT_MAX_PACKET))
+        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u", p->mtu, FT_MIN_MTU,
+                       FT_MAX_PACKET);
+    if (check_name(name, e) != FT_OK)
+        return e->status;
+    int fixed_name = name[0] && !strchr(name, '%');
+    if ((p->must_exist || p->must_create) && !fixed_name)
+        return ft_fail(e, FT_EINVAL, EINVAL, "attaching or exclusive creation needs a fixed interface name");
+    if (fixed_name) {
+        unsigned existing = if_nametoindex(name);
+        if (p->must_exist && !existing)
+            return ft_fail(e, FT_ESYS, ENODEV,
+                           "no interface named '%s' exists to attach to (create it with persist=True first)", name);
+        if (p->must_create && existing)
+            return ft_fail(e, FT_ESYS, EEXIST, "an interface named '%s' already exists", name);
+    }
+
+    ft_device *d = calloc(1, sizeof(*d));
+    linux_dev *l = calloc(1, sizeof(*l));
+    if (!d || !l) {
+        free(d);
+        free(l);
+        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a TUN device");
+    }
+    for (int i = 0; i < FT_LINUX_MAX_QUEUES; i++)
+        l->fds[i] = -1;
+    d->ops = &linux_ops;
+    d->impl = l;
+    d->max_packet = FT_MAX_PACKET;
+
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (p->queues > 1 ? IFF_MULTI_QUEUE : 0);
+    int r = FT_OK;
+    for (int i = 0; i < p->queues && r == FT_OK; i++) {
+        r = open_queue(path, &ifr, p, &l->fds[i], e); /* the kernel wrote the real name back into ifr */
+        if (r == FT_OK)
+            d->nqueues = i + 1;
+    }
+    if (r != FT_OK)
+        goto fail;
+    snprintf(d->name, sizeof(d->name), "%s", ifr.ifr_name);
+    l->ifindex = if_nametoindex(ifr.ifr_name);
+    if (!l->ifindex) {
+        r = ft_fail_os(e, errno, "TUN device '%s' vanished right after it was opened", ifr.ifr_name);
+        goto fail;
+    }
+    if (p->persist >= 0 && ioctl(l->fds[0], TUNSETPERSIST, (unsigned long)(p->persist ? 1 : 0)) != 0) {
+        r = ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
+        goto fail;
+    }
+    r = ft_device_init(d, e);
+    if (r != FT_OK)
+        goto fail;
+    uint32_t mtu = 0;
+    r = p->mtu ? lx_set_mtu(d, p->mtu, e) : FT_OK;
+    if (r == FT_OK)
+        r = lx_get_mtu(d, &mtu, e);
+    if (r != FT_OK) {
+        ft_event_destroy(d->close_event);
+        goto fail;
+    }
+    ft_atomic_store(&d->mtu, (int)mtu);
+    *out = d;
+    return FT_OK;
+fail:
+    for (int i = 0; i < d->nqueues; i++)
+        close(l->fds[i]);
+    free(l);
+    free(d);
+    return r;
+}
+
+int ft_linux_fd(ft_device *d, int q)
+{
+    if (d->ops != &linux_ops || !d->impl || q < 0 || q >= d->nqueues)
+        return -1;
+    return L(d)->fds[q];
+}
+
+int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
+{
+    if (d->ops != &linux_ops)
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    if (ioctl(L(d)->fds[0], TUNSETPERSIST, (unsigned long)(persist ? 1 : 0)) != 0)
+        r = errno == EPERM ? ft_fail(e, FT_ESYS, EPERM, "changing persist on '%s' needs CAP_NET_ADMIN", d->name)
+                           : ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
+    ft_device_leave(d);
+    return r;
+}
+
+int ft_linux_features(uint32_t *flags, ft_err *e)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return explain_open_error(errno, "/dev/net/tun", e);
+    unsigned int f = 0;
+    int r = ioctl(fd, TUNGETFEATURES, &f);
+    int err = errno;
+    close(fd);
+    if (r != 0)
+        return ft_fail_os(e, err, "TUNGETFEATURES failed");
+    *flags = f;
+    return FT_OK;
+}
+#endif

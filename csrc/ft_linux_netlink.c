@@ -1,0 +1,201 @@
+/* ft_linux_netlink.c - a minimal rtnetlink client for interface addresses. Every reply is checked against
+ * its own length fields before it is read. */
+#ifdef __linux__
+#define _GNU_SOURCE
+#include "ft_linux_netlink.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_addr.h>
+
+#define NL_BUF 32768
+
+static int nl_open(ft_err *e)
+{
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) {
+        ft_fail_os(e, errno, "cannot open a NETLINK_ROUTE socket");
+        return -1;
+    }
+    struct timeval tv = {2, 0}; /* the kernel answers at once; never hang on a lost reply */
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return s;
+}
+
+static void addr_text(const ft_addr *a, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    inet_ntop(a->family == 4 ? AF_INET : AF_INET6, a->bytes, ip, sizeof(ip));
+    snprintf(buf, len, "%s/%u", ip, a->prefix);
+}
+
+static void put_attr(struct nlmsghdr *h, unsigned short type, const void *data, size_t len)
+{
+    struct rtattr *rta = (struct rtattr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = (unsigned short)RTA_LENGTH(len);
+    memcpy(RTA_DATA(rta), data, len);
+    h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+}
+
+int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e)
+{
+    char text[64];
+    addr_text(a, text, sizeof(text));
+    size_t alen = a->family == 4 ? 4 : 16;
+    union {
+        struct nlmsghdr h;
+        char buf[256];
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+    req.h.nlmsg_type = add ? RTM_NEWADDR : RTM_DELADDR;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
+    req.h.nlmsg_seq = 1;
+    struct ifaddrmsg *ifa = NLMSG_DATA(&req.h);
+    ifa->ifa_family = a->family == 4 ? AF_INET : AF_INET6;
+    ifa->ifa_prefixlen = a->prefix;
+    ifa->ifa_index = ifindex;
+    ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+    put_attr(&req.h, IFA_LOCAL, a->bytes, alen);
+    put_attr(&req.h, IFA_ADDRESS, a->bytes, alen);
+
+    int s = nl_open(e);
+    if (s < 0)
+        return FT_ESYS;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        close(s);
+        return ft_fail_os(e, err, "sending the netlink request for %s failed", text);
+    }
+    char buf[4096];
+    ssize_t n = recv(s, buf, sizeof(buf), 0);
+    int err = errno;
+    close(s);
+    if (n < 0)
+        return ft_fail_os(e, err, "no netlink answer for %s", text);
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
+        h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's netlink answer for %s is malformed", text);
+    int code = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    if (code == 0)
+        return FT_OK;
+    if (code == EEXIST)
+        return ft_fail(e, FT_ESYS, EEXIST, "address %s is already on '%s'", text, name);
+    if (code == EADDRNOTAVAIL && !add)
+        return ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "address %s is not on '%s'", text, name);
+    if (code == EPERM || code == EACCES)
+        return ft_fail(e, FT_ESYS, EPERM, "changing addresses on '%s' needs CAP_NET_ADMIN (run as root)", name);
+    if (code == EACCES || (code == EINVAL && a->family == 6))
+        return ft_fail_os(e, code, "the kernel refused IPv6 address %s on '%s' (is IPv6 disabled, or the MTU "
+                                   "below 1280?)", text, name);
+    return ft_fail_os(e, code, "%s address %s on '%s'", add ? "adding" : "removing", text, name);
+}
+
+static int parse_addr_msg(struct nlmsghdr *h, unsigned ifindex, ft_addr *out)
+{
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+        return -1;
+    struct ifaddrmsg *ifa = NLMSG_DATA(h);
+    if (ifa->ifa_index != ifindex || (ifa->ifa_family != AF_INET && ifa->ifa_family != AF_INET6))
+        return 0;
+    size_t alen = ifa->ifa_family == AF_INET ? 4 : 16;
+    if (ifa->ifa_prefixlen > alen * 8)
+        return -1;
+    const void *local = NULL, *address = NULL;
+    int len = (int)IFA_PAYLOAD(h);
+    for (struct rtattr *rta = IFA_RTA(ifa); RTA_OK(rta, len); rta = RTA_NEXT(rta, len)) {
+        if (RTA_PAYLOAD(rta) != alen)
+            continue;
+        if (rta->rta_type == IFA_LOCAL)
+            local = RTA_DATA(rta);
+        else if (rta->rta_type == IFA_ADDRESS)
+            address = RTA_DATA(rta);
+    }
+    const void *addr = local ? local : address; /* IFA_ADDRESS is the peer on point-to-point links */
+    if (!addr)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->family = ifa->ifa_family == AF_INET ? 4 : 6;
+    out->prefix = ifa->ifa_prefixlen;
+    memcpy(out->bytes, addr, alen);
+    return 1;
+}
+
+int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    struct {
+        struct nlmsghdr h;
+        struct ifaddrmsg ifa;
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+    req.h.nlmsg_type = RTM_GETADDR;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.h.nlmsg_seq = 2;
+    req.ifa.ifa_family = AF_UNSPEC;
+    req.ifa.ifa_index = ifindex;
+
+    int s = nl_open(e);
+    if (s < 0)
+        return FT_ESYS;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        close(s);
+        return ft_fail_os(e, err, "sending the netlink address dump request failed");
+    }
+    static __thread char buf[NL_BUF];
+    uint32_t count = 0;
+    int r = FT_OK;
+    for (int done = 0; !done;) {
+        ssize_t got = recv(s, buf, sizeof(buf), 0);
+        if (got < 0) {
+            r = ft_fail_os(e, errno, "reading the netlink address dump failed");
+            break;
+        }
+        size_t len = (size_t)got;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE) {
+                done = 1;
+                break;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                int code = h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))
+                               ? -((struct nlmsgerr *)NLMSG_DATA(h))->error
+                               : EIO;
+                r = ft_fail_os(e, code, "the kernel refused the address dump");
+                done = 1;
+                break;
+            }
+            if (h->nlmsg_type != RTM_NEWADDR)
+                continue;
+            ft_addr a;
+            int p = parse_addr_msg(h, ifindex, &a);
+            if (p < 0) {
+                r = ft_fail(e, FT_ECORRUPT, EIO, "the kernel's address dump holds a malformed entry");
+                done = 1;
+                break;
+            }
+            if (p == 1) {
+                if (count < max)
+                    out[count] = a;
+                count++;
+            }
+        }
+        if (got == 0)
+            break;
+    }
+    close(s);
+    *n = count;
+    return r;
+}
+#endif

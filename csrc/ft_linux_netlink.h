@@ -1,0 +1,12 @@
+/* ft_linux_netlink.h - IPv4/IPv6 addresses through rtnetlink (what `ip address` does), without a shell. */
+#ifndef FT_LINUX_NETLINK_H
+#define FT_LINUX_NETLINK_H
+
+#include "ft_device.h"
+
+/* Adds (add=1) or removes (add=0) an address on interface ifindex; `name` is only for messages. */
+int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e);
+/* Lists the addresses of interface ifindex; *n is the total (may exceed max; only max are written). */
+int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
+
+#endif
