@@ -77,7 +77,7 @@ static int explain_setiff_error(int err, const char *name, const ft_linux_params
                        name);
     case EBUSY:
         return ft_fail(e, FT_ESYS, EBUSY,
-                       "TUN device '%s' is in use by another process (a single-queue device has one owner at a "
+                       "TUN device '%s' is already open (a single-queue device has one owner at a "
                        "time)",
                        name);
     case EINVAL:

@@ -28,6 +28,7 @@ typedef struct ft_linux_params {
     const char *dev_path;/* NULL for /dev/net/tun (tests point it elsewhere) */
 } ft_linux_params;
 
+#ifdef __linux__
 int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e);
 /* The fd of queue q, for fileno(); -1 if q is out of range. */
 int ft_linux_fd(ft_device *d, int q);
@@ -35,5 +36,156 @@ int ft_linux_fd(ft_device *d, int q);
 int ft_linux_features(uint32_t *flags, ft_err *e);
 /* Set or clear IFF_PERSIST on an open device. */
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e);
+#else
+/* Elsewhere the same names exist so that one wrapper serves every platform; they only say no. */
+#include <errno.h>
+static inline int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
+{
+    (void)p;
+    (void)out;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "/dev/net/tun devices exist only on Linux");
+}
+static inline int ft_linux_fd(ft_device *d, int q)
+{
+    (void)d;
+    (void)q;
+    return -1;
+}
+static inline int ft_linux_features(uint32_t *flags, ft_err *e)
+{
+    *flags = 0;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "TUN features are a Linux notion");
+}
+static inline int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
+{
+    (void)d;
+    (void)persist;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
+}
+#endif
+
+/* ---- Windows: Wintun (wintun.dll) -------------------------------------------------------------------- */
+#include <wchar.h>
+
+#define FT_WINTUN_DEFAULT_RING_CAPACITY (4u << 20) /* 4 MiB */
+#define FT_WINTUN_MIN_RING_CAPACITY 0x20000u       /* 128 KiB, Wintun's minimum */
+#define FT_WINTUN_MAX_RING_CAPACITY 0x4000000u     /* 64 MiB, Wintun's maximum */
+#define FT_WINTUN_MAX_NAME 127                     /* UTF-16 units in an adapter name */
+#define FT_WINTUN_DEFAULT_TUNNEL_TYPE "fasttun"
+
+/* ft_wintun_driver_version's answer when no Wintun driver is running: a success without a version. */
+#define FT_WINTUN_DRIVER_NOT_LOADED 1
+
+/* How ft_wintun_open finds its adapter. */
+enum { FT_WINTUN_CREATE = 0, FT_WINTUN_OPEN = 1, FT_WINTUN_OPEN_OR_CREATE = 2 };
+
+typedef struct ft_wintun_params {
+    const char *name;        /* UTF-8, 1..FT_WINTUN_MAX_NAME UTF-16 units */
+    const char *tunnel_type; /* UTF-8; NULL or "" for FT_WINTUN_DEFAULT_TUNNEL_TYPE */
+    const uint8_t *guid;     /* 16 bytes in GUID memory order (Python's uuid.bytes_le), or NULL */
+    uint32_t ring_capacity;  /* bytes, a power of two in [MIN, MAX]; 0 for the default */
+    int open_existing;       /* FT_WINTUN_CREATE, FT_WINTUN_OPEN or FT_WINTUN_OPEN_OR_CREATE */
+    uint32_t mtu;            /* set on the interface (both IP families); 0 keeps the interface's MTU */
+} ft_wintun_params;
+
+/* Wintun's log messages, converted to UTF-8. level: 0 info, 1 warning, 2 error. */
+typedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg);
+
+#ifdef _WIN32
+/* Loads wintun.dll once per process (thread-safe). path_or_null: an absolute path to the DLL (its own
+ * folder and System32 are searched for its dependencies), or NULL for System32 only. Never the current
+ * directory or PATH. Loading again is a no-op, unless a different path is asked for (FT_EINVAL). */
+int ft_wintun_load(const wchar_t *path_or_null, ft_err *e);
+int ft_wintun_loaded(void);
+/* (major << 16) | minor of the running driver: FT_OK; or FT_WINTUN_DRIVER_NOT_LOADED with *version = 0
+ * and e saying so (e->status FT_WINTUN_DRIVER_NOT_LOADED); or a failure. */
+int ft_wintun_driver_version(uint32_t *version, ft_err *e);
+/* Removes the driver when no Wintun adapter uses it (needs administrator rights). */
+int ft_wintun_delete_driver(ft_err *e);
+/* The callback may run on any thread, several at once, and briefly after it was replaced; it must not
+ * call ft_wintun_set_logger itself. NULL disables logging. Callable before the DLL is loaded. */
+void ft_wintun_set_logger(ft_wintun_log_fn fn);
+
+/* Opens a Wintun adapter and starts its session: one queue, max_packet 0xFFFF. Loads wintun.dll from
+ * System32 if nothing was loaded yet. */
+int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e);
+uint64_t ft_wintun_luid(ft_device *d);
+/* The adapter's interface GUID, 16 bytes in GUID memory order. */
+int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e);
+/* 1 if this device created its adapter (closing it removes the adapter), 0 if it opened an existing one. */
+int ft_wintun_created(ft_device *d);
+uint32_t ft_wintun_ring_capacity(ft_device *d);
+
+/* Routes through the adapter. family 4 or 6; dest and nexthop in network order (4 or 16 bytes used);
+ * nexthop NULL for an on-link route; metric 0 lets Windows choose. An existing route: FT_ESYS, EEXIST. */
+int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                        uint32_t metric, ft_err *e);
+int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                        uint32_t metric, ft_err *e);
+/* Replaces the adapter's DNS servers, both families (n = 0 clears them). Needs SetInterfaceDnsSettings
+ * (Windows 10 2004 or later): FT_EUNSUPPORTED where it is absent. */
+int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e);
+#else
+/* Elsewhere the same names exist so that one wrapper serves every platform; they only say no. */
+#include <errno.h>
+#define FT_WINTUN_ONLY_ "Wintun adapters exist only on Windows"
+static inline int ft_wintun_load(const wchar_t *path_or_null, ft_err *e)
+{
+    (void)path_or_null;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "wintun.dll can be loaded only on Windows");
+}
+static inline int ft_wintun_loaded(void) { return 0; }
+static inline int ft_wintun_driver_version(uint32_t *version, ft_err *e)
+{
+    *version = 0;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+static inline int ft_wintun_delete_driver(ft_err *e) { return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_); }
+static inline void ft_wintun_set_logger(ft_wintun_log_fn fn) { (void)fn; }
+static inline int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
+{
+    (void)p;
+    (void)out;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+static inline uint64_t ft_wintun_luid(ft_device *d)
+{
+    (void)d;
+    return 0;
+}
+static inline int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
+{
+    (void)d;
+    (void)guid;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+static inline int ft_wintun_created(ft_device *d)
+{
+    (void)d;
+    return 0;
+}
+static inline uint32_t ft_wintun_ring_capacity(ft_device *d)
+{
+    (void)d;
+    return 0;
+}
+static inline int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix,
+                                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
+{
+    (void)d, (void)family, (void)dest, (void)prefix, (void)nexthop, (void)metric;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+static inline int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix,
+                                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
+{
+    (void)d, (void)family, (void)dest, (void)prefix, (void)nexthop, (void)metric;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+static inline int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+{
+    (void)d, (void)servers, (void)n;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
+}
+#endif
 
 #endif

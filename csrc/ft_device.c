@@ -131,6 +131,8 @@ void ft_device_free(ft_device *d)
     free(d);
 }
 
+void ft_device_count_tx_drops(ft_device *d, uint64_t n) { ft_atomic_add64(&d->stats.tx_dropped_full, n); }
+
 void ft_device_get_stats(ft_device *d, ft_stats *o)
 {
     ft_stats_atomic *s = &d->stats;
@@ -302,21 +304,25 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
             result = FT_EFULL;
             break;
         }
-        int left = policy == FT_FULL_WAIT ? remaining_ms(timeout_ms, deadline) : 0;
-        if (left != 0) {
-            ft_atomic_add64(&d->stats.tx_waits, 1);
-            r = ft_device_wait(d, q, FT_WAIT_WRITE, left, wake, e);
-            if (r == FT_OK || r == FT_ETIMEDOUT)
-                continue;
+        if (policy == FT_FULL_DROP) {
+            ft_atomic_add64(&d->stats.tx_dropped_full, n - done);
+            break;
+        }
+        int left = remaining_ms(timeout_ms, deadline);
+        if (left == 0) { /* the caller decides: wait again, or drop with ft_device_count_tx_drops */
+            result = FT_ETIMEDOUT;
+            break;
+        }
+        ft_atomic_add64(&d->stats.tx_waits, 1);
+        r = ft_device_wait(d, q, FT_WAIT_WRITE, left, wake, e);
+        if (r != FT_OK && r != FT_ETIMEDOUT) {
             result = r;
             break;
         }
-        ft_atomic_add64(&d->stats.tx_dropped_full, n - done);
-        break;
     }
     ft_device_leave(d);
     if (result < 0) {
-        if (result == FT_EWOKEN || result == FT_ECLOSED || result == FT_EFULL)
+        if (result == FT_EWOKEN || result == FT_ECLOSED || result == FT_EFULL || result == FT_ETIMEDOUT)
             e->index = (long)done;
         return result;
     }

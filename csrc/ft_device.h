@@ -162,8 +162,10 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
 
 /* Validate all n packets first (nothing is sent if one is bad: FT_EPACKET with e->index), then send them
  * on queue q. Under FT_FULL_DROP packets that find the queue full are dropped and counted; under
- * FT_FULL_WAIT the sender waits up to timeout_ms for room (then drops the rest and counts them); under
- * FT_FULL_RAISE it returns FT_EFULL with *sent telling how many went. Returns packets sent or a failure. */
+ * FT_FULL_WAIT the sender waits up to timeout_ms (negative: forever) for room and returns FT_ETIMEDOUT
+ * after that, e->index telling how many went (the caller may wait again, or drop the rest and count them
+ * with ft_device_count_tx_drops); under FT_FULL_RAISE it returns FT_EFULL at once, e->index telling how
+ * many went. Returns the number of packets sent or a failure. */
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                    ft_event *wake, ft_err *e);
 
@@ -174,6 +176,7 @@ void ft_device_close(ft_device *d);
 void ft_device_free(ft_device *d);
 
 void ft_device_get_stats(ft_device *d, ft_stats *out);
+void ft_device_count_tx_drops(ft_device *d, uint64_t n);
 
 /* Configuration wrappers: enter/leave plus FT_EUNSUPPORTED where the backend has no hook. */
 int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);

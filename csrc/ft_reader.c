@@ -69,12 +69,14 @@ static void reader_loop(ft_reader *r)
         b->used = 0;
         int got = d->ops->recv(d, r->queue, b, &e);
         if (got == FT_EAGAIN && spin_ns > 0 && hot) {
-            uint64_t start = ft_now_ns();
+            uint64_t start = ft_now_ns(), polls = 0;
             do {
-                ft_atomic_add64(&r->stats.spins, 1);
+                polls++;
                 ft_cpu_relax();
                 got = d->ops->recv(d, r->queue, b, &e);
             } while (got == FT_EAGAIN && !ft_atomic_load(&r->stop) && ft_now_ns() - start < spin_ns);
+            ft_atomic_add64(&r->stats.spins, polls);
+            ft_atomic_add64(&d->stats.spins, polls);
             if (got > 0)
                 ft_atomic_add64(&r->stats.spin_hits, 1);
         }

@@ -1,0 +1,155 @@
+# C declarations of the core (csrc/), kept apart from the wrappers in _core.pyx.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "ft_os.h" nogil:
+    ctypedef struct ft_event:
+        pass
+    ft_event *ft_event_create()
+    void ft_event_destroy(ft_event *ev)
+    void ft_event_set(ft_event *ev)
+    void ft_event_reset(ft_event *ev)
+
+
+cdef extern from "ft_device.h" nogil:
+    enum:
+        FT_OK
+        FT_EAGAIN
+        FT_ETIMEDOUT
+        FT_EWOKEN
+        FT_ECLOSED
+        FT_EFULL
+        FT_EINVAL
+        FT_ESYS
+        FT_ENOMEM
+        FT_EPACKET
+        FT_EUNSUPPORTED
+        FT_EEOF
+        FT_ECORRUPT
+        FT_ALL_QUEUES
+        FT_FULL_DROP
+        FT_FULL_WAIT
+        FT_FULL_RAISE
+        FT_MAX_PACKET
+        FT_MIN_MTU
+
+    ctypedef struct ft_err:
+        int status
+        int errnum
+        long oserr
+        long index
+        char msg[256]
+
+    ctypedef struct ft_batch:
+        uint8_t *data
+        size_t cap
+        uint32_t *offsets
+        uint32_t *lengths
+        uint32_t max
+        uint32_t count
+        size_t used
+
+    ctypedef struct ft_pkt:
+        const uint8_t *data
+        size_t len
+
+    ctypedef struct ft_stats:
+        uint64_t rx_packets, rx_bytes, rx_batches
+        uint64_t tx_packets, tx_bytes
+        uint64_t tx_dropped_full, tx_rejected
+        uint64_t rx_dropped_invalid, rx_dropped_oversize
+        uint64_t rx_errors, tx_errors
+        uint64_t waits, spins, tx_waits
+
+    ctypedef struct ft_addr:
+        int family
+        uint8_t prefix
+        uint8_t bytes[16]
+
+    ctypedef struct ft_backend_ops:
+        const char *name
+
+    ctypedef struct ft_device:
+        const ft_backend_ops *ops
+        int nqueues
+        uint32_t max_packet
+        char name[64]
+
+    size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet)
+    int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e)
+    int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
+                       ft_event *wake, ft_err *e)
+    void ft_device_count_tx_drops(ft_device *d, uint64_t n)
+    void ft_device_close(ft_device *d)
+    void ft_device_free(ft_device *d)
+    void ft_device_get_stats(ft_device *d, ft_stats *out)
+    int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+    int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+    int ft_device_set_up(ft_device *d, int up, ft_err *e)
+    int ft_device_is_up(ft_device *d, int *up, ft_err *e)
+    int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
+    int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+    int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e)
+    int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+    int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
+    int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
+    int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
+
+
+cdef extern from "ft_reader.h" nogil:
+    ctypedef struct ft_reader_config:
+        uint32_t batch_size
+        uint32_t spin_us
+        int adaptive
+        uint32_t adaptive_pps
+
+    enum:
+        FT_READER_DEFAULT_SPIN_US
+        FT_READER_DEFAULT_ADAPTIVE_PPS
+        FT_READER_MAX_SPIN_US
+        FT_READER_RUNNING
+        FT_READER_STOPPED
+        FT_READER_CALLBACK_STOPPED
+        FT_READER_FAILED
+
+    ctypedef int (*ft_batch_fn)(void *user, ft_batch *b) noexcept
+
+    ctypedef struct ft_reader_stats:
+        uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch
+
+    ctypedef struct ft_reader:
+        pass
+
+    ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
+                               void *user, ft_err *e)
+    void ft_reader_request_stop(ft_reader *r)
+    int ft_reader_join(ft_reader *r, int timeout_ms)
+    int ft_reader_state(ft_reader *r)
+    void ft_reader_error(ft_reader *r, ft_err *out)
+    void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out)
+    int ft_reader_is_current_thread(ft_reader *r)
+    void ft_reader_free(ft_reader *r)
+
+
+cdef extern from "ft_backends.h" nogil:
+    enum:
+        FT_PAIR_DEFAULT_CAPACITY
+        FT_PAIR_DEFAULT_CAPACITY_BYTES
+        FT_LINUX_MAX_QUEUES
+
+    int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
+                       ft_err *e)
+
+    ctypedef struct ft_linux_params:
+        const char *name
+        int queues
+        int persist
+        int must_exist
+        int must_create
+        uint32_t mtu
+        const char *dev_path
+
+    int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
+    int ft_linux_fd(ft_device *d, int q)
+    int ft_linux_features(uint32_t *flags, ft_err *e)
+    int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)

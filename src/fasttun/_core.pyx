@@ -1,0 +1,919 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, embedsignature=True
+"""Thin wrappers over the C core: devices, arenas, batches and reader threads.
+
+Everything a user sees is re-exported and documented by the ``fasttun`` package; this module holds no
+policy of its own beyond turning C status codes into Python exceptions."""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT
+from cpython.buffer cimport PyBUF_ND
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+import errno as _errno
+import time as _time
+
+from fasttun import errors as _errors
+
+MAX_PACKET = FT_MAX_PACKET
+MIN_MTU = FT_MIN_MTU
+DEFAULT_SPIN_US = FT_READER_DEFAULT_SPIN_US
+DEFAULT_ADAPTIVE_PPS = FT_READER_DEFAULT_ADAPTIVE_PPS
+MAX_SPIN_US = FT_READER_MAX_SPIN_US
+PAIR_DEFAULT_CAPACITY = FT_PAIR_DEFAULT_CAPACITY
+PAIR_DEFAULT_CAPACITY_BYTES = FT_PAIR_DEFAULT_CAPACITY_BYTES
+LINUX_MAX_QUEUES = FT_LINUX_MAX_QUEUES
+ALL_QUEUES = FT_ALL_QUEUES
+POLICY_DROP = FT_FULL_DROP
+POLICY_WAIT = FT_FULL_WAIT
+POLICY_RAISE = FT_FULL_RAISE
+
+cdef enum:
+    # Blocking calls wait in slices this long so that Ctrl-C is seen within about this many milliseconds.
+    SLICE_MS = 100
+    # Packets per send_batch call described on the stack; larger calls allocate their tables.
+    SMALL = 64
+
+
+cdef object _message(ft_err *e):
+    return e.msg.decode("utf-8", "replace")
+
+
+cdef object _exception(ft_err *e):
+    """The Python exception for a failed C call."""
+    cdef int st = e.status
+    msg = _message(e)
+    if st == FT_EPACKET or st == FT_EINVAL:
+        return ValueError(msg)
+    if st == FT_ENOMEM:
+        return MemoryError(msg)
+    if st == FT_ECLOSED or st == FT_EEOF:
+        return _errors.TunClosedError(e.errnum or _errno.EBADF, msg)
+    if st == FT_EFULL:
+        return _errors.TunFullError(_errno.ENOBUFS, msg)
+    if st == FT_EUNSUPPORTED:
+        return _errors.TunError(_errno.ENOSYS, msg)
+    if st == FT_ECORRUPT:
+        return _errors.TunError(e.errnum or _errno.EIO, msg)
+    return _errors.from_errno(e.errnum or _errno.EIO, msg, e.oserr)
+
+
+cdef int _raise(ft_err *e) except -1:
+    raise _exception(e)
+
+
+cdef int _timeout_ms(object timeout) except -2:
+    """None -> -1 (forever); seconds (>= 0) -> milliseconds."""
+    if timeout is None:
+        return -1
+    t = float(timeout)
+    if not (t >= 0.0):
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+    if t > 2_000_000.0:
+        raise ValueError(f"timeout {timeout!r} is too large; at most 2000000 seconds")
+    return <int>(t * 1000.0 + 0.999)
+
+
+def _timeout_check(timeout):
+    """Raises ValueError for a timeout that is neither None nor a number of seconds >= 0."""
+    _timeout_ms(timeout)
+
+
+# ---- arenas and batches -------------------------------------------------------------------------------
+
+cdef class Arena:
+    """One allocation holding packet bytes plus the offsets and lengths tables of a batch.
+
+    It exports its bytes through the buffer protocol and counts the exports, so the owner can tell
+    whether anybody still looks at it before reusing it."""
+
+    cdef uint8_t *data
+    cdef size_t cap
+    cdef uint32_t *offsets
+    cdef uint32_t *lengths
+    cdef uint32_t max
+    cdef Py_ssize_t exports
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+    cdef bint in_batch
+
+    def __cinit__(self, uint32_t max_packets, uint32_t max_packet):
+        if max_packets < 1:
+            raise ValueError("an arena holds at least one packet")
+        self.cap = ft_batch_arena_size(max_packets, max_packet)
+        self.max = max_packets
+        # Packet bytes first, then the two tables (4-byte aligned: cap is a multiple of 4 plus max_packet).
+        cdef size_t tables = (<size_t>max_packets) * 4 * 2
+        cdef size_t head = (self.cap + 7) & ~(<size_t>7)
+        self.data = <uint8_t *>PyMem_RawMalloc(head + tables)
+        if self.data == NULL:
+            raise MemoryError(f"cannot allocate a {head + tables}-byte packet arena")
+        self.offsets = <uint32_t *>(self.data + head)
+        self.lengths = self.offsets + max_packets
+        self.exports = 0
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.data)
+
+    cdef void attach(self, ft_batch *b):
+        b.data = self.data
+        b.cap = self.cap
+        b.offsets = self.offsets
+        b.lengths = self.lengths
+        b.max = self.max
+        b.count = 0
+        b.used = 0
+
+    cdef bint idle(self):
+        return self.exports == 0 and not self.in_batch
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        self.shape[0] = <Py_ssize_t>self.cap
+        self.strides[0] = 1
+        buf.buf = self.data
+        buf.obj = self
+        buf.len = <Py_ssize_t>self.cap
+        buf.readonly = 0
+        buf.itemsize = 1
+        buf.format = <char *>b"B" if (flags & PyBUF_FORMAT) else NULL
+        buf.ndim = 1
+        buf.shape = self.shape if (flags & PyBUF_ND) else NULL
+        buf.strides = self.strides if (flags & PyBUF_ND) else NULL
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        self.exports -= 1
+
+
+cdef class _Table:
+    """The offsets or lengths of a batch as an array of uint32 (buffer format 'I')."""
+    cdef Arena arena
+    cdef uint32_t *ptr
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        buf.buf = self.ptr
+        buf.obj = self
+        buf.len = self.shape[0] * 4
+        buf.readonly = 1
+        buf.itemsize = 4
+        buf.format = <char *>b"I" if (flags & PyBUF_FORMAT) else NULL
+        buf.ndim = 1
+        self.strides[0] = 4
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        self.arena.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        self.arena.exports -= 1
+
+
+cdef _Table _table(Arena arena, uint32_t *ptr, uint32_t n):
+    cdef _Table t = _Table.__new__(_Table)
+    t.arena = arena
+    t.ptr = ptr
+    t.shape[0] = n
+    return t
+
+
+_EPHEMERAL_MSG = ("this Batch was valid only during the reader callback; keep what you need inside the "
+                  "callback with batch.copy() or bytes(batch[i])")
+
+
+cdef class Batch:
+    """Packets received together, laid out back to back in one buffer.
+
+    ``len(batch)``, ``batch[i]`` and iteration give zero-copy memoryviews; ``buffer``, ``offsets`` and
+    ``lengths`` expose the whole arena for NumPy (``numpy.frombuffer(batch.lengths, numpy.uint32)``).
+    A batch handed to a reader callback is valid only during that call; a batch returned by
+    ``recv_batch`` stays valid as long as you keep it."""
+
+    cdef Arena arena
+    cdef uint32_t count
+    cdef size_t used
+    cdef bint valid
+    cdef bint ephemeral
+    cdef object base          # memoryview over the arena, made on first use
+    cdef list views           # every view handed out (ephemeral batches only)
+
+    def __init__(self):
+        raise TypeError("Batch objects come from recv_batch() and readers; they cannot be created directly")
+
+    def __dealloc__(self):
+        if self.arena is not None and not self.ephemeral:
+            self.arena.in_batch = False
+
+    cdef inline int _check(self) except -1:
+        if not self.valid:
+            raise ValueError(_EPHEMERAL_MSG)
+        return 0
+
+    cdef object _track(self, object view):
+        if self.ephemeral:
+            self.views.append(view)
+        return view
+
+    cdef object _base(self):
+        if self.base is None:
+            self.base = memoryview(self.arena)
+        return self.base
+
+    cdef object _packet(self, uint32_t i):
+        cdef uint32_t off = self.arena.offsets[i]
+        return self._track(self._base()[off:off + self.arena.lengths[i]])
+
+    def __len__(self):
+        self._check()
+        return self.count
+
+    def __getitem__(self, index):
+        self._check()
+        if isinstance(index, slice):
+            return [self._packet(i) for i in range(*index.indices(self.count))]
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.count
+        if i < 0 or i >= self.count:
+            raise IndexError(f"batch index {index} out of range for a batch of {self.count} packets")
+        return self._packet(<uint32_t>i)
+
+    def __iter__(self):
+        self._check()
+        cdef uint32_t i
+        for i in range(self.count):
+            if not self.valid:
+                raise ValueError(_EPHEMERAL_MSG)
+            yield self._packet(i)
+
+    def __bool__(self):
+        return self.valid and self.count > 0
+
+    def __repr__(self):
+        if not self.valid:
+            return "<fasttun.Batch (expired)>"
+        return f"<fasttun.Batch {self.count} packets, {self.used} bytes>"
+
+    @property
+    def nbytes(self):
+        """Total bytes of all packets."""
+        self._check()
+        return self.used
+
+    @property
+    def buffer(self):
+        """All packet bytes, back to back (a writable memoryview of ``nbytes`` bytes)."""
+        self._check()
+        return self._track(self._base()[:self.used])
+
+    @property
+    def offsets(self):
+        """Where each packet starts in ``buffer`` (memoryview of uint32, format 'I')."""
+        self._check()
+        return self._track(memoryview(_table(self.arena, self.arena.offsets, self.count)))
+
+    @property
+    def lengths(self):
+        """Each packet's length (memoryview of uint32, format 'I')."""
+        self._check()
+        return self._track(memoryview(_table(self.arena, self.arena.lengths, self.count)))
+
+    def copy(self):
+        """The packets as a list of ``bytes`` that stay valid after the callback."""
+        self._check()
+        cdef uint32_t i
+        cdef list out = []
+        for i in range(self.count):
+            out.append(PyBytes_FromStringAndSize(<char *>self.arena.data + self.arena.offsets[i],
+                                                 self.arena.lengths[i]))
+        return out
+
+    cdef bint _expire(self):
+        """Ends an ephemeral batch: releases every view handed out. True if the arena is still exported
+        (somebody made a NumPy array or a memoryview of a view), so it must not be reused."""
+        cdef bint pinned = False
+        self.valid = False
+        if self.views:
+            for v in self.views:
+                try:
+                    v.release()
+                except BufferError:
+                    pinned = True
+            self.views.clear()
+        if self.base is not None:
+            try:
+                self.base.release()
+            except BufferError:
+                pinned = True
+            self.base = None
+        return pinned or self.arena.exports != 0
+
+
+cdef Batch _new_batch(Arena arena, uint32_t count, size_t used, bint ephemeral):
+    cdef Batch b = Batch.__new__(Batch)
+    b.arena = arena
+    b.count = count
+    b.used = used
+    b.valid = True
+    b.ephemeral = ephemeral
+    b.views = [] if ephemeral else None
+    if not ephemeral:
+        arena.in_batch = True
+    return b
+
+
+def make_batch(packets):
+    """A Batch holding copies of the given packets (bytes-like objects), e.g. to test code that takes
+    batches, or to send a prepared set with send_batch."""
+    cdef list seq = list(packets)
+    cdef uint32_t n = len(seq), i
+    if n < 1 or n > 65536:
+        raise ValueError(f"a batch holds 1..65536 packets, got {n}")
+    cdef Py_ssize_t total = 0
+    views = [memoryview(p).cast("B") for p in seq]
+    for v in views:
+        if v.nbytes > FT_MAX_PACKET:
+            raise ValueError(f"a packet of {v.nbytes} bytes is larger than {FT_MAX_PACKET}")
+        total += v.nbytes
+    cdef Arena a = Arena(n, <uint32_t>min(<Py_ssize_t>FT_MAX_PACKET, total))
+    if <size_t>total > a.cap:
+        a = Arena(n, <uint32_t>FT_MAX_PACKET)
+    cdef size_t used = 0
+    cdef const uint8_t[::1] mv
+    for i in range(n):
+        mv = views[i]
+        a.offsets[i] = <uint32_t>used
+        a.lengths[i] = <uint32_t>mv.shape[0]
+        if mv.shape[0]:
+            memcpy(a.data + used, &mv[0], mv.shape[0])
+        used += mv.shape[0]
+    return _new_batch(a, n, used, False)
+
+
+# ---- devices ------------------------------------------------------------------------------------------
+
+cdef class Device:
+    """A device of the C core: a Linux TUN device, one end of an in-memory pair or a Wintun adapter."""
+
+    cdef ft_device *dev
+    cdef Arena spare          # reused by recv/recv_batch when nobody holds it any more
+    cdef readonly str backend
+
+    def __dealloc__(self):
+        if self.dev != NULL:
+            with nogil:
+                ft_device_free(self.dev)
+            self.dev = NULL
+
+    cdef int _adopt(self, ft_device *d) except -1:
+        self.dev = d
+        self.backend = d.ops.name.decode()
+        return 0
+
+    @property
+    def name(self):
+        return self.dev.name.decode("utf-8", "replace")
+
+    @property
+    def queues(self):
+        return self.dev.nqueues
+
+    @property
+    def max_packet(self):
+        return self.dev.max_packet
+
+    def close(self):
+        """Closes the device: wakes every blocked call (they raise TunClosedError) and waits for them."""
+        with nogil:
+            ft_device_close(self.dev)
+
+    # -- receiving --
+
+    cdef Arena _arena(self, uint32_t max_packets):
+        """An idle arena for a synchronous receive, marked busy (in_batch) so that no other thread takes it
+        while this one waits without the GIL."""
+        cdef Arena a = self.spare
+        if a is None or not a.idle() or a.max < max_packets:
+            a = Arena(max_packets, self.dev.max_packet)
+            self.spare = a
+        a.in_batch = True
+        return a
+
+    cdef int _recv(self, int queue, ft_batch *b, object timeout) except -1:
+        """Fills b; returns the packet count, or 0 when the timeout passed. Waits in slices so that
+        signals (Ctrl-C) are handled promptly."""
+        cdef int total_ms = _timeout_ms(timeout)
+        cdef int slice_ms, r
+        cdef ft_err e
+        deadline = None if total_ms < 0 else _time.monotonic() + total_ms / 1000.0
+        while True:
+            if deadline is None:
+                slice_ms = SLICE_MS
+            else:
+                left = deadline - _time.monotonic()
+                slice_ms = 0 if left <= 0 else min(SLICE_MS, <int>(left * 1000.0 + 0.999))
+            with nogil:
+                r = ft_device_recv(self.dev, queue, b, slice_ms, NULL, &e)
+            if r > 0:
+                return r
+            if r != FT_ETIMEDOUT:
+                _raise(&e)
+            PyErr_CheckSignals()
+            if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
+                return 0
+
+    def recv(self, int queue=FT_ALL_QUEUES, timeout=None):
+        cdef ft_batch b
+        cdef Arena a = self._arena(1)
+        try:
+            a.attach(&b)
+            b.max = 1
+            if self._recv(queue, &b, timeout) == 0:
+                return None
+            return PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
+        finally:
+            a.in_batch = False
+
+    def recv_into(self, buffer, int queue=FT_ALL_QUEUES, timeout=None):
+        """Receives one packet into buffer; returns its length, 0 on timeout. A packet larger than the
+        buffer is kept and returned by the next receive, and ValueError says how large it is."""
+        cdef Py_buffer view
+        cdef ft_batch b
+        cdef Arena a
+        if PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0:
+            raise TypeError(f"recv_into needs a writable contiguous buffer, not {type(buffer).__name__}")
+        try:
+            a = self._arena(1)
+            try:
+                a.attach(&b)
+                b.max = 1
+                if self._recv(queue, &b, timeout) == 0:
+                    return 0
+                if b.lengths[0] > <size_t>view.len:
+                    packet = PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
+                    raise _errors._TooSmall(packet, view.len)
+                memcpy(view.buf, b.data + b.offsets[0], b.lengths[0])
+                return b.lengths[0]
+            finally:
+                a.in_batch = False
+        finally:
+            PyBuffer_Release(&view)
+
+    def recv_batch(self, uint32_t max_packets, int queue=FT_ALL_QUEUES, timeout=None):
+        cdef ft_batch b
+        cdef Arena a = self._arena(max_packets)
+        a.attach(&b)
+        b.max = max_packets
+        cdef int n
+        try:
+            n = self._recv(queue, &b, timeout)
+        except BaseException:
+            a.in_batch = False
+            raise
+        # The batch owns the arena until the user drops it; then the next call may reuse it.
+        return _new_batch(a, <uint32_t>n, b.used, False)
+
+    # -- sending --
+
+    cdef int _send(self, int queue, ft_pkt *pkts, uint32_t n, int policy, object timeout) except -1:
+        cdef int total_ms = _timeout_ms(timeout)
+        cdef int slice_ms = total_ms
+        cdef uint32_t sent = 0
+        cdef int r
+        cdef ft_err e
+        deadline = None if total_ms < 0 else _time.monotonic() + total_ms / 1000.0
+        while True:
+            if policy == FT_FULL_WAIT:
+                if deadline is None:
+                    slice_ms = SLICE_MS
+                else:
+                    left = deadline - _time.monotonic()
+                    slice_ms = 0 if left <= 0 else min(SLICE_MS, <int>(left * 1000.0 + 0.999))
+            with nogil:
+                r = ft_device_send(self.dev, queue, pkts + sent, n - sent, policy, slice_ms, NULL, &e)
+            if r >= 0:
+                return <int>(sent + <uint32_t>r)
+            if r == FT_EPACKET and sent > 0:
+                e.index += sent
+            if r == FT_ETIMEDOUT:
+                sent += <uint32_t>e.index
+                PyErr_CheckSignals()
+                if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
+                    ft_device_count_tx_drops(self.dev, n - sent)
+                    return <int>sent
+                continue
+            if r == FT_EFULL:
+                exc = _exception(&e)
+                exc.sent = sent + <uint32_t>e.index
+                raise exc
+            _raise(&e)
+
+    def send(self, packet, int queue=0, int policy=FT_FULL_DROP, timeout=None):
+        cdef Py_buffer view
+        cdef ft_pkt pkt
+        if PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE) < 0:
+            raise TypeError(f"a packet must be a contiguous bytes-like object, not {type(packet).__name__}")
+        try:
+            pkt.data = <const uint8_t *>view.buf
+            pkt.len = <size_t>view.len
+            return self._send(queue, &pkt, 1, policy, timeout)
+        finally:
+            PyBuffer_Release(&view)
+
+    def send_batch(self, packets, int queue=0, int policy=FT_FULL_DROP, timeout=None):
+        if isinstance(packets, Batch):
+            return self._send_arena(<Batch>packets, queue, policy, timeout)
+        cdef list seq = packets if type(packets) is list else list(packets)
+        cdef Py_ssize_t n = len(seq)
+        if n == 0:
+            return 0
+        if n > 0x7fffffff:
+            raise ValueError(f"at most 2147483647 packets per call, got {n}")
+        cdef Py_buffer small_views[SMALL]
+        cdef ft_pkt small_pkts[SMALL]
+        cdef Py_buffer *views = small_views
+        cdef ft_pkt *pkts = small_pkts
+        cdef Py_ssize_t got = 0, i
+        if n > SMALL:
+            views = <Py_buffer *>PyMem_Malloc(n * sizeof(Py_buffer))
+            pkts = <ft_pkt *>PyMem_Malloc(n * sizeof(ft_pkt))
+            if views == NULL or pkts == NULL:
+                PyMem_Free(views)
+                PyMem_Free(pkts)
+                raise MemoryError(f"cannot hold {n} packet references")
+        try:
+            for i in range(n):
+                item = seq[i]
+                if PyObject_GetBuffer(item, &views[i], PyBUF_SIMPLE) < 0:
+                    raise TypeError(f"packet {i}: a packet must be a contiguous bytes-like object, "
+                                    f"not {type(item).__name__} (nothing was sent)")
+                got += 1
+                pkts[i].data = <const uint8_t *>views[i].buf
+                pkts[i].len = <size_t>views[i].len
+            return self._send(queue, pkts, <uint32_t>n, policy, timeout)
+        except BufferError as exc:
+            raise TypeError(f"packet {got}: {exc} (nothing was sent)") from None
+        finally:
+            for i in range(got):
+                PyBuffer_Release(&views[i])
+            if views != small_views:
+                PyMem_Free(views)
+                PyMem_Free(pkts)
+
+    cdef int _send_arena(self, Batch batch, int queue, int policy, object timeout) except -1:
+        batch._check()
+        cdef uint32_t n = batch.count, i
+        if n == 0:
+            return 0
+        cdef ft_pkt small_pkts[SMALL]
+        cdef ft_pkt *pkts = small_pkts
+        if n > SMALL:
+            pkts = <ft_pkt *>PyMem_Malloc(n * sizeof(ft_pkt))
+            if pkts == NULL:
+                raise MemoryError(f"cannot hold {n} packet references")
+        cdef Arena a = batch.arena
+        a.exports += 1   # the arena must not be recycled while the GIL is released
+        try:
+            for i in range(n):
+                pkts[i].data = a.data + a.offsets[i]
+                pkts[i].len = a.lengths[i]
+            return self._send(queue, pkts, n, policy, timeout)
+        finally:
+            a.exports -= 1
+            if pkts != small_pkts:
+                PyMem_Free(pkts)
+
+    # -- readers --
+
+    def start_reader(self, int queue, callback, uint32_t batch_size, uint32_t spin_us, bint adaptive,
+                     uint32_t adaptive_pps):
+        return QueueReader._start(self, queue, callback, batch_size, spin_us, adaptive, adaptive_pps)
+
+    # -- configuration --
+
+    def get_mtu(self):
+        cdef uint32_t v = 0
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_get_mtu(self.dev, &v, &e)
+        if r != FT_OK:
+            _raise(&e)
+        return v
+
+    def set_mtu(self, uint32_t mtu):
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_set_mtu(self.dev, mtu, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def set_up(self, bint up):
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_set_up(self.dev, up, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def is_up(self):
+        cdef int up = 0
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_is_up(self.dev, &up, &e)
+        if r != FT_OK:
+            _raise(&e)
+        return bool(up)
+
+    def get_index(self):
+        cdef uint32_t v = 0
+        cdef ft_err e
+        cdef int r = ft_device_get_index(self.dev, &v, &e)
+        if r != FT_OK:
+            _raise(&e)
+        return v
+
+    def get_txqueuelen(self):
+        cdef uint32_t v = 0
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_get_txqueuelen(self.dev, &v, &e)
+        if r != FT_OK:
+            _raise(&e)
+        return v
+
+    def set_txqueuelen(self, uint32_t v):
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_set_txqueuelen(self.dev, v, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def address(self, int family, bytes packed, int prefix, bint add):
+        cdef ft_addr a
+        cdef ft_err e
+        cdef int r
+        memset(&a, 0, sizeof(a))
+        if family not in (4, 6) or len(packed) != (4 if family == 4 else 16):
+            raise ValueError("address must be 4 bytes (IPv4) or 16 bytes (IPv6)")
+        if prefix < 0 or prefix > (32 if family == 4 else 128):
+            raise ValueError(f"prefix length {prefix} is out of range for IPv{family}")
+        a.family = family
+        a.prefix = <uint8_t>prefix
+        memcpy(a.bytes, <const char *>packed, len(packed))
+        with nogil:
+            r = ft_device_add_address(self.dev, &a, &e) if add else ft_device_del_address(self.dev, &a, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def list_addresses(self):
+        cdef ft_addr buf[256]
+        cdef uint32_t n = 0, i
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_list_addresses(self.dev, buf, 256, &n, &e)
+        if r != FT_OK:
+            _raise(&e)
+        out = []
+        for i in range(min(n, 256)):
+            out.append((buf[i].family, (<char *>buf[i].bytes)[:4 if buf[i].family == 4 else 16], buf[i].prefix))
+        return out
+
+    def fileno(self, int queue=0):
+        cdef int fd = ft_linux_fd(self.dev, queue)
+        if fd < 0:
+            raise _errors.TunError(_errno.ENOSYS, f"the {self.backend} backend has no file descriptor "
+                                   f"for queue {queue}")
+        return fd
+
+    def set_persist(self, bint persist):
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_linux_set_persist(self.dev, persist, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def stats(self):
+        cdef ft_stats s
+        ft_device_get_stats(self.dev, &s)
+        return s
+
+
+# ---- constructors --------------------------------------------------------------------------------------
+
+def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
+    cdef ft_device *a = NULL
+    cdef ft_device *b = NULL
+    cdef ft_err e
+    if ft_memory_pair(mtu, capacity, capacity_bytes, &a, &b, &e) != FT_OK:
+        _raise(&e)
+    cdef Device da = Device.__new__(Device)
+    cdef Device db = Device.__new__(Device)
+    da._adopt(a)
+    db._adopt(b)
+    return da, db
+
+
+def open_linux(name, int queues, int persist, bint must_exist, bint must_create, uint32_t mtu, dev_path=None):
+    cdef ft_linux_params p
+    cdef ft_device *d = NULL
+    cdef ft_err e
+    cdef int r
+    bname = name.encode() if name else b""
+    bpath = dev_path.encode() if dev_path else None
+    memset(&p, 0, sizeof(p))
+    p.name = bname
+    p.queues = queues
+    p.persist = persist
+    p.must_exist = must_exist
+    p.must_create = must_create
+    p.mtu = mtu
+    p.dev_path = NULL if bpath is None else <const char *>bpath
+    with nogil:
+        r = ft_linux_open(&p, &d, &e)
+    if r != FT_OK:
+        _raise(&e)
+    cdef Device dev = Device.__new__(Device)
+    dev._adopt(d)
+    return dev
+
+
+def linux_features():
+    cdef uint32_t flags = 0
+    cdef ft_err e
+    if ft_linux_features(&flags, &e) != FT_OK:
+        _raise(&e)
+    return flags
+
+
+def check_packet(packet, uint32_t mtu=FT_MAX_PACKET):
+    """Raises ValueError if packet is not an IPv4/IPv6 packet of an allowed size."""
+    cdef Py_buffer view
+    cdef ft_err e
+    if PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE) < 0:
+        raise TypeError(f"a packet must be a contiguous bytes-like object, not {type(packet).__name__}")
+    try:
+        if ft_packet_check(<const uint8_t *>view.buf, <size_t>view.len, mtu, &e) != FT_OK:
+            _raise(&e)
+    finally:
+        PyBuffer_Release(&view)
+
+
+# ---- readers -------------------------------------------------------------------------------------------
+
+cdef int _on_batch(void *user, ft_batch *b) noexcept nogil:
+    with gil:
+        return (<QueueReader>user)._deliver(b)
+
+
+cdef class QueueReader:
+    """One reader thread on one queue of a device."""
+
+    cdef ft_reader *reader
+    cdef ft_batch b
+    cdef Device device
+    cdef Arena arena
+    cdef Batch batch
+    cdef object callback
+    cdef readonly int queue
+    cdef readonly object exception
+    cdef readonly uint64_t arena_swaps
+    cdef bint holds_self
+
+    @staticmethod
+    cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
+                            bint adaptive, uint32_t adaptive_pps):
+        cdef QueueReader q = QueueReader.__new__(QueueReader)
+        cdef ft_reader_config cfg
+        cdef ft_err e
+        if batch_size < 1 or batch_size > 65536:
+            raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..65536")
+        q.device = device
+        q.queue = queue
+        q.callback = callback
+        q.arena = Arena(batch_size, device.dev.max_packet)
+        q.arena.attach(&q.b)
+        cfg.batch_size = batch_size
+        cfg.spin_us = spin_us
+        cfg.adaptive = adaptive
+        cfg.adaptive_pps = adaptive_pps
+        # The thread refers to q without owning a Python reference: hold one until it is joined.
+        Py_INCREF(q)
+        q.holds_self = True
+        q.reader = ft_reader_start(device.dev, queue, &cfg, &q.b, _on_batch, <void *>q, &e)
+        if q.reader == NULL:
+            q.holds_self = False
+            Py_DECREF(q)
+            _raise(&e)
+        return q
+
+    def __dealloc__(self):
+        if self.reader != NULL:
+            with nogil:
+                ft_reader_free(self.reader)
+
+    cdef int _deliver(self, ft_batch *b):
+        cdef Batch batch = self.batch
+        if batch is None or batch.valid:
+            batch = _new_batch(self.arena, b.count, b.used, True)
+        else:
+            batch.count = b.count
+            batch.used = b.used
+            batch.valid = True
+        self.batch = None
+        cdef int stop = 0
+        try:
+            self.callback(batch)
+        except BaseException as exc:
+            self.exception = exc
+            stop = 1
+        if batch._expire():
+            # Somebody still holds a buffer into this arena: leave it to them and read into a new one.
+            self.arena = Arena(self.arena.max, self.device.dev.max_packet)
+            self.arena.attach(b)
+            b.max = self.b.max
+            self.arena_swaps += 1
+            batch.arena = self.arena
+        # Reuse the Batch object next time unless the callback kept a reference to it.
+        if _refcount(batch) == 1:
+            self.batch = batch
+        return stop
+
+    def request_stop(self):
+        if self.reader != NULL:
+            ft_reader_request_stop(self.reader)
+
+    def join(self, timeout=None):
+        """Waits for the thread to end; True once it has. Handles Ctrl-C between slices."""
+        cdef int r
+        cdef int slice_ms
+        if self.reader == NULL:
+            return True
+        if ft_reader_is_current_thread(self.reader):
+            raise RuntimeError("a reader cannot wait for itself: call stop() from another thread, or return "
+                               "from the callback after requesting the stop")
+        total = _timeout_ms(timeout)
+        deadline = None if total < 0 else _time.monotonic() + total / 1000.0
+        while True:
+            if deadline is None:
+                slice_ms = SLICE_MS
+            else:
+                left = deadline - _time.monotonic()
+                slice_ms = 0 if left <= 0 else min(SLICE_MS, <int>(left * 1000.0 + 0.999))
+            with nogil:
+                r = ft_reader_join(self.reader, slice_ms)
+            if r == FT_OK:
+                if self.holds_self:
+                    self.holds_self = False
+                    Py_DECREF(self)
+                return True
+            PyErr_CheckSignals()
+            if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
+                return False
+
+    @property
+    def state(self):
+        return ft_reader_state(self.reader) if self.reader != NULL else FT_READER_STOPPED
+
+    def error(self):
+        """The exception for a reader that ended because of the device (None otherwise)."""
+        cdef ft_err e
+        if self.reader == NULL or ft_reader_state(self.reader) != FT_READER_FAILED:
+            return None
+        ft_reader_error(self.reader, &e)
+        return _exception(&e)
+
+    def stats(self):
+        cdef ft_reader_stats s
+        ft_reader_get_stats(self.reader, &s)
+        return s
+
+    def is_current_thread(self):
+        return self.reader != NULL and ft_reader_is_current_thread(self.reader)
+
+
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT(object o)
+
+
+cdef inline Py_ssize_t _refcount(object o):
+    return Py_REFCNT(o)
+
+
+READER_RUNNING = FT_READER_RUNNING
+READER_STOPPED = FT_READER_STOPPED
+READER_CALLBACK_STOPPED = FT_READER_CALLBACK_STOPPED
+READER_FAILED = FT_READER_FAILED

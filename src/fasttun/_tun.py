@@ -1,0 +1,540 @@
+"""The public device API: Tun, pair(), Reader and the statistics records."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import ipaddress
+import logging
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Union
+
+from fasttun import _core
+from fasttun.errors import TunClosedError, TunError, _TooSmall
+
+log = logging.getLogger("fasttun")
+
+Address = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
+Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+FullPolicy = Literal["drop", "wait", "raise"]
+BatchCallback = Callable[[_core.Batch], Any]
+
+_POLICIES = {"drop": _core.POLICY_DROP, "wait": _core.POLICY_WAIT, "raise": _core.POLICY_RAISE}
+MAX_BATCH = 65536
+IPV6_MIN_MTU = 1280
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Counters of a device since it was opened."""
+
+    rx_packets: int
+    rx_bytes: int
+    rx_batches: int
+    tx_packets: int
+    tx_bytes: int
+    tx_dropped_full: int
+    """Packets dropped because the device's queue was full (send policy "drop", or "wait" timed out)."""
+    tx_rejected: int
+    """Packets refused by validation; they never reached the device."""
+    rx_dropped_invalid: int
+    """Packets the device handed back that were not IPv4/IPv6."""
+    rx_dropped_oversize: int
+    rx_errors: int
+    tx_errors: int
+    waits: int
+    """Times a receiver slept on the device."""
+    spins: int
+    """Empty polls while a reader spun before sleeping."""
+    tx_waits: int
+
+    @property
+    def drops(self) -> int:
+        """All packets lost, whatever the cause."""
+        return self.tx_dropped_full + self.rx_dropped_invalid + self.rx_dropped_oversize
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderStats:
+    """Counters of one reader (summed over its queues)."""
+
+    packets: int
+    bytes: int
+    batches: int
+    full_batches: int
+    waits: int
+    spins: int
+    spin_hits: int
+    max_batch: int
+    arena_swaps: int
+    """Times a callback kept a buffer into the arena, so the reader moved on to a fresh one."""
+
+
+def _ranged_int(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")
+    return value
+
+
+def _policy(on_full: str) -> int:
+    try:
+        return _POLICIES[on_full]
+    except (KeyError, TypeError):
+        raise ValueError(f"on_full must be one of 'drop', 'wait', 'raise', not {on_full!r}") from None
+
+
+def _interface(address: Address) -> Interface:
+    if isinstance(address, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return address
+    if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return ipaddress.ip_interface(address)
+    if not isinstance(address, str):
+        raise TypeError(f"an address must be a str like '10.0.0.1/24' or an ipaddress object, "
+                        f"not {type(address).__name__}")
+    try:
+        return ipaddress.ip_interface(address.strip())
+    except ValueError:
+        raise ValueError(f"{address!r} is not an IPv4 or IPv6 address with an optional /prefix "
+                         f"(e.g. '10.0.0.1/24' or 'fd00::1/64')") from None
+
+
+_live_readers: weakref.WeakSet[Reader] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_readers_at_exit() -> None:
+    # A reader thread must not call into an interpreter that is shutting down.
+    for reader in list(_live_readers):
+        try:
+            reader.stop(timeout=2.0)
+        except BaseException:  # noqa: BLE001 - at exit nothing can be raised to anybody
+            log.debug("reader raised while stopping at exit", exc_info=True)
+
+
+class Reader:
+    """Reader threads (one per queue) that hand batches of packets to a callback.
+
+    The callback gets a :class:`Batch` whose views are valid only during the call. A callback that raises
+    stops the reader; :meth:`stop` and :meth:`join` raise that exception again, traceback included."""
+
+    def __init__(self, tun: Tun, queues: list[_core.QueueReader], callback: BatchCallback) -> None:
+        self._tun = tun
+        self._queues = queues
+        self._callback = callback
+        self._stopping = False
+        self._reported = False
+        _live_readers.add(self)
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<fasttun.Reader on {self._tun.name!r}, {len(self._queues)} queue(s), {state}>"
+
+    @property
+    def running(self) -> bool:
+        """True while any of the reader threads is still reading."""
+        return any(q.state == _core.READER_RUNNING for q in self._queues)
+
+    @property
+    def stats(self) -> ReaderStats:
+        per = [q.stats() for q in self._queues]
+        total = {k: sum(s[k] for s in per) for k in per[0] if k != "max_batch"}
+        return ReaderStats(max_batch=max(s["max_batch"] for s in per),
+                           arena_swaps=sum(q.arena_swaps for q in self._queues), **total)
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        """Stops the reader threads and waits up to ``timeout`` seconds for them (None: as long as it takes).
+
+        Returns True once every thread has ended; False if one is still inside a slow callback. Raises the
+        callback's exception, or the device error that ended the reader. Called from inside the callback,
+        it only asks for the stop (the reader ends when the callback returns) and returns False."""
+        self._stopping = True
+        for q in self._queues:
+            q.request_stop()
+        if any(q.is_current_thread() for q in self._queues):
+            return False
+        return self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits for the reader threads to end on their own (callback raised, device closed), without asking
+        them to stop. Raises as :meth:`stop` does. Returns False if they still run after ``timeout``."""
+        if any(q.is_current_thread() for q in self._queues):
+            raise RuntimeError("join() called from the reader's own callback would wait forever")
+        done = all(q.join(timeout) for q in self._queues)
+        if done:
+            _live_readers.discard(self)
+            self._tun._forget_reader(self)
+            self._raise_outcome()
+        return done
+
+    def _raise_outcome(self) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        for q in self._queues:
+            if q.exception is not None:
+                raise q.exception
+        for q in self._queues:
+            err = q.error()
+            if err is None:
+                continue
+            if isinstance(err, TunClosedError) and self._tun.closed:
+                continue  # the device was closed on purpose: a normal end
+            raise err
+
+
+class Tun:
+    """A TUN device: whole IPv4/IPv6 packets in and out.
+
+    On Linux it opens ``/dev/net/tun`` (creating the device, or attaching to an existing persistent one);
+    :func:`pair` gives two connected in-memory devices with the same API. Use it as a context manager, or
+    call :meth:`close`."""
+
+    _dev: _core.Device
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        mtu: int | None = None,
+        addresses: Iterable[Address] = (),
+        queues: int = 1,
+        persist: bool | None = None,
+        open_existing: bool | None = None,
+        up: bool = False,
+        txqueuelen: int | None = None,
+        on_full: FullPolicy = "drop",
+        send_timeout: float | None = None,
+    ) -> None:
+        """Opens a TUN device.
+
+        ``name``: the interface name (at most 15 bytes on Linux; ``None`` or a name with ``%d`` lets the kernel
+        choose). ``open_existing``: ``None`` opens or creates, ``True`` only attaches to an existing (persistent)
+        device, ``False`` only creates a new one. ``persist``: ``True`` keeps the device after close, ``False``
+        makes it go away with the last close, ``None`` leaves the flag as it is. ``queues``: with more than one,
+        a multi-queue device with one file descriptor per queue (one reader thread each). ``on_full`` and
+        ``send_timeout``: what send does when the device cannot take a packet: ``"drop"`` (counted in
+        ``stats.tx_dropped_full``), ``"wait"`` up to ``send_timeout`` seconds, or ``"raise"``
+        :class:`TunFullError`."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
+        if mtu is not None:
+            _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
+        if txqueuelen is not None:
+            _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
+        ifaces = [_interface(a) for a in addresses]
+        self._policy = _policy(on_full)
+        self._send_timeout = send_timeout
+        _core._timeout_check(send_timeout)
+        if sys.platform.startswith("linux"):
+            dev = _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)),
+                                   open_existing is True, open_existing is False, mtu or 0)
+        else:
+            raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
+                               f"in-memory device")
+        self._setup(dev)
+        try:
+            if txqueuelen is not None:
+                dev.set_txqueuelen(txqueuelen)
+            for iface in ifaces:
+                self.add_address(iface)
+            if up:
+                self.up()
+        except BaseException:
+            self.close()
+            raise
+        log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, self.mtu)
+
+    @classmethod
+    def _wrap(cls, dev: _core.Device, on_full: FullPolicy, send_timeout: float | None) -> Tun:
+        self = cls.__new__(cls)
+        self._policy = _policy(on_full)
+        self._send_timeout = send_timeout
+        self._setup(dev)
+        return self
+
+    def _setup(self, dev: _core.Device) -> None:
+        self._dev = dev
+        self._closed = False
+        self._readers: list[Reader] = []
+        self._pending: bytes | None = None
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ----
+
+    def __enter__(self) -> Tun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) is False:
+            self._dev.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<fasttun.Tun {self.name!r} ({self._dev.backend}, {state})>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stops this device's readers, wakes blocked calls in other threads (they raise TunClosedError) and
+        releases the device. A device we created and did not make persistent disappears."""
+        if self._closed:
+            return
+        self._closed = True
+        readers = list(self._readers)
+        for reader in readers:
+            for q in reader._queues:
+                q.request_stop()
+        self._dev.close()
+        for reader in readers:
+            try:
+                reader.stop(timeout=5.0)
+            except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
+                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
+        log.debug("closed %s", self.name)
+
+    def _forget_reader(self, reader: Reader) -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
+    # ---- properties and configuration ----
+
+    @property
+    def name(self) -> str:
+        return self._dev.name
+
+    @property
+    def backend(self) -> str:
+        """"linux", "memory" or "wintun"."""
+        return self._dev.backend
+
+    @property
+    def queues(self) -> int:
+        return self._dev.queues
+
+    @property
+    def index(self) -> int:
+        """The interface index (as ``if_nametoindex``)."""
+        return self._dev.get_index()
+
+    @property
+    def mtu(self) -> int:
+        return self._dev.get_mtu()
+
+    @mtu.setter
+    def mtu(self, value: int) -> None:
+        _ranged_int(value, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
+        if value < IPV6_MIN_MTU and any(a.version == 6 for a in self._safe_addresses()):
+            raise ValueError(f"mtu {value} is below 1280, the IPv6 minimum, and the device has IPv6 addresses")
+        self._dev.set_mtu(value)
+
+    @property
+    def txqueuelen(self) -> int:
+        """The kernel's queue of packets waiting to be read (Linux; raise it to absorb bursts)."""
+        return self._dev.get_txqueuelen()
+
+    @txqueuelen.setter
+    def txqueuelen(self, value: int) -> None:
+        _ranged_int(value, "txqueuelen", 0, 2**31 - 1)
+        self._dev.set_txqueuelen(value)
+
+    @property
+    def is_up(self) -> bool:
+        return self._dev.is_up()
+
+    def up(self) -> None:
+        """Brings the link up."""
+        self._dev.set_up(True)
+
+    def down(self) -> None:
+        """Brings the link down."""
+        self._dev.set_up(False)
+
+    def set_persist(self, persist: bool) -> None:
+        """Linux: keep the device after the last close (True) or not (False)."""
+        self._dev.set_persist(bool(persist))
+
+    @property
+    def addresses(self) -> list[Interface]:
+        """The device's IPv4 and IPv6 addresses with their prefixes (as the kernel reports them, including
+        link-local ones it added itself)."""
+        return [ipaddress.ip_interface((ipaddress.ip_address(raw), prefix))
+                for _family, raw, prefix in self._dev.list_addresses()]
+
+    def _safe_addresses(self) -> list[Interface]:
+        try:
+            return self.addresses
+        except TunError:
+            return []
+
+    def add_address(self, address: Address) -> None:
+        """Adds an address like ``"10.0.0.1/24"`` or ``"fd00::1/64"`` (no prefix: a host address)."""
+        iface = _interface(address)
+        if iface.version == 6 and self.mtu < IPV6_MIN_MTU:
+            raise ValueError(f"IPv6 address {iface} needs an MTU of at least 1280; the device has {self.mtu}")
+        self._dev.address(iface.version, iface.ip.packed, iface.network.prefixlen, True)
+
+    def remove_address(self, address: Address) -> None:
+        iface = _interface(address)
+        self._dev.address(iface.version, iface.ip.packed, iface.network.prefixlen, False)
+
+    def fileno(self, queue: int = 0) -> int:
+        """Linux: the file descriptor of a queue (for select/poll/asyncio readiness)."""
+        _ranged_int(queue, "queue", 0, self.queues - 1)
+        return self._dev.fileno(queue)
+
+    @property
+    def stats(self) -> Stats:
+        return Stats(**self._dev.stats())
+
+    # ---- receiving ----
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """One packet as bytes, or None when ``timeout`` seconds pass first (None: wait as long as it takes)."""
+        pending = self._take_pending()
+        if pending is not None:
+            return pending
+        return self._dev.recv(_core.ALL_QUEUES, timeout)
+
+    def recv_into(self, buffer: Any, timeout: float | None = None) -> int:
+        """Receives one packet into a writable buffer; returns its length (0 on timeout). If the packet does not
+        fit, ValueError says how large it is and the packet is kept for the next receive."""
+        pending = self._take_pending()
+        if pending is not None:
+            view = memoryview(buffer).cast("B")
+            if len(pending) > view.nbytes:
+                self._pending = pending
+                raise ValueError(f"the next packet is {len(pending)} bytes and the buffer only "
+                                 f"{view.nbytes}; it is kept for the next receive")
+            view[: len(pending)] = pending
+            return len(pending)
+        try:
+            return self._dev.recv_into(buffer, _core.ALL_QUEUES, timeout)
+        except _TooSmall as small:
+            self._pending = small.packet
+            raise ValueError(f"the next packet is {len(small.packet)} bytes and the buffer only {small.size}; "
+                             f"it is kept for the next receive") from None
+
+    def recv_batch(self, max_packets: int = 64, timeout: float | None = None) -> _core.Batch:
+        """Up to ``max_packets`` packets that are waiting (at least one unless ``timeout`` passes, then an empty
+        batch). The batch stays valid as long as you keep it."""
+        _ranged_int(max_packets, "max_packets", 1, MAX_BATCH)
+        pending = self._take_pending()
+        if pending is not None:
+            return _core.make_batch([pending])
+        return self._dev.recv_batch(max_packets, _core.ALL_QUEUES, timeout)
+
+    def _take_pending(self) -> bytes | None:
+        if self._pending is None:
+            return None
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    # ---- sending ----
+
+    def send(self, packet: Any, *, on_full: FullPolicy | None = None, timeout: float | None = None) -> int:
+        """Sends one IPv4/IPv6 packet (any contiguous bytes-like object). Returns 1 if it went, 0 if it was
+        dropped because the device was full (and counted). A packet that is not IPv4/IPv6, shorter than its
+        header or longer than the MTU raises ValueError and nothing is sent."""
+        policy = self._policy if on_full is None else _policy(on_full)
+        return self._dev.send(packet, 0, policy, self._send_timeout if timeout is None else timeout)
+
+    def send_batch(self, packets: Iterable[Any] | _core.Batch, *, on_full: FullPolicy | None = None,
+                   timeout: float | None = None) -> int:
+        """Sends many packets in one call (a list of bytes-like objects, any iterable of them, or a Batch).
+        Every packet is validated before any is sent. Returns how many were sent; the rest were dropped and
+        counted (policy "drop", or "wait" after ``timeout``)."""
+        policy = self._policy if on_full is None else _policy(on_full)
+        return self._dev.send_batch(packets, 0, policy, self._send_timeout if timeout is None else timeout)
+
+    # ---- readers ----
+
+    def start_reader(
+        self,
+        callback: BatchCallback,
+        batch_size: int = 64,
+        *,
+        spin_us: int | None = None,
+        adaptive: bool = True,
+        adaptive_pps: int | None = None,
+    ) -> Reader:
+        """Starts reader threads (one per queue) that call ``callback(batch)`` with up to ``batch_size`` packets.
+
+        Each thread spins up to ``spin_us`` microseconds on an empty queue before it sleeps (0: never spin);
+        with ``adaptive`` it spins only while packets arrive at ``adaptive_pps`` packets/s or more, so an idle
+        device costs no CPU. The callback runs with the GIL; the batch's views are valid only during the call.
+        With several queues the callback is called from several threads, one at a time."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
+        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
+        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
+               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
+        if self._closed:
+            raise TunClosedError(9, f"{self.name} is closed")
+        started: list[_core.QueueReader] = []
+        try:
+            for q in range(self.queues):
+                started.append(self._dev.start_reader(q, _logging_callback(callback, self.name, q), batch_size,
+                                                      spin, bool(adaptive), pps))
+        except BaseException:
+            for qr in started:
+                qr.request_stop()
+                qr.join(None)
+            raise
+        reader = Reader(self, started, callback)
+        with self._lock:
+            self._readers.append(reader)
+        log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
+                  batch_size, spin)
+        return reader
+
+
+def _logging_callback(callback: BatchCallback, name: str, queue: int) -> BatchCallback:
+    def on_batch(batch: _core.Batch) -> None:
+        try:
+            callback(batch)
+        except BaseException as exc:
+            log.error("reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())",
+                      name, queue, exc)
+            raise
+    return on_batch
+
+
+def pair(
+    *,
+    mtu: int = 1500,
+    capacity: int = _core.PAIR_DEFAULT_CAPACITY,
+    capacity_bytes: int = _core.PAIR_DEFAULT_CAPACITY_BYTES,
+    on_full: FullPolicy = "wait",
+    send_timeout: float | None = None,
+) -> tuple[Tun, Tun]:
+    """Two connected in-memory devices: what one sends, the other receives. No privileges needed.
+
+    Each direction holds at most ``capacity`` packets and ``capacity_bytes`` bytes. Unlike a real device a
+    full pair makes senders wait by default (``on_full="wait"``), so pipelines under test lose nothing.
+    When one end is closed, the other reads what is left and then gets TunClosedError."""
+    _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
+    _ranged_int(capacity, "capacity", 1, 1 << 20)
+    _ranged_int(capacity_bytes, "capacity_bytes", 2 * ((4 + _core.MAX_PACKET + 7) & ~7), 1 << 30)
+    _core._timeout_check(send_timeout)
+    a, b = _core.open_pair(mtu, capacity, capacity_bytes)
+    return Tun._wrap(a, on_full, send_timeout), Tun._wrap(b, on_full, send_timeout)
