@@ -220,6 +220,11 @@ static int lx_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t 
     return ft_netlink_list_addresses(L(d)->ifindex, out, max, n, e);
 }
 
+static int lx_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
+{
+    return ft_netlink_link_drops(L(d)->ifindex, rx_dropped, tx_dropped, e);
+}
+
 /* ---- packets ----------------------------------------------------------------------------------------- */
 
 static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
@@ -324,6 +329,7 @@ static const ft_backend_ops linux_ops = {
     .list_addresses = lx_list_addresses,
     .get_txqueuelen = lx_get_txqueuelen,
     .set_txqueuelen = lx_set_txqueuelen,
+    .os_drops = lx_os_drops,
 };
 
 /* ---- open -------------------------------------------------------------------------------------------- */

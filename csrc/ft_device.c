@@ -400,3 +400,7 @@ int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
 {
     CONFIG_CALL(set_txqueuelen, "set a transmit queue length", len);
 }
+int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
+{
+    CONFIG_CALL(os_drops, "report the system's drop counters", rx_dropped, tx_dropped);
+}

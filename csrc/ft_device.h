@@ -126,6 +126,8 @@ typedef struct ft_backend_ops {
     int (*list_addresses)(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
     int (*get_txqueuelen)(ft_device *d, uint32_t *len, ft_err *e);
     int (*set_txqueuelen)(ft_device *d, uint32_t len, ft_err *e);
+    /* Drops the OS counted on its side: packets it could not queue for us, packets of ours it dropped. */
+    int (*os_drops)(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e);
 } ft_backend_ops;
 
 /* Policy when the device cannot take a packet right now. */
@@ -189,6 +191,7 @@ int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e);
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
 int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);
+int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e);
 
 /* ---- packets -------------------------------------------------------------------------------------- */
 #define FT_MAX_PACKET 65535u

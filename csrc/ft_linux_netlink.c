@@ -13,6 +13,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_addr.h>
+#include <linux/if_link.h>
 
 #define NL_BUF 32768
 
@@ -63,6 +64,10 @@ int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int
     ifa->ifa_prefixlen = a->prefix;
     ifa->ifa_index = ifindex;
     ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+    /* A TUN link has no neighbours to collide with: skip duplicate address detection so an IPv6 address is
+     * usable at once instead of staying "tentative" for a second or two. */
+    if (a->family == 6)
+        ifa->ifa_flags = IFA_F_NODAD;
     put_attr(&req.h, IFA_LOCAL, a->bytes, alen);
     put_attr(&req.h, IFA_ADDRESS, a->bytes, alen);
 
@@ -197,5 +202,58 @@ int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint
     close(s);
     *n = count;
     return r;
+}
+
+int ft_netlink_link_drops(unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *os_tx_dropped, ft_err *e)
+{
+    struct {
+        struct nlmsghdr h;
+        struct ifinfomsg ifi;
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    req.h.nlmsg_type = RTM_GETLINK;
+    req.h.nlmsg_flags = NLM_F_REQUEST;
+    req.h.nlmsg_seq = 3;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.ifi.ifi_index = (int)ifindex;
+    int s = nl_open(e);
+    if (s < 0)
+        return FT_ESYS;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        close(s);
+        return ft_fail_os(e, err, "sending the netlink link request failed");
+    }
+    char buf[16384];
+    ssize_t got = recv(s, buf, sizeof(buf), 0);
+    int err = errno;
+    close(s);
+    if (got < 0)
+        return ft_fail_os(e, err, "no netlink answer for the link counters");
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (!NLMSG_OK(h, (size_t)got))
+        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's link answer is malformed");
+    if (h->nlmsg_type == NLMSG_ERROR) {
+        int code = h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr)) ? -((struct nlmsgerr *)NLMSG_DATA(h))->error
+                                                                         : EIO;
+        return ft_fail_os(e, code, "the kernel refused the link counters of interface %u", ifindex);
+    }
+    if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's link answer is malformed");
+    struct ifinfomsg *ifi = NLMSG_DATA(h);
+    int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi)));
+    for (struct rtattr *rta = IFLA_RTA(ifi); RTA_OK(rta, len); rta = RTA_NEXT(rta, len)) {
+        if (rta->rta_type == IFLA_STATS64 && RTA_PAYLOAD(rta) >= sizeof(struct rtnl_link_stats64)) {
+            struct rtnl_link_stats64 st;
+            memcpy(&st, RTA_DATA(rta), sizeof(st));
+            /* The kernel's view is the reverse of ours: what it could not queue towards us is its TX drop. */
+            *os_rx_dropped = st.tx_dropped;
+            *os_tx_dropped = st.rx_dropped;
+            return FT_OK;
+        }
+    }
+    return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's link answer has no counters");
 }
 #endif

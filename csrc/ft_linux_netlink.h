@@ -9,4 +9,8 @@ int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int
 /* Lists the addresses of interface ifindex; *n is the total (may exceed max; only max are written). */
 int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 
+/* The kernel's drop counters of the interface, from our side: packets it dropped on the way to us (its queue
+ * was full) and packets we wrote that it dropped. */
+int ft_netlink_link_drops(unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *os_tx_dropped, ft_err *e);
+
 #endif

@@ -93,6 +93,7 @@ cdef extern from "ft_device.h" nogil:
     int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
     int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
     int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
+    int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
     int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
 
 

@@ -82,6 +82,15 @@ def _timeout_check(timeout):
     _timeout_ms(timeout)
 
 
+cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1:
+    """PyObject_GetBuffer with a TypeError that says what was expected."""
+    try:
+        PyObject_GetBuffer(obj, view, flags)
+    except (BufferError, TypeError):
+        raise TypeError(f"{what}, not {type(obj).__name__}") from None
+    return 0
+
+
 # ---- arenas and batches -------------------------------------------------------------------------------
 
 cdef class Arena:
@@ -447,8 +456,7 @@ cdef class Device:
         cdef Py_buffer view
         cdef ft_batch b
         cdef Arena a
-        if PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0:
-            raise TypeError(f"recv_into needs a writable contiguous buffer, not {type(buffer).__name__}")
+        _get_buffer(buffer, &view, PyBUF_SIMPLE | PyBUF_WRITABLE, "recv_into needs a writable contiguous buffer")
         try:
             a = self._arena(1)
             try:
@@ -518,8 +526,7 @@ cdef class Device:
     def send(self, packet, int queue=0, int policy=FT_FULL_DROP, timeout=None):
         cdef Py_buffer view
         cdef ft_pkt pkt
-        if PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE) < 0:
-            raise TypeError(f"a packet must be a contiguous bytes-like object, not {type(packet).__name__}")
+        _get_buffer(packet, &view, PyBUF_SIMPLE, "a packet must be a contiguous bytes-like object")
         try:
             pkt.data = <const uint8_t *>view.buf
             pkt.len = <size_t>view.len
@@ -551,15 +558,12 @@ cdef class Device:
         try:
             for i in range(n):
                 item = seq[i]
-                if PyObject_GetBuffer(item, &views[i], PyBUF_SIMPLE) < 0:
-                    raise TypeError(f"packet {i}: a packet must be a contiguous bytes-like object, "
-                                    f"not {type(item).__name__} (nothing was sent)")
+                _get_buffer(item, &views[i], PyBUF_SIMPLE,
+                            f"packet {i}: a packet must be a contiguous bytes-like object (nothing was sent)")
                 got += 1
                 pkts[i].data = <const uint8_t *>views[i].buf
                 pkts[i].len = <size_t>views[i].len
             return self._send(queue, pkts, <uint32_t>n, policy, timeout)
-        except BufferError as exc:
-            raise TypeError(f"packet {got}: {exc} (nothing was sent)") from None
         finally:
             for i in range(got):
                 PyBuffer_Release(&views[i])
@@ -711,6 +715,20 @@ cdef class Device:
         ft_device_get_stats(self.dev, &s)
         return s
 
+    def os_drops(self):
+        """(dropped before we could read them, dropped after we sent them) as the OS counts them, or
+        (0, 0) where the backend has no such counters."""
+        cdef uint64_t rx = 0, tx = 0
+        cdef ft_err e
+        cdef int r
+        with nogil:
+            r = ft_device_os_drops(self.dev, &rx, &tx, &e)
+        if r == FT_EUNSUPPORTED:
+            return 0, 0
+        if r != FT_OK:
+            _raise(&e)
+        return rx, tx
+
 
 # ---- constructors --------------------------------------------------------------------------------------
 
@@ -763,8 +781,7 @@ def check_packet(packet, uint32_t mtu=FT_MAX_PACKET):
     """Raises ValueError if packet is not an IPv4/IPv6 packet of an allowed size."""
     cdef Py_buffer view
     cdef ft_err e
-    if PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE) < 0:
-        raise TypeError(f"a packet must be a contiguous bytes-like object, not {type(packet).__name__}")
+    _get_buffer(packet, &view, PyBUF_SIMPLE, "a packet must be a contiguous bytes-like object")
     try:
         if ft_packet_check(<const uint8_t *>view.buf, <size_t>view.len, mtu, &e) != FT_OK:
             _raise(&e)

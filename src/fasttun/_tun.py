@@ -50,11 +50,16 @@ class Stats:
     spins: int
     """Empty polls while a reader spun before sleeping."""
     tx_waits: int
+    rx_dropped_os: int = 0
+    """Packets the OS dropped before we could read them (Linux: the device's queue, ``txqueuelen``, was full)."""
+    tx_dropped_os: int = 0
+    """Packets we sent that the OS dropped afterwards."""
 
     @property
     def drops(self) -> int:
         """All packets lost, whatever the cause."""
-        return self.tx_dropped_full + self.rx_dropped_invalid + self.rx_dropped_oversize
+        return (self.tx_dropped_full + self.rx_dropped_invalid + self.rx_dropped_oversize + self.rx_dropped_os
+                + self.tx_dropped_os)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,8 +346,9 @@ class Tun:
     @mtu.setter
     def mtu(self, value: int) -> None:
         _ranged_int(value, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-        if value < IPV6_MIN_MTU and any(a.version == 6 for a in self._safe_addresses()):
-            raise ValueError(f"mtu {value} is below 1280, the IPv6 minimum, and the device has IPv6 addresses")
+        if value < IPV6_MIN_MTU and any(a.version == 6 and not a.is_link_local for a in self._safe_addresses()):
+            log.warning("mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 addresses",
+                        value, self.name)
         self._dev.set_mtu(value)
 
     @property
@@ -402,7 +408,9 @@ class Tun:
 
     @property
     def stats(self) -> Stats:
-        return Stats(**self._dev.stats())
+        """fasttun's counters plus the OS's drop counters for the device (one netlink query on Linux)."""
+        rx_os, tx_os = (0, 0) if self._closed else self._dev.os_drops()
+        return Stats(rx_dropped_os=rx_os, tx_dropped_os=tx_os, **self._dev.stats())
 
     # ---- receiving ----
 

@@ -1,0 +1,67 @@
+"""Shared fixtures: network namespaces for the tests that need a real TUN device.
+
+A test that asks for `netns` runs inside a namespace of its own: the fixture creates it with `ip netns add`,
+moves the test's thread into it (setns), and always moves back and deletes it afterwards. Outside CI such
+tests skip with the reason when the machine cannot run them; in CI (CI=true, where we are root) they fail."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from fasttun import _netns
+
+IN_CI = bool(os.environ.get("CI"))
+_counter = itertools.count()
+
+
+def _why_no_netns() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "network namespaces and /dev/net/tun are Linux-only"
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) to create TUN devices and network namespaces"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (modprobe tun)"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is missing"
+    return None
+
+
+def require_root_environment() -> None:
+    why = _why_no_netns()
+    if why is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run the TUN tests, but: {why}")
+    pytest.skip(why)
+
+
+class Namespace:
+    """A network namespace the current test thread is inside of."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Runs a command inside the namespace (children inherit the thread's namespace)."""
+        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def netns() -> Iterator[Namespace]:
+    require_root_environment()
+    name = f"ftt-{os.getpid()}-{next(_counter)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        with _netns.entered(f"/run/netns/{name}"):
+            ns = Namespace(name)
+            ns.run("ip", "link", "set", "lo", "up")
+            yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)

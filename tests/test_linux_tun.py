@@ -1,0 +1,371 @@
+"""Real TUN devices inside a network namespace made for each test (see conftest.netns), real traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import fasttun
+from fasttun import _core, icmp
+from packets import ipv4_udp, ipv6_udp, udp_payload
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
+
+LOCAL4, PEER4 = "10.201.0.1", "10.201.0.2"
+LOCAL6, PEER6 = "fd00:201::1", "fd00:201::2"
+
+
+def open_tun(name="ftt0", **kw) -> fasttun.Tun:
+    kw.setdefault("addresses", [f"{LOCAL4}/24", f"{LOCAL6}/64"])
+    kw.setdefault("up", True)
+    kw.setdefault("txqueuelen", 20000)
+    return fasttun.Tun(name, **kw)
+
+
+def udp_flood(count: int, family=socket.AF_INET, dst=PEER4, port=9000, sport=0, size=32) -> None:
+    """Sends `count` sequence-numbered datagrams towards the device from a real socket."""
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        if sport:
+            s.bind(("", sport))
+        pad = b"x" * max(0, size - 4)
+        for i in range(count):
+            s.sendto(struct.pack("!I", i) + pad, (dst, port))
+
+
+def deep_sink(family=socket.AF_INET) -> socket.socket:
+    """A UDP socket whose receive buffer holds every datagram a test sends at once."""
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: we are root
+    return s
+
+
+def seqs(packets) -> list[int]:
+    out = []
+    for p in packets:
+        payload = udp_payload(p)
+        out.append(struct.unpack_from("!I", payload)[0])
+    return out
+
+
+def is_udp_to(packet, port: int) -> bool:
+    p = bytes(packet[:60])
+    if p[0] >> 4 == 4:
+        ihl = (p[0] & 0x0F) * 4
+        return p[9] == 17 and struct.unpack_from("!H", p, ihl + 2)[0] == port
+    return p[6] == 17 and struct.unpack_from("!H", p, 42)[0] == port
+
+
+# ---- configuration ----
+
+
+def test_device_properties_match_the_kernel(netns):
+    with open_tun(mtu=1400) as tun:
+        assert tun.backend == "linux" and tun.name == "ftt0"
+        assert tun.index == socket.if_nametoindex("ftt0")
+        assert tun.mtu == 1400
+        assert "mtu 1400" in netns.run("ip", "link", "show", "ftt0").stdout
+        tun.mtu = 1500
+        assert "mtu 1500" in netns.run("ip", "link", "show", "ftt0").stdout
+        assert tun.is_up and ",UP" in netns.run("ip", "link", "show", "ftt0").stdout
+        tun.down()
+        assert not tun.is_up
+        tun.up()
+        assert tun.txqueuelen == 20000
+        tun.txqueuelen = 3000
+        assert "qlen 3000" in netns.run("ip", "link", "show", "ftt0").stdout
+        assert tun.fileno() > 2
+
+
+def test_addresses_added_and_removed_through_rtnetlink(netns):
+    with open_tun(addresses=[]) as tun:
+        tun.add_address("10.201.5.1/24")
+        tun.add_address("fd00:201:5::1/64")
+        shown = netns.run("ip", "addr", "show", "ftt0").stdout
+        assert "inet 10.201.5.1/24" in shown and "inet6 fd00:201:5::1/64" in shown
+        assert {str(a) for a in tun.addresses} >= {"10.201.5.1/24", "fd00:201:5::1/64"}
+        with pytest.raises(fasttun.TunExistsError, match="already"):
+            tun.add_address("10.201.5.1/24")
+        tun.remove_address("10.201.5.1/24")
+        tun.remove_address("fd00:201:5::1/64")
+        shown = netns.run("ip", "addr", "show", "ftt0").stdout
+        assert "10.201.5.1" not in shown and "fd00:201:5::1" not in shown
+        with pytest.raises(fasttun.TunError, match="not on"):
+            tun.remove_address("10.201.5.1/24")
+        with pytest.raises(ValueError, match="not an IPv4 or IPv6 address"):
+            tun.add_address("10.201.5.300/24")
+        tun.mtu = 1000
+        with pytest.raises(ValueError, match="1280"):
+            tun.add_address("fd00:201:6::1/64")
+        tun.add_address("10.201.7.1/24")  # the device is still usable after rejected input
+        assert "10.201.7.1/24" in netns.run("ip", "addr", "show", "ftt0").stdout
+
+
+def test_kernel_chosen_name(netns):
+    with fasttun.Tun() as a, fasttun.Tun("fttq%d") as b:
+        assert a.name.startswith("tun") and b.name.startswith("fttq")
+        assert socket.if_nametoindex(a.name) and socket.if_nametoindex(b.name)
+
+
+def test_name_errors(netns):
+    with pytest.raises(ValueError, match="at most 15"):
+        fasttun.Tun("a" * 16)
+    with pytest.raises(ValueError, match="forbidden character"):
+        fasttun.Tun("bad name")
+    with pytest.raises(TypeError):
+        fasttun.Tun(b"ftt0")
+    with open_tun():
+        with pytest.raises(fasttun.TunExistsError, match="already open"):
+            fasttun.Tun("ftt0")
+        with pytest.raises(fasttun.TunExistsError, match="already exists"):
+            fasttun.Tun("ftt0", open_existing=False)
+    with pytest.raises(fasttun.TunNotFoundError, match="no interface named"):
+        fasttun.Tun("ftt-missing", open_existing=True)
+    with pytest.raises(fasttun.TunExistsError, match="not a TUN device"):
+        fasttun.Tun("lo")
+
+
+def test_missing_dev_net_tun_is_explained(netns):
+    with pytest.raises(fasttun.TunNotFoundError, match="modprobe tun"):
+        _core.open_linux("ftt0", 1, -1, False, False, 0, "/nonexistent/tun")
+
+
+def test_without_cap_net_admin_the_error_says_so(netns):
+    code = (
+        "import os, fasttun\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "try:\n"
+        "    fasttun.Tun('fttperm0')\n"
+        "except fasttun.TunPermissionError as e:\n"
+        "    print('PERM', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "PERM" in out.stdout and "CAP_NET_ADMIN" in out.stdout, out.stderr
+
+
+def test_persist_and_attach(netns):
+    with open_tun("fttp0", persist=True, addresses=[]):
+        pass
+    assert "fttp0" in netns.run("ip", "link", "show", "fttp0").stdout  # still there after close
+    with fasttun.Tun("fttp0", open_existing=True) as again:
+        assert again.name == "fttp0"
+        again.set_persist(False)
+    assert netns.run("ip", "link", "show", "fttp0", check=False).returncode != 0  # gone now
+
+
+# ---- receiving real traffic ----
+
+
+def test_udp_through_recv_in_order(netns):
+    with open_tun() as tun:
+        udp_flood(2000)
+        got = []
+        while len(got) < 2000:
+            p = tun.recv(timeout=2)
+            assert p is not None, f"only {len(got)} of 2000 datagrams arrived"
+            if is_udp_to(p, 9000):
+                got.append(p)
+        assert seqs(got) == list(range(2000))
+        assert all(udp_payload(p)[4:] == b"x" * 28 for p in got)
+
+
+def test_udp_through_recv_batch_in_order(netns):
+    with open_tun() as tun:
+        udp_flood(5000)
+        got = []
+        batches = 0
+        while len(got) < 5000:
+            batch = tun.recv_batch(64, timeout=2)
+            assert len(batch), f"only {len(got)} of 5000 datagrams arrived"
+            batches += 1
+            got.extend(bytes(p) for p in batch if is_udp_to(p, 9000))
+        assert seqs(got) == list(range(5000))
+        assert batches < 5000 / 4  # many packets per call
+
+
+def test_udp_through_the_reader_in_order_ipv4_and_ipv6(netns):
+    with open_tun() as tun:
+        got4: list[bytes] = []
+        got6: list[bytes] = []
+
+        def on_batch(batch):
+            for p in batch:
+                if is_udp_to(p, 9000):
+                    (got4 if p[0] >> 4 == 4 else got6).append(bytes(p))
+
+        with tun.start_reader(on_batch, batch_size=64) as reader:
+            udp_flood(10000)
+            udp_flood(3000, socket.AF_INET6, PEER6)
+            deadline = time.monotonic() + 10
+            while (len(got4) < 10000 or len(got6) < 3000) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert seqs(got4) == list(range(10000))
+        assert seqs(got6) == list(range(3000))
+        assert reader.stats.packets >= 13000
+        assert tun.stats.rx_packets == reader.stats.packets
+
+
+def test_send_batch_reaches_a_real_udp_socket(netns):
+    with open_tun() as tun, deep_sink() as sink:
+        sink.bind((LOCAL4, 7000))
+        sink.settimeout(2)
+        packets = [ipv4_udp(PEER4, LOCAL4, 5555, 7000, struct.pack("!I", i) + b"payload", ident=i)
+                   for i in range(500)]
+        assert tun.send_batch(packets) == 500
+        got = [sink.recvfrom(2048) for _ in range(500)]
+        assert [struct.unpack_from("!I", d)[0] for d, _ in got] == list(range(500))
+        assert all(d[4:] == b"payload" and addr == (PEER4, 5555) for d, addr in got)
+        assert tun.stats.tx_packets == 500
+
+
+def test_send_reaches_a_real_udp_socket_over_ipv6(netns):
+    with open_tun() as tun, deep_sink(socket.AF_INET6) as sink:
+        sink.bind((LOCAL6, 7001))
+        sink.settimeout(2)
+        for i in range(200):
+            assert tun.send(ipv6_udp(PEER6, LOCAL6, 5556, 7001, struct.pack("!I", i))) == 1
+        got = [sink.recvfrom(2048) for _ in range(200)]
+        assert [struct.unpack_from("!I", d)[0] for d, _ in got] == list(range(200))
+        assert got[0][1][:2] == (PEER6, 5556)
+
+
+def test_rejected_sends_reach_nothing_and_the_device_still_works(netns):
+    with open_tun(mtu=1400) as tun, deep_sink() as sink:
+        sink.bind((LOCAL4, 7002))
+        sink.settimeout(0.3)
+        good = ipv4_udp(PEER4, LOCAL4, 1, 7002, b"ok")
+        too_big = ipv4_udp(PEER4, LOCAL4, 1, 7002, b"x" * 1400)
+        with pytest.raises(ValueError, match="MTU of 1400"):
+            tun.send_batch([good, too_big])
+        with pytest.raises(ValueError, match="IP version"):
+            tun.send(b"\x00" * 40)
+        with pytest.raises(socket.timeout):
+            sink.recv(100)  # the good packet before the bad one was not sent either
+        assert tun.send(good) == 1
+        assert sink.recv(100) == b"ok"
+        assert tun.stats.tx_rejected == 2
+
+
+def test_python_icmp_responder_answers_ping(netns):
+    with open_tun() as tun:
+        def on_batch(batch):
+            replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
+            if replies:
+                tun.send_batch(replies)
+
+        with tun.start_reader(on_batch):
+            v4 = netns.run("ping", "-c", "5", "-i", "0.05", "-W", "2", PEER4, check=False)
+            v6 = netns.run("ping", "-6", "-c", "5", "-i", "0.05", "-W", "2", PEER6, check=False)
+    assert v4.returncode == 0 and " 0% packet loss" in v4.stdout, v4.stdout + v4.stderr
+    assert v6.returncode == 0 and " 0% packet loss" in v6.stdout, v6.stdout + v6.stderr
+
+
+def test_multi_queue_spreads_flows_and_loses_nothing(netns):
+    with open_tun(queues=4) as tun:
+        assert tun.queues == 4
+        threads_seen: set[int] = set()
+        got: dict[int, list[int]] = {}
+        lock = threading.Lock()
+
+        def on_batch(batch):
+            with lock:
+                threads_seen.add(threading.get_ident())
+                for p in batch:
+                    if is_udp_to(p, 9000):
+                        raw = bytes(p)
+                        sport = struct.unpack_from("!H", raw, 20)[0]
+                        got.setdefault(sport, []).append(struct.unpack_from("!I", udp_payload(raw))[0])
+
+        flows = range(20000, 20016)
+        with tun.start_reader(on_batch) as reader:
+            for sport in flows:
+                udp_flood(500, sport=sport)
+            deadline = time.monotonic() + 10
+            while sum(map(len, got.values())) < 16 * 500 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert sorted(got) == list(flows)
+        assert all(got[s] == list(range(500)) for s in flows)  # order kept within each flow
+        assert len(threads_seen) >= 2  # flows were spread over queues
+        assert reader.stats.packets >= 16 * 500
+
+
+def test_stop_is_prompt_while_waiting_on_a_real_device(netns):
+    with open_tun() as tun:
+        reader = tun.start_reader(lambda batch: None)
+        time.sleep(0.2)
+        start = time.monotonic()
+        assert reader.stop(timeout=2)
+        assert time.monotonic() - start < 0.1
+
+
+def test_closing_while_another_thread_blocks_in_recv(netns):
+    tun = open_tun()
+    errors: list[BaseException] = []
+
+    def blocked():
+        try:
+            while True:  # the kernel may send a router solicitation or two first
+                tun.recv()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=blocked)
+    t.start()
+    time.sleep(0.5)
+    tun.close()
+    t.join(2)
+    assert not t.is_alive()
+    assert isinstance(errors[0], fasttun.TunClosedError)
+
+
+def test_kernel_drops_are_visible_not_silent(netns):
+    # A shallow kernel queue and nobody reading: the kernel drops, and says so in the device's counters.
+    with open_tun(txqueuelen=50) as tun:
+        udp_flood(300)
+        got = 0
+        while tun.recv(timeout=0.2) is not None:
+            got += 1
+        stats = tun.stats
+        assert got < 300 and stats.rx_dropped_os >= 300 - got - 5
+        assert stats.drops >= stats.rx_dropped_os
+        shown = json.loads(netns.run("ip", "-j", "-s", "link", "show", tun.name).stdout)
+        assert shown[0]["stats64"]["tx"]["dropped"] == stats.rx_dropped_os  # the kernel's TX is our RX
+
+
+def test_fd_is_usable_with_select(netns):
+    import select
+
+    with open_tun() as tun:
+        assert select.select([tun.fileno()], [], [], 0.05)[0] == [] or tun.recv(timeout=0) is not None
+        udp_flood(1)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if select.select([tun.fileno()], [], [], 0.1)[0] and tun.recv(timeout=0) is not None:
+                break
+        else:
+            pytest.fail("the fd never became readable")
+
+
+@pytest.mark.skipif(os.environ.get("FASTTUN_SKIP_SLOW") == "1", reason="slow")
+def test_reader_keeps_up_with_a_fast_sender(netns):
+    with open_tun() as tun:
+        count = [0]
+
+        def on_batch(batch):
+            count[0] += len(batch)
+
+        with tun.start_reader(on_batch) as reader:
+            udp_flood(30000)
+            deadline = time.monotonic() + 10
+            while count[0] < 30000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        stats = reader.stats
+        assert count[0] >= 30000
+        assert stats.batches < stats.packets  # batching happened under load
