@@ -28,7 +28,7 @@ def checksum(data: Buffer, initial: int = 0) -> int:
     total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 def echo_reply(packet: Buffer) -> bytes | None:
