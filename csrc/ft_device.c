@@ -111,15 +111,22 @@ int ft_device_enter(ft_device *d, ft_err *e)
 
 void ft_device_leave(ft_device *d) { (void)ft_atomic_add(&d->users, -1); }
 
+void ft_device_shutdown(ft_device *d)
+{
+    if (d && ft_atomic_cas(&d->closed, 0, 1))
+        ft_event_set(d->close_event);
+}
+
 void ft_device_close(ft_device *d)
 {
-    if (!d || !ft_atomic_cas(&d->closed, 0, 1))
+    if (!d || ft_atomic_load(&d->released))
         return;
-    ft_event_set(d->close_event);
+    ft_device_shutdown(d);
     /* Every wait includes close_event, so calls in progress leave within one iteration. */
     while (ft_atomic_load(&d->users) > 0)
         ft_sleep_us(100);
-    d->ops->close(d);
+    if (ft_atomic_cas(&d->released, 0, 1))
+        d->ops->close(d);
 }
 
 void ft_device_free(ft_device *d)

@@ -141,6 +141,7 @@ struct ft_device {
     ft_atomic_int mtu;          /* cached; sends above it are refused */
     ft_atomic_int users;        /* calls in progress (see ft_device_enter) */
     ft_atomic_int closed;
+    ft_atomic_int released;     /* the backend's resources are gone */
     ft_event *close_event;      /* set by ft_device_close: wakes every waiter */
     ft_stats_atomic stats;
     char name[64];              /* interface name as UTF-8 */
@@ -171,8 +172,10 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                    ft_event *wake, ft_err *e);
 
-/* Marks the device closed, wakes every waiter, waits for calls in progress to leave, then releases the
- * backend. Safe to call twice. Does not free d. */
+/* Marks the device closed and wakes every waiter; new calls fail with FT_ECLOSED. Does not wait. */
+void ft_device_shutdown(ft_device *d);
+/* Shuts the device down, waits for calls in progress (readers included) to leave, then releases the
+ * backend. Safe to call twice and from several threads. Does not free d. */
 void ft_device_close(ft_device *d);
 /* Frees a closed device. */
 void ft_device_free(ft_device *d);

@@ -310,6 +310,23 @@ def test_closing_the_device_stops_its_readers(ends):
     reader.stop()  # closing on purpose is not an error
 
 
+def test_closing_from_inside_the_callback(ends):
+    a, b = ends
+    closed = threading.Event()
+
+    def on_batch(batch):
+        b.close()
+        closed.set()
+
+    reader = b.start_reader(on_batch)
+    a.send(minimal_ipv4())
+    assert closed.wait(2)
+    assert reader.join(timeout=2)
+    assert b.closed
+    with pytest.raises(fasttun.TunClosedError):
+        b.recv(timeout=0)
+
+
 def test_reader_argument_checks(ends):
     _, b = ends
     with pytest.raises(TypeError, match="callable"):

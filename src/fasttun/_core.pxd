@@ -80,6 +80,7 @@ cdef extern from "ft_device.h" nogil:
     int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                        ft_event *wake, ft_err *e)
     void ft_device_count_tx_drops(ft_device *d, uint64_t n)
+    void ft_device_shutdown(ft_device *d)
     void ft_device_close(ft_device *d)
     void ft_device_free(ft_device *d)
     void ft_device_get_stats(ft_device *d, ft_stats *out)

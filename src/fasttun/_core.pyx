@@ -453,6 +453,10 @@ cdef class Device:
         with nogil:
             ft_device_close(self.dev)
 
+    def shutdown(self):
+        """Marks the device closed and wakes every blocked call, without waiting for them."""
+        ft_device_shutdown(self.dev)
+
     # -- receiving --
 
     cdef Arena _arena(self, uint32_t max_packets):

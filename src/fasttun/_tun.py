@@ -306,6 +306,13 @@ class Tun:
         for reader in readers:
             for q in reader._queues:
                 q.request_stop()
+        if any(q.is_current_thread() for reader in readers for q in reader._queues):
+            # Called from a reader's callback: that reader holds the device until the callback returns, so
+            # the release has to happen on another thread once it has. Every other call fails from now on.
+            self._dev.shutdown()
+            threading.Thread(target=self._dev.close, name=f"fasttun-close-{self.name}", daemon=True).start()
+            log.debug("closing %s once its reader's callback returns", self.name)
+            return
         self._dev.close()
         for reader in readers:
             try:
