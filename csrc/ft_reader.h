@@ -13,8 +13,8 @@ typedef struct ft_reader_config {
     uint32_t adaptive_pps; /* packets per second, measured over half-second windows */
 } ft_reader_config;
 
-#define FT_READER_DEFAULT_SPIN_US 50u
-#define FT_READER_DEFAULT_ADAPTIVE_PPS 20000u
+#define FT_READER_DEFAULT_SPIN_US 20u
+#define FT_READER_DEFAULT_ADAPTIVE_PPS 100000u
 #define FT_READER_MAX_SPIN_US 1000000u
 
 /* The callback: return 0 to go on, anything else to stop the reader. It may replace b->data, b->offsets
