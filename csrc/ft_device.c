@@ -124,7 +124,7 @@ void ft_device_close(ft_device *d)
     ft_device_shutdown(d);
     /* Every wait includes close_event, so calls in progress leave within one iteration. */
     while (ft_atomic_load(&d->users) > 0)
-        ft_sleep_us(100);
+        ft_sleep_us(1000); /* rare and short: a waiter needs one wake-up to leave */
     if (ft_atomic_cas(&d->released, 0, 1))
         d->ops->close(d);
 }

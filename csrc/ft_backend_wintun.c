@@ -1,0 +1,530 @@
+/* ft_backend_wintun.c - a TUN device on a Wintun adapter: open or create the adapter, run one session
+ * (its two rings are the device's one queue), receive and send through wintun.dll, close in the safe
+ * order. Configuration hooks live in ft_win_config.c; loading the DLL in ft_wintun_loader.c. */
+#ifdef _WIN32
+#include "ft_wintun_internal.h"
+
+#include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
+#include <ws2ipdef.h>
+#include <iphlpapi.h> /* ConvertInterfaceLuidToGuid */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+/* After a crash an adapter of the same name can linger while Wintun removes it in the background:
+ * creating is retried this often, this far apart, before we open the leftover instead. */
+#define CREATE_RETRIES 3
+#define CREATE_RETRY_MS 200
+
+/* There is no "room in the send ring" event (the driver signals only its own side), so a sender waiting
+ * for room waits on a timer that fires this soon and then retries. A waitable timer, high-resolution
+ * where Windows has one (10 1803+), because Sleep(1) rounds up to the ~15.6 ms scheduler tick; a busy
+ * driver takes packets off the ring continuously, so ~200 us keeps latency low without busy-waiting. */
+#define ROOM_RETRY_100NS 2000
+
+#ifndef CREATE_WAITABLE_TIMER_MANUAL_RESET
+#define CREATE_WAITABLE_TIMER_MANUAL_RESET 0x00000001
+#endif
+#ifndef CREATE_WAITABLE_TIMER_HIGH_RESOLUTION
+#define CREATE_WAITABLE_TIMER_HIGH_RESOLUTION 0x00000002
+#endif
+
+typedef struct wt_dev {
+    const ft_wintun_api *api;
+    WINTUN_ADAPTER_HANDLE adapter;
+    WINTUN_SESSION_HANDLE session;
+    HANDLE read_event;   /* owned by the session: never closed here */
+    HANDLE room_timer;   /* ours: see ROOM_RETRY_100NS */
+    NET_LUID luid;
+    int created;         /* closing the adapter handle removes the adapter */
+    uint32_t capacity;
+    /* Once the session is dead (ERROR_HANDLE_EOF, a corrupt ring) every call reports why, without
+     * touching the DLL again: a reader ends instead of spinning on the error or flooding the log. */
+    ft_atomic_int dead_claimed;
+    ft_atomic_int dead_status;
+    ft_err dead_err;     /* written by the claimant before dead_status is published */
+} wt_dev;
+
+static wt_dev *W(ft_device *d) { return d->impl; }
+
+static int with_oserr(ft_err *e, int status, DWORD oserr)
+{
+    if (e)
+        e->oserr = (long)oserr;
+    return status;
+}
+
+/* ---- a dead session --------------------------------------------------------------------------------- */
+
+static int session_dead(wt_dev *w, ft_err *e)
+{
+    int status = ft_atomic_load(&w->dead_status);
+    if (status != 0 && e)
+        *e = w->dead_err;
+    return status;
+}
+
+/* Records why the session died (the first reason wins) and reports it. */
+static int mark_dead(wt_dev *w, ft_err *e, int status, int errnum, DWORD oserr, const char *msg)
+{
+    ft_fail(e, status, errnum, "%s", msg);
+    with_oserr(e, status, oserr);
+    if (ft_atomic_cas(&w->dead_claimed, 0, 1)) {
+        ft_fail(&w->dead_err, status, errnum, "%s", msg);
+        w->dead_err.oserr = (long)oserr;
+        ft_atomic_store(&w->dead_status, status);
+    }
+    return status;
+}
+
+static int fail_eof(wt_dev *w, ft_err *e)
+{
+    return mark_dead(w, e, FT_EEOF, EPIPE, ERROR_HANDLE_EOF,
+                     "the Wintun adapter is going away (ERROR_HANDLE_EOF): the session has ended; close the "
+                     "device and open it again");
+}
+
+/* ---- receive ---------------------------------------------------------------------------------------- */
+
+static int recv_error(wt_dev *w, DWORD err, ft_err *e)
+{
+    if (err == ERROR_HANDLE_EOF)
+        return fail_eof(w, e);
+    if (err == ERROR_INVALID_DATA)
+        return mark_dead(w, e, FT_ECORRUPT, EIO, err,
+                         "Wintun reports its receive ring corrupt (ERROR_INVALID_DATA): the session cannot go on; "
+                         "close the device and open it again");
+    return ft_fail_os(e, (long)err, "receiving from the Wintun session failed");
+}
+
+static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    (void)q;
+    wt_dev *w = W(d);
+    int status = session_dead(w, e);
+    if (status)
+        return status;
+    int n = 0;
+    while (b->count < b->max && b->cap - b->used >= d->max_packet) {
+        DWORD size = 0;
+        BYTE *p = w->api->ReceivePacket(w->session, &size);
+        if (!p) {
+            DWORD err = GetLastError();
+            if (err == ERROR_NO_MORE_ITEMS)
+                break;
+            int r = recv_error(w, err, e);
+            return n > 0 ? n : r; /* a dead session reports itself again on the next call */
+        }
+        if (size == 0 || size > WINTUN_MAX_IP_PACKET_SIZE) {
+            /* Not released: with an impossible size the ring's bookkeeping cannot be trusted either. */
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "Wintun handed back a packet of %lu bytes (allowed: 1..%u): the ring is corrupt; close the "
+                     "device and open it again",
+                     (unsigned long)size, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+            int r = mark_dead(w, e, FT_ECORRUPT, EIO, ERROR_INVALID_DATA, msg);
+            return n > 0 ? n : r;
+        }
+        memcpy(b->data + b->used, p, size);
+        w->api->ReleaseReceivePacket(w->session, p); /* at once: the driver needs the ring space back */
+        b->offsets[b->count] = (uint32_t)b->used;
+        b->lengths[b->count] = size;
+        b->count++;
+        b->used += size;
+        n++;
+    }
+    return n > 0 ? n : FT_EAGAIN;
+}
+
+/* ---- send ------------------------------------------------------------------------------------------- */
+
+static int send_error(wt_dev *w, DWORD err, ft_err *e)
+{
+    if (err == ERROR_BUFFER_OVERFLOW)
+        return ft_fail(e, FT_EFULL, ENOBUFS, "the Wintun send ring is full");
+    if (err == ERROR_HANDLE_EOF)
+        return fail_eof(w, e);
+    if (err == ERROR_NOT_ENOUGH_MEMORY || err == ERROR_OUTOFMEMORY)
+        return ft_fail_os(e, (long)err, "Wintun could not allocate a send packet");
+    return ft_fail_os(e, (long)err, "sending through the Wintun session failed");
+}
+
+static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
+{
+    (void)q;
+    wt_dev *w = W(d);
+    int status = session_dead(w, e);
+    if (status)
+        return status;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len = pkts[i].len;
+        /* ft_device_send validated already; this guard stays because one oversized allocation would make
+         * the driver abandon the ring for good. */
+        if (len == 0 || len > WINTUN_MAX_IP_PACKET_SIZE) {
+            if (i > 0)
+                return (int)i;
+            return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet of %zu bytes cannot go through Wintun (allowed: 1..%u)",
+                           len, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+        }
+        BYTE *slot = w->api->AllocateSendPacket(w->session, (DWORD)len);
+        if (!slot) {
+            int r = send_error(w, GetLastError(), e);
+            return i > 0 ? (int)i : r;
+        }
+        memcpy(slot, pkts[i].data, len);
+        w->api->SendPacket(w->session, slot);
+    }
+    return (int)n;
+}
+
+/* ---- waiting ---------------------------------------------------------------------------------------- */
+
+static void arm_room_timer(wt_dev *w, LONGLONG due_100ns)
+{
+    LARGE_INTEGER due;
+    due.QuadPart = -due_100ns; /* negative: relative to now */
+    /* Re-arming also resets a manual-reset timer to non-signalled. It cannot fail for a valid handle; if it
+     * did, the waiter would still end at its timeout or on close. */
+    SetWaitableTimer(w->room_timer, &due, 0, NULL, NULL, FALSE);
+}
+
+static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max)
+{
+    wt_dev *w = W(d);
+    if (max < 1 || (q != 0 && q != FT_ALL_QUEUES))
+        return -1;
+    if (ft_atomic_load(&w->dead_status)) {
+        /* The read event will never fire again: wake the waiter now so its next call reports why. */
+        arm_room_timer(w, 0);
+        out[0] = w->room_timer;
+        return 1;
+    }
+    if (dir == FT_WAIT_READ) {
+        out[0] = w->read_event;
+        return 1;
+    }
+    arm_room_timer(w, ROOM_RETRY_100NS);
+    out[0] = w->room_timer;
+    return 1;
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------------------- */
+
+/* Frees what was acquired. ft_device_close guarantees that no reader or sender is inside the DLL any more,
+ * which matters: ending a session under a thread still in WintunReceivePacket is a use-after-free. */
+static void release(wt_dev *w)
+{
+    if (w->session)
+        w->api->EndSession(w->session);
+    if (w->adapter)
+        w->api->CloseAdapter(w->adapter);
+    if (w->room_timer)
+        CloseHandle(w->room_timer);
+    free(w);
+}
+
+static void wt_close(ft_device *d)
+{
+    release(W(d));
+    d->impl = NULL;
+}
+
+static const ft_backend_ops wintun_ops = {
+    .name = "wintun",
+    .recv = wt_recv,
+    .send = wt_send,
+    .wait_handles = wt_wait_handles,
+    .close = wt_close,
+    .get_mtu = ft_win_get_mtu,
+    .set_mtu = ft_win_set_mtu,
+    .set_up = ft_win_set_up,
+    .is_up = ft_win_is_up,
+    .get_index = ft_win_get_index,
+    .add_address = ft_win_add_address,
+    .del_address = ft_win_del_address,
+    .list_addresses = ft_win_list_addresses,
+};
+
+/* ---- parameters ------------------------------------------------------------------------------------- */
+
+/* UTF-8 to UTF-16 with a length check in UTF-16 units, which is how Windows limits adapter names. */
+static int to_wide(const char *what, const char *s, wchar_t *out, int max_units, ft_err *e)
+{
+    if (!s || !s[0])
+        return ft_fail(e, FT_EINVAL, EINVAL, "the %s is empty; give 1..%d characters", what, max_units);
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+    if (n <= 0)
+        return ft_fail(e, FT_EINVAL, EINVAL, "the %s is not valid UTF-8", what);
+    if (n - 1 > max_units)
+        return ft_fail(e, FT_EINVAL, ENAMETOOLONG, "the %s is %d UTF-16 units long; Wintun allows 1..%d", what,
+                       n - 1, max_units);
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, out, n);
+    return FT_OK;
+}
+
+/* The adapter's name and tunnel type as Wintun takes them. */
+typedef struct wide_names {
+    wchar_t name[FT_WINTUN_MAX_NAME + 1];
+    wchar_t type[FT_WINTUN_MAX_NAME + 1];
+} wide_names;
+
+/* Everything is checked before wintun.dll is touched, so a bad argument is reported as such. */
+static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_names *names, ft_err *e)
+{
+    if (!p)
+        return ft_fail(e, FT_EINVAL, EINVAL, "no parameters given");
+    const char *type8 = p->tunnel_type && p->tunnel_type[0] ? p->tunnel_type : FT_WINTUN_DEFAULT_TUNNEL_TYPE;
+    if (to_wide("adapter name", p->name, names->name, FT_WINTUN_MAX_NAME, e) != FT_OK ||
+        to_wide("tunnel type", type8, names->type, FT_WINTUN_MAX_NAME, e) != FT_OK)
+        return FT_EINVAL;
+    uint32_t c = p->ring_capacity ? p->ring_capacity : FT_WINTUN_DEFAULT_RING_CAPACITY;
+    if (c < FT_WINTUN_MIN_RING_CAPACITY || c > FT_WINTUN_MAX_RING_CAPACITY || (c & (c - 1)) != 0)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "ring_capacity %u is not allowed: it must be a power of two from 0x%x (128 KiB) to 0x%x "
+                       "(64 MiB), or 0 for the default 4 MiB",
+                       p->ring_capacity, FT_WINTUN_MIN_RING_CAPACITY, FT_WINTUN_MAX_RING_CAPACITY);
+    if (p->open_existing < FT_WINTUN_CREATE || p->open_existing > FT_WINTUN_OPEN_OR_CREATE)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "open_existing %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
+                       p->open_existing);
+    if (p->mtu != 0 && (p->mtu < FT_MIN_MTU || p->mtu > WINTUN_MAX_IP_PACKET_SIZE))
+        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u, or 0 to keep the adapter's",
+                       p->mtu, FT_MIN_MTU, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+    *capacity = c;
+    return FT_OK;
+}
+
+/* ---- the adapter ------------------------------------------------------------------------------------ */
+
+/* what: "creating", "opening", "starting a session on". ft_fail_os keeps 150 characters of this part,
+ * hence the short name. */
+static int fail_adapter(DWORD err, const char *what, const char *name, ft_err *e)
+{
+    if (err == ERROR_ACCESS_DENIED)
+        return ft_fail_os(e, (long)err,
+                          "%s Wintun adapter \"%.40s\" needs administrator elevation: run Python as Administrator "
+                          "(or LocalSystem)",
+                          what, name);
+    return ft_fail_os(e, (long)err, "%s Wintun adapter \"%.40s\" failed", what, name);
+}
+
+static int is_leftover_error(DWORD err)
+{
+    return err == ERROR_ALREADY_EXISTS || err == ERROR_OBJECT_ALREADY_EXISTS || err == ERROR_DUP_NAME;
+}
+
+static int is_not_found(DWORD err)
+{
+    return err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND;
+}
+
+static int open_adapter(wt_dev *w, const wchar_t *name, const char *name8, ft_err *e)
+{
+    w->adapter = w->api->OpenAdapter(name);
+    if (w->adapter)
+        return FT_OK;
+    DWORD err = GetLastError();
+    if (is_not_found(err)) {
+        ft_fail(e, FT_ESYS, ENOENT, "there is no Wintun adapter named \"%.60s\" to open", name8);
+        return with_oserr(e, FT_ESYS, err);
+    }
+    return fail_adapter(err, "opening", name8, e);
+}
+
+static int create_adapter(wt_dev *w, const wchar_t *name, const wchar_t *type, const GUID *guid,
+                          const char *name8, ft_err *e)
+{
+    DWORD err = ERROR_SUCCESS;
+    for (int attempt = 0; attempt <= CREATE_RETRIES; attempt++) {
+        if (attempt > 0)
+            Sleep(CREATE_RETRY_MS);
+        w->adapter = w->api->CreateAdapter(name, type, guid);
+        if (w->adapter) {
+            w->created = 1;
+            return FT_OK;
+        }
+        err = GetLastError();
+        if (!is_leftover_error(err))
+            return fail_adapter(err, "creating", name8, e);
+    }
+    /* Still there: most likely left over by a process that crashed; use it rather than fail. */
+    w->adapter = w->api->OpenAdapter(name);
+    if (w->adapter)
+        return FT_OK;
+    return fail_adapter(err, "creating", name8, e);
+}
+
+static int get_adapter(wt_dev *w, const ft_wintun_params *p, const wchar_t *name, const wchar_t *type,
+                       ft_err *e)
+{
+    GUID guid;
+    if (p->guid)
+        memcpy(&guid, p->guid, sizeof(guid));
+    const GUID *want = p->guid ? &guid : NULL;
+    if (p->open_existing == FT_WINTUN_OPEN)
+        return open_adapter(w, name, p->name, e);
+    if (p->open_existing == FT_WINTUN_OPEN_OR_CREATE) {
+        w->adapter = w->api->OpenAdapter(name);
+        if (w->adapter)
+            return FT_OK;
+        DWORD err = GetLastError();
+        if (!is_not_found(err))
+            return fail_adapter(err, "opening", p->name, e);
+    }
+    return create_adapter(w, name, type, want, p->name, e);
+}
+
+static int start_session(wt_dev *w, const char *name8, ft_err *e)
+{
+    w->session = w->api->StartSession(w->adapter, w->capacity);
+    if (!w->session) {
+        DWORD err = GetLastError();
+        if (err == ERROR_ACCESS_DENIED)
+            return fail_adapter(err, "starting a session on", name8, e);
+        if (err == ERROR_NOT_ENOUGH_MEMORY || err == ERROR_OUTOFMEMORY)
+            return ft_fail_os(e, (long)err, "no memory for a %u-byte Wintun ring on \"%.40s\"", w->capacity, name8);
+        return ft_fail_os(e, (long)err,
+                          "could not start a session on \"%.40s\" (an adapter has one session at a time: is another "
+                          "device or program using it?)",
+                          name8);
+    }
+    w->read_event = w->api->GetReadWaitEvent(w->session);
+    if (!w->read_event)
+        return ft_fail_os(e, (long)GetLastError(), "Wintun gave no read-wait event for \"%.40s\"", name8);
+    return FT_OK;
+}
+
+static int make_room_timer(wt_dev *w, ft_err *e)
+{
+    w->room_timer = CreateWaitableTimerExW(NULL, NULL,
+                                           CREATE_WAITABLE_TIMER_MANUAL_RESET | CREATE_WAITABLE_TIMER_HIGH_RESOLUTION,
+                                           TIMER_ALL_ACCESS);
+    if (!w->room_timer) /* before Windows 10 1803: an ordinary timer, coarser but still no busy wait */
+        w->room_timer = CreateWaitableTimerExW(NULL, NULL, CREATE_WAITABLE_TIMER_MANUAL_RESET, TIMER_ALL_ACCESS);
+    if (!w->room_timer)
+        return ft_fail_os(e, (long)GetLastError(), "could not create the send-retry timer");
+    return FT_OK;
+}
+
+/* The device name is UTF-8 in 64 bytes: cut at a character boundary when the adapter's name is longer. */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && (src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* With mtu 0 the interface keeps its MTU; if it cannot be read yet, Wintun's own limit stands in. */
+static int apply_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+{
+    if (mtu != 0) {
+        int r = ft_win_set_mtu(d, mtu, e);
+        if (r != FT_OK)
+            return r;
+        ft_atomic_store(&d->mtu, (int)mtu);
+        return FT_OK;
+    }
+    uint32_t current = 0;
+    ft_err ignored;
+    if (ft_win_get_mtu(d, &current, &ignored) != FT_OK || current < FT_MIN_MTU ||
+        current > WINTUN_MAX_IP_PACKET_SIZE)
+        current = WINTUN_MAX_IP_PACKET_SIZE;
+    ft_atomic_store(&d->mtu, (int)current);
+    return FT_OK;
+}
+
+static int open_parts(wt_dev *w, const ft_wintun_params *p, const wide_names *names, ft_err *e)
+{
+    int r = get_adapter(w, p, names->name, names->type, e);
+    if (r == FT_OK)
+        r = start_session(w, p->name, e);
+    if (r == FT_OK)
+        r = make_room_timer(w, e);
+    if (r == FT_OK)
+        w->api->GetAdapterLUID(w->adapter, &w->luid);
+    return r;
+}
+
+int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
+{
+    *out = NULL;
+    uint32_t capacity = 0;
+    wide_names names;
+    int r = check_params(p, &capacity, &names, e);
+    if (r != FT_OK)
+        return r;
+    if (!ft_wintun_loaded()) {
+        r = ft_wintun_load(NULL, e);
+        if (r != FT_OK)
+            return r;
+    }
+    wt_dev *w = calloc(1, sizeof(*w));
+    ft_device *d = calloc(1, sizeof(*d));
+    if (!w || !d) {
+        free(w);
+        free(d);
+        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a Wintun device");
+    }
+    w->api = ft_wintun_get_api();
+    w->capacity = capacity;
+    r = open_parts(w, p, &names, e);
+    if (r != FT_OK) {
+        release(w);
+        free(d);
+        return r;
+    }
+    d->ops = &wintun_ops;
+    d->impl = w;
+    d->nqueues = 1;
+    d->max_packet = WINTUN_MAX_IP_PACKET_SIZE;
+    copy_name(d->name, sizeof(d->name), p->name);
+    r = ft_device_init(d, e);
+    if (r == FT_OK)
+        r = apply_mtu(d, p->mtu, e);
+    if (r != FT_OK) {
+        if (d->close_event)
+            ft_device_free(d); /* runs wt_close */
+        else {
+            release(w);
+            free(d);
+        }
+        return r;
+    }
+    *out = d;
+    return FT_OK;
+}
+
+/* ---- accessors -------------------------------------------------------------------------------------- */
+
+/* Plain values, readable until the device is closed (then 0). */
+NET_LUID ft_wintun_net_luid(ft_device *d)
+{
+    NET_LUID none;
+    none.Value = 0;
+    return W(d) ? W(d)->luid : none;
+}
+uint64_t ft_wintun_luid(ft_device *d) { return W(d) ? W(d)->luid.Value : 0; }
+int ft_wintun_created(ft_device *d) { return W(d) ? W(d)->created : 0; }
+uint32_t ft_wintun_ring_capacity(ft_device *d) { return W(d) ? W(d)->capacity : 0; }
+
+int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    GUID g;
+    NET_LUID luid = W(d)->luid;
+    DWORD err = ConvertInterfaceLuidToGuid(&luid, &g);
+    ft_device_leave(d);
+    if (err != NO_ERROR)
+        return ft_fail_os(e, (long)err, "could not read the interface GUID of \"%.60s\"", d->name);
+    memcpy(guid, &g, 16);
+    return FT_OK;
+}
+#endif

@@ -1,0 +1,476 @@
+/* ft_win_config.c - configuring a Wintun adapter through the IP Helper API, keyed by the adapter's LUID:
+ * MTU, index, link state, addresses, routes and DNS servers. No netsh, no PowerShell: plain calls that
+ * return an error code we can explain. */
+#ifdef _WIN32
+#include "ft_wintun_internal.h"
+
+#include <winsock2.h>
+#include <ws2ipdef.h>
+#include <iphlpapi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#ifdef _MSC_VER
+#pragma comment(lib, "iphlpapi.lib")
+#pragma comment(lib, "ws2_32.lib")
+#endif
+
+#define IPV6_MIN_MTU 1280u
+
+/* SetInterfaceDnsSettings and its settings structure (Windows 10 2004+). Declared here because older
+ * SDKs and mingw-w64 lack them; the layout is the documented version 1. */
+typedef struct ft_dns_settings {
+    ULONG Version;
+    ULONG64 Flags;
+    PWSTR Domain;
+    PWSTR NameServer;
+    PWSTR SearchList;
+    ULONG RegistrationEnabled;
+    ULONG RegisterAdapterName;
+    ULONG EnableLLMNR;
+    ULONG QueryAdapterName;
+    PWSTR ProfileNameServer;
+} ft_dns_settings;
+
+#define FT_DNS_SETTINGS_VERSION1 1
+#define FT_DNS_SETTING_IPV6 0x0001
+#define FT_DNS_SETTING_NAMESERVER 0x0002
+
+/* The IP Helper calls that change things are looked up at run time, not imported: SetInterfaceDnsSettings
+ * is missing before Windows 10 2004, and Wine (where the tests run) lacks the rest, where an import would
+ * only fail at the call, as a crash. A missing one becomes FT_EUNSUPPORTED with its name. The read-only
+ * calls that every Windows since Vista and Wine have are imported as usual. */
+typedef struct iphlp_fns {
+    DWORD(WINAPI *GetIpInterfaceEntry)(MIB_IPINTERFACE_ROW *row);
+    DWORD(WINAPI *SetIpInterfaceEntry)(MIB_IPINTERFACE_ROW *row);
+    VOID(WINAPI *InitializeUnicastIpAddressEntry)(MIB_UNICASTIPADDRESS_ROW *row);
+    DWORD(WINAPI *CreateUnicastIpAddressEntry)(const MIB_UNICASTIPADDRESS_ROW *row);
+    DWORD(WINAPI *DeleteUnicastIpAddressEntry)(const MIB_UNICASTIPADDRESS_ROW *row);
+    VOID(WINAPI *InitializeIpForwardEntry)(MIB_IPFORWARD_ROW2 *row);
+    DWORD(WINAPI *CreateIpForwardEntry2)(const MIB_IPFORWARD_ROW2 *row);
+    DWORD(WINAPI *DeleteIpForwardEntry2)(const MIB_IPFORWARD_ROW2 *row);
+    DWORD(WINAPI *SetInterfaceDnsSettings)(GUID iface, const ft_dns_settings *settings);
+} iphlp_fns;
+
+static iphlp_fns fns;
+static INIT_ONCE fns_once = INIT_ONCE_STATIC_INIT;
+
+typedef void (*any_fn)(void);
+
+static any_fn lookup(HMODULE m, const char *name) { return m ? (any_fn)GetProcAddress(m, name) : NULL; }
+
+static BOOL CALLBACK resolve_fns(INIT_ONCE *once, void *param, void **ctx)
+{
+    (void)once, (void)param, (void)ctx;
+    HMODULE m = GetModuleHandleW(L"iphlpapi.dll"); /* imported, so already loaded */
+    fns.GetIpInterfaceEntry = (DWORD(WINAPI *)(MIB_IPINTERFACE_ROW *))lookup(m, "GetIpInterfaceEntry");
+    fns.SetIpInterfaceEntry = (DWORD(WINAPI *)(MIB_IPINTERFACE_ROW *))lookup(m, "SetIpInterfaceEntry");
+    fns.InitializeUnicastIpAddressEntry =
+        (VOID(WINAPI *)(MIB_UNICASTIPADDRESS_ROW *))lookup(m, "InitializeUnicastIpAddressEntry");
+    fns.CreateUnicastIpAddressEntry =
+        (DWORD(WINAPI *)(const MIB_UNICASTIPADDRESS_ROW *))lookup(m, "CreateUnicastIpAddressEntry");
+    fns.DeleteUnicastIpAddressEntry =
+        (DWORD(WINAPI *)(const MIB_UNICASTIPADDRESS_ROW *))lookup(m, "DeleteUnicastIpAddressEntry");
+    fns.InitializeIpForwardEntry = (VOID(WINAPI *)(MIB_IPFORWARD_ROW2 *))lookup(m, "InitializeIpForwardEntry");
+    fns.CreateIpForwardEntry2 = (DWORD(WINAPI *)(const MIB_IPFORWARD_ROW2 *))lookup(m, "CreateIpForwardEntry2");
+    fns.DeleteIpForwardEntry2 = (DWORD(WINAPI *)(const MIB_IPFORWARD_ROW2 *))lookup(m, "DeleteIpForwardEntry2");
+    fns.SetInterfaceDnsSettings =
+        (DWORD(WINAPI *)(GUID, const ft_dns_settings *))lookup(m, "SetInterfaceDnsSettings");
+    return TRUE;
+}
+
+static const iphlp_fns *iphlp(void)
+{
+    InitOnceExecuteOnce(&fns_once, resolve_fns, NULL, NULL);
+    return &fns;
+}
+
+static int fail_missing(ft_err *e, const char *fn)
+{
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                   "this system's iphlpapi.dll has no %s (Windows Vista and later have it; Wine does not)", fn);
+}
+
+#define NEED(fn)                              \
+    do {                                      \
+        if (!iphlp()->fn)                     \
+            return fail_missing(e, #fn);      \
+    } while (0)
+
+static int fail_ip(ft_err *e, DWORD err, const char *what, ft_device *d)
+{
+    if (err == ERROR_ACCESS_DENIED)
+        return ft_fail_os(e, (long)err, "%s on \"%.60s\" needs administrator elevation", what, d->name);
+    return ft_fail_os(e, (long)err, "%s on \"%.60s\" failed", what, d->name);
+}
+
+/* The family has no IP interface on this adapter (IPv6 disabled, or not bound yet). */
+static int family_absent(DWORD err) { return err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND; }
+
+/* GetIpInterfaceEntry fills every field of the row, so it needs only the key; this also spares us
+ * InitializeIpInterfaceEntry, which Wine lacks. */
+static DWORD read_interface(ft_device *d, ADDRESS_FAMILY family, MIB_IPINTERFACE_ROW *row)
+{
+    memset(row, 0, sizeof(*row));
+    row->Family = family;
+    row->InterfaceLuid = ft_wintun_net_luid(d);
+    return iphlp()->GetIpInterfaceEntry(row);
+}
+
+/* ---- MTU -------------------------------------------------------------------------------------------- */
+
+int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    NEED(GetIpInterfaceEntry);
+    static const ADDRESS_FAMILY families[] = {AF_INET, AF_INET6};
+    for (int i = 0; i < 2; i++) {
+        MIB_IPINTERFACE_ROW row;
+        DWORD err = read_interface(d, families[i], &row);
+        if (err == NO_ERROR) {
+            *mtu = row.NlMtu;
+            return FT_OK;
+        }
+        if (!family_absent(err))
+            return fail_ip(e, err, "reading the MTU", d);
+    }
+    return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has neither an IPv4 nor an IPv6 interface to read the MTU of",
+                   d->name);
+}
+
+static int set_family_mtu(ft_device *d, ADDRESS_FAMILY family, uint32_t mtu, int *done, ft_err *e)
+{
+    MIB_IPINTERFACE_ROW row;
+    DWORD err = read_interface(d, family, &row);
+    if (family_absent(err))
+        return FT_OK;
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "reading the MTU", d);
+    row.NlMtu = mtu;
+    if (family == AF_INET)
+        row.SitePrefixLength = 0; /* SetIpInterfaceEntry rejects an IPv4 row that carries one */
+    err = iphlp()->SetIpInterfaceEntry(&row);
+    if (err != NO_ERROR)
+        return fail_ip(e, err, family == AF_INET ? "setting the IPv4 MTU" : "setting the IPv6 MTU", d);
+    (*done)++;
+    return FT_OK;
+}
+
+int ft_win_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+{
+    NEED(GetIpInterfaceEntry);
+    NEED(SetIpInterfaceEntry);
+    int done = 0;
+    int r = set_family_mtu(d, AF_INET, mtu, &done, e);
+    /* IPv6 cannot run below 1280 bytes; Windows refuses such an MTU, so IPv6 keeps its own then. */
+    if (r == FT_OK && mtu >= IPV6_MIN_MTU)
+        r = set_family_mtu(d, AF_INET6, mtu, &done, e);
+    if (r == FT_OK && done == 0)
+        return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has no IP interface to set the MTU on%s", d->name,
+                       mtu < IPV6_MIN_MTU ? " (an MTU below 1280 applies to IPv4 only)" : "");
+    return r;
+}
+
+/* ---- index and link state --------------------------------------------------------------------------- */
+
+int ft_win_get_index(ft_device *d, uint32_t *index, ft_err *e)
+{
+    NET_LUID luid = ft_wintun_net_luid(d);
+    NET_IFINDEX i = 0;
+    DWORD err = ConvertInterfaceLuidToIndex(&luid, &i);
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "reading the interface index", d);
+    *index = i;
+    return FT_OK;
+}
+
+int ft_win_is_up(ft_device *d, int *up, ft_err *e)
+{
+    MIB_IF_ROW2 row;
+    memset(&row, 0, sizeof(row));
+    row.InterfaceLuid = ft_wintun_net_luid(d);
+    DWORD err = GetIfEntry2(&row);
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "reading the link state", d);
+    *up = row.OperStatus == IfOperStatusUp;
+    return FT_OK;
+}
+
+int ft_win_set_up(ft_device *d, int up, ft_err *e)
+{
+    /* Wintun brings the link up when a session starts and down when it ends; there is no switch. */
+    if (up)
+        return FT_OK;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                   "a Wintun adapter is up while its session runs and cannot be taken down on its own; close the "
+                   "device \"%.60s\" to take it down",
+                   d->name);
+}
+
+/* ---- addresses -------------------------------------------------------------------------------------- */
+
+static int check_addr(const ft_addr *a, ft_err *e)
+{
+    if (a->family != 4 && a->family != 6)
+        return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "address family %d is not allowed; use 4 or 6", a->family);
+    unsigned max = a->family == 4 ? 32u : 128u;
+    if (a->prefix > max)
+        return ft_fail(e, FT_EINVAL, EINVAL, "prefix length %u is out of range; allowed: 0..%u", a->prefix, max);
+    return FT_OK;
+}
+
+static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (family == 4) {
+        out->Ipv4.sin_family = AF_INET;
+        if (bytes)
+            memcpy(&out->Ipv4.sin_addr, bytes, 4);
+    } else {
+        out->Ipv6.sin6_family = AF_INET6;
+        if (bytes)
+            memcpy(&out->Ipv6.sin6_addr, bytes, 16);
+    }
+}
+
+static void address_row(ft_device *d, const ft_addr *a, MIB_UNICASTIPADDRESS_ROW *row)
+{
+    iphlp()->InitializeUnicastIpAddressEntry(row);
+    row->InterfaceLuid = ft_wintun_net_luid(d);
+    to_sockaddr(a->family, a->bytes, &row->Address);
+    row->OnLinkPrefixLength = a->prefix;
+    row->DadState = IpDadStatePreferred; /* usable at once: a point-to-point link has no one to clash with */
+}
+
+int ft_win_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    if (check_addr(a, e) != FT_OK)
+        return FT_EINVAL;
+    NEED(InitializeUnicastIpAddressEntry);
+    NEED(CreateUnicastIpAddressEntry);
+    MIB_UNICASTIPADDRESS_ROW row;
+    address_row(d, a, &row);
+    DWORD err = iphlp()->CreateUnicastIpAddressEntry(&row);
+    if (err == ERROR_OBJECT_ALREADY_EXISTS) {
+        ft_fail(e, FT_ESYS, EEXIST, "the address is already on \"%.60s\"", d->name);
+        if (e)
+            e->oserr = (long)err;
+        return FT_ESYS;
+    }
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "adding an address", d);
+    return FT_OK;
+}
+
+int ft_win_del_address(ft_device *d, const ft_addr *a, ft_err *e)
+{
+    if (check_addr(a, e) != FT_OK)
+        return FT_EINVAL;
+    NEED(InitializeUnicastIpAddressEntry);
+    NEED(DeleteUnicastIpAddressEntry);
+    MIB_UNICASTIPADDRESS_ROW row;
+    address_row(d, a, &row);
+    DWORD err = iphlp()->DeleteUnicastIpAddressEntry(&row);
+    if (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND) {
+        ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on \"%.60s\"", d->name);
+        if (e)
+            e->oserr = (long)err;
+        return FT_ESYS;
+    }
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "removing an address", d);
+    return FT_OK;
+}
+
+static void from_row(const MIB_UNICASTIPADDRESS_ROW *row, ft_addr *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->prefix = row->OnLinkPrefixLength;
+    if (row->Address.si_family == AF_INET) {
+        out->family = 4;
+        memcpy(out->bytes, &row->Address.Ipv4.sin_addr, 4);
+    } else {
+        out->family = 6;
+        memcpy(out->bytes, &row->Address.Ipv6.sin6_addr, 16);
+    }
+}
+
+int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    MIB_UNICASTIPADDRESS_TABLE *table = NULL;
+    DWORD err = GetUnicastIpAddressTable(AF_UNSPEC, &table);
+    if (err == ERROR_NOT_FOUND) { /* no addresses anywhere */
+        *n = 0;
+        return FT_OK;
+    }
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "listing addresses", d);
+    NET_LUID luid = ft_wintun_net_luid(d);
+    uint32_t count = 0;
+    for (ULONG i = 0; i < table->NumEntries; i++) {
+        const MIB_UNICASTIPADDRESS_ROW *row = &table->Table[i];
+        if (row->InterfaceLuid.Value != luid.Value)
+            continue;
+        if (row->Address.si_family != AF_INET && row->Address.si_family != AF_INET6)
+            continue;
+        if (count < max)
+            from_row(row, &out[count]);
+        count++;
+    }
+    FreeMibTable(table);
+    *n = count; /* all of them, even beyond max, so the caller can ask again with more room */
+    return FT_OK;
+}
+
+/* ---- routes ----------------------------------------------------------------------------------------- */
+
+static int route_row(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                     uint32_t metric, MIB_IPFORWARD_ROW2 *row, ft_err *e)
+{
+    ft_addr check;
+    check.family = family;
+    check.prefix = prefix;
+    if (check_addr(&check, e) != FT_OK)
+        return FT_EINVAL;
+    if (!dest)
+        return ft_fail(e, FT_EINVAL, EINVAL, "a route needs a destination address");
+    NEED(InitializeIpForwardEntry);
+    iphlp()->InitializeIpForwardEntry(row);
+    row->InterfaceLuid = ft_wintun_net_luid(d);
+    to_sockaddr(family, dest, &row->DestinationPrefix.Prefix);
+    row->DestinationPrefix.PrefixLength = prefix;
+    to_sockaddr(family, nexthop, &row->NextHop); /* all zeros: on-link */
+    row->Metric = metric;
+    row->Protocol = MIB_IPPROTO_NETMGMT; /* a static route set by management, like `route add` */
+    return FT_OK;
+}
+
+static int route_call(ft_device *d, int add, int family, const uint8_t *dest, uint8_t prefix,
+                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
+{
+    MIB_IPFORWARD_ROW2 row;
+    int r = route_row(d, family, dest, prefix, nexthop, metric, &row, e);
+    if (r != FT_OK)
+        return r;
+    if (add)
+        NEED(CreateIpForwardEntry2);
+    else
+        NEED(DeleteIpForwardEntry2);
+    DWORD err = add ? iphlp()->CreateIpForwardEntry2(&row) : iphlp()->DeleteIpForwardEntry2(&row);
+    if (err == NO_ERROR)
+        return FT_OK;
+    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
+        ft_fail(e, FT_ESYS, EEXIST, "the route is already on \"%.60s\"", d->name);
+        if (e)
+            e->oserr = (long)err;
+        return FT_ESYS;
+    }
+    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
+        ft_fail(e, FT_ESYS, ESRCH, "there is no such route on \"%.60s\"", d->name);
+        if (e)
+            e->oserr = (long)err;
+        return FT_ESYS;
+    }
+    return fail_ip(e, err, add ? "adding a route" : "removing a route", d);
+}
+
+int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                        uint32_t metric, ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = route_call(d, 1, family, dest, prefix, nexthop, metric, e);
+    ft_device_leave(d);
+    return r;
+}
+
+int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                        uint32_t metric, ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = route_call(d, 0, family, dest, prefix, nexthop, metric, e);
+    ft_device_leave(d);
+    return r;
+}
+
+/* ---- DNS -------------------------------------------------------------------------------------------- */
+
+/* Text form of one server, appended to a comma-separated list. IPv6 is written in full (eight groups),
+ * which every parser accepts. Returns 0 when it would not fit. */
+static int append_server(wchar_t *list, size_t cap, const ft_addr *a)
+{
+    size_t used = wcslen(list);
+    wchar_t one[48];
+    if (a->family == 4) {
+        swprintf(one, 48, L"%u.%u.%u.%u", a->bytes[0], a->bytes[1], a->bytes[2], a->bytes[3]);
+    } else {
+        const uint8_t *b = a->bytes;
+        swprintf(one, 48, L"%x:%x:%x:%x:%x:%x:%x:%x", b[0] << 8 | b[1], b[2] << 8 | b[3], b[4] << 8 | b[5],
+                 b[6] << 8 | b[7], b[8] << 8 | b[9], b[10] << 8 | b[11], b[12] << 8 | b[13], b[14] << 8 | b[15]);
+    }
+    size_t need = wcslen(one) + (used ? 1 : 0);
+    if (used + need + 1 > cap)
+        return 0;
+    if (used)
+        list[used++] = L',';
+    memcpy(list + used, one, (wcslen(one) + 1) * sizeof(wchar_t));
+    return 1;
+}
+
+#define MAX_DNS_SERVERS 16
+
+static int set_family_dns(GUID guid, int family, const ft_addr *servers, uint32_t n,
+                          ft_device *d, ft_err *e)
+{
+    wchar_t list[MAX_DNS_SERVERS * 48] = L"";
+    for (uint32_t i = 0; i < n; i++)
+        if (servers[i].family == family)
+            append_server(list, sizeof(list) / sizeof(list[0]), &servers[i]);
+    ft_dns_settings s;
+    memset(&s, 0, sizeof(s));
+    s.Version = FT_DNS_SETTINGS_VERSION1;
+    s.Flags = FT_DNS_SETTING_NAMESERVER | (family == 6 ? FT_DNS_SETTING_IPV6 : 0);
+    s.NameServer = list; /* empty: no static servers for this family */
+    DWORD err = iphlp()->SetInterfaceDnsSettings(guid, &s);
+    if (err != NO_ERROR)
+        return fail_ip(e, err, family == 4 ? "setting IPv4 DNS servers" : "setting IPv6 DNS servers", d);
+    return FT_OK;
+}
+
+static int set_dns_locked(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+{
+    if (n > MAX_DNS_SERVERS)
+        return ft_fail(e, FT_EINVAL, EINVAL, "%u DNS servers given; at most %d are allowed", n, MAX_DNS_SERVERS);
+    for (uint32_t i = 0; i < n; i++)
+        if (servers[i].family != 4 && servers[i].family != 6)
+            return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "DNS server %u has address family %d; use 4 or 6", i,
+                           servers[i].family);
+    if (!iphlp()->SetInterfaceDnsSettings)
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                       "setting DNS servers needs SetInterfaceDnsSettings, which this Windows lacks (it came with "
+                       "Windows 10 version 2004); configure DNS another way, e.g. with netsh");
+    NET_LUID luid = ft_wintun_net_luid(d);
+    GUID guid;
+    DWORD err = ConvertInterfaceLuidToGuid(&luid, &guid);
+    if (err != NO_ERROR)
+        return fail_ip(e, err, "reading the interface GUID", d);
+    int r = set_family_dns(guid, 4, servers, n, d, e);
+    if (r == FT_OK)
+        r = set_family_dns(guid, 6, servers, n, d, e);
+    return r;
+}
+
+int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = set_dns_locked(d, servers, n, e);
+    ft_device_leave(d);
+    return r;
+}
+#endif

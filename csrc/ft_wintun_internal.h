@@ -1,0 +1,48 @@
+/* ft_wintun_internal.h - what the Wintun files share among themselves (not part of the core's API):
+ * the table of wintun.dll's exports filled by the loader, and the IP Helper configuration hooks that
+ * ft_backend_wintun.c puts in its ft_backend_ops. */
+#ifndef FT_WINTUN_INTERNAL_H
+#define FT_WINTUN_INTERNAL_H
+
+#include "ft_backends.h"
+
+#include "wintun.h" /* include/ */
+
+/* The 14 exports of Wintun 0.14, all resolved or the DLL is not considered loaded. */
+typedef struct ft_wintun_api {
+    WINTUN_CREATE_ADAPTER_FUNC *CreateAdapter;
+    WINTUN_OPEN_ADAPTER_FUNC *OpenAdapter;
+    WINTUN_CLOSE_ADAPTER_FUNC *CloseAdapter;
+    WINTUN_DELETE_DRIVER_FUNC *DeleteDriver;
+    WINTUN_GET_ADAPTER_LUID_FUNC *GetAdapterLUID;
+    WINTUN_GET_RUNNING_DRIVER_VERSION_FUNC *GetRunningDriverVersion;
+    WINTUN_SET_LOGGER_FUNC *SetLogger;
+    WINTUN_START_SESSION_FUNC *StartSession;
+    WINTUN_END_SESSION_FUNC *EndSession;
+    WINTUN_GET_READ_WAIT_EVENT_FUNC *GetReadWaitEvent;
+    WINTUN_RECEIVE_PACKET_FUNC *ReceivePacket;
+    WINTUN_RELEASE_RECEIVE_PACKET_FUNC *ReleaseReceivePacket;
+    WINTUN_ALLOCATE_SEND_PACKET_FUNC *AllocateSendPacket;
+    WINTUN_SEND_PACKET_FUNC *SendPacket;
+} ft_wintun_api;
+
+#define FT_WINTUN_EXPORT_COUNT 14
+
+/* The loaded table, or NULL before a successful ft_wintun_load. Once non-NULL it never changes: the DLL
+ * stays loaded for the life of the process. */
+const ft_wintun_api *ft_wintun_get_api(void);
+
+/* The adapter's LUID as IP Helper wants it. */
+NET_LUID ft_wintun_net_luid(ft_device *d);
+
+/* ft_backend_ops configuration hooks, in ft_win_config.c. */
+int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);
+int ft_win_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
+int ft_win_set_up(ft_device *d, int up, ft_err *e);
+int ft_win_is_up(ft_device *d, int *up, ft_err *e);
+int ft_win_get_index(ft_device *d, uint32_t *index, ft_err *e);
+int ft_win_add_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_win_del_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
+
+#endif
