@@ -14,6 +14,7 @@ from __future__ import annotations
 from fasttun._core import MAX_PACKET, MIN_MTU, Batch, make_batch
 from fasttun._tun import Reader, ReaderStats, Stats, Tun, pair
 from fasttun._info import features
+from fasttun._wintun import delete_wintun_driver, load_wintun, wintun_driver_version
 from fasttun.errors import (
     TunClosedError,
     TunError,
@@ -41,8 +42,11 @@ __all__ = [
     "TunNotFoundError",
     "TunPermissionError",
     "WintunLoadError",
+    "delete_wintun_driver",
     "features",
+    "load_wintun",
     "make_batch",
     "pair",
+    "wintun_driver_version",
     "__version__",
 ]

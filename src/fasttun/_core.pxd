@@ -1,4 +1,5 @@
 # C declarations of the core (csrc/), kept apart from the wrappers in _core.pyx.
+from libc.stddef cimport wchar_t
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
@@ -155,3 +156,40 @@ cdef extern from "ft_backends.h" nogil:
     int ft_linux_fd(ft_device *d, int q)
     int ft_linux_features(uint32_t *flags, ft_err *e)
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
+
+    # Wintun (Windows); elsewhere the same names exist and fail with FT_EUNSUPPORTED.
+    enum:
+        FT_WINTUN_DEFAULT_RING_CAPACITY
+        FT_WINTUN_MIN_RING_CAPACITY
+        FT_WINTUN_MAX_RING_CAPACITY
+        FT_WINTUN_MAX_NAME
+        FT_WINTUN_DRIVER_NOT_LOADED
+        FT_WINTUN_CREATE
+        FT_WINTUN_OPEN
+        FT_WINTUN_OPEN_OR_CREATE
+
+    ctypedef struct ft_wintun_params:
+        const char *name
+        const char *tunnel_type
+        const uint8_t *guid
+        uint32_t ring_capacity
+        int open_existing
+        uint32_t mtu
+
+    ctypedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg) noexcept
+
+    int ft_wintun_load(const wchar_t *path_or_null, ft_err *e)
+    int ft_wintun_loaded()
+    int ft_wintun_driver_version(uint32_t *version, ft_err *e)
+    int ft_wintun_delete_driver(ft_err *e)
+    void ft_wintun_set_logger(ft_wintun_log_fn fn)
+    int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
+    uint64_t ft_wintun_luid(ft_device *d)
+    int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
+    int ft_wintun_created(ft_device *d)
+    uint32_t ft_wintun_ring_capacity(ft_device *d)
+    int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                            uint32_t metric, ft_err *e)
+    int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
+                            uint32_t metric, ft_err *e)
+    int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)

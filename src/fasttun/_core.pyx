@@ -13,6 +13,7 @@ from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.ref cimport Py_INCREF, Py_DECREF
 cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stddef cimport wchar_t
 from libc.string cimport memcpy, memset
 
 import errno as _errno
@@ -29,6 +30,10 @@ PAIR_DEFAULT_CAPACITY = FT_PAIR_DEFAULT_CAPACITY
 PAIR_DEFAULT_CAPACITY_BYTES = FT_PAIR_DEFAULT_CAPACITY_BYTES
 LINUX_MAX_QUEUES = FT_LINUX_MAX_QUEUES
 ALL_QUEUES = FT_ALL_QUEUES
+WINTUN_DEFAULT_RING_CAPACITY = FT_WINTUN_DEFAULT_RING_CAPACITY
+WINTUN_MIN_RING_CAPACITY = FT_WINTUN_MIN_RING_CAPACITY
+WINTUN_MAX_RING_CAPACITY = FT_WINTUN_MAX_RING_CAPACITY
+WINTUN_MAX_NAME = FT_WINTUN_MAX_NAME
 POLICY_DROP = FT_FULL_DROP
 POLICY_WAIT = FT_FULL_WAIT
 POLICY_RAISE = FT_FULL_RAISE
@@ -769,6 +774,51 @@ cdef class Device:
         ft_device_get_stats(self.dev, &s)
         return s
 
+    # -- Wintun --
+
+    def wintun_info(self):
+        """(luid, created, ring_capacity) of a Wintun device."""
+        return ft_wintun_luid(self.dev), bool(ft_wintun_created(self.dev)), ft_wintun_ring_capacity(self.dev)
+
+    def wintun_guid(self):
+        cdef uint8_t g[16]
+        cdef ft_err e
+        if ft_wintun_guid(self.dev, g, &e) != FT_OK:
+            _raise(&e)
+        return (<char *>g)[:16]
+
+    def wintun_route(self, int family, bytes dest, int prefix, nexthop, uint32_t metric, bint add):
+        cdef ft_err e
+        cdef int r
+        cdef bytes hop = nexthop
+        cdef const uint8_t *hop_ptr = NULL if hop is None else <const uint8_t *><const char *>hop
+        cdef const uint8_t *dest_ptr = <const uint8_t *><const char *>dest
+        with nogil:
+            if add:
+                r = ft_wintun_add_route(self.dev, family, dest_ptr, <uint8_t>prefix, hop_ptr, metric, &e)
+            else:
+                r = ft_wintun_del_route(self.dev, family, dest_ptr, <uint8_t>prefix, hop_ptr, metric, &e)
+        if r != FT_OK:
+            _raise(&e)
+
+    def wintun_set_dns(self, servers):
+        cdef ft_addr buf[16]
+        cdef ft_err e
+        cdef uint32_t n = 0
+        cdef int r
+        for family, packed in servers:
+            if n >= 16:
+                raise ValueError("at most 16 DNS servers")
+            memset(&buf[n], 0, sizeof(ft_addr))
+            buf[n].family = family
+            buf[n].prefix = 32 if family == 4 else 128
+            memcpy(buf[n].bytes, <const char *>packed, len(packed))
+            n += 1
+        with nogil:
+            r = ft_wintun_set_dns(self.dev, buf, n, &e)
+        if r != FT_OK:
+            _raise(&e)
+
     def os_drops(self):
         """(dropped before we could read them, dropped after we sent them) as the OS counts them, or
         (0, 0) where the backend has no such counters."""
@@ -821,6 +871,99 @@ def open_linux(name, int queues, int persist, bint must_exist, bint must_create,
     cdef Device dev = Device.__new__(Device)
     dev._adopt(d)
     return dev
+
+
+def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_existing, uint32_t mtu):
+    """open_existing: 0 create, 1 open an existing adapter, 2 open or create."""
+    cdef ft_wintun_params p
+    cdef ft_device *d = NULL
+    cdef ft_err e
+    cdef int r
+    bname = name.encode("utf-8")
+    btype = tunnel_type.encode("utf-8")
+    cdef bytes bguid = guid
+    memset(&p, 0, sizeof(p))
+    p.name = bname
+    p.tunnel_type = btype
+    p.guid = NULL if bguid is None else <const uint8_t *><const char *>bguid
+    p.ring_capacity = ring_capacity
+    p.open_existing = open_existing
+    p.mtu = mtu
+    with nogil:
+        r = ft_wintun_open(&p, &d, &e)
+    if r != FT_OK:
+        _raise(&e)
+    cdef Device dev = Device.__new__(Device)
+    dev._adopt(d)
+    return dev
+
+
+cdef extern from "Python.h":
+    wchar_t *PyUnicode_AsWideCharString(object text, Py_ssize_t *size) except NULL
+
+
+def wintun_load(path):
+    """Loads wintun.dll from an absolute path, or from System32 when path is None."""
+    cdef wchar_t *wide = NULL
+    cdef ft_err e
+    cdef int r
+    if path is not None:
+        wide = PyUnicode_AsWideCharString(str(path), NULL)
+    try:
+        r = ft_wintun_load(wide, &e)
+    finally:
+        if wide != NULL:
+            PyMem_Free(wide)
+    if r != FT_OK:
+        _raise(&e)
+
+
+def wintun_loaded():
+    return bool(ft_wintun_loaded())
+
+
+def wintun_driver_version():
+    """(major, minor) of the running Wintun driver, or None when no driver is loaded."""
+    cdef uint32_t v = 0
+    cdef ft_err e
+    cdef int r = ft_wintun_driver_version(&v, &e)
+    if r == FT_WINTUN_DRIVER_NOT_LOADED:
+        return None
+    if r != FT_OK:
+        _raise(&e)
+    return (v >> 16, v & 0xFFFF)
+
+
+def wintun_delete_driver():
+    cdef ft_err e
+    cdef int r
+    with nogil:
+        r = ft_wintun_delete_driver(&e)
+    if r != FT_OK:
+        _raise(&e)
+
+
+_wintun_log_sink = None
+
+
+cdef void _wintun_log(int level, uint64_t timestamp, const char *msg) noexcept nogil:
+    with gil:
+        sink = _wintun_log_sink
+        if sink is not None:
+            try:
+                sink(level, timestamp, msg.decode("utf-8", "replace"))
+            except BaseException:
+                pass  # a logging failure must never reach Wintun's thread
+
+
+def wintun_set_log_sink(sink):
+    """sink(level, filetime_100ns, message) receives Wintun's log lines from any thread; None stops it."""
+    global _wintun_log_sink
+    _wintun_log_sink = sink
+    if sink is None:
+        ft_wintun_set_logger(NULL)
+    else:
+        ft_wintun_set_logger(_wintun_log)
 
 
 def linux_features():

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import sys
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Union
@@ -220,6 +221,9 @@ class Tun:
         txqueuelen: int | None = None,
         on_full: FullPolicy = "drop",
         send_timeout: float | None = None,
+        tunnel_type: str = "fasttun",
+        guid: uuid.UUID | str | None = None,
+        ring_capacity: int | None = None,
     ) -> None:
         """Opens a TUN device.
 
@@ -230,7 +234,11 @@ class Tun:
         a multi-queue device with one file descriptor per queue (one reader thread each). ``on_full`` and
         ``send_timeout``: what send does when the device cannot take a packet: ``"drop"`` (counted in
         ``stats.tx_dropped_full``), ``"wait"`` up to ``send_timeout`` seconds, or ``"raise"``
-        :class:`TunFullError`."""
+        :class:`TunFullError`.
+
+        Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
+        type, ``guid`` a fixed interface GUID, ``ring_capacity`` the session ring in bytes (a power of two,
+        128 KiB..64 MiB, default 4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
@@ -243,8 +251,14 @@ class Tun:
         self._send_timeout = send_timeout
         _core._timeout_check(send_timeout)
         if sys.platform.startswith("linux"):
+            if guid is not None or ring_capacity is not None or tunnel_type != "fasttun":
+                raise ValueError("tunnel_type, guid and ring_capacity are Wintun (Windows) settings")
             dev = _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)),
                                    open_existing is True, open_existing is False, mtu or 0)
+        elif sys.platform == "win32":
+            dev = _open_wintun(name, queues, persist, txqueuelen, open_existing, mtu, tunnel_type, guid,
+                               ring_capacity)
+            txqueuelen = None
         else:
             raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
                                f"in-memory device")
@@ -357,6 +371,47 @@ class Tun:
             log.warning("mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 addresses",
                         value, self.name)
         self._dev.set_mtu(value)
+
+    @property
+    def luid(self) -> int:
+        """Windows: the adapter's LUID (what the IP Helper API keys on)."""
+        return int(self._dev.wintun_info()[0])
+
+    @property
+    def guid(self) -> uuid.UUID:
+        """Windows: the adapter's interface GUID."""
+        return uuid.UUID(bytes_le=self._dev.wintun_guid())
+
+    @property
+    def ring_capacity(self) -> int:
+        """Windows: the size of the Wintun session ring in bytes."""
+        return int(self._dev.wintun_info()[2])
+
+    def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
+        """Windows: routes ``destination`` (e.g. "10.8.0.0/16") through the adapter, optionally via a gateway."""
+        self._route(destination, via, metric, True)
+
+    def remove_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
+        self._route(destination, via, metric, False)
+
+    def _route(self, destination: str, via: str | None, metric: int, add: bool) -> None:
+        try:
+            net = ipaddress.ip_network(destination, strict=False)
+        except (TypeError, ValueError):
+            raise ValueError(f"{destination!r} is not a network like '10.8.0.0/16' or 'fd00::/8'") from None
+        hop = None
+        if via is not None:
+            gateway = ipaddress.ip_address(via)
+            if gateway.version != net.version:
+                raise ValueError(f"gateway {via} and destination {destination} are of different IP versions")
+            hop = gateway.packed
+        _ranged_int(metric, "metric", 0, 2**32 - 1)
+        self._dev.wintun_route(net.version, net.network_address.packed, net.prefixlen, hop, metric, add)
+
+    def set_dns(self, servers: Iterable[str]) -> None:
+        """Windows: the adapter's DNS servers (an empty list clears them)."""
+        parsed = [ipaddress.ip_address(s) for s in servers]
+        self._dev.wintun_set_dns([(a.version, a.packed) for a in parsed])
 
     @property
     def txqueuelen(self) -> int:
@@ -521,6 +576,29 @@ class Tun:
         log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
                   batch_size, spin)
         return reader
+
+
+def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen: int | None,
+                 open_existing: bool | None, mtu: int | None, tunnel_type: str, guid: uuid.UUID | str | None,
+                 ring_capacity: int | None) -> _core.Device:
+    from fasttun import _wintun
+
+    if not name:
+        raise ValueError("a Wintun adapter needs a name (1..127 characters)")
+    if queues != 1 or persist is not None or txqueuelen is not None:
+        raise ValueError("queues, persist and txqueuelen are Linux settings; a Wintun adapter has one session")
+    if not isinstance(tunnel_type, str) or not tunnel_type:
+        raise ValueError("tunnel_type must be a non-empty str")
+    guid_bytes = None
+    if guid is not None:
+        guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
+    capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None else ring_capacity
+    _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
+    if capacity & (capacity - 1):
+        raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
+    mode = {None: 2, True: 1, False: 0}[open_existing]
+    _wintun.ensure_loaded()
+    return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0)
 
 
 def _logging_callback(callback: BatchCallback, name: str, queue: int) -> BatchCallback:

@@ -1,0 +1,78 @@
+"""The Wintun backend on a real Windows machine (the GitHub Windows job). Creating an adapter needs elevation;
+without it those tests skip with the reason. Under Linux, tests/test_wintun_wine.py covers the C backend."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import time
+import uuid
+
+import pytest
+
+import fasttun
+
+pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only")
+
+
+def is_admin() -> bool:
+    try:
+        return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
+    except OSError:
+        return False
+
+
+def test_relative_dll_path_is_refused():
+    with pytest.raises(ValueError, match="absolute"):
+        fasttun.load_wintun("wintun.dll")
+
+
+def test_driver_version_is_reported_or_none():
+    version = fasttun.wintun_driver_version()
+    assert version is None or (isinstance(version, tuple) and version[0] >= 0)
+
+
+def test_the_wheel_ships_its_dll():
+    if os.environ.get("FASTTUN_EXPECT_BUNDLED_DLL") != "1":
+        pytest.skip("only checked on an installed wheel")
+    assert os.path.exists(os.path.join(os.path.dirname(fasttun.__file__), "wintun.dll"))
+
+
+@pytest.fixture
+def adapter():
+    if not is_admin():
+        pytest.skip("creating a Wintun adapter needs an elevated (Administrator) process")
+    name = f"fasttun-test-{os.getpid()}"
+    try:
+        tun = fasttun.Tun(name, mtu=1420, guid=uuid.uuid4(), addresses=["10.203.0.1/24"], up=True)
+    except fasttun.TunPermissionError as exc:
+        pytest.skip(f"the runner does not allow adapters: {exc}")
+    yield tun
+    tun.close()
+
+
+def test_adapter_properties(adapter):
+    assert adapter.backend == "wintun"
+    assert adapter.luid > 0 and adapter.index > 0
+    assert isinstance(adapter.guid, uuid.UUID)
+    assert adapter.mtu == 1420
+    assert any(str(a) == "10.203.0.1/24" for a in adapter.addresses)
+
+
+def test_udp_from_a_socket_arrives_through_the_reader(adapter):
+    got = []
+    with adapter.start_reader(lambda batch: got.extend(bytes(p) for p in batch)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(p[9] == 17 and p[-5:] == b"hello" for p in got):
+                s.sendto(b"hello", ("10.203.0.2", 9999))
+                time.sleep(0.1)
+    assert any(p[9] == 17 and p[-5:] == b"hello" for p in got)
+
+
+def test_oversized_send_is_refused_before_the_ring(adapter):
+    with pytest.raises(ValueError, match="MTU"):
+        adapter.send(bytes([0x45]) + bytes(1500))
+    assert adapter.stats.tx_rejected == 1

@@ -1,0 +1,54 @@
+"""The GitHub workflows and the wheel configuration: linted, and listing the builds we intend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have {name} (pip install '.[test]')")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def test_workflows_exist():
+    names = {p.name for p in WORKFLOWS}
+    assert {"linux.yml", "wheels.yml"} <= names
+
+
+def test_workflows_pass_actionlint():
+    result = subprocess.run([tool("actionlint"), *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("platform,expected", [
+    ("windows", {"cp311-win_amd64", "cp311-win_arm64", "cp313-win_amd64", "cp313-win_arm64"}),
+    ("linux", {"cp311-manylinux_x86_64", "cp311-manylinux_aarch64"}),
+])
+def test_cibuildwheel_lists_the_intended_builds(platform, expected):
+    tool("cibuildwheel")
+    result = subprocess.run([sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ids = set(result.stdout.split())
+    assert expected <= ids, expected - ids
+    assert not any("win32" in i or "musllinux" in i for i in ids)
+
+
+def test_windows_wheels_stage_a_checked_dll():
+    text = (ROOT / "tools" / "stage_wintun.py").read_text()
+    wheels = (ROOT / ".github" / "workflows" / "wheels.yml").read_text()
+    assert "07c256185d6ee3652e09fa55c0b673e2624b565e02c4b9091c79ca7d2f24ef51" in text
+    assert "stage_wintun.py ${{ matrix.wintun }}" in wheels
