@@ -160,6 +160,8 @@ static int lx_is_up(ft_device *d, int *up, ft_err *e)
     return r;
 }
 
+static void wait_usable(ft_device *d, const ft_addr *a);
+
 static int lx_set_up(ft_device *d, int up, ft_err *e)
 {
     struct ifreq ifr;
@@ -172,7 +174,16 @@ static int lx_set_up(ft_device *d, int up, ft_err *e)
         ifr.ifr_flags |= IFF_UP;
     else
         ifr.ifr_flags &= ~IFF_UP;
-    return if_ioctl(d, SIOCSIFFLAGS, &ifr, up ? "bringing the link up" : "bringing the link down", e);
+    r = if_ioctl(d, SIOCSIFFLAGS, &ifr, up ? "bringing the link up" : "bringing the link down", e);
+    if (r == FT_OK && up) {
+        ft_addr addrs[64];
+        uint32_t n = 0;
+        ft_err ignored;
+        if (ft_netlink_list_addresses(L(d)->ifindex, addrs, 64, &n, &ignored) == FT_OK)
+            for (uint32_t i = 0; i < n && i < 64; i++)
+                wait_usable(d, &addrs[i]);
+    }
+    return r;
 }
 
 static int lx_get_index(ft_device *d, uint32_t *index, ft_err *e)
@@ -202,12 +213,46 @@ static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
     if (r != FT_OK)
         return r;
     ifr.ifr_qlen = (int)len;
-    return if_ioctl(d, SIOCSIFTXQLEN, &ifr, "setting the transmit queue length", e);
+    int s = ctl_socket(e);
+    if (s < 0)
+        return FT_ESYS;
+    r = ioctl(s, SIOCSIFTXQLEN, &ifr);
+    int err = errno;
+    close(s);
+    if (r == 0)
+        return FT_OK;
+    /* The tun driver answers EPERM (not EINVAL) when it cannot resize the queues of an attached device, e.g. past
+     * its ring limit of 2^19 entries; root gets that answer too, so don't blame privileges when we have them. */
+    if (err == EPERM && geteuid() == 0)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "the kernel refused txqueuelen %u on '%s' (a TUN queue holds at most 524288 packets)", len,
+                       d->name);
+    if (err == EPERM || err == EACCES)
+        return ft_fail(e, FT_ESYS, EPERM, "setting the transmit queue length on '%s' needs CAP_NET_ADMIN", d->name);
+    return ft_fail_os(e, err, "setting the transmit queue length on '%s' failed", d->name);
+}
+
+#define ADDRESS_READY_MS 2000u
+
+/* IPv6 makes an address usable (its local route) a moment after it appears, in a kernel work queue: wait for
+ * it, so that a socket bound to the address gets packets as soon as the call returns. */
+static void wait_usable(ft_device *d, const ft_addr *a)
+{
+    ft_err ignored;
+    int up = 0;
+    if (a->family != 6 || (a->bytes[0] == 0xfe && (a->bytes[1] & 0xc0) == 0x80))
+        return;
+    if (lx_is_up(d, &up, &ignored) != FT_OK || !up)
+        return;
+    ft_netlink_wait_local(a, ADDRESS_READY_MS, &ignored);
 }
 
 static int lx_add_address(ft_device *d, const ft_addr *a, ft_err *e)
 {
-    return ft_netlink_address(L(d)->ifindex, d->name, a, 1, e);
+    int r = ft_netlink_address(L(d)->ifindex, d->name, a, 1, e);
+    if (r == FT_OK)
+        wait_usable(d, a);
+    return r;
 }
 
 static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e)
@@ -218,6 +263,11 @@ static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e)
 static int lx_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
 {
     return ft_netlink_list_addresses(L(d)->ifindex, out, max, n, e);
+}
+
+static int lx_route(ft_device *d, int add, const ft_route *r, ft_err *e)
+{
+    return ft_netlink_route(L(d)->ifindex, d->name, add, r, e);
 }
 
 static int lx_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
@@ -330,6 +380,7 @@ static const ft_backend_ops linux_ops = {
     .get_txqueuelen = lx_get_txqueuelen,
     .set_txqueuelen = lx_set_txqueuelen,
     .os_drops = lx_os_drops,
+    .route = lx_route,
 };
 
 /* ---- open -------------------------------------------------------------------------------------------- */

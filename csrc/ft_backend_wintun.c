@@ -244,6 +244,7 @@ static const ft_backend_ops wintun_ops = {
     .add_address = ft_win_add_address,
     .del_address = ft_win_del_address,
     .list_addresses = ft_win_list_addresses,
+    .route = ft_win_route,
 };
 
 /* ---- parameters ------------------------------------------------------------------------------------- */

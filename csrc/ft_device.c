@@ -411,3 +411,12 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 {
     CONFIG_CALL(os_drops, "report the system's drop counters", rx_dropped, tx_dropped);
 }
+
+int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
+{
+    if (r->family != 4 && r->family != 6)
+        return ft_fail(e, FT_EINVAL, EINVAL, "route family must be 4 or 6, not %d", r->family);
+    if (r->prefix > (r->family == 4 ? 32 : 128))
+        return ft_fail(e, FT_EINVAL, EINVAL, "route prefix /%u is too long for IPv%d", r->prefix, r->family);
+    CONFIG_CALL(route, "manage routes", add, r);
+}

@@ -92,6 +92,16 @@ typedef struct ft_addr {
     uint8_t bytes[16];   /* network order; IPv4 uses the first 4 */
 } ft_addr;
 
+/* A route through the device. */
+typedef struct ft_route {
+    int family;          /* 4 or 6 */
+    uint8_t prefix;
+    uint8_t dest[16];    /* network order */
+    int has_gateway;
+    uint8_t gateway[16];
+    uint32_t metric;     /* 0: the system's default */
+} ft_route;
+
 /* ---- the backend interface ------------------------------------------------------------------------ */
 typedef struct ft_device ft_device;
 
@@ -128,6 +138,7 @@ typedef struct ft_backend_ops {
     int (*set_txqueuelen)(ft_device *d, uint32_t len, ft_err *e);
     /* Drops the OS counted on its side: packets it could not queue for us, packets of ours it dropped. */
     int (*os_drops)(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e);
+    int (*route)(ft_device *d, int add, const ft_route *r, ft_err *e);
 } ft_backend_ops;
 
 /* Policy when the device cannot take a packet right now. */
@@ -194,6 +205,7 @@ int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e);
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
 int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);
+int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e);
 int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e);
 
 /* ---- packets -------------------------------------------------------------------------------------- */

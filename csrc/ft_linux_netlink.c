@@ -105,6 +105,130 @@ int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int
     return ft_fail_os(e, code, "%s address %s on '%s'", add ? "adding" : "removing", text, name);
 }
 
+/* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
+static int nl_request_ack(struct nlmsghdr *req, int *code, ft_err *e)
+{
+    int s = nl_open(e);
+    if (s < 0)
+        return FT_ESYS;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(s, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        close(s);
+        return ft_fail_os(e, err, "sending a netlink request failed");
+    }
+    char buf[4096];
+    ssize_t n = recv(s, buf, sizeof(buf), 0);
+    int err = errno;
+    close(s);
+    if (n < 0)
+        return ft_fail_os(e, err, "no netlink answer");
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
+        h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's netlink answer is malformed");
+    *code = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    return FT_OK;
+}
+
+int ft_netlink_route(unsigned ifindex, const char *name, int add, const ft_route *r, ft_err *e)
+{
+    size_t alen = r->family == 4 ? 4 : 16;
+    char text[96], ip[INET6_ADDRSTRLEN] = "?", via[INET6_ADDRSTRLEN + 8] = "";
+    inet_ntop(r->family == 4 ? AF_INET : AF_INET6, r->dest, ip, sizeof(ip));
+    if (r->has_gateway) {
+        char gw[INET6_ADDRSTRLEN] = "?";
+        inet_ntop(r->family == 4 ? AF_INET : AF_INET6, r->gateway, gw, sizeof(gw));
+        snprintf(via, sizeof(via), " via %s", gw);
+    }
+    snprintf(text, sizeof(text), "%s/%u%s", ip, r->prefix, via);
+    union {
+        struct nlmsghdr h;
+        char buf[256];
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    req.h.nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
+    req.h.nlmsg_seq = 4;
+    struct rtmsg *rtm = NLMSG_DATA(&req.h);
+    rtm->rtm_family = r->family == 4 ? AF_INET : AF_INET6;
+    rtm->rtm_dst_len = r->prefix;
+    rtm->rtm_table = RT_TABLE_MAIN;
+    rtm->rtm_protocol = RTPROT_STATIC;
+    rtm->rtm_scope = r->has_gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
+    rtm->rtm_type = RTN_UNICAST;
+    uint32_t oif = ifindex;
+    put_attr(&req.h, RTA_DST, r->dest, alen);
+    put_attr(&req.h, RTA_OIF, &oif, sizeof(oif));
+    if (r->has_gateway)
+        put_attr(&req.h, RTA_GATEWAY, r->gateway, alen);
+    if (r->metric)
+        put_attr(&req.h, RTA_PRIORITY, &r->metric, sizeof(r->metric));
+    int code = 0;
+    int st = nl_request_ack(&req.h, &code, e);
+    if (st != FT_OK)
+        return st;
+    if (code == 0)
+        return FT_OK;
+    if (code == EEXIST)
+        return ft_fail(e, FT_ESYS, EEXIST, "route %s through '%s' already exists", text, name);
+    if (code == ESRCH && !add)
+        return ft_fail(e, FT_ESYS, ESRCH, "there is no route %s through '%s'", text, name);
+    if (code == EPERM || code == EACCES)
+        return ft_fail(e, FT_ESYS, EPERM, "changing routes needs CAP_NET_ADMIN (run as root)");
+    if (code == ENETUNREACH)
+        return ft_fail(e, FT_ESYS, ENETUNREACH, "gateway of route %s is not reachable through '%s' (is the link up "
+                                                "and an address of that network on it?)", text, name);
+    return ft_fail_os(e, code, "%s route %s through '%s'", add ? "adding" : "removing", text, name);
+}
+
+/* 1 if the kernel has a local route for the address (it accepts packets for it), 0 if not yet. */
+static int is_local(const ft_addr *a, ft_err *e)
+{
+    struct {
+        struct nlmsghdr h;
+        struct rtmsg rtm;
+        char attrs[64];
+    } req;
+    memset(&req, 0, sizeof(req));
+    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    req.h.nlmsg_type = RTM_GETROUTE;
+    req.h.nlmsg_flags = NLM_F_REQUEST;
+    req.h.nlmsg_seq = 5;
+    req.rtm.rtm_family = a->family == 4 ? AF_INET : AF_INET6;
+    req.rtm.rtm_dst_len = a->family == 4 ? 32 : 128;
+    put_attr(&req.h, RTA_DST, a->bytes, a->family == 4 ? 4 : 16);
+    int s = nl_open(e);
+    if (s < 0)
+        return FT_ESYS;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    int result = 0;
+    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) >= 0) {
+        char buf[4096];
+        ssize_t n = recv(s, buf, sizeof(buf), 0);
+        struct nlmsghdr *h = (struct nlmsghdr *)buf;
+        if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == RTM_NEWROUTE &&
+            h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg)))
+            result = ((struct rtmsg *)NLMSG_DATA(h))->rtm_type == RTN_LOCAL;
+    }
+    close(s);
+    return result;
+}
+
+int ft_netlink_wait_local(const ft_addr *a, uint32_t timeout_ms, ft_err *e)
+{
+    uint64_t deadline = ft_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        int r = is_local(a, e);
+        if (r != 0)
+            return r == 1 ? FT_OK : r;
+        if (ft_now_ns() >= deadline)
+            return FT_ETIMEDOUT;
+        ft_sleep_us(1000);
+    }
+}
+
 static int parse_addr_msg(struct nlmsghdr *h, unsigned ifindex, ft_addr *out)
 {
     if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))

@@ -118,7 +118,11 @@ static void reader_loop(ft_reader *r)
 static void reader_main(void *arg)
 {
     ft_reader *r = arg;
+    if (r->cfg.thread_start)
+        r->cfg.thread_start(r->user);
     reader_loop(r);
+    if (r->cfg.thread_end)
+        r->cfg.thread_end(r->user);
     ft_device_leave(r->dev);
     ft_event_set(r->done);
 }

@@ -11,6 +11,10 @@ typedef struct ft_reader_config {
     uint32_t spin_us;      /* how long to poll an empty queue before sleeping; 0 = never spin */
     int adaptive;          /* spin only while the measured rate is at least adaptive_pps */
     uint32_t adaptive_pps; /* packets per second, measured over half-second windows */
+    /* Optional, called on the reader thread with the callback's user pointer: before the first batch and after
+     * the last (e.g. to give the thread a lasting Python thread state instead of one per batch). */
+    void (*thread_start)(void *user);
+    void (*thread_end)(void *user);
 } ft_reader_config;
 
 #define FT_READER_DEFAULT_SPIN_US 20u

@@ -375,6 +375,11 @@ static int route_call(ft_device *d, int add, int family, const uint8_t *dest, ui
     return fail_ip(e, err, add ? "adding a route" : "removing a route", d);
 }
 
+int ft_win_route(ft_device *d, int add, const ft_route *r, ft_err *e)
+{
+    return route_call(d, add, r->family, r->dest, r->prefix, r->has_gateway ? r->gateway : NULL, r->metric, e);
+}
+
 int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
                         uint32_t metric, ft_err *e)
 {

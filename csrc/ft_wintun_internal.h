@@ -43,6 +43,7 @@ int ft_win_is_up(ft_device *d, int *up, ft_err *e);
 int ft_win_get_index(ft_device *d, uint32_t *index, ft_err *e);
 int ft_win_add_address(ft_device *d, const ft_addr *a, ft_err *e);
 int ft_win_del_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_win_route(ft_device *d, int add, const ft_route *r, ft_err *e);
 int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 
 #endif

@@ -231,7 +231,15 @@ def test_send_reaches_a_real_udp_socket_over_ipv6(netns):
         sink.settimeout(2)
         for i in range(200):
             assert tun.send(ipv6_udp(PEER6, LOCAL6, 5556, 7001, struct.pack("!I", i))) == 1
-        got = [sink.recvfrom(2048) for _ in range(200)]
+        got = []
+        try:
+            for _ in range(200):
+                got.append(sink.recvfrom(2048))
+        except socket.timeout:
+            pytest.fail(f"{len(got)} of 200 arrived; {tun.stats}; "
+                        f"{netns.run('ip', '-6', 'addr', 'show', 'dev', tun.name).stdout}"
+                        f"{netns.run('ip', '-s', 'link', 'show', tun.name).stdout}"
+                        f"{netns.run('nstat', '-az', check=False).stdout[-3000:]}")
         assert [struct.unpack_from("!I", d)[0] for d, _ in got] == list(range(200))
         assert got[0][1][:2] == (PEER6, 5556)
 

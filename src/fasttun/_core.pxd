@@ -67,6 +67,14 @@ cdef extern from "ft_device.h" nogil:
         uint8_t prefix
         uint8_t bytes[16]
 
+    ctypedef struct ft_route:
+        int family
+        uint8_t prefix
+        uint8_t dest[16]
+        int has_gateway
+        uint8_t gateway[16]
+        uint32_t metric
+
     ctypedef struct ft_backend_ops:
         const char *name
 
@@ -95,6 +103,7 @@ cdef extern from "ft_device.h" nogil:
     int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
     int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
     int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
+    int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
     int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
     int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
 
@@ -105,6 +114,8 @@ cdef extern from "ft_reader.h" nogil:
         uint32_t spin_us
         int adaptive
         uint32_t adaptive_pps
+        void (*thread_start)(void *user) noexcept nogil
+        void (*thread_end)(void *user) noexcept nogil
 
     enum:
         FT_READER_DEFAULT_SPIN_US

@@ -10,7 +10,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
 from cpython.memoryview cimport PyMemoryView_FromObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
 cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stddef cimport wchar_t
@@ -787,17 +787,23 @@ cdef class Device:
             _raise(&e)
         return (<char *>g)[:16]
 
-    def wintun_route(self, int family, bytes dest, int prefix, nexthop, uint32_t metric, bint add):
+    def route(self, int family, bytes dest, int prefix, gateway, uint32_t metric, bint add):
+        cdef ft_route rt
         cdef ft_err e
         cdef int r
-        cdef bytes hop = nexthop
-        cdef const uint8_t *hop_ptr = NULL if hop is None else <const uint8_t *><const char *>hop
-        cdef const uint8_t *dest_ptr = <const uint8_t *><const char *>dest
+        cdef int alen = 4 if family == 4 else 16
+        memset(&rt, 0, sizeof(rt))
+        if family not in (4, 6) or len(dest) != alen or (gateway is not None and len(gateway) != alen):
+            raise ValueError("route addresses must be 4 bytes (IPv4) or 16 bytes (IPv6)")
+        rt.family = family
+        rt.prefix = <uint8_t>prefix
+        rt.metric = metric
+        memcpy(rt.dest, <const char *>dest, alen)
+        if gateway is not None:
+            rt.has_gateway = 1
+            memcpy(rt.gateway, <const char *>gateway, alen)
         with nogil:
-            if add:
-                r = ft_wintun_add_route(self.dev, family, dest_ptr, <uint8_t>prefix, hop_ptr, metric, &e)
-            else:
-                r = ft_wintun_del_route(self.dev, family, dest_ptr, <uint8_t>prefix, hop_ptr, metric, &e)
+            r = ft_device_route(self.dev, add, &rt, &e)
         if r != FT_OK:
             _raise(&e)
 
@@ -988,9 +994,39 @@ def check_packet(packet, uint32_t mtu=FT_MAX_PACKET):
 
 # ---- readers -------------------------------------------------------------------------------------------
 
+cdef extern from "Python.h":
+    ctypedef int PyGILState_STATE
+    ctypedef struct PyThreadState:
+        pass
+    PyGILState_STATE PyGILState_Ensure() nogil
+    void PyGILState_Release(PyGILState_STATE state) nogil
+    PyThreadState *PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState *tstate) nogil
+
+
+cdef struct ReaderGlue:
+    PyObject *reader          # the QueueReader (kept alive by its own reference while the thread runs)
+    PyGILState_STATE gil_state
+    PyThreadState *tstate
+
+
 cdef int _on_batch(void *user, ft_batch *b) noexcept nogil:
     with gil:
-        return (<QueueReader>user)._deliver(b)
+        return (<QueueReader>(<ReaderGlue *>user).reader)._deliver(b)
+
+
+# The reader thread keeps one Python thread state for its whole life; without it every batch would create and
+# destroy one inside `with gil` (several microseconds each).
+cdef void _reader_thread_start(void *user) noexcept nogil:
+    cdef ReaderGlue *g = <ReaderGlue *>user
+    g.gil_state = PyGILState_Ensure()
+    g.tstate = PyEval_SaveThread()
+
+
+cdef void _reader_thread_end(void *user) noexcept nogil:
+    cdef ReaderGlue *g = <ReaderGlue *>user
+    PyEval_RestoreThread(g.tstate)
+    PyGILState_Release(g.gil_state)
 
 
 cdef class QueueReader:
@@ -1006,6 +1042,7 @@ cdef class QueueReader:
     cdef readonly object exception
     cdef readonly uint64_t arena_swaps
     cdef bint holds_self
+    cdef ReaderGlue glue
 
     @staticmethod
     cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
@@ -1024,10 +1061,13 @@ cdef class QueueReader:
         cfg.spin_us = spin_us
         cfg.adaptive = adaptive
         cfg.adaptive_pps = adaptive_pps
+        cfg.thread_start = _reader_thread_start
+        cfg.thread_end = _reader_thread_end
         # The thread refers to q without owning a Python reference: hold one until it is joined.
         Py_INCREF(q)
         q.holds_self = True
-        q.reader = ft_reader_start(device.dev, queue, &cfg, &q.b, _on_batch, <void *>q, &e)
+        q.glue.reader = <PyObject *>q
+        q.reader = ft_reader_start(device.dev, queue, &cfg, &q.b, _on_batch, &q.glue, &e)
         if q.reader == NULL:
             q.holds_self = False
             Py_DECREF(q)

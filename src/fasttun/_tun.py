@@ -388,7 +388,8 @@ class Tun:
         return int(self._dev.wintun_info()[2])
 
     def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
-        """Windows: routes ``destination`` (e.g. "10.8.0.0/16") through the adapter, optionally via a gateway."""
+        """Routes ``destination`` (e.g. "10.8.0.0/16" or "fd00::/8") through the device, optionally via a
+        gateway; ``metric`` 0 lets the system choose (rtnetlink on Linux, the IP Helper API on Windows)."""
         self._route(destination, via, metric, True)
 
     def remove_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
@@ -406,7 +407,7 @@ class Tun:
                 raise ValueError(f"gateway {via} and destination {destination} are of different IP versions")
             hop = gateway.packed
         _ranged_int(metric, "metric", 0, 2**32 - 1)
-        self._dev.wintun_route(net.version, net.network_address.packed, net.prefixlen, hop, metric, add)
+        self._dev.route(net.version, net.network_address.packed, net.prefixlen, hop, metric, add)
 
     def set_dns(self, servers: Iterable[str]) -> None:
         """Windows: the adapter's DNS servers (an empty list clears them)."""

@@ -213,7 +213,7 @@ static void test_reader_with_concurrent_sender(void)
     owned_batch ob;
     batch_init(&ob, 64);
     reader_ctx ctx = {0};
-    ft_reader_config cfg = {64, 50, 1, 1000};
+    ft_reader_config cfg = {.batch_size = 64, .spin_us = 50, .adaptive = 1, .adaptive_pps = 1000};
     ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, on_batch, &ctx, &e);
     CHECK(r != NULL);
     sender_arg sa = {a, 100000, 0};
@@ -256,7 +256,7 @@ static void test_stop_is_prompt(int spin_us, int adaptive)
     owned_batch ob;
     batch_init(&ob, 8);
     int calls = 0;
-    ft_reader_config cfg = {8, (uint32_t)spin_us, adaptive, 1000};
+    ft_reader_config cfg = {.batch_size = 8, .spin_us = (uint32_t)spin_us, .adaptive = adaptive, .adaptive_pps = 1000};
     ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, never_called, &calls, &e);
     CHECK(r != NULL);
     ft_sleep_us(100000);
@@ -303,7 +303,7 @@ static void test_close_wakes_blocked_recv_and_reader(void)
     owned_batch ob;
     batch_init(&ob, 8);
     int calls = 0;
-    ft_reader_config cfg = {8, 0, 0, 0};
+    ft_reader_config cfg = {.batch_size = 8};
     ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, never_called, &calls, &e);
     ft_sleep_us(100000);
     uint64_t t0 = ft_now_ns();
@@ -335,7 +335,7 @@ static void test_argument_checks(void)
     CHECK(ft_memory_pair(1500, 16, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
     owned_batch ob;
     batch_init(&ob, 8);
-    ft_reader_config cfg = {9, 0, 0, 0};
+    ft_reader_config cfg = {.batch_size = 9};
     int calls = 0;
     CHECK(ft_reader_start(b, 0, &cfg, &ob.b, never_called, &calls, &e) == NULL && e.status == FT_EINVAL);
     cfg.batch_size = 8;

@@ -20,7 +20,8 @@ CORE=("$root/csrc/ft_os_win32.c" "$root/csrc/ft_device.c" "$root/csrc/ft_reader.
       "$root/csrc/ft_wintun_loader.c" "$root/csrc/ft_backend_wintun.c" "$root/csrc/ft_win_config.c")
 LIBS=(-liphlpapi -lws2_32 -static-libgcc)
 
-export WINEPREFIX="${FT_WINEPREFIX:-$root/tests/.build/wineprefix}"
+# Outside the source tree: a prefix links z: to /, and tools that walk the tree (setuptools) would follow it.
+export WINEPREFIX="${FT_WINEPREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/fasttun/wineprefix}"
 export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml=" # no Mono/Gecko install prompts in a fresh prefix
 

@@ -1224,7 +1224,7 @@ static void measure(uint32_t size)
         return;
     test_batch *t = batch_new(256);
     volatile LONG64 got = 0;
-    ft_reader_config cfg = {256, FT_READER_DEFAULT_SPIN_US, 0, 0};
+    ft_reader_config cfg = {.batch_size = 256, .spin_us = FT_READER_DEFAULT_SPIN_US};
     ft_reader *rd = ft_reader_start(d, 0, &cfg, &t->b, count_only, (void *)&got, &e);
     pump p = {0, size, 0};
     HANDLE th = CreateThread(NULL, 0, pump_main, &p, 0, NULL);

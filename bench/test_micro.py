@@ -1,0 +1,150 @@
+"""Micro-benchmarks of the pieces on fasttun's hot path (pytest-benchmark; no privileges needed):
+
+    PYTHONPATH=src python -m pytest bench/ --benchmark-columns=median,iqr,ops --benchmark-sort=name
+
+- batch hand-off: a reader thread delivering batches to a Python callback (per batch and per packet), and
+  what a callback pays to look at the packets (views, lengths, copy);
+- send validation: send_batch of good packets (validated, then sent through an in-memory pair), of a batch
+  whose last packet is bad (validated, nothing sent), and check_packet alone.
+
+The numbers are per call of the benchmarked function; compare them within one run on one machine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+
+import fasttun  # noqa: E402
+from fasttun import _core  # noqa: E402
+from fasttun._bench.packets import udp4  # noqa: E402
+
+PACKET = udp4("10.201.0.1", "10.201.0.2", 64)
+BAD = b"\x00" * 64   # version 0: refused by validation
+
+
+def prefilled_pair(count: int) -> tuple[fasttun.Tun, fasttun.Tun]:
+    a, b = fasttun.pair(capacity=max(count, 1), capacity_bytes=max(count * 96, 1 << 20))
+    chunk = fasttun.make_batch([PACKET] * min(count, 4096))
+    sent = 0
+    while sent < count:
+        sent += a.send_batch(chunk if count - sent >= len(chunk) else [PACKET] * (count - sent))
+    return a, b
+
+
+# ---- batch hand-off ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1, 64, 1024])
+def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
+    """Reader thread -> GIL -> callback, for 8192 queued packets in batches of batch_size."""
+    total = 8192
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        a, b = prefilled_pair(total)
+        return (a, b), {}
+
+    def drain(a: fasttun.Tun, b: fasttun.Tun) -> None:
+        done = threading.Event()
+        seen = [0]
+
+        def on_batch(batch: fasttun.Batch) -> None:
+            seen[0] += len(batch)
+            if seen[0] >= total:
+                done.set()
+
+        reader = b.start_reader(on_batch, batch_size=batch_size)
+        assert done.wait(30)
+        reader.stop()
+        a.close()
+        b.close()
+
+    benchmark.pedantic(drain, setup=setup, rounds=15)
+    benchmark.extra_info["batches"] = -(-total // batch_size)
+    benchmark.extra_info["packets"] = total
+
+
+def _reader_batch(count: int, use: Callable[[fasttun.Batch], Any]) -> Callable[[], None]:
+    """One batch of `count` packets taken from a reader callback (ephemeral, as users get it), then `use`d."""
+    a, b = prefilled_pair(count)
+    box: list[Any] = []
+    got = threading.Event()
+
+    def on_batch(batch: fasttun.Batch) -> None:
+        box.append(batch.copy())
+        got.set()
+        b._readers[0].stop()  # one batch is all we need
+
+    b.start_reader(on_batch, batch_size=count)
+    got.wait(10)
+    a.close()
+    b.close()
+    batch = fasttun.make_batch(box[0])
+    return lambda: use(batch)
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_iterate_views(benchmark: Any, count: int) -> None:
+    """for p in batch: p[0] - one memoryview per packet."""
+    def use(batch: fasttun.Batch) -> int:
+        n = 0
+        for p in batch:
+            n += p[0]
+        return n
+    benchmark(_reader_batch(count, use))
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_sum_lengths(benchmark: Any, count: int) -> None:
+    """sum(batch.lengths) - one pass over the lengths table."""
+    benchmark(_reader_batch(count, lambda batch: sum(batch.lengths)))
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_copy(benchmark: Any, count: int) -> None:
+    """batch.copy() - one bytes object per packet."""
+    benchmark(_reader_batch(count, lambda batch: batch.copy()))
+
+
+# ---- send validation ---------------------------------------------------------------------------------------
+
+def test_check_packet(benchmark: Any) -> None:
+    benchmark(_core.check_packet, PACKET)
+
+
+@pytest.mark.parametrize("kind", ["list", "Batch"])
+def test_send_batch_64_through_pair(benchmark: Any, kind: str) -> None:
+    """send_batch of 64 good packets (validated and copied into the pair), then drained with recv_batch."""
+    a, b = fasttun.pair(capacity=1024, capacity_bytes=1 << 20)
+    packets: Any = [PACKET] * 64 if kind == "list" else fasttun.make_batch([PACKET] * 64)
+
+    def round_trip() -> None:
+        a.send_batch(packets)
+        b.recv_batch(64, timeout=0)
+
+    benchmark(round_trip)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("kind", ["list", "Batch"])
+def test_send_batch_64_refused(benchmark: Any, kind: str) -> None:
+    """send_batch of 63 good packets and a bad last one: all validated, nothing sent, ValueError."""
+    a, b = fasttun.pair()
+    packets: Any = [PACKET] * 63 + [BAD]
+    if kind == "Batch":
+        packets = fasttun.make_batch(packets)
+
+    def refused() -> None:
+        try:
+            a.send_batch(packets)
+        except ValueError:
+            return
+        raise AssertionError("a bad packet was accepted")
+
+    benchmark(refused)
+    a.close()
+    b.close()

@@ -1,0 +1,98 @@
+/* ft_offload.h - offload for a tun fd opened with IFF_VNET_HDR: the virtio-net header that precedes every
+ * packet, splitting the TCP/UDP super-packets the kernel hands us into ordinary IP packets (software GSO),
+ * and coalescing ordinary packets of one flow into super-packets the kernel segments for us (software GRO).
+ * Pure functions: no I/O, no allocation, no global state; every input is treated as hostile. */
+#ifndef FT_OFFLOAD_H
+#define FT_OFFLOAD_H
+
+#include "ft_device.h"
+
+/* ---- the virtio-net header ------------------------------------------------------------------------ */
+#define FT_VNET_HDR_LEN 10
+
+#define FT_VNET_F_NEEDS_CSUM 0x01u   /* finish the checksum at csum_start + csum_offset */
+#define FT_VNET_F_DATA_VALID 0x02u   /* the checksum was already verified (receive side hint) */
+
+#define FT_VNET_GSO_NONE 0u
+#define FT_VNET_GSO_TCPV4 1u
+#define FT_VNET_GSO_UDP 3u           /* UFO (IP fragmentation): never enabled by us, refused */
+#define FT_VNET_GSO_TCPV6 4u
+#define FT_VNET_GSO_UDP_L4 5u        /* USO: UDP segmentation, Linux 6.2+ on tun */
+#define FT_VNET_GSO_ECN 0x80u        /* TCP only: the flow uses ECN (CWR goes on the first segment) */
+
+/* The 10-byte header in host byte order, as it travels on the fd (no padding on the wire). */
+typedef struct ft_vnet_hdr {
+    uint8_t flags;
+    uint8_t gso_type;
+    uint16_t hdr_len;     /* a hint only: never trusted, header lengths are recomputed from the packet */
+    uint16_t gso_size;    /* payload bytes per segment (TCP: the MSS; UDP_L4: datagram payload) */
+    uint16_t csum_start;  /* offset of the transport header from the start of the IP packet */
+    uint16_t csum_offset; /* offset of the checksum field from csum_start (TCP 16, UDP 6) */
+} ft_vnet_hdr;
+
+void ft_vnet_hdr_decode(const uint8_t *p, ft_vnet_hdr *h);  /* p: FT_VNET_HDR_LEN readable bytes */
+void ft_vnet_hdr_encode(const ft_vnet_hdr *h, uint8_t *p);  /* p: FT_VNET_HDR_LEN writable bytes */
+
+/* ---- Internet checksum ---------------------------------------------------------------------------- */
+/* Ones'-complement sum of data read as big-endian 16-bit words (an odd last byte is padded with zero),
+ * plus `initial`, folded to 16 bits and not complemented. The checksum to store is ~result. */
+uint16_t ft_csum_sum(const void *data, size_t len, uint16_t initial);
+
+/* Folded sum of the TCP/UDP pseudo-header of the IP packet at ip (IPv4: 20 readable bytes, IPv6: 40;
+ * the version nibble decides) for transport protocol proto and a transport length of l4_len bytes. */
+uint16_t ft_csum_pseudo(const uint8_t *ip, uint8_t proto, uint32_t l4_len);
+
+/* Finishes a partial checksum the way the kernel does for NEEDS_CSUM: sums pkt[csum_start..len) (the field
+ * already holding the pseudo-header sum) and stores the complement (0 stored as 0xffff) at
+ * csum_start + csum_offset. FT_OK, or FT_EPACKET if the field does not lie within the len bytes. */
+int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint32_t csum_offset, ft_err *e);
+
+/* ---- split: what a read from the fd gave us -> ordinary IP packets --------------------------------- */
+/* pkt/len: a virtio-net header followed by one IP packet, exactly as read from the fd. Appends the
+ * resulting ordinary IP packets to out the way a backend recv does (from out->used/out->count on, within
+ * out->cap bytes and out->max packets; offsets, lengths, count and used updated):
+ *   - gso_type NONE: the packet itself (it must pass ft_packet_check), its checksum finished if NEEDS_CSUM;
+ *   - TCPV4/TCPV6: segments of gso_size payload bytes with IPv4 total length, id (+1 per segment) and header
+ *     checksum or IPv6 payload length, sequence numbers advanced, FIN/PSH only on the last segment, CWR only
+ *     on the first, and full TCP checksums;
+ *   - UDP_L4: datagrams of gso_size payload bytes with UDP length and full checksums (IPv4 id +1 each).
+ * Super-packets must be IPv4 without options (and not a fragment) or IPv6 without extension headers, with
+ * length fields that agree with len. hdr_len is ignored beyond a bounds check; csum_start/csum_offset must
+ * lie within the packet; gso_size must be non-zero.
+ * Returns the number of packets appended, or:
+ *   FT_EAGAIN   out is not empty and lacks room for all of them: nothing was appended; deliver out and call
+ *               again with an empty batch;
+ *   FT_EPACKET  malformed or hostile input, or more segments than even an empty `out` can hold (e->msg says
+ *               which): nothing was appended; drop the packet;
+ *   FT_EINVAL   a NULL argument or an inconsistent batch. */
+int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e);
+
+/* ---- coalesce: ordinary IP packets -> what to write to the fd -------------------------------------- */
+#define FT_COALESCE_TCP 0x1u          /* merge TCP segments (the device has TUN_F_TSO4/TSO6) */
+#define FT_COALESCE_UDP 0x2u          /* merge UDP datagrams (the device has TUN_F_USO4/USO6) */
+#define FT_COALESCE_TRUST_CSUM 0x4u   /* skip verifying the checksums of packets before merging them */
+
+#define FT_COALESCE_WINDOW 128u       /* packets looked at together; flows never merge across windows */
+#define FT_COALESCE_UDP_MAX_SEGS 64u  /* datagrams per UDP super-packet (the kernel's own GRO limit) */
+
+/* Bytes of out_buf that ft_offload_coalesce always has enough with: the packets plus one header each.
+ * SIZE_MAX if that overflows. */
+size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n);
+
+/* Turns the n packets in[] into units to write to the fd, each a virtio-net header followed by an IP
+ * packet, laid out back to back in out_buf; out[i] points at unit i (len includes the header) and, if
+ * out_segs is not NULL, out_segs[i] says how many of the input packets it carries.
+ * Consecutive segments of one TCP flow (same addresses, ports, ack, window, options, IP TOS/TTL/flags,
+ * consecutive IPv4 ids, contiguous sequence numbers, equal payload sizes but a shorter last one, PSH/FIN
+ * only on the last, no SYN/RST/URG/CWR) become one TCPV4/TCPV6 super-packet of at most 65535 bytes; same-size
+ * datagrams of one UDP flow (a shorter last one allowed) become one UDP_L4 super-packet. Super-packets carry
+ * NEEDS_CSUM with the pseudo-header sum in the transport checksum field. Unless FT_COALESCE_TRUST_CSUM is
+ * given, only packets whose IPv4 header and transport checksums are correct are merged, so splitting a
+ * unit gives back exactly the packets that went in. Everything else goes out unchanged behind an all-zero
+ * header. Packets of one flow keep their order; different flows may be reordered relative to each other.
+ * Needs out_cap >= ft_offload_coalesce_bound(in, n) and out_max >= n. Returns the number of units, or
+ * FT_EINVAL (bad arguments, buffers too small; nothing written). Never fails because of packet contents. */
+int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
+                        ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
+
+#endif

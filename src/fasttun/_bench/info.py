@@ -1,0 +1,107 @@
+"""``fasttun info``: what this machine offers fasttun, and what to do when something is missing."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import os
+import platform
+import struct
+import sys
+from typing import Optional
+
+import fasttun
+from fasttun import _core
+from fasttun._bench.system import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap, root_problem, tool
+
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+IFF_TUN, IFF_NO_PI, IFF_VNET_HDR = 0x0001, 0x1000, 0x4000
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x20, 0x40
+
+
+def probe_offloads() -> dict[str, Optional[bool]]:
+    """Which TUNSETOFFLOAD flags the kernel accepts, tried on a throwaway device in a private network
+    namespace (so nothing of the host is touched). None when this process may not create devices."""
+    names = {"tso": TUN_F_TSO4 | TUN_F_TSO6, "uso": TUN_F_USO4 | TUN_F_USO6}
+    if not (has_cap(CAP_NET_ADMIN) and has_cap(CAP_SYS_ADMIN)) or not os.path.exists("/dev/net/tun"):
+        return {k: None for k in names}
+    from fasttun import _netns
+
+    out: dict[str, Optional[bool]] = {}
+    with _netns.private():
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", b"", IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
+            for name, flags in names.items():
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | flags)
+                    out[name] = True
+                except OSError:
+                    out[name] = False
+        finally:
+            os.close(fd)
+    return out
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _yes(value: Optional[bool], unknown: str = "unknown") -> str:
+    return unknown if value is None else "yes" if value else "no"
+
+
+def print_info() -> int:
+    lines: list[tuple[str, str]] = [
+        ("fasttun", fasttun.__version__),
+        ("python", f"{sys.version.split()[0]} ({sys.executable})"),
+        ("platform", platform.platform()),
+        ("cpus", str(os.cpu_count())),
+    ]
+    if sys.platform.startswith("linux"):
+        lines.append(("backend", "linux (/dev/net/tun)"))
+        lines.append(("wintun driver", "n/a (Linux)"))
+        try:
+            feats = fasttun.features()
+            lines.append(("tun driver", ", ".join(k for k, v in feats.items() if v) or "none reported"))
+            lines.append(("multi-queue", _yes(feats.get("multi_queue"))))
+            lines.append(("vnet header", _yes(feats.get("vnet_hdr"))))
+        except fasttun.TunError as exc:
+            lines.append(("tun driver", f"unavailable: {exc}"))
+        try:
+            offloads = probe_offloads()
+            why = "unknown (probing needs root)"
+            lines.append(("TSO offload", _yes(offloads["tso"], why)))
+            lines.append(("USO offload", _yes(offloads["uso"], why) + " (UDP segmentation, Linux 6.2+)"))
+        except OSError as exc:
+            lines.append(("offloads", f"probe failed: {exc}"))
+    elif sys.platform == "win32":
+        version = getattr(_core, "wintun_version", None)
+        lines.append(("backend", "wintun"))
+        lines.append(("wintun driver", str(version()) if callable(version) else "unknown"))
+    else:
+        lines.append(("backend", f"none for {sys.platform}; fasttun.pair() works everywhere"))
+    can_create = has_cap(CAP_NET_ADMIN) and os.path.exists("/dev/net/tun")
+    lines.append(("create devices", "yes" if can_create else "no"))
+    problem = root_problem()
+    lines.append(("bench (root scenarios)", "yes" if problem is None else f"no: {problem}"))
+    lines.append(("tools", ", ".join(f"{t} {'yes' if tool(t) else 'MISSING'}"
+                                     for t in ("ip", "ping", "iperf3", "cc"))))
+    lines.append(("python-pytun", _version("python-pytun") or "not installed (optional bench baseline)"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key.ljust(width)}  {value}")
+    if not can_create and sys.platform.startswith("linux"):
+        print()
+        print("To create TUN devices, run as root (sudo), or give the interpreter CAP_NET_ADMIN:")
+        print(f"  sudo setcap cap_net_admin+ep {os.path.realpath(sys.executable)}")
+        print("In a container: --cap-add NET_ADMIN --device /dev/net/tun. Without privileges, fasttun.pair() and")
+        print("'fasttun bench pair' still work.")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,191 @@
+"""rx and rx-live: receiving from a real TUN device.
+
+rx: the device's queue is deepened (txqueuelen) and prefilled by the C sendmmsg sender, then drained: fasttun's
+reader with a Python callback versus a C loop of one read() per packet (the baseline) and python-pytun's read()
+in a Python loop. The rate is packets drained / time from the start of draining to the last packet.
+
+rx-live: the sender and the reader run at the same time for the measured seconds (default queue length); the
+rate is packets received per second of sending, next to what was offered and what the kernel dropped."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Optional
+
+from fasttun._bench import devices
+from fasttun._bench.results import Sample
+from fasttun._bench.scenario import Settings, Variant, pytun_missing
+from fasttun._bench.system import Child, cpu_pair, json_line, link_stats, namespace, netns_path, pinned, run
+
+ADDRESS = "10.201.1.1/24"
+TARGET = "10.201.1.2"   # behind the device: what the sender sends to is queued on it
+IDLE = 0.3              # seconds without a packet that mean the queue is drained
+LIVE_QUEUE = 10_000     # rx-live's txqueuelen: absorbs scheduling hiccups, not a sustained overload
+
+
+def prefill_count(settings: Settings) -> int:
+    if settings.smoke:
+        return 20_000
+    # The kernel cannot resize an attached TUN queue past 2**19 entries (a 4 MiB pointer ring).
+    return int(min(500_000, max(100_000, settings.seconds * 250_000)))
+
+
+class _RxBase:
+    needs_root = True
+    key = "pps"
+
+    def __init__(self) -> None:
+        self.ns = ""
+
+    def _send(self, settings: Settings, count: int, seconds: float) -> dict[str, float]:
+        sender = settings.baselines.path("ftb_sendmmsg")
+        proc = run([str(sender), "-n", netns_path(self.ns), "-d", TARGET, "-s", str(settings.size),
+                    "-c", str(count), "-t", str(seconds)], timeout=seconds + 30)
+        return json_line(proc.stdout, "ftb_sendmmsg")
+
+    def _sender_missing(self, settings: Settings) -> Optional[str]:
+        why = settings.baselines.missing("ftb_sendmmsg")
+        return None if why is None else f"the C sender is needed: {why}"
+
+
+class RxScenario(_RxBase):
+    name = "rx"
+    summary = "TUN device, prefilled queue drained: reader with a Python callback vs a C read() loop"
+
+    def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
+        self.ns = stack.enter_context(namespace("rx"))
+        self.count = prefill_count(settings)
+        no_sender = self._sender_missing(settings)
+        c_missing = no_sender or settings.baselines.missing("ftb_read_loop")
+        return [
+            Variant(f"fasttun reader, Python callback, batch {settings.batch}", lambda: self._fasttun(settings),
+                    missing=no_sender),
+            Variant("C loop, one read() per packet", lambda: self._c_loop(settings), baseline=True,
+                    missing=c_missing),
+            Variant("python-pytun read() loop", lambda: self._pytun(settings),
+                    missing=no_sender or pytun_missing()),
+        ]
+
+    def _prefill(self, settings: Settings) -> int:
+        """Fills the device's queue; returns how many packets wait in it."""
+        before = link_stats(self.ns, "ftbrx0")
+        sent = int(self._send(settings, self.count, 60.0)["sent"])
+        after = link_stats(self.ns, "ftbrx0")
+        queued = sent - (after["tx_dropped"] - before["tx_dropped"])
+        if queued <= 0:
+            raise RuntimeError(f"the sender sent {sent} packets and none was queued on the device")
+        return queued
+
+    def _result(self, packets: int, nbytes: int, seconds: float, queued: int) -> Sample:
+        if packets <= 0 or seconds <= 0:
+            raise RuntimeError(f"drained {packets} of {queued} queued packets")
+        return Sample(pps=packets / seconds, gbps=nbytes * 8 / seconds / 1e9,
+                      extra={"drained_pct": 100.0 * packets / queued})
+
+    def _fasttun(self, settings: Settings) -> Sample:
+        with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
+            queued = self._prefill(settings)
+            counter = devices.Counter()
+            t0 = time.perf_counter()
+            with tun.start_reader(counter.on_batch, batch_size=settings.batch):
+                devices.wait_drained(counter, queued, IDLE, time.monotonic() + 60)
+            return self._result(counter.packets, counter.bytes, counter.last - t0, queued)
+
+    def _c_loop(self, settings: Settings) -> Sample:
+        loop = settings.baselines.path("ftb_read_loop")
+        with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
+            queued = self._prefill(settings)
+            fd = tun.fileno()
+            with Child([str(loop), "-f", str(fd), "-c", str(queued), "-i", str(int(IDLE * 1000)), "-t", "60"],
+                       pass_fds=(fd,)) as child:
+                out, _ = child.finish(timeout=90)
+            r = json_line(out, "ftb_read_loop")
+            return self._result(int(r["packets"]), int(r["bytes"]), float(r["seconds"]), queued)
+
+    def _pytun(self, settings: Settings) -> Sample:
+        dev = devices.pytun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024)
+        try:
+            queued = self._prefill(settings)
+            t0 = time.perf_counter()
+            c = devices.pytun_drain(dev, queued, IDLE, time.monotonic() + 60)
+            return self._result(c.packets, c.bytes, c.last - t0, queued)
+        finally:
+            dev.close()
+
+
+class RxLiveScenario(_RxBase):
+    name = "rx-live"
+    summary = "TUN device, sender and reader at once: packets/s received and kernel drops"
+
+    def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
+        self.ns = stack.enter_context(namespace("rxl"))
+        no_sender = self._sender_missing(settings)
+        return [
+            Variant(f"fasttun reader, Python callback, batch {settings.batch}", lambda: self._fasttun(settings),
+                    missing=no_sender),
+            Variant("C loop, one read() per packet", lambda: self._c_loop(settings), baseline=True,
+                    missing=no_sender or settings.baselines.missing("ftb_read_loop")),
+            Variant("python-pytun read() loop", lambda: self._pytun(settings),
+                    missing=no_sender or pytun_missing()),
+        ]
+
+    def _blast(self, settings: Settings) -> Child:
+        sender = settings.baselines.path("ftb_sendmmsg")
+        cpus = cpu_pair()
+        pin = [] if cpus is None else ["-a", str(cpus[1])]
+        return Child([str(sender), "-n", netns_path(self.ns), "-d", TARGET, "-s", str(settings.size),
+                      "-c", str(10**15), "-t", str(settings.seconds), *pin])
+
+    @staticmethod
+    def _reader_cpu() -> Optional[int]:
+        cpus = cpu_pair()
+        return None if cpus is None else cpus[0]
+
+    def _result(self, received: int, nbytes: int, sender: Child, before: dict[str, int]) -> Sample:
+        out, _ = sender.finish(timeout=30.0)
+        sent = json_line(out, "ftb_sendmmsg")
+        seconds = float(sent["seconds"])
+        drops = link_stats(self.ns, "ftbrx0")["tx_dropped"] - before["tx_dropped"]
+        if received <= 0 or seconds <= 0:
+            raise RuntimeError(f"received {received} packets")
+        offered = float(sent["sent"])
+        return Sample(pps=received / seconds, gbps=nbytes * 8 / seconds / 1e9,
+                      extra={"offered_pps": offered / seconds, "kernel_drops": float(drops),
+                             "drop_pct": 100.0 * drops / offered if offered else 0.0})
+
+    def _fasttun(self, settings: Settings) -> Sample:
+        with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=LIVE_QUEUE) as tun:
+            before = link_stats(self.ns, "ftbrx0")
+            counter = devices.Counter()
+            with pinned(self._reader_cpu()):
+                reader = tun.start_reader(counter.on_batch, batch_size=settings.batch)
+            with reader, self._blast(settings) as sender:
+                sender.proc.wait(timeout=settings.seconds + 30)
+                devices.wait_drained(counter, 1 << 62, IDLE, time.monotonic() + 10)
+                return self._result(counter.packets, counter.bytes, sender, before)
+
+    def _c_loop(self, settings: Settings) -> Sample:
+        loop = settings.baselines.path("ftb_read_loop")
+        with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=LIVE_QUEUE) as tun:
+            before = link_stats(self.ns, "ftbrx0")
+            fd = tun.fileno()
+            cpu = self._reader_cpu()
+            pin = [] if cpu is None else ["-a", str(cpu)]
+            with Child([str(loop), "-f", str(fd), "-i", str(int(IDLE * 1000)), "-t", str(settings.seconds + 20),
+                        *pin], pass_fds=(fd,)) as reader:
+                with self._blast(settings) as sender:
+                    out, _ = reader.finish(timeout=settings.seconds + 30)
+                    r = json_line(out, "ftb_read_loop")
+                    return self._result(int(r["packets"]), int(r["bytes"]), sender, before)
+
+    def _pytun(self, settings: Settings) -> Sample:
+        dev = devices.pytun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=LIVE_QUEUE)
+        try:
+            before = link_stats(self.ns, "ftbrx0")
+            with self._blast(settings) as sender, pinned(self._reader_cpu()):
+                c = devices.pytun_drain(dev, 1 << 62, IDLE, time.monotonic() + settings.seconds + 20)
+                return self._result(c.packets, c.bytes, sender, before)
+        finally:
+            dev.close()
+

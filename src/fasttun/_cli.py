@@ -1,0 +1,108 @@
+"""The ``fasttun`` command: ``info``, ``bench`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fasttun", description="Fast TUN interfaces for Python: tools.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log diagnostics to stderr (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("info", help="platform, backend, versions, kernel TUN features and privileges")
+
+    from fasttun._bench.catalog import NAMES
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure fasttun next to its baselines on this machine",
+        description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
+                    "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
+                    "latency, forward (root: they create their own network namespaces and TUN devices, and "
+                    "always remove them).")
+    bench.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                       help=f"which to run (default: all): {', '.join(NAMES)}; rx includes rx-live")
+    bench.add_argument("--seconds", type=float, default=None, metavar="S",
+                       help="length of one measured run (default 2; forward rounds up to whole seconds)")
+    bench.add_argument("--repeat", type=int, default=None, metavar="R", help="runs per variant (default 3)")
+    bench.add_argument("--size", type=int, default=64, metavar="BYTES",
+                       help="IP packet size for pair, rx and tx (default 64)")
+    bench.add_argument("--batch", type=int, default=1024, metavar="N",
+                       help="reader batch size, and packets per send_batch (default 1024)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--smoke", action="store_true",
+                       help="a short run that checks every scenario works (0.3 s, 1 repeat; not for numbers)")
+
+    demo = sub.add_parser("demo", help="a guided demonstration", add_help=False)
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    if argv[:1] == ["demo"]:
+        from fasttun import _demo
+        return int(_demo.main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "info":
+        from fasttun._bench.info import print_info
+        return print_info()
+    if args.command == "bench":
+        return _bench(args, argv)
+    _parser().print_help()
+    return 2
+
+
+def _terminate(signum: int, frame: Optional[FrameType]) -> None:
+    # Turn SIGTERM into an exception so that every namespace, device and child process is cleaned up.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
+    from fasttun._bench import catalog, report
+    from fasttun._bench.results import FAILED, OK
+    from fasttun._bench.runner import run_scenarios
+    from fasttun._bench.scenario import Settings
+    from fasttun._bench.system import Baselines
+
+    seconds = args.seconds if args.seconds is not None else (0.3 if args.smoke else 2.0)
+    repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 3)
+    if not 0.05 <= seconds <= 600:
+        print("fasttun bench: --seconds must be between 0.05 and 600", file=sys.stderr)
+        return 2
+    if not 1 <= repeat <= 100:
+        print("fasttun bench: --repeat must be between 1 and 100", file=sys.stderr)
+        return 2
+    if not 28 <= args.size <= 1500:
+        print("fasttun bench: --size must be between 28 and 1500 bytes (an IPv4/UDP packet within the MTU)",
+              file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 65536:
+        print("fasttun bench: --batch must be between 1 and 65536", file=sys.stderr)
+        return 2
+    unknown = [n for n in args.scenarios if n not in catalog.NAMES]
+    if unknown:
+        print(f"fasttun bench: unknown scenario {unknown[0]!r}; known: {', '.join(catalog.NAMES)}", file=sys.stderr)
+        return 2
+    names = catalog.expand(args.scenarios)
+    settings = Settings(seconds=seconds, repeat=repeat, size=args.size, batch=args.batch, smoke=args.smoke,
+                        baselines=Baselines())
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rows = run_scenarios([catalog.make(n) for n in names], settings)
+    except KeyboardInterrupt:
+        print("fasttun bench: interrupted; namespaces and devices were removed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(report.table(rows))
+    if args.json:
+        report.write_json(args.json, report.document(rows, settings, argv))
+    return 1 if any(r.status == FAILED for r in rows) or not any(r.status == OK for r in rows) else 0
