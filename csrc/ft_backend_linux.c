@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "ft_backends.h"
 #include "ft_linux_netlink.h"
+#include "ft_offload.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,13 +15,34 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 
+/* Segments mode: one super-packet read from a queue, split into segments that are handed out over as many
+ * receives as the callers' batches need. */
+#define SEG_ARENA (256u << 10)
+#define SEG_MAX 2048u
+#define TX_BUF (256u << 10)
+
+typedef struct seg_queue {
+    uint8_t *raw;        /* FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET bytes: what one read returns */
+    ft_batch seg;        /* its segments */
+    uint32_t next;       /* the first segment not yet delivered */
+} seg_queue;
+
 typedef struct linux_dev {
     int fds[FT_LINUX_MAX_QUEUES];
     unsigned ifindex;
+    int offload_mode;            /* FT_OFFLOAD_* */
+    uint32_t offloads;           /* TUN_F_* the kernel accepted */
+    uint32_t coalesce_allow;     /* FT_COALESCE_* matching them */
+    seg_queue *segq;             /* [nqueues], segments mode only */
+    ft_mutex *tx_lock;           /* guards the coalescing buffers below */
+    uint8_t *tx_buf;
+    ft_pkt tx_units[FT_COALESCE_WINDOW];
+    uint32_t tx_segs[FT_COALESCE_WINDOW];
 } linux_dev;
 
 static linux_dev *L(ft_device *d) { return d->impl; }
@@ -277,8 +299,95 @@ static int lx_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 
 /* ---- packets ----------------------------------------------------------------------------------------- */
 
+static int read_error(ft_device *d, int err, ft_err *e)
+{
+    if (err == EBADFD || err == EBADF)
+        return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
+    return ft_fail_os(e, err, "reading from TUN device '%s' failed", d->name);
+}
+
+static int ip_version_ok(const uint8_t *p, size_t len)
+{
+    return len > 0 && ((p[0] >> 4) == 4 || (p[0] >> 4) == 6);
+}
+
+/* Super-packet mode: each packet whole, its virtio-net header into the batch's header table. */
+static int recv_super(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    int fd = L(d)->fds[q];
+    int n = 0;
+    if (!b->vnet)
+        return ft_fail(e, FT_EINVAL, EINVAL, "a batch for super-packets needs a virtio-net header table");
+    while (b->count < b->max && b->cap - b->used >= d->max_packet) {
+        uint8_t *hdr = b->vnet + (size_t)b->count * FT_VNET_HDR_SIZE;
+        struct iovec iov[2] = {{hdr, FT_VNET_HDR_SIZE}, {b->data + b->used, b->cap - b->used}};
+        ssize_t r = readv(fd, iov, 2);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || n > 0)
+                break;
+            return read_error(d, errno, e);
+        }
+        size_t len = r > FT_VNET_HDR_SIZE ? (size_t)r - FT_VNET_HDR_SIZE : 0;
+        if (!ip_version_ok(b->data + b->used, len)) {
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1);
+            continue;
+        }
+        b->offsets[b->count] = (uint32_t)b->used;
+        b->lengths[b->count] = (uint32_t)len;
+        b->count++;
+        b->used += len;
+        n++;
+    }
+    return n > 0 ? n : FT_EAGAIN;
+}
+
+/* Segments mode: read a super-packet, split it in C, hand out its segments as room allows. */
+static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    int fd = L(d)->fds[q];
+    seg_queue *sq = &L(d)->segq[q];
+    int n = 0;
+    while (b->count < b->max) {
+        if (sq->next >= sq->seg.count) {
+            ssize_t r = read(fd, sq->raw, FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET);
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || n > 0)
+                    break;
+                return read_error(d, errno, e);
+            }
+            sq->seg.count = 0;
+            sq->seg.used = 0;
+            sq->next = 0;
+            ft_err why;
+            if (ft_offload_split(sq->raw, (size_t)r, &sq->seg, &why) <= 0) {
+                ft_atomic_add64(&d->stats.rx_dropped_invalid, 1); /* malformed or hostile: counted, dropped */
+                continue;
+            }
+        }
+        uint32_t len = sq->seg.lengths[sq->next];
+        if (b->cap - b->used < len)
+            break;
+        memcpy(b->data + b->used, sq->seg.data + sq->seg.offsets[sq->next], len);
+        b->offsets[b->count] = (uint32_t)b->used;
+        b->lengths[b->count] = len;
+        b->count++;
+        b->used += len;
+        sq->next++;
+        n++;
+    }
+    return n > 0 ? n : FT_EAGAIN;
+}
+
 static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
+    if (L(d)->offload_mode == FT_OFFLOAD_SUPER)
+        return recv_super(d, q, b, e);
+    if (L(d)->offload_mode == FT_OFFLOAD_SEGMENTS)
+        return recv_segments(d, q, b, e);
     int fd = L(d)->fds[q];
     int n = 0;
     while (b->count < b->max && b->cap - b->used >= d->max_packet) {
@@ -308,8 +417,87 @@ static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
+static int write_error(ft_device *d, int err, ft_err *e)
+{
+    if (err == EIO)
+        return ft_fail(e, FT_ESYS, EIO, "TUN device '%s' refused the packet: is the link up? (call up())", d->name);
+    if (err == EBADFD || err == EBADF)
+        return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
+    return ft_fail_os(e, err, "writing to TUN device '%s' failed", d->name);
+}
+
+/* Offload devices: ordinary packets are merged per flow into super-packets (at most FT_COALESCE_WINDOW at a
+ * time) and written with as few syscalls as that allows. Units the kernel refuses for lack of room are
+ * dropped and counted; all n packets are then accounted for. */
+static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
+{
+    linux_dev *l = L(d);
+    int fd = l->fds[q];
+    uint32_t i = 0;
+    int result = 0;
+    ft_mutex_lock(l->tx_lock);
+    while (i < n) {
+        uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
+        while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > TX_BUF)
+            k /= 2;
+        int units = ft_offload_coalesce(pkts + i, k, l->coalesce_allow, l->tx_buf, TX_BUF, l->tx_units, l->tx_segs,
+                                        FT_COALESCE_WINDOW, e);
+        if (units < 0) {
+            result = i > 0 ? (int)i : units;
+            goto out;
+        }
+        for (int u = 0; u < units; u++) {
+            ssize_t r;
+            do
+                r = write(fd, l->tx_units[u].data, l->tx_units[u].len);
+            while (r < 0 && errno == EINTR);
+            if (r >= 0)
+                continue;
+            if (errno == EAGAIN || errno == ENOBUFS) {
+                ft_atomic_add64(&d->stats.tx_dropped_full, l->tx_segs[u]);
+                continue;
+            }
+            if (i == 0 && u == 0) {
+                result = write_error(d, errno, e);
+                goto out;
+            }
+            ft_atomic_add64(&d->stats.tx_errors, 1);
+        }
+        i += k;
+    }
+    result = (int)n;
+out:
+    ft_mutex_unlock(l->tx_lock);
+    return result;
+}
+
+static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
+{
+    int fd = L(d)->fds[q];
+    uint32_t i = 0;
+    while (i < n) {
+        struct iovec iov[2] = {{(void *)(hdrs + (size_t)i * FT_VNET_HDR_SIZE), FT_VNET_HDR_SIZE},
+                               {(void *)pkts[i].data, pkts[i].len}};
+        ssize_t r = writev(fd, iov, 2);
+        if (r >= 0) {
+            i++;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == ENOBUFS)
+            return i > 0 ? (int)i : FT_EFULL;
+        if (i > 0)
+            return (int)i;
+        return write_error(d, errno, e);
+    }
+    return (int)i;
+}
+
 static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
+    if (L(d)->offload_mode != FT_OFFLOAD_OFF)
+        return send_coalesced(d, q, pkts, n, e);
     int fd = L(d)->fds[q];
     uint32_t i = 0;
     while (i < n) {
@@ -353,12 +541,28 @@ static int lx_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max
     return 1;
 }
 
+static void free_offload(linux_dev *l, int nqueues)
+{
+    if (l->segq) {
+        for (int i = 0; i < nqueues; i++) {
+            free(l->segq[i].raw);
+            free(l->segq[i].seg.data);
+            free(l->segq[i].seg.offsets);
+            free(l->segq[i].seg.lengths);
+        }
+        free(l->segq);
+    }
+    free(l->tx_buf);
+    ft_mutex_destroy(l->tx_lock);
+}
+
 static void lx_close(ft_device *d)
 {
     linux_dev *l = L(d);
     for (int i = 0; i < d->nqueues; i++)
         if (l->fds[i] >= 0)
             close(l->fds[i]);
+    free_offload(l, d->nqueues);
     free(l);
     d->impl = NULL;
 }
@@ -381,7 +585,75 @@ static const ft_backend_ops linux_ops = {
     .set_txqueuelen = lx_set_txqueuelen,
     .os_drops = lx_os_drops,
     .route = lx_route,
+    .send_vnet = lx_send_vnet,
 };
+
+/* The same device without super-packet sends: a plain (non-offload) fd has no virtio-net header to carry. */
+static const ft_backend_ops linux_plain_ops = {
+    .name = "linux",
+    .recv = lx_recv,
+    .send = lx_send,
+    .wait_handles = lx_wait_handles,
+    .close = lx_close,
+    .get_mtu = lx_get_mtu,
+    .set_mtu = lx_set_mtu,
+    .set_up = lx_set_up,
+    .is_up = lx_is_up,
+    .get_index = lx_get_index,
+    .add_address = lx_add_address,
+    .del_address = lx_del_address,
+    .list_addresses = lx_list_addresses,
+    .get_txqueuelen = lx_get_txqueuelen,
+    .set_txqueuelen = lx_set_txqueuelen,
+    .os_drops = lx_os_drops,
+    .route = lx_route,
+};
+
+/* TUNSETOFFLOAD with everything we can split and coalesce; USO only exists on Linux 6.2+, so try it first and
+ * fall back without it. Returns the accepted TUN_F_* bits, 0 if even checksum offload was refused. */
+static uint32_t enable_offloads(int fd)
+{
+    const uint32_t base = FT_TUN_F_CSUM | FT_TUN_F_TSO4 | FT_TUN_F_TSO6 | FT_TUN_F_TSO_ECN;
+    const uint32_t tries[3] = {base | FT_TUN_F_USO4 | FT_TUN_F_USO6, base, FT_TUN_F_CSUM};
+    for (int i = 0; i < 3; i++)
+        if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)tries[i]) == 0)
+            return tries[i];
+    return 0;
+}
+
+static int setup_offload(ft_device *d, int mode, ft_err *e)
+{
+    linux_dev *l = L(d);
+    l->offload_mode = mode;
+    l->offloads = enable_offloads(l->fds[0]);
+    if (!l->offloads)
+        return ft_fail_os(e, errno, "TUNSETOFFLOAD on '%s' was refused", d->name);
+    l->coalesce_allow = ((l->offloads & (FT_TUN_F_TSO4 | FT_TUN_F_TSO6)) ? FT_COALESCE_TCP : 0) |
+                        ((l->offloads & (FT_TUN_F_USO4 | FT_TUN_F_USO6)) ? FT_COALESCE_UDP : 0);
+    l->tx_lock = ft_mutex_create();
+    l->tx_buf = malloc(TX_BUF);
+    if (!l->tx_lock || !l->tx_buf)
+        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the offload buffers");
+    if (mode == FT_OFFLOAD_SUPER) {
+        d->max_packet = FT_MAX_SUPER_PACKET;
+        return FT_OK;
+    }
+    l->segq = calloc((size_t)d->nqueues, sizeof(seg_queue));
+    if (!l->segq)
+        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the offload buffers");
+    for (int i = 0; i < d->nqueues; i++) {
+        seg_queue *sq = &l->segq[i];
+        sq->raw = malloc(FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET);
+        sq->seg.data = malloc(SEG_ARENA);
+        sq->seg.offsets = calloc(SEG_MAX, sizeof(uint32_t));
+        sq->seg.lengths = calloc(SEG_MAX, sizeof(uint32_t));
+        sq->seg.cap = SEG_ARENA;
+        sq->seg.max = SEG_MAX;
+        if (!sq->raw || !sq->seg.data || !sq->seg.offsets || !sq->seg.lengths)
+            return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the offload buffers");
+    }
+    return FT_OK;
+}
 
 /* ---- open -------------------------------------------------------------------------------------------- */
 
@@ -434,14 +706,20 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     }
     for (int i = 0; i < FT_LINUX_MAX_QUEUES; i++)
         l->fds[i] = -1;
-    d->ops = &linux_ops;
+    if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER) {
+        free(d);
+        free(l);
+        return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
+                       p->offload);
+    }
+    d->ops = p->offload ? &linux_ops : &linux_plain_ops;
     d->impl = l;
     d->max_packet = FT_MAX_PACKET;
 
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (p->queues > 1 ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (p->queues > 1 ? IFF_MULTI_QUEUE : 0) | (p->offload ? IFF_VNET_HDR : 0);
     int r = FT_OK;
     for (int i = 0; i < p->queues && r == FT_OK; i++) {
         r = open_queue(path, &ifr, p, &l->fds[i], e); /* the kernel wrote the real name back into ifr */
@@ -460,6 +738,8 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         r = ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
         goto fail;
     }
+    if (p->offload && (r = setup_offload(d, p->offload, e)) != FT_OK)
+        goto fail;
     r = ft_device_init(d, e);
     if (r != FT_OK)
         goto fail;
@@ -477,21 +757,34 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
 fail:
     for (int i = 0; i < d->nqueues; i++)
         close(l->fds[i]);
+    free_offload(l, d->nqueues);
     free(l);
     free(d);
     return r;
 }
 
+static int is_linux(ft_device *d) { return d->ops == &linux_ops || d->ops == &linux_plain_ops; }
+
+uint32_t ft_linux_offloads(ft_device *d, int *mode)
+{
+    if (!is_linux(d) || !d->impl) {
+        *mode = FT_OFFLOAD_OFF;
+        return 0;
+    }
+    *mode = L(d)->offload_mode;
+    return L(d)->offloads;
+}
+
 int ft_linux_fd(ft_device *d, int q)
 {
-    if (d->ops != &linux_ops || !d->impl || q < 0 || q >= d->nqueues)
+    if (!is_linux(d) || !d->impl || q < 0 || q >= d->nqueues)
         return -1;
     return L(d)->fds[q];
 }
 
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
 {
-    if (d->ops != &linux_ops)
+    if (!is_linux(d))
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
     int r = ft_device_enter(d, e);
     if (r != FT_OK)

@@ -26,7 +26,17 @@ typedef struct ft_linux_params {
     int must_create;     /* fail with EEXIST if a device of that name already exists */
     uint32_t mtu;        /* 0 keeps the current MTU */
     const char *dev_path;/* NULL for /dev/net/tun (tests point it elsewhere) */
+    int offload;         /* FT_OFFLOAD_OFF, _SEGMENTS (split on read, coalesce on write) or _SUPER (whole) */
 } ft_linux_params;
+
+enum { FT_OFFLOAD_OFF = 0, FT_OFFLOAD_SEGMENTS = 1, FT_OFFLOAD_SUPER = 2 };
+/* TUN_F_* bits that TUNSETOFFLOAD accepted (USO4/USO6 only on Linux 6.2+). */
+#define FT_TUN_F_CSUM 0x01u
+#define FT_TUN_F_TSO4 0x02u
+#define FT_TUN_F_TSO6 0x04u
+#define FT_TUN_F_TSO_ECN 0x08u
+#define FT_TUN_F_USO4 0x20u
+#define FT_TUN_F_USO6 0x40u
 
 #ifdef __linux__
 int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e);
@@ -36,6 +46,8 @@ int ft_linux_fd(ft_device *d, int q);
 int ft_linux_features(uint32_t *flags, ft_err *e);
 /* Set or clear IFF_PERSIST on an open device. */
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e);
+/* The TUN_F_* offloads enabled on the device (0 without offload) and its offload mode. */
+uint32_t ft_linux_offloads(ft_device *d, int *mode);
 #else
 /* Elsewhere the same names exist so that one wrapper serves every platform; they only say no. */
 #include <errno.h>
@@ -61,6 +73,12 @@ static inline int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     (void)d;
     (void)persist;
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
+}
+static inline uint32_t ft_linux_offloads(ft_device *d, int *mode)
+{
+    (void)d;
+    *mode = 0;
+    return 0;
 }
 #endif
 

@@ -420,3 +420,69 @@ int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "route prefix /%u is too long for IPv%d", r->prefix, r->family);
     CONFIG_CALL(route, "manage routes", add, r);
 }
+
+/* What a super-packet's virtio-net header may say: checked so that a forwarded header cannot make the kernel
+ * read past the packet (it validates too, but a clear error beats a silent drop). */
+static int check_vnet(const uint8_t *p, size_t len, const uint8_t *h, ft_err *e)
+{
+    uint8_t flags = h[0], gso = (uint8_t)(h[1] & 0x7f);
+    uint16_t gso_size, csum_start, csum_offset;
+    memcpy(&gso_size, h + 4, 2);
+    memcpy(&csum_start, h + 6, 2);
+    memcpy(&csum_offset, h + 8, 2);
+    if (len == 0 || len > FT_MAX_SUPER_PACKET)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "super-packet of %zu bytes; 1..%u are allowed", len,
+                       FT_MAX_SUPER_PACKET);
+    unsigned version = p[0] >> 4;
+    if ((version != 4 || len < 20) && (version != 6 || len < 40))
+        return ft_fail(e, FT_EPACKET, EINVAL, "super-packet does not start with an IPv4 or IPv6 header");
+    if (gso != 0 && gso != 1 && gso != 4 && gso != 5)
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net GSO type %u is not TCPv4 (1), TCPv6 (4) or UDP (5)", gso);
+    if (gso != 0 && gso_size == 0)
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net header asks for segmentation with a segment size of 0");
+    if ((flags & 1) && ((size_t)csum_start + csum_offset + 2 > len))
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net checksum offsets %u+%u point past the %zu-byte packet",
+                       csum_start, csum_offset, len);
+    if (gso == 0 && len > FT_MAX_PACKET)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet without segmentation is at most %u bytes", FT_MAX_PACKET);
+    return FT_OK;
+}
+
+int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
+{
+    if (!d->ops->send_vnet)
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                       "super-packets can only be sent to a device opened with offload (this one has none)");
+    if (q < 0 || q >= d->nqueues)
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    for (uint32_t i = 0; i < n; i++) {
+        if (check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK) {
+            ft_atomic_add64(&d->stats.tx_rejected, 1);
+            char m[200];
+            snprintf(m, sizeof(m), "%.199s", e->msg);
+            snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
+            e->index = (long)i;
+            return FT_EPACKET;
+        }
+    }
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = d->ops->send_vnet(d, q, pkts, hdrs, n, e);
+    if (r > 0) {
+        uint64_t bytes = 0;
+        for (int i = 0; i < r; i++)
+            bytes += pkts[i].len;
+        ft_atomic_add64(&d->stats.tx_packets, (uint64_t)r);
+        ft_atomic_add64(&d->stats.tx_bytes, bytes);
+        if ((uint32_t)r < n)
+            ft_atomic_add64(&d->stats.tx_dropped_full, n - (uint32_t)r);
+    } else if (r == FT_EFULL) {
+        ft_atomic_add64(&d->stats.tx_dropped_full, n);
+        r = 0;
+    } else if (r != FT_ECLOSED) {
+        ft_atomic_add64(&d->stats.tx_errors, 1);
+    }
+    ft_device_leave(d);
+    return r;
+}

@@ -51,7 +51,13 @@ typedef struct ft_batch {
     uint32_t max;        /* packets the tables hold */
     uint32_t count;      /* packets filled */
     size_t used;         /* bytes filled */
+    uint8_t *vnet;       /* [max][FT_VNET_HDR_SIZE] virtio-net headers of super-packets, or NULL; a backend
+                          * that delivers super-packets whole needs it and fills one per packet */
 } ft_batch;
+
+#define FT_VNET_HDR_SIZE 10
+/* An IPv6 super-packet may exceed 65535 bytes by its 40-byte header (the payload length field is 16 bits). */
+#define FT_MAX_SUPER_PACKET (65535u + 40u)
 
 /* Bytes an arena needs so that a receive into it can hold `packets` typical packets and never truncate. */
 size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet);
@@ -139,6 +145,9 @@ typedef struct ft_backend_ops {
     /* Drops the OS counted on its side: packets it could not queue for us, packets of ours it dropped. */
     int (*os_drops)(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e);
     int (*route)(ft_device *d, int add, const ft_route *r, ft_err *e);
+    /* Send n packets each with its virtio-net header (hdrs: n * FT_VNET_HDR_SIZE bytes), already validated.
+     * Same return convention as send. NULL where the device has no offload. */
+    int (*send_vnet)(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e);
 } ft_backend_ops;
 
 /* Policy when the device cannot take a packet right now. */
@@ -190,6 +199,11 @@ void ft_device_shutdown(ft_device *d);
 void ft_device_close(ft_device *d);
 /* Frees a closed device. */
 void ft_device_free(ft_device *d);
+
+/* Sends super-packets with their virtio-net headers (as a reader in super-packet mode delivers them) to a
+ * device opened with offload. Each is checked first (IPv4/IPv6, at most FT_MAX_SUPER_PACKET bytes, a header
+ * whose GSO type, segment size and checksum offsets fit the packet); nothing is sent if one is bad. */
+int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e);
 
 void ft_device_get_stats(ft_device *d, ft_stats *out);
 void ft_device_count_tx_drops(ft_device *d, uint64_t n);

@@ -49,6 +49,11 @@ cdef extern from "ft_device.h" nogil:
         uint32_t max
         uint32_t count
         size_t used
+        uint8_t *vnet
+
+    enum:
+        FT_VNET_HDR_SIZE
+        FT_MAX_SUPER_PACKET
 
     ctypedef struct ft_pkt:
         const uint8_t *data
@@ -89,6 +94,7 @@ cdef extern from "ft_device.h" nogil:
     int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                        ft_event *wake, ft_err *e)
     void ft_device_count_tx_drops(ft_device *d, uint64_t n)
+    int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
     void ft_device_shutdown(ft_device *d)
     void ft_device_close(ft_device *d)
     void ft_device_free(ft_device *d)
@@ -162,11 +168,18 @@ cdef extern from "ft_backends.h" nogil:
         int must_create
         uint32_t mtu
         const char *dev_path
+        int offload
+
+    enum:
+        FT_OFFLOAD_OFF
+        FT_OFFLOAD_SEGMENTS
+        FT_OFFLOAD_SUPER
 
     int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     int ft_linux_fd(ft_device *d, int q)
     int ft_linux_features(uint32_t *flags, ft_err *e)
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
+    uint32_t ft_linux_offloads(ft_device *d, int *mode)
 
     # Wintun (Windows); elsewhere the same names exist and fail with FT_EUNSUPPORTED.
     enum:

@@ -12,7 +12,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFre
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
 cimport cython
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stddef cimport wchar_t
 from libc.string cimport memcpy, memset
 
@@ -110,6 +110,7 @@ cdef class Arena:
     cdef size_t cap
     cdef uint32_t *offsets
     cdef uint32_t *lengths
+    cdef uint8_t *vnet
     cdef uint32_t max
     cdef Py_ssize_t exports
     cdef Py_ssize_t shape[1]
@@ -122,13 +123,14 @@ cdef class Arena:
         self.cap = ft_batch_arena_size(max_packets, max_packet)
         self.max = max_packets
         # Packet bytes first, then the two tables (4-byte aligned: cap is a multiple of 4 plus max_packet).
-        cdef size_t tables = (<size_t>max_packets) * 4 * 2
+        cdef size_t tables = (<size_t>max_packets) * (4 * 2 + FT_VNET_HDR_SIZE)
         cdef size_t head = (self.cap + 7) & ~(<size_t>7)
         self.data = <uint8_t *>PyMem_RawMalloc(head + tables)
         if self.data == NULL:
             raise MemoryError(f"cannot allocate a {head + tables}-byte packet arena")
         self.offsets = <uint32_t *>(self.data + head)
         self.lengths = self.offsets + max_packets
+        self.vnet = <uint8_t *>(self.lengths + max_packets)   # virtio-net headers of super-packets
         self.exports = 0
 
     def __dealloc__(self):
@@ -139,6 +141,7 @@ cdef class Arena:
         b.cap = self.cap
         b.offsets = self.offsets
         b.lengths = self.lengths
+        b.vnet = self.vnet
         b.max = self.max
         b.count = 0
         b.used = 0
@@ -260,6 +263,7 @@ cdef class Batch:
     cdef size_t used
     cdef bint valid
     cdef bint ephemeral
+    cdef readonly bint is_super  # super-packets with their virtio-net headers (offload_mode="super")
     cdef object base          # memoryview over the arena, made on first use
     cdef list views           # every view handed out (ephemeral batches only)
 
@@ -349,6 +353,31 @@ cdef class Batch:
         self._check()
         return self._track(memoryview(_table(self.arena, self.arena.lengths, self.count)))
 
+    def gso(self, index):
+        """Segmentation metadata of super-packet ``index`` (offload_mode="super"): a tuple (flags, gso_type,
+        hdr_len, gso_size, csum_start, csum_offset) as the kernel's virtio-net header gives it."""
+        self._check()
+        if not self.is_super:
+            raise ValueError("only batches of super-packets (offload_mode='super') carry segmentation metadata")
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.count
+        if i < 0 or i >= self.count:
+            raise IndexError(f"batch index {index} out of range for a batch of {self.count} packets")
+        cdef const uint8_t *h = self.arena.vnet + i * FT_VNET_HDR_SIZE
+        cdef uint16_t f[4]
+        memcpy(f, h + 2, 8)
+        return (h[0], h[1], f[0], f[1], f[2], f[3])
+
+    @property
+    def vnet_headers(self):
+        """The virtio-net headers of a super-packet batch, 10 bytes per packet (host byte order)."""
+        self._check()
+        if not self.is_super:
+            raise ValueError("only batches of super-packets (offload_mode='super') carry virtio-net headers")
+        return self._track(memoryview(self.arena)[self.arena.vnet - self.arena.data:
+                                                  self.arena.vnet - self.arena.data + self.count * FT_VNET_HDR_SIZE])
+
     def copy(self):
         """The packets as a list of ``bytes`` that stay valid after the callback."""
         self._check()
@@ -380,9 +409,10 @@ cdef class Batch:
         return pinned or self.arena.exports != 0
 
 
-cdef Batch _new_batch(Arena arena, uint32_t count, size_t used, bint ephemeral):
+cdef Batch _new_batch(Arena arena, uint32_t count, size_t used, bint ephemeral, bint is_super=False):
     cdef Batch b = Batch.__new__(Batch)
     b.arena = arena
+    b.is_super = is_super
     b.count = count
     b.used = used
     b.valid = True
@@ -429,6 +459,7 @@ cdef class Device:
     cdef ft_device *dev
     cdef Arena spare          # reused by recv/recv_batch when nobody holds it any more
     cdef readonly str backend
+    cdef readonly bint super_mode
 
     def __dealloc__(self):
         if self.dev != NULL:
@@ -437,9 +468,18 @@ cdef class Device:
             self.dev = NULL
 
     cdef int _adopt(self, ft_device *d) except -1:
+        cdef int mode = 0
         self.dev = d
         self.backend = d.ops.name.decode()
+        ft_linux_offloads(d, &mode)
+        self.super_mode = mode == FT_OFFLOAD_SUPER
         return 0
+
+    def offloads(self):
+        """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""
+        cdef int mode = 0
+        cdef uint32_t bits = ft_linux_offloads(self.dev, &mode)
+        return mode, bits
 
     @property
     def name(self):
@@ -545,7 +585,7 @@ cdef class Device:
             a.in_batch = False
             raise
         # The batch owns the arena until the user drops it; then the next call may reuse it.
-        return _new_batch(a, <uint32_t>n, b.used, False)
+        return _new_batch(a, <uint32_t>n, b.used, False, self.super_mode)
 
     # -- sending --
 
@@ -642,12 +682,21 @@ cdef class Device:
             if pkts == NULL:
                 raise MemoryError(f"cannot hold {n} packet references")
         cdef Arena a = batch.arena
+        cdef ft_err e
+        cdef int r
         a.exports += 1   # the arena must not be recycled while the GIL is released
         try:
             for i in range(n):
                 pkts[i].data = a.data + a.offsets[i]
                 pkts[i].len = a.lengths[i]
-            return self._send(queue, pkts, n, policy, timeout)
+            if not batch.is_super:
+                return self._send(queue, pkts, n, policy, timeout)
+            # Super-packets go out whole with their headers, to a device opened with offload.
+            with nogil:
+                r = ft_device_send_vnet(self.dev, queue, pkts, a.vnet, n, &e)
+            if r < 0:
+                _raise(&e)
+            return r
         finally:
             a.exports -= 1
             if pkts != small_pkts:
@@ -855,7 +904,8 @@ def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
     return da, db
 
 
-def open_linux(name, int queues, int persist, bint must_exist, bint must_create, uint32_t mtu, dev_path=None):
+def open_linux(name, int queues, int persist, bint must_exist, bint must_create, uint32_t mtu, dev_path=None,
+               int offload=0):
     cdef ft_linux_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -870,6 +920,7 @@ def open_linux(name, int queues, int persist, bint must_exist, bint must_create,
     p.must_create = must_create
     p.mtu = mtu
     p.dev_path = NULL if bpath is None else <const char *>bpath
+    p.offload = offload
     with nogil:
         r = ft_linux_open(&p, &d, &e)
     if r != FT_OK:
@@ -1082,7 +1133,7 @@ cdef class QueueReader:
     cdef int _deliver(self, ft_batch *b):
         cdef Batch batch = self.batch
         if batch is None or batch.valid:
-            batch = _new_batch(self.arena, b.count, b.used, True)
+            batch = _new_batch(self.arena, b.count, b.used, True, self.device.super_mode)
         else:
             batch.count = b.count
             batch.used = b.used

@@ -21,6 +21,10 @@ log = logging.getLogger("fasttun")
 Address = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 FullPolicy = Literal["drop", "wait", "raise"]
+OffloadMode = Literal["segments", "super"]
+_OFFLOAD_MODES = {"segments": 1, "super": 2}
+# TUN_F_* bits of linux/if_tun.h, as TUNSETOFFLOAD accepted them.
+_TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x20, "uso6": 0x40}
 BatchCallback = Callable[[_core.Batch], Any]
 
 _POLICIES = {"drop": _core.POLICY_DROP, "wait": _core.POLICY_WAIT, "raise": _core.POLICY_RAISE}
@@ -224,6 +228,8 @@ class Tun:
         tunnel_type: str = "fasttun",
         guid: uuid.UUID | str | None = None,
         ring_capacity: int | None = None,
+        offload: bool = False,
+        offload_mode: OffloadMode = "segments",
     ) -> None:
         """Opens a TUN device.
 
@@ -235,6 +241,12 @@ class Tun:
         ``send_timeout``: what send does when the device cannot take a packet: ``"drop"`` (counted in
         ``stats.tx_dropped_full``), ``"wait"`` up to ``send_timeout`` seconds, or ``"raise"``
         :class:`TunFullError`.
+
+        Linux offload: ``offload=True`` opens the device with a virtio-net header and lets the kernel hand over
+        and accept TCP (and, on Linux 6.2+, UDP) super-packets of up to 64 KiB. In ``offload_mode="segments"``
+        (default) they are split in C into ordinary packets before Python sees them, and ordinary packets you send
+        are coalesced per flow into super-packets; in ``"super"`` they are delivered whole (``batch.is_super``,
+        ``batch.gso(i)``) and a batch of them can be sent on to another offload device untouched.
 
         Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
         type, ``guid`` a fixed interface GUID, ``ring_capacity`` the session ring in bytes (a power of two,
@@ -253,9 +265,14 @@ class Tun:
         if sys.platform.startswith("linux"):
             if guid is not None or ring_capacity is not None or tunnel_type != "fasttun":
                 raise ValueError("tunnel_type, guid and ring_capacity are Wintun (Windows) settings")
+            if offload_mode not in _OFFLOAD_MODES:
+                raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
             dev = _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)),
-                                   open_existing is True, open_existing is False, mtu or 0)
+                                   open_existing is True, open_existing is False, mtu or 0, None,
+                                   _OFFLOAD_MODES[offload_mode] if offload else 0)
         elif sys.platform == "win32":
+            if offload:
+                raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
             dev = _open_wintun(name, queues, persist, txqueuelen, open_existing, mtu, tunnel_type, guid,
                                ring_capacity)
             txqueuelen = None
@@ -371,6 +388,19 @@ class Tun:
             log.warning("mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 addresses",
                         value, self.name)
         self._dev.set_mtu(value)
+
+    @property
+    def offloads(self) -> dict[str, bool]:
+        """Linux: the offloads the kernel accepted (csum, tso4, tso6, tso_ecn, uso4, uso6); empty without
+        offload."""
+        mode, bits = self._dev.offloads()
+        return {name: bool(bits & bit) for name, bit in _TUN_F.items()} if mode else {}
+
+    @property
+    def offload_mode(self) -> str | None:
+        """"segments", "super", or None without offload."""
+        mode = self._dev.offloads()[0]
+        return {1: "segments", 2: "super"}.get(mode)
 
     @property
     def luid(self) -> int:
