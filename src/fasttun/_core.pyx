@@ -423,22 +423,34 @@ cdef Batch _new_batch(Arena arena, uint32_t count, size_t used, bint ephemeral, 
     return b
 
 
-def make_batch(packets):
+def make_batch(packets, gso=None):
     """A Batch holding copies of the given packets (bytes-like objects), e.g. to test code that takes
-    batches, or to send a prepared set with send_batch."""
+    batches, or to send a prepared set with send_batch. With ``gso`` (one (flags, gso_type, hdr_len,
+    gso_size, csum_start, csum_offset) tuple per packet) it is a batch of super-packets for an offload device."""
     cdef list seq = list(packets)
     cdef uint32_t n = len(seq), i
+    cdef uint16_t f[4]
     if n < 1 or n > 65536:
         raise ValueError(f"a batch holds 1..65536 packets, got {n}")
+    cdef list meta = None if gso is None else [tuple(g) for g in gso]
+    if meta is not None:
+        if len(meta) != n:
+            raise ValueError(f"gso needs one tuple per packet: {len(meta)} for {n} packets")
+        for g in meta:
+            if len(g) != 6 or not all(0 <= v <= (255 if k < 2 else 65535) for k, v in enumerate(g)):
+                raise ValueError(f"gso tuple {g!r} must be (flags, gso_type, hdr_len, gso_size, csum_start, "
+                                 f"csum_offset): two bytes then four 16-bit values")
     cdef Py_ssize_t total = 0
     views = [memoryview(p).cast("B") for p in seq]
     for v in views:
-        if v.nbytes > FT_MAX_PACKET:
-            raise ValueError(f"a packet of {v.nbytes} bytes is larger than {FT_MAX_PACKET}")
         total += v.nbytes
-    cdef Arena a = Arena(n, <uint32_t>min(<Py_ssize_t>FT_MAX_PACKET, total))
+    cdef uint32_t limit = FT_MAX_PACKET if meta is None else FT_MAX_SUPER_PACKET
+    for v in views:
+        if v.nbytes > limit:
+            raise ValueError(f"a packet of {v.nbytes} bytes is larger than {limit}")
+    cdef Arena a = Arena(n, <uint32_t>min(<Py_ssize_t>limit, total))
     if <size_t>total > a.cap:
-        a = Arena(n, <uint32_t>FT_MAX_PACKET)
+        a = Arena(n, limit)
     cdef size_t used = 0
     cdef const uint8_t[::1] mv
     for i in range(n):
@@ -448,7 +460,13 @@ def make_batch(packets):
         if mv.shape[0]:
             memcpy(a.data + used, &mv[0], mv.shape[0])
         used += mv.shape[0]
-    return _new_batch(a, n, used, False)
+        if meta is not None:
+            g = meta[i]
+            a.vnet[i * FT_VNET_HDR_SIZE] = <uint8_t>g[0]
+            a.vnet[i * FT_VNET_HDR_SIZE + 1] = <uint8_t>g[1]
+            f[0], f[1], f[2], f[3] = g[2], g[3], g[4], g[5]
+            memcpy(a.vnet + i * FT_VNET_HDR_SIZE + 2, f, 8)
+    return _new_batch(a, n, used, False, meta is not None)
 
 
 # ---- devices ------------------------------------------------------------------------------------------

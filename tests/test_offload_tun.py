@@ -1,0 +1,125 @@
+"""Offload on a real TUN device: the kernel's TCP super-packets split for Python (segments mode), delivered
+whole with their metadata (super mode), and bad virtio-net headers refused before they reach the kernel."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+import fasttun
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux offload")
+
+LOCAL, PEER = "10.204.0.1", "10.204.0.2"
+
+
+def open_offload(mode: str, name: str = "fto0", **kw) -> fasttun.Tun:
+    return fasttun.Tun(name, mtu=1500, addresses=[f"{LOCAL}/24"], up=True, offload=True, offload_mode=mode, **kw)
+
+
+def handshake_and_send(tun: fasttun.Tun, payload: bytes) -> list[bytes]:
+    """A TCP peer emulated on the device: answers the SYN, then collects what the kernel sends."""
+    from fasttun.icmp import checksum
+
+    def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes = b"") -> bytes:
+        s, d = socket.inet_aton(src), socket.inet_aton(dst)
+        hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
+        csum = checksum(s + d + struct.pack("!BBH", 0, 6, len(hdr)) + hdr)
+        hdr = hdr[:16] + struct.pack("!H", csum) + hdr[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(hdr), 1, 0x4000, 64, 6, 0, s, d)
+        ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+        return ip + hdr
+
+    received: list[bytes] = []
+    state = {"peer_seq": 1000, "done": threading.Event()}
+
+    def on_batch(batch):
+        for i, p in enumerate(batch):
+            raw = bytes(p)
+            if raw[0] >> 4 != 4 or raw[9] != 6:
+                continue
+            sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", raw, 20)
+            flags = off_flags & 0xFF
+            if flags & 0x02:  # SYN: answer SYN+ACK with a large window
+                tun.send(tcp(PEER, LOCAL, dport, sport, state["peer_seq"], seq + 1, 0x12))
+                continue
+            received.append(raw if not batch.is_super else raw + struct.pack("!6H", *batch.gso(i)))
+            data_len = len(raw) - 20 - (off_flags >> 12) * 4
+            if data_len:
+                tun.send(tcp(PEER, LOCAL, dport, sport, state["peer_seq"] + 1, seq + data_len, 0x10))
+
+    with tun.start_reader(on_batch, batch_size=64):
+        client = socket.socket()
+        client.settimeout(5)
+        client.connect((PEER, 7777))
+        client.sendall(payload)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            got = sum(len(r) - 40 for r in received if len(r) > 40)
+            if got >= len(payload):
+                break
+            time.sleep(0.01)
+        client.close()
+    return received
+
+
+def test_offloads_are_reported(netns):
+    with open_offload("segments") as tun:
+        assert tun.offload_mode == "segments"
+        offloads = tun.offloads
+        assert offloads["csum"] and offloads["tso4"] and offloads["tso6"]
+    with fasttun.Tun("fto1") as plain:
+        assert plain.offloads == {} and plain.offload_mode is None
+
+
+def test_segments_mode_hands_python_mtu_sized_packets(netns):
+    payload = bytes(range(256)) * 800  # 200 KiB: the kernel sends 64 KiB super-packets through TSO
+    with open_offload("segments") as tun:
+        got = handshake_and_send(tun, payload)
+    data = [p for p in got if len(p) > 40]
+    assert data, "no data segments arrived"
+    assert max(len(p) for p in data) <= 1500  # split in C: never larger than the MTU
+    segments = {struct.unpack_from("!I", p, 24)[0]: p[40:] for p in data}
+    pos, stream = min(segments), bytearray()
+    while pos in segments:  # the byte stream, in sequence order (retransmissions collapse)
+        stream += segments[pos]
+        pos += len(segments[pos])
+    assert len(stream) >= len(payload) // 2 and bytes(stream) == payload[: len(stream)]
+    from fasttun.icmp import checksum
+    assert all(checksum(p[:20]) == 0 for p in data)  # every split segment has a correct IPv4 header checksum
+    for p in data:  # ... and a complete TCP checksum (the kernel handed over a partial one)
+        tcp_len = len(p) - 20
+        assert checksum(p[12:20] + struct.pack("!BBH", 0, 6, tcp_len) + p[20:]) == 0
+
+
+def test_super_mode_delivers_super_packets_with_metadata(netns):
+    payload = bytes(200 * 1024)
+    with open_offload("super") as tun:
+        got = handshake_and_send(tun, payload)
+    supers = [p for p in got if len(p) > 1500 + 12]
+    assert supers, "the kernel sent no super-packet (TSO)"
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = struct.unpack("!6H", supers[0][-12:])
+    assert gso_type & 0x7F == 1  # TCPv4
+    assert 500 <= gso_size <= 1460
+    assert csum_start == 20 and csum_offset == 16
+
+
+def test_bad_virtio_headers_are_refused_before_the_kernel(netns):
+    pkt = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 0, 0, 64, 6, 0, bytes(4), bytes(4)) + bytes(40)
+    with open_offload("super") as tun, fasttun.Tun("fto3") as plain:
+        good = fasttun.make_batch([pkt], gso=[(0, 0, 0, 0, 0, 0)])
+        assert good.is_super and good.gso(0) == (0, 0, 0, 0, 0, 0)
+        assert tun.send_batch(good) == 1
+        for bad, why in [((1, 0, 0, 0, 20, 60), "past the"),     # checksum field beyond the packet
+                         ((0, 1, 40, 0, 20, 16), "segment size of 0"),
+                         ((0, 3, 40, 1000, 20, 16), "GSO type 3")]:
+            with pytest.raises(ValueError, match=why):
+                tun.send_batch(fasttun.make_batch([pkt, pkt], gso=[(0, 0, 0, 0, 0, 0), bad]))
+        assert tun.stats.tx_rejected == 3 and tun.stats.tx_packets == 1  # nothing of a bad batch was sent
+        with pytest.raises(fasttun.TunError, match="offload"):
+            plain.send_batch(good)  # a device without a virtio-net header cannot take super-packets
