@@ -19,10 +19,14 @@ PYTUN_READ = 2048
 """What the python-pytun loops ask read() for: the MTU (1500) rounded up, as its users typically do."""
 
 
-def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None) -> fasttun.Tun:
-    """A fasttun device in namespace ns, with an address, up."""
+def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None,
+                   offload: Optional[str] = None) -> fasttun.Tun:
+    """A fasttun device in namespace ns, with an address, up; offload: None, "segments" or "super"."""
     with _netns.entered(netns_path(ns)):
-        return fasttun.Tun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
+        if offload is None:
+            return fasttun.Tun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
+        return fasttun.Tun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen, offload=True,
+                           offload_mode="super" if offload == "super" else "segments")
 
 
 def pytun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None) -> Any:

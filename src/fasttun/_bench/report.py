@@ -62,8 +62,9 @@ def table(rows: list[Row]) -> str:
         if n == 0:
             out.append("  ".join("-" * w for w in widths) + "  " + "-" * 7)
     out.append("")
-    out.append("ratio: the median of packets/s relative to the scenario's baseline (latency: p50 relative to the "
-               "baseline, lower is better); spread: (max - min) / median over the repeats.")
+    out.append("ratio: the median of packets/s relative to the scenario's baseline (forward: of Gbit/s, since a "
+               "super-packet counts once; latency: p50 relative to the baseline, lower is better); spread: "
+               "(max - min) / median over the repeats.")
     return "\n".join(out)
 
 
