@@ -35,6 +35,11 @@ typedef struct seg_queue {
 typedef struct linux_dev {
     int fds[FT_LINUX_MAX_QUEUES];
     unsigned ifindex;
+    /* Configuration sockets opened with the device, in its network namespace: configuring works from any
+     * namespace and never touches another interface that has the same index elsewhere. */
+    int ctl_fd;                  /* AF_INET datagram socket for interface ioctls */
+    int nl_fd;                   /* NETLINK_ROUTE */
+    ft_mutex *nl_lock;           /* one netlink request at a time */
     int offload_mode;            /* FT_OFFLOAD_* */
     uint32_t offloads;           /* TUN_F_* the kernel accepted */
     uint32_t coalesce_allow;     /* FT_COALESCE_* matching them */
@@ -117,19 +122,12 @@ static int explain_setiff_error(int err, const char *name, const ft_linux_params
 
 /* ---- ioctl helpers ----------------------------------------------------------------------------------- */
 
-static int ctl_socket(ft_err *e)
-{
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        ft_fail_os(e, errno, "cannot open a configuration socket");
-    return s;
-}
-
 /* The current name of our interface: it may have been renamed since we opened it. */
 static int current_ifreq(ft_device *d, struct ifreq *ifr, ft_err *e)
 {
     memset(ifr, 0, sizeof(*ifr));
-    if (!if_indextoname(L(d)->ifindex, ifr->ifr_name))
+    ifr->ifr_ifindex = (int)L(d)->ifindex;
+    if (ioctl(L(d)->ctl_fd, SIOCGIFNAME, ifr) != 0)
         return ft_fail_os(e, errno, "interface %u ('%s') no longer exists", L(d)->ifindex, d->name);
     snprintf(d->name, sizeof(d->name), "%s", ifr->ifr_name);
     return FT_OK;
@@ -137,14 +135,9 @@ static int current_ifreq(ft_device *d, struct ifreq *ifr, ft_err *e)
 
 static int if_ioctl(ft_device *d, unsigned long req, struct ifreq *ifr, const char *what, ft_err *e)
 {
-    int s = ctl_socket(e);
-    if (s < 0)
-        return FT_ESYS;
-    int r = ioctl(s, req, ifr);
-    int err = errno;
-    close(s);
-    if (r == 0)
+    if (ioctl(L(d)->ctl_fd, req, ifr) == 0)
         return FT_OK;
+    int err = errno;
     if (err == EPERM || err == EACCES)
         return ft_fail(e, FT_ESYS, EPERM, "%s on '%s' needs CAP_NET_ADMIN (run as root)", what, d->name);
     return ft_fail_os(e, err, "%s on '%s' failed", what, d->name);
@@ -182,7 +175,7 @@ static int lx_is_up(ft_device *d, int *up, ft_err *e)
     return r;
 }
 
-static void wait_usable(ft_device *d, const ft_addr *a);
+static void wait_all_usable(ft_device *d);
 
 static int lx_set_up(ft_device *d, int up, ft_err *e)
 {
@@ -197,14 +190,8 @@ static int lx_set_up(ft_device *d, int up, ft_err *e)
     else
         ifr.ifr_flags &= ~IFF_UP;
     r = if_ioctl(d, SIOCSIFFLAGS, &ifr, up ? "bringing the link up" : "bringing the link down", e);
-    if (r == FT_OK && up) {
-        ft_addr addrs[64];
-        uint32_t n = 0;
-        ft_err ignored;
-        if (ft_netlink_list_addresses(L(d)->ifindex, addrs, 64, &n, &ignored) == FT_OK)
-            for (uint32_t i = 0; i < n && i < 64; i++)
-                wait_usable(d, &addrs[i]);
-    }
+    if (r == FT_OK && up)
+        wait_all_usable(d);
     return r;
 }
 
@@ -235,12 +222,8 @@ static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
     if (r != FT_OK)
         return r;
     ifr.ifr_qlen = (int)len;
-    int s = ctl_socket(e);
-    if (s < 0)
-        return FT_ESYS;
-    r = ioctl(s, SIOCSIFTXQLEN, &ifr);
+    r = ioctl(L(d)->ctl_fd, SIOCSIFTXQLEN, &ifr);
     int err = errno;
-    close(s);
     if (r == 0)
         return FT_OK;
     /* The tun driver answers EPERM (not EINVAL) when it cannot resize the queues of an attached device, e.g. past
@@ -256,45 +239,69 @@ static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
 
 #define ADDRESS_READY_MS 2000u
 
+#define NETLINK_CALL(expr)                  \
+    do {                                    \
+        ft_mutex_lock(L(d)->nl_lock);       \
+        int r_ = (expr);                    \
+        ft_mutex_unlock(L(d)->nl_lock);     \
+        return r_;                          \
+    } while (0)
+
+static int is_link_local(const ft_addr *a) { return a->family == 6 && a->bytes[0] == 0xfe && (a->bytes[1] & 0xc0) == 0x80; }
+
 /* IPv6 makes an address usable (its local route) a moment after it appears, in a kernel work queue: wait for
  * it, so that a socket bound to the address gets packets as soon as the call returns. */
 static void wait_usable(ft_device *d, const ft_addr *a)
 {
     ft_err ignored;
     int up = 0;
-    if (a->family != 6 || (a->bytes[0] == 0xfe && (a->bytes[1] & 0xc0) == 0x80))
+    if (a->family != 6 || is_link_local(a))
         return;
     if (lx_is_up(d, &up, &ignored) != FT_OK || !up)
         return;
-    ft_netlink_wait_local(a, ADDRESS_READY_MS, &ignored);
+    ft_mutex_lock(L(d)->nl_lock);
+    ft_netlink_wait_local(L(d)->nl_fd, a, ADDRESS_READY_MS, &ignored);
+    ft_mutex_unlock(L(d)->nl_lock);
+}
+
+static int lx_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    NETLINK_CALL(ft_netlink_list_addresses(L(d)->nl_fd, L(d)->ifindex, out, max, n, e));
+}
+
+static void wait_all_usable(ft_device *d)
+{
+    ft_addr addrs[64];
+    uint32_t n = 0;
+    ft_err ignored;
+    if (lx_list_addresses(d, addrs, 64, &n, &ignored) == FT_OK)
+        for (uint32_t i = 0; i < n && i < 64; i++)
+            wait_usable(d, &addrs[i]);
+}
+
+static int address_call(ft_device *d, const ft_addr *a, int add, ft_err *e)
+{
+    NETLINK_CALL(ft_netlink_address(L(d)->nl_fd, L(d)->ifindex, d->name, a, add, e));
 }
 
 static int lx_add_address(ft_device *d, const ft_addr *a, ft_err *e)
 {
-    int r = ft_netlink_address(L(d)->ifindex, d->name, a, 1, e);
+    int r = address_call(d, a, 1, e);
     if (r == FT_OK)
         wait_usable(d, a);
     return r;
 }
 
-static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e)
-{
-    return ft_netlink_address(L(d)->ifindex, d->name, a, 0, e);
-}
-
-static int lx_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
-{
-    return ft_netlink_list_addresses(L(d)->ifindex, out, max, n, e);
-}
+static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e) { return address_call(d, a, 0, e); }
 
 static int lx_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 {
-    return ft_netlink_route(L(d)->ifindex, d->name, add, r, e);
+    NETLINK_CALL(ft_netlink_route(L(d)->nl_fd, L(d)->ifindex, d->name, add, r, e));
 }
 
 static int lx_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped, ft_err *e)
 {
-    return ft_netlink_link_drops(L(d)->ifindex, rx_dropped, tx_dropped, e);
+    NETLINK_CALL(ft_netlink_link_drops(L(d)->nl_fd, L(d)->ifindex, rx_dropped, tx_dropped, e));
 }
 
 /* ---- packets ----------------------------------------------------------------------------------------- */
@@ -556,12 +563,22 @@ static void free_offload(linux_dev *l, int nqueues)
     ft_mutex_destroy(l->tx_lock);
 }
 
+static void close_config(linux_dev *l)
+{
+    if (l->ctl_fd >= 0)
+        close(l->ctl_fd);
+    if (l->nl_fd >= 0)
+        close(l->nl_fd);
+    ft_mutex_destroy(l->nl_lock);
+}
+
 static void lx_close(ft_device *d)
 {
     linux_dev *l = L(d);
     for (int i = 0; i < d->nqueues; i++)
         if (l->fds[i] >= 0)
             close(l->fds[i]);
+    close_config(l);
     free_offload(l, d->nqueues);
     free(l);
     d->impl = NULL;
@@ -706,6 +723,16 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     }
     for (int i = 0; i < FT_LINUX_MAX_QUEUES; i++)
         l->fds[i] = -1;
+    l->ctl_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    l->nl_fd = ft_netlink_open(e);
+    l->nl_lock = ft_mutex_create();
+    if (l->ctl_fd < 0 || l->nl_fd < 0 || !l->nl_lock) {
+        int err = errno;
+        close_config(l);
+        free(d);
+        free(l);
+        return ft_fail_os(e, err, "cannot open the configuration sockets");
+    }
     if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER) {
         free(d);
         free(l);
@@ -757,6 +784,7 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
 fail:
     for (int i = 0; i < d->nqueues; i++)
         close(l->fds[i]);
+    close_config(l);
     free_offload(l, d->nqueues);
     free(l);
     free(d);

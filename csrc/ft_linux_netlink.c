@@ -17,7 +17,15 @@
 
 #define NL_BUF 32768
 
-static int nl_open(ft_err *e)
+/* Answers left over from an earlier request that ended early must not be taken for the next one's. */
+static void drain(int s)
+{
+    char buf[1024];
+    while (recv(s, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+    }
+}
+
+int ft_netlink_open(ft_err *e)
 {
     int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (s < 0) {
@@ -45,7 +53,7 @@ static void put_attr(struct nlmsghdr *h, unsigned short type, const void *data, 
     h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
-int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e)
+int ft_netlink_address(int s, unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e)
 {
     char text[64];
     addr_text(a, text, sizeof(text));
@@ -71,19 +79,15 @@ int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int
     put_attr(&req.h, IFA_LOCAL, a->bytes, alen);
     put_attr(&req.h, IFA_ADDRESS, a->bytes, alen);
 
-    int s = nl_open(e);
-    if (s < 0)
-        return FT_ESYS;
+    drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
         int err = errno;
-        close(s);
         return ft_fail_os(e, err, "sending the netlink request for %s failed", text);
     }
     char buf[4096];
     ssize_t n = recv(s, buf, sizeof(buf), 0);
     int err = errno;
-    close(s);
     if (n < 0)
         return ft_fail_os(e, err, "no netlink answer for %s", text);
     struct nlmsghdr *h = (struct nlmsghdr *)buf;
@@ -106,21 +110,17 @@ int ft_netlink_address(unsigned ifindex, const char *name, const ft_addr *a, int
 }
 
 /* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
-static int nl_request_ack(struct nlmsghdr *req, int *code, ft_err *e)
+static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
 {
-    int s = nl_open(e);
-    if (s < 0)
-        return FT_ESYS;
+    drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(s, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
         int err = errno;
-        close(s);
         return ft_fail_os(e, err, "sending a netlink request failed");
     }
     char buf[4096];
     ssize_t n = recv(s, buf, sizeof(buf), 0);
     int err = errno;
-    close(s);
     if (n < 0)
         return ft_fail_os(e, err, "no netlink answer");
     struct nlmsghdr *h = (struct nlmsghdr *)buf;
@@ -131,10 +131,10 @@ static int nl_request_ack(struct nlmsghdr *req, int *code, ft_err *e)
     return FT_OK;
 }
 
-int ft_netlink_route(unsigned ifindex, const char *name, int add, const ft_route *r, ft_err *e)
+int ft_netlink_route(int s, unsigned ifindex, const char *name, int add, const ft_route *r, ft_err *e)
 {
     size_t alen = r->family == 4 ? 4 : 16;
-    char text[96], ip[INET6_ADDRSTRLEN] = "?", via[INET6_ADDRSTRLEN + 8] = "";
+    char text[128], ip[INET6_ADDRSTRLEN] = "?", via[INET6_ADDRSTRLEN + 8] = "";
     inet_ntop(r->family == 4 ? AF_INET : AF_INET6, r->dest, ip, sizeof(ip));
     if (r->has_gateway) {
         char gw[INET6_ADDRSTRLEN] = "?";
@@ -166,7 +166,7 @@ int ft_netlink_route(unsigned ifindex, const char *name, int add, const ft_route
     if (r->metric)
         put_attr(&req.h, RTA_PRIORITY, &r->metric, sizeof(r->metric));
     int code = 0;
-    int st = nl_request_ack(&req.h, &code, e);
+    int st = nl_request_ack(s, &req.h, &code, e);
     if (st != FT_OK)
         return st;
     if (code == 0)
@@ -184,8 +184,9 @@ int ft_netlink_route(unsigned ifindex, const char *name, int add, const ft_route
 }
 
 /* 1 if the kernel has a local route for the address (it accepts packets for it), 0 if not yet. */
-static int is_local(const ft_addr *a, ft_err *e)
+static int is_local(int s, const ft_addr *a, ft_err *e)
 {
+    (void)e;
     struct {
         struct nlmsghdr h;
         struct rtmsg rtm;
@@ -199,9 +200,7 @@ static int is_local(const ft_addr *a, ft_err *e)
     req.rtm.rtm_family = a->family == 4 ? AF_INET : AF_INET6;
     req.rtm.rtm_dst_len = a->family == 4 ? 32 : 128;
     put_attr(&req.h, RTA_DST, a->bytes, a->family == 4 ? 4 : 16);
-    int s = nl_open(e);
-    if (s < 0)
-        return FT_ESYS;
+    drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     int result = 0;
     if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) >= 0) {
@@ -212,15 +211,14 @@ static int is_local(const ft_addr *a, ft_err *e)
             h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg)))
             result = ((struct rtmsg *)NLMSG_DATA(h))->rtm_type == RTN_LOCAL;
     }
-    close(s);
     return result;
 }
 
-int ft_netlink_wait_local(const ft_addr *a, uint32_t timeout_ms, ft_err *e)
+int ft_netlink_wait_local(int s, const ft_addr *a, uint32_t timeout_ms, ft_err *e)
 {
     uint64_t deadline = ft_now_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
-        int r = is_local(a, e);
+        int r = is_local(s, a, e);
         if (r != 0)
             return r == 1 ? FT_OK : r;
         if (ft_now_ns() >= deadline)
@@ -259,7 +257,7 @@ static int parse_addr_msg(struct nlmsghdr *h, unsigned ifindex, ft_addr *out)
     return 1;
 }
 
-int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+int ft_netlink_list_addresses(int s, unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
 {
     struct {
         struct nlmsghdr h;
@@ -273,13 +271,10 @@ int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint
     req.ifa.ifa_family = AF_UNSPEC;
     req.ifa.ifa_index = ifindex;
 
-    int s = nl_open(e);
-    if (s < 0)
-        return FT_ESYS;
+    drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
         int err = errno;
-        close(s);
         return ft_fail_os(e, err, "sending the netlink address dump request failed");
     }
     static __thread char buf[NL_BUF];
@@ -323,12 +318,11 @@ int ft_netlink_list_addresses(unsigned ifindex, ft_addr *out, uint32_t max, uint
         if (got == 0)
             break;
     }
-    close(s);
     *n = count;
     return r;
 }
 
-int ft_netlink_link_drops(unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *os_tx_dropped, ft_err *e)
+int ft_netlink_link_drops(int s, unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *os_tx_dropped, ft_err *e)
 {
     struct {
         struct nlmsghdr h;
@@ -341,19 +335,15 @@ int ft_netlink_link_drops(unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *o
     req.h.nlmsg_seq = 3;
     req.ifi.ifi_family = AF_UNSPEC;
     req.ifi.ifi_index = (int)ifindex;
-    int s = nl_open(e);
-    if (s < 0)
-        return FT_ESYS;
+    drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
         int err = errno;
-        close(s);
         return ft_fail_os(e, err, "sending the netlink link request failed");
     }
     char buf[16384];
     ssize_t got = recv(s, buf, sizeof(buf), 0);
     int err = errno;
-    close(s);
     if (got < 0)
         return ft_fail_os(e, err, "no netlink answer for the link counters");
     struct nlmsghdr *h = (struct nlmsghdr *)buf;

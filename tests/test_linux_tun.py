@@ -14,7 +14,7 @@ import time
 import pytest
 
 import fasttun
-from fasttun import _core, icmp
+from fasttun import _core, _netns, icmp
 from packets import ipv4_udp, ipv6_udp, udp_payload
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
@@ -377,3 +377,39 @@ def test_reader_keeps_up_with_a_fast_sender(netns):
         stats = reader.stats
         assert count[0] >= 30000
         assert stats.batches < stats.packets  # batching happened under load
+
+
+def test_routes_through_rtnetlink(netns):
+    with open_tun() as tun:
+        tun.add_route("10.205.0.0/16")
+        tun.add_route("fd00:205::/48")
+        tun.add_route("10.206.0.0/16", via=PEER4, metric=7)
+        routes = netns.run("ip", "route", "show").stdout + netns.run("ip", "-6", "route", "show").stdout
+        assert "10.205.0.0/16 dev ftt0" in routes and "fd00:205::/48 dev ftt0" in routes
+        assert f"10.206.0.0/16 via {PEER4} dev ftt0" in routes and "metric 7" in routes
+        with pytest.raises(fasttun.TunExistsError, match="already exists"):
+            tun.add_route("10.205.0.0/16")
+        tun.remove_route("10.205.0.0/16")
+        assert "10.205.0.0/16" not in netns.run("ip", "route", "show").stdout
+        with pytest.raises(fasttun.TunError, match="no route"):
+            tun.remove_route("10.205.0.0/16")
+        with pytest.raises(ValueError, match="different IP versions"):
+            tun.add_route("10.207.0.0/16", via=PEER6)
+        with pytest.raises(ValueError, match="not a network"):
+            tun.add_route("10.207.0.0/33")
+
+
+def test_configuring_from_another_namespace_reaches_the_device(netns):
+    # The device lives in the test's namespace; configure it from the machine's own namespace, where another
+    # interface has the same index: only our device may change.
+    with open_tun(mtu=1400) as tun:
+        index = tun.index
+        with _netns.private():
+            with fasttun.Tun("other0", mtu=1500) as other:
+                assert other.index == index  # the same index, another interface
+                assert tun.mtu == 1400 and tun.name == "ftt0" and tun.index == index
+                tun.mtu = 1300
+                tun.add_address("10.201.9.1/24")
+                assert other.mtu == 1500 and other.addresses == []
+        assert "mtu 1300" in netns.run("ip", "link", "show", "ftt0").stdout
+        assert "10.201.9.1/24" in netns.run("ip", "addr", "show", "ftt0").stdout
