@@ -480,6 +480,9 @@ out:
 
 static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
 {
+    if (L(d)->offload_mode == FT_OFFLOAD_OFF) /* a plain fd has no virtio-net header to carry */
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                       "super-packets can only be sent to a device opened with offload (this one has none)");
     int fd = L(d)->fds[q];
     uint32_t i = 0;
     while (i < n) {
@@ -605,27 +608,6 @@ static const ft_backend_ops linux_ops = {
     .send_vnet = lx_send_vnet,
 };
 
-/* The same device without super-packet sends: a plain (non-offload) fd has no virtio-net header to carry. */
-static const ft_backend_ops linux_plain_ops = {
-    .name = "linux",
-    .recv = lx_recv,
-    .send = lx_send,
-    .wait_handles = lx_wait_handles,
-    .close = lx_close,
-    .get_mtu = lx_get_mtu,
-    .set_mtu = lx_set_mtu,
-    .set_up = lx_set_up,
-    .is_up = lx_is_up,
-    .get_index = lx_get_index,
-    .add_address = lx_add_address,
-    .del_address = lx_del_address,
-    .list_addresses = lx_list_addresses,
-    .get_txqueuelen = lx_get_txqueuelen,
-    .set_txqueuelen = lx_set_txqueuelen,
-    .os_drops = lx_os_drops,
-    .route = lx_route,
-};
-
 /* TUNSETOFFLOAD with everything we can split and coalesce; USO only exists on Linux 6.2+, so try it first and
  * fall back without it. Returns the accepted TUN_F_* bits, 0 if even checksum offload was refused. */
 static uint32_t enable_offloads(int fd)
@@ -739,7 +721,7 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
                        p->offload);
     }
-    d->ops = p->offload ? &linux_ops : &linux_plain_ops;
+    d->ops = &linux_ops;
     d->impl = l;
     d->max_packet = FT_MAX_PACKET;
 
@@ -791,7 +773,7 @@ fail:
     return r;
 }
 
-static int is_linux(ft_device *d) { return d->ops == &linux_ops || d->ops == &linux_plain_ops; }
+static int is_linux(ft_device *d) { return d->ops == &linux_ops; }
 
 uint32_t ft_linux_offloads(ft_device *d, int *mode)
 {

@@ -53,6 +53,28 @@ static void put_attr(struct nlmsghdr *h, unsigned short type, const void *data, 
     h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
+/* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
+static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
+{
+    drain(s);
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(s, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        return ft_fail_os(e, err, "sending a netlink request failed");
+    }
+    char buf[4096];
+    ssize_t n = recv(s, buf, sizeof(buf), 0);
+    int err = errno;
+    if (n < 0)
+        return ft_fail_os(e, err, "no netlink answer");
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
+        h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's netlink answer is malformed");
+    *code = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    return FT_OK;
+}
+
 int ft_netlink_address(int s, unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e)
 {
     char text[64];
@@ -79,22 +101,10 @@ int ft_netlink_address(int s, unsigned ifindex, const char *name, const ft_addr 
     put_attr(&req.h, IFA_LOCAL, a->bytes, alen);
     put_attr(&req.h, IFA_ADDRESS, a->bytes, alen);
 
-    drain(s);
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-        int err = errno;
-        return ft_fail_os(e, err, "sending the netlink request for %s failed", text);
-    }
-    char buf[4096];
-    ssize_t n = recv(s, buf, sizeof(buf), 0);
-    int err = errno;
-    if (n < 0)
-        return ft_fail_os(e, err, "no netlink answer for %s", text);
-    struct nlmsghdr *h = (struct nlmsghdr *)buf;
-    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
-        h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
-        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's netlink answer for %s is malformed", text);
-    int code = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    int code = 0;
+    int st = nl_request_ack(s, &req.h, &code, e);
+    if (st != FT_OK)
+        return st;
     if (code == 0)
         return FT_OK;
     if (code == EEXIST)
@@ -107,28 +117,6 @@ int ft_netlink_address(int s, unsigned ifindex, const char *name, const ft_addr 
         return ft_fail_os(e, code, "the kernel refused IPv6 address %s on '%s' (is IPv6 disabled, or the MTU "
                                    "below 1280?)", text, name);
     return ft_fail_os(e, code, "%s address %s on '%s'", add ? "adding" : "removing", text, name);
-}
-
-/* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
-static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
-{
-    drain(s);
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(s, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-        int err = errno;
-        return ft_fail_os(e, err, "sending a netlink request failed");
-    }
-    char buf[4096];
-    ssize_t n = recv(s, buf, sizeof(buf), 0);
-    int err = errno;
-    if (n < 0)
-        return ft_fail_os(e, err, "no netlink answer");
-    struct nlmsghdr *h = (struct nlmsghdr *)buf;
-    if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
-        h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
-        return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's netlink answer is malformed");
-    *code = -((struct nlmsgerr *)NLMSG_DATA(h))->error;
-    return FT_OK;
 }
 
 int ft_netlink_route(int s, unsigned ifindex, const char *name, int add, const ft_route *r, ft_err *e)
