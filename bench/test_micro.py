@@ -1,6 +1,6 @@
 """Micro-benchmarks of the pieces on fasttun's hot path (pytest-benchmark; no privileges needed):
 
-    PYTHONPATH=src python -m pytest bench/ --benchmark-columns=median,iqr,ops --benchmark-sort=name
+    python -m pytest bench/ --benchmark-columns=median,iqr,ops --benchmark-sort=name
 
 - batch hand-off: a reader thread delivering batches to a Python callback (per batch and per packet), and
   what a callback pays to look at the packets (views, lengths, copy);
