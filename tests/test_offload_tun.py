@@ -77,9 +77,11 @@ def test_offloads_are_reported(netns):
         assert plain.offloads == {} and plain.offload_mode is None
 
 
-def test_segments_mode_hands_python_mtu_sized_packets(netns):
+@pytest.mark.parametrize("queues", [1, 2])
+def test_segments_mode_hands_python_mtu_sized_packets(netns, queues):
     payload = bytes(range(256)) * 800  # 200 KiB: the kernel sends 64 KiB super-packets through TSO
-    with open_offload("segments") as tun:
+    with open_offload("segments", queues=queues) as tun:
+        assert tun.queues == queues and tun.offloads["tso4"]
         got = handshake_and_send(tun, payload)
     data = [p for p in got if len(p) > 40]
     assert data, "no data segments arrived"
