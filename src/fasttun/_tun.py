@@ -132,11 +132,9 @@ class Reader:
     The callback gets a :class:`Batch` whose views are valid only during the call. A callback that raises
     stops the reader; :meth:`stop` and :meth:`join` raise that exception again, traceback included."""
 
-    def __init__(self, tun: Tun, queues: list[_core.QueueReader], callback: BatchCallback) -> None:
+    def __init__(self, tun: Tun, queues: list[_core.QueueReader]) -> None:
         self._tun = tun
         self._queues = queues
-        self._callback = callback
-        self._stopping = False
         self._reported = False
         _live_readers.add(self)
 
@@ -168,7 +166,6 @@ class Reader:
         Returns True once every thread has ended; False if one is still inside a slow callback. Raises the
         callback's exception, or the device error that ended the reader. Called from inside the callback,
         it only asks for the stop (the reader ends when the callback returns) and returns False."""
-        self._stopping = True
         for q in self._queues:
             q.request_stop()
         if any(q.is_current_thread() for q in self._queues):
@@ -601,7 +598,7 @@ class Tun:
                 qr.request_stop()
                 qr.join(None)
             raise
-        reader = Reader(self, started, callback)
+        reader = Reader(self, started)
         with self._lock:
             self._readers.append(reader)
         log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
