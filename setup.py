@@ -25,7 +25,7 @@ key = platform_key()
 sources = ["src/fasttun/_core.pyx"] + [os.path.join("csrc", f) for f in COMMON + PLATFORM.get(key, ["ft_os_posix.c"])]
 
 if sys.platform == "win32":
-    compile_args = ["/O2", "/W3"] if "GCC" not in sys.version else ["-O2", "-std=c11"]
+    compile_args = ["/O2", "/W3", "/std:c11"] if "GCC" not in sys.version else ["-O2", "-std=c11"]
     libraries = ["iphlpapi", "ws2_32", "ole32"]
 else:
     compile_args = ["-O2", "-std=c11", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"]
