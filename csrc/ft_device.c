@@ -205,11 +205,18 @@ static int recv_some(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     if (q != FT_ALL_QUEUES)
         return d->ops->recv(d, q, b, e);
-    /* Any queue: visit all of them, so one busy queue cannot hide packets waiting on another. */
+    /* Any queue: visit all of them, starting one further each call, so that one busy queue cannot hide
+     * packets waiting on another. */
     int total = 0;
-    for (int i = 0; i < d->nqueues; i++) {
+    int first = 0;
+    if (d->nqueues > 1) { /* a hint for fairness: racing callers may start at the same queue */
+        first = (int)(ft_atomic_load64(&d->next_queue) % (uint64_t)d->nqueues);
+        ft_atomic_add64(&d->next_queue, 1);
+    }
+    for (int k = 0; k < d->nqueues; k++) {
         if (b->count >= b->max || b->cap - b->used < d->max_packet)
             break;
+        int i = (first + k) % d->nqueues;
         int r = d->ops->recv(d, i, b, e);
         if (r > 0)
             total += r;

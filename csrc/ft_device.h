@@ -162,6 +162,7 @@ struct ft_device {
     ft_atomic_int users;        /* calls in progress (see ft_device_enter) */
     ft_atomic_int closed;
     ft_atomic_int released;     /* the backend's resources are gone */
+    ft_atomic_u64 next_queue;   /* where a receive from any queue starts */
     ft_event *close_event;      /* set by ft_device_close: wakes every waiter */
     ft_stats_atomic stats;
     char name[64];              /* interface name as UTF-8 */
