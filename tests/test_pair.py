@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -382,7 +381,7 @@ def test_peer_close_gives_eof_after_draining():
 
 def test_ctrl_c_interrupts_a_blocking_recv(ends):
     _, b = ends
-    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.2, lambda: signal.raise_signal(signal.SIGINT))  # portable, unlike os.kill
     timer.start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
