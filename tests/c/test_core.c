@@ -7,17 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                           \
-    } while (0)
+#include "check.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------------ */
 
@@ -362,6 +352,5 @@ int main(void)
     test_stop_is_prompt(500000, 1);
     test_close_wakes_blocked_recv_and_reader();
     test_argument_checks();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary();
 }

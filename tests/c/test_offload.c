@@ -8,17 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                           \
-    } while (0)
+#include "check.h"
 
 #define BIG 70000 /* larger than any packet we build, header included */
 
@@ -1311,6 +1301,5 @@ int main(void)
     test_coalesce_arguments();
     test_coalesce_random_soup();
     test_udp_checksum_zero_is_sent_as_ffff();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_summary();
 }
