@@ -269,6 +269,19 @@ int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *w
 
 /* ---- send ----------------------------------------------------------------------------------------- */
 
+/* Packet i of n failed validation (e says why): count it, say which one, and that nothing was sent. */
+static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
+{
+    ft_atomic_add64(&d->stats.tx_rejected, 1);
+    if (n > 1) {
+        char m[200];
+        snprintf(m, sizeof(m), "%.199s", e->msg);
+        snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
+    }
+    e->index = (long)i;
+    return FT_EPACKET;
+}
+
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                    ft_event *wake, ft_err *e)
 {
@@ -276,16 +289,8 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
     for (uint32_t i = 0; i < n; i++) {
-        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK) {
-            ft_atomic_add64(&d->stats.tx_rejected, 1);
-            if (n > 1) {
-                char m[200];
-                snprintf(m, sizeof(m), "%.199s", e->msg);
-                snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
-            }
-            e->index = (long)i;
-            return FT_EPACKET;
-        }
+        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK)
+            return reject(d, i, n, e);
     }
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
@@ -463,14 +468,8 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     if (q < 0 || q >= d->nqueues)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     for (uint32_t i = 0; i < n; i++) {
-        if (check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK) {
-            ft_atomic_add64(&d->stats.tx_rejected, 1);
-            char m[200];
-            snprintf(m, sizeof(m), "%.199s", e->msg);
-            snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
-            e->index = (long)i;
-            return FT_EPACKET;
-        }
+        if (check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
+            return reject(d, i, n, e);
     }
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
