@@ -143,12 +143,17 @@ static int if_ioctl(ft_device *d, unsigned long req, struct ifreq *ifr, const ch
     return ft_fail_os(e, err, "%s on '%s' failed", what, d->name);
 }
 
+/* An interface ioctl that reads something, on the interface's current name. */
+static int read_ifreq(ft_device *d, unsigned long req, struct ifreq *ifr, const char *what, ft_err *e)
+{
+    int r = current_ifreq(d, ifr, e);
+    return r == FT_OK ? if_ioctl(d, req, ifr, what, e) : r;
+}
+
 static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 {
     struct ifreq ifr;
-    int r = current_ifreq(d, &ifr, e);
-    if (r == FT_OK)
-        r = if_ioctl(d, SIOCGIFMTU, &ifr, "reading the MTU", e);
+    int r = read_ifreq(d, SIOCGIFMTU, &ifr, "reading the MTU", e);
     if (r == FT_OK)
         *mtu = (uint32_t)ifr.ifr_mtu;
     return r;
@@ -167,9 +172,7 @@ static int lx_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
 static int lx_is_up(ft_device *d, int *up, ft_err *e)
 {
     struct ifreq ifr;
-    int r = current_ifreq(d, &ifr, e);
-    if (r == FT_OK)
-        r = if_ioctl(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
+    int r = read_ifreq(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
     if (r == FT_OK)
         *up = (ifr.ifr_flags & IFF_UP) != 0;
     return r;
@@ -180,9 +183,7 @@ static void wait_all_usable(ft_device *d);
 static int lx_set_up(ft_device *d, int up, ft_err *e)
 {
     struct ifreq ifr;
-    int r = current_ifreq(d, &ifr, e);
-    if (r == FT_OK)
-        r = if_ioctl(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
+    int r = read_ifreq(d, SIOCGIFFLAGS, &ifr, "reading the link flags", e);
     if (r != FT_OK)
         return r;
     if (up)
@@ -205,9 +206,7 @@ static int lx_get_index(ft_device *d, uint32_t *index, ft_err *e)
 static int lx_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
 {
     struct ifreq ifr;
-    int r = current_ifreq(d, &ifr, e);
-    if (r == FT_OK)
-        r = if_ioctl(d, SIOCGIFTXQLEN, &ifr, "reading the transmit queue length", e);
+    int r = read_ifreq(d, SIOCGIFTXQLEN, &ifr, "reading the transmit queue length", e);
     if (r == FT_OK)
         *len = (uint32_t)ifr.ifr_qlen;
     return r;

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import fasttun
 from fasttun import _netns
 
 IN_CI = bool(os.environ.get("CI"))
@@ -65,3 +66,12 @@ def netns() -> Iterator[Namespace]:
             yield ns
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def ends() -> Iterator[tuple[fasttun.Tun, fasttun.Tun]]:
+    """Two connected in-memory devices, closed afterwards."""
+    a, b = fasttun.pair()
+    yield a, b
+    a.close()
+    b.close()

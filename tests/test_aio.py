@@ -11,14 +11,6 @@ from fasttun import aio
 from packets import minimal_ipv4, seq_of
 
 
-@pytest.fixture
-def ends():
-    a, b = fasttun.pair()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_async_for_receives_everything_in_order(ends):
     a, b = ends
 

@@ -12,14 +12,6 @@ import fasttun
 from packets import minimal_ipv4, seq_of
 
 
-@pytest.fixture
-def ends():
-    a, b = fasttun.pair()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_send_and_recv_one_packet(ends):
     a, b = ends
     pkt = minimal_ipv4(100, 7)
