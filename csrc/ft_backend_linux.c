@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <linux/if_tun.h>
@@ -87,8 +88,16 @@ static int explain_open_error(int err, const char *path, ft_err *e)
                        "%s does not exist: load the tun module ('modprobe tun') or, in a container, pass the "
                        "device in (e.g. --device /dev/net/tun)",
                        path);
-    if (err == EACCES || err == EPERM)
+    if (err == EACCES || err == EPERM) {
+        struct stat st;
+        if (stat(path, &st) == 0 && (st.st_mode & 0006) != 0006 && st.st_uid != geteuid())
+            return ft_fail(e, FT_ESYS, EACCES,
+                           "no permission to open %s (mode %04o, owner uid %u): only its owner or root can; run as "
+                           "root, or make it readable and writable by all (chmod 0666 %s, the usual setting); "
+                           "creating a device then also needs CAP_NET_ADMIN",
+                           path, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, path);
         return ft_fail(e, FT_ESYS, EACCES, "no permission to open %s: run as root or with CAP_NET_ADMIN", path);
+    }
     return ft_fail_os(e, err, "cannot open %s", path);
 }
 
@@ -127,8 +136,12 @@ static int current_ifreq(ft_device *d, struct ifreq *ifr, ft_err *e)
 {
     memset(ifr, 0, sizeof(*ifr));
     ifr->ifr_ifindex = (int)L(d)->ifindex;
-    if (ioctl(L(d)->ctl_fd, SIOCGIFNAME, ifr) != 0)
-        return ft_fail_os(e, errno, "interface %u ('%s') no longer exists", L(d)->ifindex, d->name);
+    if (ioctl(L(d)->ctl_fd, SIOCGIFNAME, ifr) != 0) {
+        if (errno == ENODEV || errno == ENXIO)
+            return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' (interface %u) is gone (deleted)", d->name,
+                           L(d)->ifindex);
+        return ft_fail_os(e, errno, "interface %u ('%s') cannot be looked up", L(d)->ifindex, d->name);
+    }
     snprintf(d->name, sizeof(d->name), "%s", ifr->ifr_name);
     return FT_OK;
 }
@@ -238,10 +251,16 @@ static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
 
 #define ADDRESS_READY_MS 2000u
 
+/* A netlink request about our interface. Asked about an index that is gone, netlink answers with an empty
+ * list or ENODEV depending on the request: look the interface up first so that every call says "gone". */
 #define NETLINK_CALL(expr)                  \
     do {                                    \
+        struct ifreq ifr_;                  \
+        int r_ = current_ifreq(d, &ifr_, e); \
+        if (r_ != FT_OK)                    \
+            return r_;                      \
         ft_mutex_lock(L(d)->nl_lock);       \
-        int r_ = (expr);                    \
+        r_ = (expr);                        \
         ft_mutex_unlock(L(d)->nl_lock);     \
         return r_;                          \
     } while (0)
@@ -423,12 +442,25 @@ static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
-static int write_error(ft_device *d, int err, ft_err *e)
+/* The kernel refused one packet for what it is (the others of a batch may still go). */
+static int refused_packet(int err) { return err == EINVAL || err == EMSGSIZE || err == EFAULT; }
+
+/* Why writing to queue fd failed. EIO means the link is down, or it went away a moment ago: TUNGETIFF tells. */
+static int write_error(ft_device *d, int fd, int err, ft_err *e)
 {
-    if (err == EIO)
-        return ft_fail(e, FT_ESYS, EIO, "TUN device '%s' refused the packet: is the link up? (call up())", d->name);
+    struct ifreq ifr;
+    if (err == EIO && ioctl(fd, TUNGETIFF, &ifr) != 0 && (errno == EBADFD || errno == EBADF))
+        err = EBADFD;
     if (err == EBADFD || err == EBADF)
-        return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
+        return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (deleted or detached)", d->name);
+    if (err == EIO)
+        return ft_fail(e, FT_ESYS, EIO, "TUN device '%s' refused the packet because its link is down: call up()",
+                       d->name);
+    if (refused_packet(err)) {
+        ft_fail_os(e, err, "TUN device '%s' refused the packet", d->name);
+        e->status = FT_EREFUSED;
+        return FT_EREFUSED;
+    }
     return ft_fail_os(e, err, "writing to TUN device '%s' failed", d->name);
 }
 
@@ -463,11 +495,12 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
                 ft_atomic_add64(&d->stats.tx_dropped_full, l->tx_segs[u]);
                 continue;
             }
-            if (i == 0 && u == 0) {
-                result = write_error(d, errno, e);
+            if (i == 0 && u == 0 && !refused_packet(errno)) {
+                result = write_error(d, fd, errno, e);
                 goto out;
             }
-            ft_atomic_add64(&d->stats.tx_errors, 1);
+            ft_atomic_add64(&d->stats.tx_errors, l->tx_segs[u]); /* counted here: the loop above cannot skip a
+                                                                    part of a coalesced unit */
         }
         i += k;
     }
@@ -497,8 +530,8 @@ static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
         if (errno == EAGAIN || errno == ENOBUFS)
             return i > 0 ? (int)i : FT_EFULL;
         if (i > 0)
-            return (int)i;
-        return write_error(d, errno, e);
+            return (int)i; /* the failure shows again, on its own, in the next call */
+        return write_error(d, fd, errno, e);
     }
     return (int)i;
 }
@@ -520,21 +553,16 @@ static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
         if (errno == EAGAIN || errno == ENOBUFS)
             return i > 0 ? (int)i : FT_EFULL;
         if (i > 0)
-            return (int)i;
-        if (errno == EIO)
-            return ft_fail(e, FT_ESYS, EIO, "TUN device '%s' refused the packet: is the link up? (call up())",
-                           d->name);
-        if (errno == EBADFD || errno == EBADF)
-            return ft_fail(e, FT_EEOF, EPIPE, "TUN device '%s' is gone (detached or deleted)", d->name);
-        return ft_fail_os(e, errno, "writing to TUN device '%s' failed", d->name);
+            return (int)i; /* the failure shows again, on its own, in the next call */
+        return write_error(d, fd, errno, e);
     }
     return (int)i;
 }
 
-static int lx_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max)
+static int lx_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out)
 {
-    (void)dir;
     linux_dev *l = L(d);
+    *poll_out = dir == FT_WAIT_WRITE; /* a tun fd is writable when its queue has room */
     if (q == FT_ALL_QUEUES && dir == FT_WAIT_READ) {
         if (d->nqueues > max)
             return -1;
@@ -586,12 +614,26 @@ static void lx_close(ft_device *d)
     d->impl = NULL;
 }
 
+/* In a fork child: close our copies of the descriptors (the parent keeps its own), leave locks and memory. */
+static void lx_forget(ft_device *d)
+{
+    linux_dev *l = L(d);
+    for (int i = 0; i < d->nqueues; i++)
+        if (l->fds[i] >= 0)
+            close(l->fds[i]);
+    if (l->ctl_fd >= 0)
+        close(l->ctl_fd);
+    if (l->nl_fd >= 0)
+        close(l->nl_fd);
+}
+
 static const ft_backend_ops linux_ops = {
     .name = "linux",
     .recv = lx_recv,
     .send = lx_send,
     .wait_handles = lx_wait_handles,
     .close = lx_close,
+    .forget = lx_forget,
     .get_mtu = lx_get_mtu,
     .set_mtu = lx_set_mtu,
     .set_up = lx_set_up,
@@ -681,6 +723,9 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     if (p->mtu && (p->mtu < FT_MIN_MTU || p->mtu > FT_MAX_PACKET))
         return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u", p->mtu, FT_MIN_MTU,
                        FT_MAX_PACKET);
+    if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER)
+        return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
+                       p->offload);
     if (check_name(name, e) != FT_OK)
         return e->status;
     int fixed_name = name[0] && !strchr(name, '%');
@@ -713,12 +758,6 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         free(d);
         free(l);
         return ft_fail_os(e, err, "cannot open the configuration sockets");
-    }
-    if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER) {
-        free(d);
-        free(l);
-        return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
-                       p->offload);
     }
     d->ops = &linux_ops;
     d->impl = l;
@@ -776,19 +815,28 @@ static int is_linux(ft_device *d) { return d->ops == &linux_ops; }
 
 uint32_t ft_linux_offloads(ft_device *d, int *mode)
 {
-    if (!is_linux(d) || !d->impl) {
-        *mode = FT_OFFLOAD_OFF;
+    *mode = FT_OFFLOAD_OFF;
+    if (!is_linux(d) || ft_device_enter(d, NULL) != FT_OK)
         return 0;
-    }
     *mode = L(d)->offload_mode;
-    return L(d)->offloads;
+    uint32_t bits = L(d)->offloads;
+    ft_device_leave(d);
+    return bits;
 }
 
-int ft_linux_fd(ft_device *d, int q)
+int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {
-    if (!is_linux(d) || !d->impl || q < 0 || q >= d->nqueues)
-        return -1;
-    return L(d)->fds[q];
+    int r = ft_device_enter(d, e); /* closed first: after close, every call says so */
+    if (r != FT_OK)
+        return r;
+    if (!is_linux(d))
+        r = ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend has no file descriptors", d->ops->name);
+    else if (q < 0 || q >= d->nqueues)
+        r = ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    else
+        r = L(d)->fds[q];
+    ft_device_leave(d);
+    return r;
 }
 
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)

@@ -154,9 +154,10 @@ static int mem_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err 
     return i > 0 ? (int)i : FT_EFULL;
 }
 
-static int mem_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max)
+static int mem_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out)
 {
     mem_dev *m = M(d);
+    *poll_out = 0; /* both directions wait on events that become readable */
     pair_shared *s = m->s;
     if (max < 1 || (q != 0 && q != FT_ALL_QUEUES))
         return -1;

@@ -189,9 +189,10 @@ static void arm_room_timer(wt_dev *w, LONGLONG due_100ns)
     SetWaitableTimer(w->room_timer, &due, 0, NULL, NULL, FALSE);
 }
 
-static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max)
+static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out)
 {
     wt_dev *w = W(d);
+    *poll_out = 0; /* Windows handles are signalled, not polled */
     if (max < 1 || (q != 0 && q != FT_ALL_QUEUES))
         return -1;
     if (ft_atomic_load(&w->dead_status)) {

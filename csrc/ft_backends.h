@@ -40,8 +40,8 @@ enum { FT_OFFLOAD_OFF = 0, FT_OFFLOAD_SEGMENTS = 1, FT_OFFLOAD_SUPER = 2 };
 
 #ifdef __linux__
 int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e);
-/* The fd of queue q, for fileno(); -1 if q is out of range. */
-int ft_linux_fd(ft_device *d, int q);
+/* The fd of queue q, for fileno(); or a failure (not a Linux device, no such queue, closed). */
+int ft_linux_fd(ft_device *d, int q, ft_err *e);
 /* TUNGETFEATURES: the IFF_* flags this kernel's tun driver supports. */
 int ft_linux_features(uint32_t *flags, ft_err *e);
 /* Set or clear IFF_PERSIST on an open device. */
@@ -57,11 +57,14 @@ static inline int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_er
     (void)out;
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "/dev/net/tun devices exist only on Linux");
 }
-static inline int ft_linux_fd(ft_device *d, int q)
+static inline int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {
-    (void)d;
     (void)q;
-    return -1;
+    int r = ft_device_enter(d, e); /* closed first: after close, every call says so */
+    if (r != FT_OK)
+        return r;
+    ft_device_leave(d);
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend has no file descriptors", d->ops->name);
 }
 static inline int ft_linux_features(uint32_t *flags, ft_err *e)
 {

@@ -15,6 +15,7 @@ int ft_fail(ft_err *e, int status, int errnum, const char *fmt, ...)
         e->errnum = errnum;
         e->oserr = 0;
         e->index = -1;
+        e->sent = 0;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
@@ -36,6 +37,7 @@ int ft_fail_os(ft_err *e, long oserr, const char *fmt, ...)
         e->errnum = ft_errno_from_oserror(oserr);
         e->oserr = oserr;
         e->index = -1;
+        e->sent = 0;
         snprintf(e->msg, sizeof(e->msg), "%s: %s", what, why);
     }
     return FT_ESYS;
@@ -71,12 +73,24 @@ int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
             return ft_fail(e, FT_EPACKET, EINVAL,
                            "IPv4 header length field says %u bytes; it must be 20..60 and within the %zu-byte packet",
                            ihl, len);
+        unsigned total = ((unsigned)p[2] << 8) | p[3];
+        if (total < ihl || total > len)
+            return ft_fail(e, FT_EPACKET, EINVAL,
+                           "IPv4 total length field says %u bytes; it must be at least the %u-byte header and at "
+                           "most the %zu bytes given",
+                           total, ihl, len);
         return FT_OK;
     }
     if (version == 6) {
         if (len < 40)
             return ft_fail(e, FT_EPACKET, EINVAL,
                            "IPv6 packet of %zu bytes is shorter than the 40-byte IPv6 header", len);
+        size_t payload = ((size_t)p[4] << 8) | p[5];
+        if (40 + payload > len)
+            return ft_fail(e, FT_EPACKET, EINVAL,
+                           "IPv6 payload length field says %zu bytes; at most the %zu bytes after the 40-byte "
+                           "header are allowed",
+                           payload, len - 40);
         return FT_OK;
     }
     return ft_fail(e, FT_EPACKET, EINVAL,
@@ -104,29 +118,65 @@ int ft_device_enter(ft_device *d, ft_err *e)
     (void)ft_atomic_add(&d->users, 1);
     if (ft_atomic_load(&d->closed)) {
         ft_device_leave(d);
+        if (d->forked)
+            return ft_fail(e, FT_ECLOSED, EBADF,
+                           "the device was opened before fork(); a child process cannot use it (open a new one)");
         return ft_fail(e, FT_ECLOSED, EBADF, "the device is closed");
     }
     return FT_OK;
 }
 
-void ft_device_leave(ft_device *d) { (void)ft_atomic_add(&d->users, -1); }
+enum { NOT_RELEASED = 0, RELEASING = 1, RELEASED = 2 };
+
+/* Releases the backend if the device is closed and nobody is inside it; whoever gets there first does it. */
+static void release_if_idle(ft_device *d)
+{
+    if (ft_atomic_load(&d->users) == 0 && ft_atomic_load(&d->closed) &&
+        ft_atomic_cas(&d->released, NOT_RELEASED, RELEASING)) {
+        d->ops->close(d);
+        ft_atomic_store(&d->released, RELEASED);
+    }
+}
+
+void ft_device_leave(ft_device *d)
+{
+    if (ft_atomic_add(&d->users, -1) == 0 && ft_atomic_load(&d->closed))
+        release_if_idle(d);
+}
 
 void ft_device_shutdown(ft_device *d)
 {
-    if (d && ft_atomic_cas(&d->closed, 0, 1))
+    if (!d)
+        return;
+    if (ft_atomic_cas(&d->closed, 0, 1))
         ft_event_set(d->close_event);
+    release_if_idle(d);
 }
 
 void ft_device_close(ft_device *d)
 {
-    if (!d || ft_atomic_load(&d->released))
+    if (!d)
         return;
     ft_device_shutdown(d);
-    /* Every wait includes close_event, so calls in progress leave within one iteration. */
+    /* Every wait includes close_event, so calls in progress leave within one iteration; the last one out
+     * releases the backend (or we do, below, if there was none). */
     while (ft_atomic_load(&d->users) > 0)
-        ft_sleep_us(1000); /* rare and short: a waiter needs one wake-up to leave */
-    if (ft_atomic_cas(&d->released, 0, 1))
-        d->ops->close(d);
+        ft_sleep_us(1000);
+    release_if_idle(d);
+    while (ft_atomic_load(&d->released) != RELEASED)
+        ft_sleep_us(100); /* another thread is in the backend's close right now */
+}
+
+void ft_device_forget_after_fork(ft_device *d)
+{
+    if (!d)
+        return;
+    d->forked = 1;
+    ft_atomic_store(&d->closed, 1);
+    ft_atomic_store(&d->users, 0);
+    if (ft_atomic_cas(&d->released, NOT_RELEASED, RELEASED) && d->ops->forget)
+        d->ops->forget(d);
+    ft_atomic_store(&d->released, RELEASED);
 }
 
 void ft_device_free(ft_device *d)
@@ -174,7 +224,8 @@ static int remaining_ms(int timeout_ms, uint64_t deadline)
 int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake, ft_err *e)
 {
     ft_handle h[FT_WAIT_MAX];
-    int n = d->ops->wait_handles(d, q, dir, h, FT_WAIT_MAX - 2);
+    int poll_out = 0;
+    int n = d->ops->wait_handles(d, q, dir, h, FT_WAIT_MAX - 2, &poll_out);
     if (n < 0)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     int close_at = n;
@@ -185,7 +236,7 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
         h[n++] = ft_event_handle(wake);
     }
     long oserr = 0;
-    int r = ft_wait_any(h, n, dir == FT_WAIT_WRITE, timeout_ms, &oserr);
+    int r = ft_wait_any(h, n, poll_out, timeout_ms, &oserr);
     if (d->ops->wait_done)
         d->ops->wait_done(d, q, dir);
     if (r == FT_WAIT_TIMEOUT)
@@ -282,24 +333,21 @@ static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
     return FT_EPACKET;
 }
 
-int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
-                   ft_event *wake, ft_err *e)
+/* Sends pkts (with their virtio-net headers when hdrs is set) under the full-queue policy; see ft_device_send. */
+static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
+                     int timeout_ms, ft_event *wake, ft_err *e)
 {
-    if (q < 0 || q >= d->nqueues)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
-    uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
-    for (uint32_t i = 0; i < n; i++) {
-        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK)
-            return reject(d, i, n, e);
-    }
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
     uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
-    uint32_t done = 0;
+    uint32_t done = 0, refused = 0;
+    long first_refused = -1;
+    ft_err refusal;
     int result = 0;
     while (done < n) {
-        r = d->ops->send(d, q, pkts + done, n - done, e);
+        r = hdrs ? d->ops->send_vnet(d, q, pkts + done, hdrs + (size_t)done * FT_VNET_HDR_SIZE, n - done, e)
+                 : d->ops->send(d, q, pkts + done, n - done, e);
         if (r > 0) {
             uint64_t bytes = 0;
             for (uint32_t i = done; i < done + (uint32_t)r; i++)
@@ -309,17 +357,26 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
             done += (uint32_t)r;
             continue;
         }
+        if (r == FT_EREFUSED) { /* this one packet: skip it, send the rest, report it at the end */
+            ft_atomic_add64(&d->stats.tx_errors, 1);
+            if (refused++ == 0) {
+                first_refused = (long)done;
+                refusal = *e;
+            }
+            done++;
+            continue;
+        }
         if (r == 0)
             r = FT_EFULL;
         if (r != FT_EFULL) {
-            if (r != FT_ECLOSED)
+            if (r != FT_ECLOSED && r != FT_EEOF)
                 ft_atomic_add64(&d->stats.tx_errors, 1);
             result = r;
             break;
         }
         if (policy == FT_FULL_RAISE) {
-            ft_fail(e, FT_EFULL, ENOBUFS, "the device's send queue is full; %u of %u packets were sent", done, n);
-            e->index = (long)done;
+            ft_fail(e, FT_EFULL, ENOBUFS, "the device's send queue is full; %u of %u packets were sent",
+                    done - refused, n);
             result = FT_EFULL;
             break;
         }
@@ -340,12 +397,37 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         }
     }
     ft_device_leave(d);
+    if (result == 0 && refused > 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "%.199s", refusal.msg);
+        *e = refusal;
+        snprintf(e->msg, sizeof(e->msg), "%u of %u packets refused by the system, the first is packet %ld: %.150s",
+                 refused, n, first_refused, why);
+        e->status = FT_EREFUSED;
+        e->index = first_refused;
+        result = FT_EREFUSED;
+    }
     if (result < 0) {
-        if (result == FT_EWOKEN || result == FT_ECLOSED || result == FT_EFULL || result == FT_ETIMEDOUT)
+        /* How many went before the failure. For a timeout the caller resumes at e->sent + refused ones. */
+        e->sent = done - refused;
+        if (result == FT_ETIMEDOUT)
             e->index = (long)done;
         return result;
     }
-    return (int)done;
+    return (int)(done - refused);
+}
+
+int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
+                   ft_event *wake, ft_err *e)
+{
+    if (q < 0 || q >= d->nqueues)
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
+    for (uint32_t i = 0; i < n; i++) {
+        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK)
+            return reject(d, i, n, e);
+    }
+    return send_loop(d, q, pkts, NULL, n, policy, timeout_ms, wake, e);
 }
 
 /* ---- configuration -------------------------------------------------------------------------------- */
@@ -452,6 +534,12 @@ static int check_vnet(const uint8_t *p, size_t len, const uint8_t *h, ft_err *e)
         return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net GSO type %u is not TCPv4 (1), TCPv6 (4) or UDP (5)", gso);
     if (gso != 0 && gso_size == 0)
         return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net header asks for segmentation with a segment size of 0");
+    uint16_t hdr_len;
+    memcpy(&hdr_len, h + 2, 2);
+    if (gso != 0 && (hdr_len == 0 || hdr_len > len))
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "virtio-net header length %u must cover the packet's headers, within the %zu-byte packet",
+                       hdr_len, len);
     if ((flags & 1) && ((size_t)csum_start + csum_offset + 2 > len))
         return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net checksum offsets %u+%u point past the %zu-byte packet",
                        csum_start, csum_offset, len);
@@ -460,7 +548,8 @@ static int check_vnet(const uint8_t *p, size_t len, const uint8_t *h, ft_err *e)
     return FT_OK;
 }
 
-int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
+int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
+                        int timeout_ms, ft_event *wake, ft_err *e)
 {
     if (!d->ops->send_vnet)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
@@ -471,24 +560,5 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
         if (check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
             return reject(d, i, n, e);
     }
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
-    r = d->ops->send_vnet(d, q, pkts, hdrs, n, e);
-    if (r > 0) {
-        uint64_t bytes = 0;
-        for (int i = 0; i < r; i++)
-            bytes += pkts[i].len;
-        ft_atomic_add64(&d->stats.tx_packets, (uint64_t)r);
-        ft_atomic_add64(&d->stats.tx_bytes, bytes);
-        if ((uint32_t)r < n)
-            ft_atomic_add64(&d->stats.tx_dropped_full, n - (uint32_t)r);
-    } else if (r == FT_EFULL) {
-        ft_atomic_add64(&d->stats.tx_dropped_full, n);
-        r = 0;
-    } else if (r != FT_ECLOSED) {
-        ft_atomic_add64(&d->stats.tx_errors, 1);
-    }
-    ft_device_leave(d);
-    return r;
+    return send_loop(d, q, pkts, hdrs, n, policy, timeout_ms, wake, e);
 }

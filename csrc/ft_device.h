@@ -24,7 +24,8 @@ enum {
     FT_EPACKET = -9,     /* a packet failed validation: see ft_err.msg and ft_err.index */
     FT_EUNSUPPORTED = -10, /* the backend cannot do this */
     FT_EEOF = -11,       /* the device went away under us (Wintun ERROR_HANDLE_EOF, tun fd gone) */
-    FT_ECORRUPT = -12    /* the driver handed back something impossible (corrupt ring, bad size) */
+    FT_ECORRUPT = -12,   /* the driver handed back something impossible (corrupt ring, bad size) */
+    FT_EREFUSED = -13    /* the OS refused packets of a send one by one (the others went): see ft_err */
 };
 
 /* Details of a failure, filled by the function that failed. */
@@ -32,7 +33,8 @@ typedef struct ft_err {
     int status;      /* one of the codes above */
     int errnum;      /* a POSIX errno describing it (0 if none) */
     long oserr;      /* the raw OS error (errno or GetLastError()), 0 if none */
-    long index;      /* for FT_EPACKET: which packet of a batch, else -1 */
+    long index;      /* the packet of a batch the failure is about (FT_EPACKET, FT_EREFUSED), else -1 */
+    uint32_t sent;   /* for a failed send: how many packets of the call went before it failed */
     char msg[256];   /* what went wrong and what is allowed */
 } ft_err;
 
@@ -126,11 +128,15 @@ typedef struct ft_backend_ops {
      * accepted (0..n); FT_EFULL if the first did not fit; or a failure. */
     int (*send)(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e);
     /* Collect the handles to wait on for readiness of queue q (or all queues) in the given direction.
-     * Returns how many were written (at most max). A backend that needs a "going to sleep" handshake
-     * (a ring that only signals sleepers) does it here and undoes it in wait_done. */
-    int (*wait_handles)(ft_device *d, int q, int dir, ft_handle *out, int max);
+     * Returns how many were written (at most max). *poll_out says whether handle 0 signals room by being
+     * writable (a tun fd) rather than readable (an event). A backend that needs a "going to sleep"
+     * handshake (a ring that only signals sleepers) does it here and undoes it in wait_done. */
+    int (*wait_handles)(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out);
     void (*wait_done)(ft_device *d, int q, int dir);  /* optional */
     void (*close)(ft_device *d);   /* release OS resources; called once, with no user left */
+    /* Optional: in a child after fork(), close the descriptors the child inherited without touching locks
+     * or memory that threads of the parent may have been using. The device is unusable afterwards. */
+    void (*forget)(ft_device *d);
     /* Configuration; NULL where a backend has no such thing (FT_EUNSUPPORTED). */
     int (*get_mtu)(ft_device *d, uint32_t *mtu, ft_err *e);
     int (*set_mtu)(ft_device *d, uint32_t mtu, ft_err *e);
@@ -161,7 +167,8 @@ struct ft_device {
     ft_atomic_int mtu;          /* cached; sends above it are refused */
     ft_atomic_int users;        /* calls in progress (see ft_device_enter) */
     ft_atomic_int closed;
-    ft_atomic_int released;     /* the backend's resources are gone */
+    ft_atomic_int released;     /* the backend's resources are gone (0 no, 1 going, 2 gone) */
+    int forked;                 /* this is a fork child's copy (see ft_device_forget_after_fork) */
     ft_atomic_u64 next_queue;   /* where a receive from any queue starts */
     ft_event *close_event;      /* set by ft_device_close: wakes every waiter */
     ft_stats_atomic stats;
@@ -192,19 +199,29 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
  * many went. Returns the number of packets sent or a failure. */
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                    ft_event *wake, ft_err *e);
+/* Every failure of a send sets e->sent. A packet the OS refuses on its own (the backend fails with FT_EREFUSED
+ * for it) is skipped and counted in tx_errors, and the rest still go; the call then fails with FT_EREFUSED,
+ * e->index naming the first refused packet and e->sent how many went. */
 
-/* Marks the device closed and wakes every waiter; new calls fail with FT_ECLOSED. Does not wait. */
+/* Marks the device closed and wakes every waiter; new calls fail with FT_ECLOSED. Does not wait: the backend
+ * is released by whichever call in progress leaves last (at once if there is none). Finalizers use this. */
 void ft_device_shutdown(ft_device *d);
 /* Shuts the device down, waits for calls in progress (readers included) to leave, then releases the
- * backend. Safe to call twice and from several threads. Does not free d. */
+ * backend. Safe to call twice and from several threads. Does not free d. Never call it from a thread that
+ * is itself inside a call on d (a reader's callback): that would wait for itself; use shutdown there. */
 void ft_device_close(ft_device *d);
-/* Frees a closed device. */
+/* Frees a device that nothing uses any more (no call in progress, no reader): closes it first. */
 void ft_device_free(ft_device *d);
+/* In the child of a fork(): the calls and readers counted as users live only in the parent. Marks the device
+ * closed and released without waiting for them, and closes the child's copies of its descriptors. */
+void ft_device_forget_after_fork(ft_device *d);
 
 /* Sends super-packets with their virtio-net headers (as a reader in super-packet mode delivers them) to a
  * device opened with offload. Each is checked first (IPv4/IPv6, at most FT_MAX_SUPER_PACKET bytes, a header
- * whose GSO type, segment size and checksum offsets fit the packet); nothing is sent if one is bad. */
-int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e);
+ * whose GSO type, header length, segment size and checksum offsets fit the packet); nothing is sent if one is
+ * bad. Otherwise as ft_device_send. */
+int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
+                        int timeout_ms, ft_event *wake, ft_err *e);
 
 void ft_device_get_stats(ft_device *d, ft_stats *out);
 void ft_device_count_tx_drops(ft_device *d, uint64_t n);

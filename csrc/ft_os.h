@@ -54,9 +54,11 @@ typedef _Atomic int ft_atomic_int;
 #define ft_atomic_load64(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ft_atomic_add64(p, v) ((void)atomic_fetch_add_explicit((p), (uint64_t)(v), memory_order_relaxed))
 #define ft_atomic_store64(p, v) atomic_store_explicit((p), (uint64_t)(v), memory_order_relaxed)
-#define ft_atomic_load(p) atomic_load_explicit((p), memory_order_acquire)
-#define ft_atomic_store(p, v) atomic_store_explicit((p), (v), memory_order_release)
-#define ft_atomic_add(p, v) (atomic_fetch_add_explicit((p), (v), memory_order_acq_rel) + (v))
+/* Flags and use counts are sequentially consistent: closing relies on "I counted myself in, then saw
+ * closed" and "I set closed, then saw the count" never both missing each other. */
+#define ft_atomic_load(p) atomic_load((p))
+#define ft_atomic_store(p, v) atomic_store((p), (v))
+#define ft_atomic_add(p, v) (atomic_fetch_add((p), (v)) + (v))
 static inline int ft_atomic_cas_impl(ft_atomic_int *p, int expected, int desired)
 {
     return atomic_compare_exchange_strong(p, &expected, desired);
@@ -92,7 +94,14 @@ typedef void (*ft_thread_fn)(void *arg);
 /* Returns NULL on failure with the OS error in *oserr. */
 ft_thread *ft_thread_start(ft_thread_fn fn, void *arg, long *oserr);
 void ft_thread_join(ft_thread *t); /* joins and frees */
+void ft_thread_detach(ft_thread *t); /* lets the thread end on its own, and frees t (callable from the thread) */
 int ft_thread_is_current(const ft_thread *t);
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define FT_THREAD_LOCAL __declspec(thread)
+#else
+#define FT_THREAD_LOCAL _Thread_local
+#endif
 
 typedef struct ft_mutex ft_mutex;
 ft_mutex *ft_mutex_create(void);

@@ -168,6 +168,14 @@ void ft_thread_join(ft_thread *t)
     free(t);
 }
 
+void ft_thread_detach(ft_thread *t)
+{
+    if (!t)
+        return;
+    pthread_detach(t->tid);
+    free(t);
+}
+
 int ft_thread_is_current(const ft_thread *t) { return t && pthread_equal(t->tid, pthread_self()); }
 
 struct ft_mutex {

@@ -104,6 +104,14 @@ void ft_thread_join(ft_thread *t)
     free(t);
 }
 
+void ft_thread_detach(ft_thread *t)
+{
+    if (!t)
+        return;
+    CloseHandle(t->h); /* the thread runs on; its handle is no longer needed */
+    free(t);
+}
+
 int ft_thread_is_current(const ft_thread *t) { return t && t->id == GetCurrentThreadId(); }
 
 struct ft_mutex {

@@ -23,6 +23,7 @@ struct ft_reader {
     ft_event *done;       /* set when the thread leaves its loop */
     ft_atomic_int stop;
     ft_atomic_int state;
+    ft_atomic_int refs;   /* the owner's and the thread's: whoever lets go last frees the reader */
     int joined;
     ft_err error;
     reader_stats_atomic stats;
@@ -115,16 +116,33 @@ static void reader_loop(ft_reader *r)
     finish(r, FT_READER_STOPPED);
 }
 
+static FT_THREAD_LOCAL int on_reader_thread;
+
+int ft_reader_on_reader_thread(void) { return on_reader_thread; }
+
+static void reader_unref(ft_reader *r)
+{
+    if (ft_atomic_add(&r->refs, -1) != 0)
+        return;
+    ft_event_destroy(r->wake);
+    ft_event_destroy(r->done);
+    free(r);
+}
+
 static void reader_main(void *arg)
 {
     ft_reader *r = arg;
+    on_reader_thread = 1;
     if (r->cfg.thread_start)
         r->cfg.thread_start(r->user);
     reader_loop(r);
+    /* Leave the device first: thread_end may drop the last reference to whoever owns the device and the
+     * reader, and their finalizers must not find this thread still counted as a user. */
+    ft_device_leave(r->dev);
     if (r->cfg.thread_end)
         r->cfg.thread_end(r->user);
-    ft_device_leave(r->dev);
     ft_event_set(r->done);
+    reader_unref(r);
 }
 
 ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
@@ -158,6 +176,7 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
     r->batch = b;
     r->fn = fn;
     r->user = user;
+    ft_atomic_store(&r->refs, 2);
     b->max = cfg->batch_size;
     r->wake = ft_event_create();
     r->done = ft_event_create();
@@ -236,9 +255,26 @@ void ft_reader_free(ft_reader *r)
         return;
     if (!r->joined) {
         ft_reader_request_stop(r);
-        ft_reader_join(r, -1);
+        if (ft_thread_is_current(r->thread)) {
+            /* Freed from its own thread (its owner's finalizer ran in a callback or at its end): never wait
+             * for ourselves; the thread finishes on its own and lets go of the reader last. */
+            ft_thread_detach(r->thread);
+            r->thread = NULL;
+            r->joined = 1;
+        } else {
+            ft_reader_join(r, -1);
+        }
     }
-    ft_event_destroy(r->wake);
-    ft_event_destroy(r->done);
-    free(r);
+    reader_unref(r);
+}
+
+void ft_reader_forget_after_fork(ft_reader *r)
+{
+    if (!r || r->joined)
+        return;
+    /* The thread exists only in the parent: nothing to join, and its reference is gone with it. */
+    r->thread = NULL; /* its small bookkeeping block stays allocated in the child */
+    r->joined = 1;
+    ft_atomic_cas(&r->state, FT_READER_RUNNING, FT_READER_STOPPED);
+    (void)ft_atomic_add(&r->refs, -1);
 }

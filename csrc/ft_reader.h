@@ -52,7 +52,12 @@ int ft_reader_state(ft_reader *r);
 void ft_reader_error(ft_reader *r, ft_err *out);
 void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out);
 int ft_reader_is_current_thread(ft_reader *r);
-/* Frees a joined reader (requests a stop and joins first if needed). */
+/* Frees the reader: requests a stop and joins first if needed, except on the reader's own thread, which is
+ * detached instead and frees what is left when it ends. */
 void ft_reader_free(ft_reader *r);
+/* In the child of a fork(): the reader's thread exists only in the parent; mark it stopped and joined. */
+void ft_reader_forget_after_fork(ft_reader *r);
+/* True on a reader thread (of any device): code there must never wait for a device to close. */
+int ft_reader_on_reader_thread(void);
 
 #endif

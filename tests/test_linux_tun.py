@@ -121,6 +121,14 @@ def test_name_errors(netns):
         fasttun.Tun("bad name")
     with pytest.raises(TypeError):
         fasttun.Tun(b"ftt0")
+    for bad in ["ab\x00cd", "\x00", "ftt\x00"]:  # never truncated at the NUL into another name
+        with pytest.raises(ValueError, match="NUL"):
+            fasttun.Tun(bad)
+    with pytest.raises(ValueError, match="forbidden character"):
+        fasttun.Tun("fttä")
+    with pytest.raises(TypeError, match="list of addresses"):
+        fasttun.Tun("ftt0", addresses="10.1.0.1/24")
+    assert not [n for n in os.listdir("/sys/class/net") if n.startswith(("ab", "tun"))]
     with open_tun():
         with pytest.raises(fasttun.TunExistsError, match="already open"):
             fasttun.Tun("ftt0")
@@ -413,3 +421,64 @@ def test_configuring_from_another_namespace_reaches_the_device(netns):
                 assert other.mtu == 1500 and other.addresses == []
         assert "mtu 1300" in netns.run("ip", "link", "show", "ftt0").stdout
         assert "10.201.9.1/24" in netns.run("ip", "addr", "show", "ftt0").stdout
+
+
+def test_a_deleted_interface_is_closed_for_every_call_and_keeps_its_counters(netns):
+    tun = open_tun()
+    pkt = ipv4_udp(LOCAL4, PEER4, 1000, 9000, b"x" * 20)
+    assert tun.send(pkt) == 1
+    netns.run("ip", "link", "del", "ftt0")
+    with pytest.raises(fasttun.TunClosedError, match="gone"):
+        tun.send(pkt)  # not "is the link up?" (EIO)
+    for what in ("addresses", "mtu", "is_up", "txqueuelen"):
+        with pytest.raises(fasttun.TunClosedError, match="gone"):
+            getattr(tun, what)
+    with pytest.raises(fasttun.TunClosedError):
+        tun.recv(timeout=1)
+    stats = tun.stats  # fasttun's counters outlive the interface
+    assert stats.tx_packets == 1
+    tun.close()
+    assert tun.stats.tx_packets == 1
+
+
+def test_a_link_that_is_down_says_so_on_send(netns):
+    with open_tun(up=False) as tun:
+        with pytest.raises(fasttun.TunError, match="link is down"):
+            tun.send(ipv4_udp(LOCAL4, PEER4, 1000, 9000, b"x"))
+        tun.up()
+        assert tun.send(ipv4_udp(LOCAL4, PEER4, 1000, 9000, b"x")) == 1
+
+
+def test_fileno_after_close_and_luid_on_linux(netns):
+    tun = open_tun()
+    assert tun.fileno() >= 0
+    with pytest.raises(fasttun.TunError, match="Wintun"):
+        tun.luid
+    tun.close()
+    with pytest.raises(fasttun.TunClosedError):
+        tun.fileno()
+
+
+def test_no_permission_on_a_private_dev_net_tun_says_what_works(netns):
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(dir="/tmp")  # pytest's tmp_path is private to root: nobody could not look inside
+    os.chmod(folder, 0o755)
+    node = os.path.join(folder, "tun")
+    subprocess.run(["mknod", node, "c", "10", "200"], check=True)
+    os.chmod(node, 0o600)
+    code = (
+        "import os, fasttun\n"
+        "from fasttun import _core\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "try:\n"
+        f"    _core.open_linux('fttperm1', 1, -1, False, False, 0, {str(node)!r})\n"
+        "except fasttun.TunPermissionError as e:\n"
+        "    print('PERM', e)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(folder)
+    assert "PERM" in out.stdout, out.stdout + out.stderr
+    assert "mode 0600" in out.stdout and "chmod 0666" in out.stdout, out.stdout

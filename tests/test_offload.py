@@ -246,7 +246,7 @@ def test_fuzz_offload_for_a_bounded_time(tmp_path):
 
 class Err(ctypes.Structure):
     _fields_ = [("status", ctypes.c_int), ("errnum", ctypes.c_int), ("oserr", ctypes.c_long),
-                ("index", ctypes.c_long), ("msg", ctypes.c_char * 256)]
+                ("index", ctypes.c_long), ("sent", ctypes.c_uint32), ("msg", ctypes.c_char * 256)]
 
 
 class Batch(ctypes.Structure):

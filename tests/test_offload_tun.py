@@ -119,9 +119,23 @@ def test_bad_virtio_headers_are_refused_before_the_kernel(netns):
         assert tun.send_batch(good) == 1
         for bad, why in [((1, 0, 0, 0, 20, 60), "past the"),     # checksum field beyond the packet
                          ((0, 1, 40, 0, 20, 16), "segment size of 0"),
-                         ((0, 3, 40, 1000, 20, 16), "GSO type 3")]:
+                         ((0, 3, 40, 1000, 20, 16), "GSO type 3"),
+                         ((0, 1, 200, 1000, 20, 16), "header length 200")]:  # beyond the packet
             with pytest.raises(ValueError, match=why):
                 tun.send_batch(fasttun.make_batch([pkt, pkt], gso=[(0, 0, 0, 0, 0, 0), bad]))
-        assert tun.stats.tx_rejected == 3 and tun.stats.tx_packets == 1  # nothing of a bad batch was sent
+        assert tun.stats.tx_rejected == 4 and tun.stats.tx_packets == 1  # nothing of a bad batch was sent
         with pytest.raises(fasttun.TunError, match="offload"):
             plain.send_batch(good)  # a device without a virtio-net header cannot take super-packets
+
+
+def test_a_super_packet_the_kernel_refuses_mid_batch_is_reported_and_the_rest_still_go(netns):
+    # NEEDS_CSUM with the checksum starting at offset 0 passes our checks but not the kernel's (EINVAL).
+    pkt = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, 0, 0, 64, 6, 0, bytes(4), bytes(4)) + bytes(40)
+    plain_hdr = (0, 0, 0, 0, 0, 0)
+    with open_offload("super") as tun:
+        batch = fasttun.make_batch([pkt] * 4, gso=[plain_hdr, (1, 0, 0, 0, 0, 10), plain_hdr, plain_hdr])
+        with pytest.raises(fasttun.TunError, match="packet 1") as info:
+            tun.send_batch(batch)
+        assert info.value.sent == 3  # the two good packets after the refused one went too
+        s = tun.stats
+        assert s.tx_packets == 3 and s.tx_errors == 1 and s.tx_dropped_full == 0

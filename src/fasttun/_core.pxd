@@ -27,6 +27,7 @@ cdef extern from "ft_device.h" nogil:
         FT_EUNSUPPORTED
         FT_EEOF
         FT_ECORRUPT
+        FT_EREFUSED
         FT_ALL_QUEUES
         FT_FULL_DROP
         FT_FULL_WAIT
@@ -39,6 +40,7 @@ cdef extern from "ft_device.h" nogil:
         int errnum
         long oserr
         long index
+        uint32_t sent
         char msg[256]
 
     ctypedef struct ft_batch:
@@ -94,8 +96,10 @@ cdef extern from "ft_device.h" nogil:
     int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
                        ft_event *wake, ft_err *e)
     void ft_device_count_tx_drops(ft_device *d, uint64_t n)
-    int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
+    int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
+                            int timeout_ms, ft_event *wake, ft_err *e)
     void ft_device_shutdown(ft_device *d)
+    void ft_device_forget_after_fork(ft_device *d)
     void ft_device_close(ft_device *d)
     void ft_device_free(ft_device *d)
     void ft_device_get_stats(ft_device *d, ft_stats *out)
@@ -149,6 +153,8 @@ cdef extern from "ft_reader.h" nogil:
     void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out)
     int ft_reader_is_current_thread(ft_reader *r)
     void ft_reader_free(ft_reader *r)
+    void ft_reader_forget_after_fork(ft_reader *r)
+    int ft_reader_on_reader_thread()
 
 
 cdef extern from "ft_backends.h" nogil:
@@ -176,7 +182,7 @@ cdef extern from "ft_backends.h" nogil:
         FT_OFFLOAD_SUPER
 
     int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
-    int ft_linux_fd(ft_device *d, int q)
+    int ft_linux_fd(ft_device *d, int q, ft_err *e)
     int ft_linux_features(uint32_t *flags, ft_err *e)
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     uint32_t ft_linux_offloads(ft_device *d, int *mode)

@@ -17,7 +17,10 @@ from libc.stddef cimport wchar_t
 from libc.string cimport memcpy, memset
 
 import errno as _errno
+import numbers as _numbers
+import os as _os
 import time as _time
+import weakref as _weakref
 
 from fasttun import errors as _errors
 
@@ -65,6 +68,8 @@ cdef object _exception(ft_err *e):
         return _errors.TunError(_errno.ENOSYS, msg)
     if st == FT_ECORRUPT:
         return _errors.TunError(e.errnum or _errno.EIO, msg)
+    if st == FT_EREFUSED:
+        return _errors.TunError(e.errnum or _errno.EINVAL, msg)
     return _errors.from_errno(e.errnum or _errno.EIO, msg, e.oserr)
 
 
@@ -72,10 +77,19 @@ cdef int _raise(ft_err *e) except -1:
     raise _exception(e)
 
 
+cdef int _raise_sent(ft_err *e, uint32_t sent) except -1:
+    """Raises the exception of a failed send, saying how many of its packets went."""
+    exc = _exception(e)
+    exc.sent = sent
+    raise exc
+
+
 cdef int _timeout_ms(object timeout) except -2:
     """None -> -1 (forever); seconds (>= 0) -> milliseconds."""
     if timeout is None:
         return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, _numbers.Real):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
     t = float(timeout)
     if not (t >= 0.0):
         raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
@@ -93,7 +107,8 @@ cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1
     """PyObject_GetBuffer with a TypeError that says what was expected."""
     try:
         PyObject_GetBuffer(obj, view, flags)
-    except (BufferError, TypeError):
+    except (BufferError, TypeError, ValueError):
+        # ValueError: NumPy's answer for an array that is not contiguous
         raise TypeError(f"{what}, not {type(obj).__name__}") from None
     return 0
 
@@ -117,12 +132,12 @@ cdef class Arena:
     cdef Py_ssize_t strides[1]
     cdef bint in_batch
 
-    def __cinit__(self, uint32_t max_packets, uint32_t max_packet):
+    def __cinit__(self, uint32_t max_packets, size_t cap):
         if max_packets < 1:
             raise ValueError("an arena holds at least one packet")
-        self.cap = ft_batch_arena_size(max_packets, max_packet)
+        self.cap = cap
         self.max = max_packets
-        # Packet bytes first, then the two tables (4-byte aligned: cap is a multiple of 4 plus max_packet).
+        # Packet bytes first, then the tables (8-byte aligned).
         cdef size_t tables = (<size_t>max_packets) * (4 * 2 + FT_VNET_HDR_SIZE)
         cdef size_t head = (self.cap + 7) & ~(<size_t>7)
         self.data = <uint8_t *>PyMem_RawMalloc(head + tables)
@@ -236,6 +251,11 @@ cdef class _BatchIterator:
             raise StopIteration
         self.i += 1
         return b._packet(self.i - 1)
+
+
+cdef Arena _receive_arena(uint32_t max_packets, uint32_t max_packet):
+    """An arena that a receive of up to max_packets packets of at most max_packet bytes can fill."""
+    return Arena(max_packets, ft_batch_arena_size(max_packets, max_packet))
 
 
 cdef _Table _table(Arena arena, uint32_t *ptr, uint32_t n):
@@ -440,17 +460,23 @@ def make_batch(packets, gso=None):
             if len(g) != 6 or not all(0 <= v <= (255 if k < 2 else 65535) for k, v in enumerate(g)):
                 raise ValueError(f"gso tuple {g!r} must be (flags, gso_type, hdr_len, gso_size, csum_start, "
                                  f"csum_offset): two bytes then four 16-bit values")
-    cdef Py_ssize_t total = 0
-    views = [memoryview(p).cast("B") for p in seq]
-    for v in views:
-        total += v.nbytes
+    cdef list views = []
     cdef uint32_t limit = FT_MAX_PACKET if meta is None else FT_MAX_SUPER_PACKET
-    for v in views:
-        if v.nbytes > limit:
-            raise ValueError(f"a packet of {v.nbytes} bytes is larger than {limit}")
-    cdef Arena a = Arena(n, <uint32_t>min(<Py_ssize_t>limit, total))
-    if <size_t>total > a.cap:
-        a = Arena(n, limit)
+    cdef size_t total = 0
+    for k, p in enumerate(seq):
+        try:
+            v = memoryview(p).cast("B")
+        except (TypeError, ValueError):
+            raise TypeError(f"packet {k}: a packet must be a contiguous bytes-like object, "
+                            f"not {type(p).__name__}") from None
+        if <size_t>v.nbytes > limit:
+            raise ValueError(f"packet {k} of {v.nbytes} bytes is larger than {limit}")
+        total += v.nbytes
+        views.append(v)
+    if total > 0xFFFFFFFF:
+        raise ValueError(f"a batch holds at most 4 GiB of packets, got {total} bytes")
+    # Exactly what the copies need (an empty packet still needs its slot in the tables).
+    cdef Arena a = Arena(n, max(total, 1))
     cdef size_t used = 0
     cdef const uint8_t[::1] mv
     for i in range(n):
@@ -478,6 +504,7 @@ cdef class Device:
     cdef Arena spare          # reused by recv/recv_batch when nobody holds it any more
     cdef readonly str backend
     cdef readonly bint super_mode
+    cdef object __weakref__
 
     def __dealloc__(self):
         if self.dev != NULL:
@@ -491,6 +518,7 @@ cdef class Device:
         self.backend = d.ops.name.decode()
         ft_linux_offloads(d, &mode)
         self.super_mode = mode == FT_OFFLOAD_SUPER
+        _devices.add(self)
         return 0
 
     def offloads(self):
@@ -512,12 +540,17 @@ cdef class Device:
         return self.dev.max_packet
 
     def close(self):
-        """Closes the device: wakes every blocked call (they raise TunClosedError) and waits for them."""
+        """Closes the device: wakes every blocked call (they raise TunClosedError) and waits for them. On a
+        reader thread (of any device) it only shuts the device down: waiting there could wait for itself."""
+        if ft_reader_on_reader_thread():
+            ft_device_shutdown(self.dev)
+            return
         with nogil:
             ft_device_close(self.dev)
 
     def shutdown(self):
-        """Marks the device closed and wakes every blocked call, without waiting for them."""
+        """Marks the device closed and wakes every blocked call, without waiting for them; the device is
+        released as soon as the last call in progress (a reader included) leaves. Safe in finalizers."""
         ft_device_shutdown(self.dev)
 
     # -- receiving --
@@ -527,7 +560,7 @@ cdef class Device:
         while this one waits without the GIL."""
         cdef Arena a = self.spare
         if a is None or not a.idle() or a.max < max_packets:
-            a = Arena(max_packets, self.dev.max_packet)
+            a = _receive_arena(max_packets, self.dev.max_packet)
             self.spare = a
         a.in_batch = True
         return a
@@ -607,10 +640,14 @@ cdef class Device:
 
     # -- sending --
 
-    cdef int _send(self, int queue, ft_pkt *pkts, uint32_t n, int policy, object timeout) except -1:
+    cdef int _send(self, int queue, ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
+                   object timeout) except -1:
+        """Sends n packets (super-packets with their headers when hdrs is set). Under the "wait" policy it waits
+        in slices so that Ctrl-C is seen; every exception raised, KeyboardInterrupt included, carries
+        ``sent``: how many of the packets went."""
         cdef int total_ms = _timeout_ms(timeout)
         cdef int slice_ms = total_ms
-        cdef uint32_t sent = 0
+        cdef uint32_t done = 0, sent = 0
         cdef int r
         cdef ft_err e
         deadline = None if total_ms < 0 else _time.monotonic() + total_ms / 1000.0
@@ -622,23 +659,28 @@ cdef class Device:
                     left = deadline - _time.monotonic()
                     slice_ms = 0 if left <= 0 else min(SLICE_MS, <int>(left * 1000.0 + 0.999))
             with nogil:
-                r = ft_device_send(self.dev, queue, pkts + sent, n - sent, policy, slice_ms, NULL, &e)
+                if hdrs != NULL:
+                    r = ft_device_send_vnet(self.dev, queue, pkts + done, hdrs + <size_t>done * FT_VNET_HDR_SIZE,
+                                            n - done, policy, slice_ms, NULL, &e)
+                else:
+                    r = ft_device_send(self.dev, queue, pkts + done, n - done, policy, slice_ms, NULL, &e)
             if r >= 0:
                 return <int>(sent + <uint32_t>r)
-            if r == FT_EPACKET and sent > 0:
-                e.index += sent
-            if r == FT_ETIMEDOUT:
-                sent += <uint32_t>e.index
+            if r != FT_ETIMEDOUT:
+                if r == FT_EPACKET or r == FT_EREFUSED:
+                    e.index += done
+                _raise_sent(&e, sent + e.sent)
+            # Timed out waiting for room: resume after what went (and what the system refused).
+            sent += e.sent
+            done += <uint32_t>e.index
+            try:
                 PyErr_CheckSignals()
-                if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
-                    ft_device_count_tx_drops(self.dev, n - sent)
-                    return <int>sent
-                continue
-            if r == FT_EFULL:
-                exc = _exception(&e)
-                exc.sent = sent + <uint32_t>e.index
-                raise exc
-            _raise(&e)
+            except BaseException as exc:
+                exc.sent = sent
+                raise
+            if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
+                ft_device_count_tx_drops(self.dev, n - done)
+                return <int>sent
 
     def send(self, packet, int queue=0, int policy=FT_FULL_DROP, timeout=None):
         cdef Py_buffer view
@@ -647,14 +689,16 @@ cdef class Device:
         try:
             pkt.data = <const uint8_t *>view.buf
             pkt.len = <size_t>view.len
-            return self._send(queue, &pkt, 1, policy, timeout)
+            return self._send(queue, &pkt, NULL, 1, policy, timeout)
         finally:
             PyBuffer_Release(&view)
 
     def send_batch(self, packets, int queue=0, int policy=FT_FULL_DROP, timeout=None):
         if isinstance(packets, Batch):
             return self._send_arena(<Batch>packets, queue, policy, timeout)
-        cdef list seq = packets if type(packets) is list else list(packets)
+        # A tuple of our own: a packet's buffer export runs arbitrary code (PEP 688 __buffer__) that could
+        # shrink or refill the caller's list under the loop below; the tuple also keeps every packet alive.
+        cdef tuple seq = tuple(packets)
         cdef Py_ssize_t n = len(seq)
         if n == 0:
             return 0
@@ -680,7 +724,7 @@ cdef class Device:
                 got += 1
                 pkts[i].data = <const uint8_t *>views[i].buf
                 pkts[i].len = <size_t>views[i].len
-            return self._send(queue, pkts, <uint32_t>n, policy, timeout)
+            return self._send(queue, pkts, NULL, <uint32_t>n, policy, timeout)
         finally:
             for i in range(got):
                 PyBuffer_Release(&views[i])
@@ -700,21 +744,13 @@ cdef class Device:
             if pkts == NULL:
                 raise MemoryError(f"cannot hold {n} packet references")
         cdef Arena a = batch.arena
-        cdef ft_err e
-        cdef int r
         a.exports += 1   # the arena must not be recycled while the GIL is released
         try:
             for i in range(n):
                 pkts[i].data = a.data + a.offsets[i]
                 pkts[i].len = a.lengths[i]
-            if not batch.is_super:
-                return self._send(queue, pkts, n, policy, timeout)
             # Super-packets go out whole with their headers, to a device opened with offload.
-            with nogil:
-                r = ft_device_send_vnet(self.dev, queue, pkts, a.vnet, n, &e)
-            if r < 0:
-                _raise(&e)
-            return r
+            return self._send(queue, pkts, a.vnet if batch.is_super else NULL, n, policy, timeout)
         finally:
             a.exports -= 1
             if pkts != small_pkts:
@@ -822,10 +858,10 @@ cdef class Device:
         return out
 
     def fileno(self, int queue=0):
-        cdef int fd = ft_linux_fd(self.dev, queue)
+        cdef ft_err e
+        cdef int fd = ft_linux_fd(self.dev, queue, &e)
         if fd < 0:
-            raise _errors.TunError(_errno.ENOSYS, f"the {self.backend} backend has no file descriptor "
-                                   f"for queue {queue}")
+            _raise(&e)
         return fd
 
     def set_persist(self, bint persist):
@@ -930,6 +966,9 @@ def open_linux(name, int queues, int persist, bint must_exist, bint must_create,
     cdef int r
     bname = name.encode() if name else b""
     bpath = dev_path.encode() if dev_path else None
+    if b"\0" in bname:
+        raise ValueError(f"interface name {name!r} contains a NUL character; printable ASCII without spaces, "
+                         f"'/' or ':' is allowed")
     memset(&p, 0, sizeof(p))
     p.name = bname
     p.queues = queues
@@ -956,6 +995,8 @@ def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int ope
     cdef int r
     bname = name.encode("utf-8")
     btype = tunnel_type.encode("utf-8")
+    if b"\0" in bname or b"\0" in btype:
+        raise ValueError("an adapter name or tunnel type cannot contain a NUL character")
     cdef bytes bguid = guid
     memset(&p, 0, sizeof(p))
     p.name = bname
@@ -1074,9 +1115,16 @@ cdef extern from "Python.h":
 
 
 cdef struct ReaderGlue:
-    PyObject *reader          # the QueueReader (kept alive by its own reference while the thread runs)
+    PyObject *reader          # the QueueReader (kept alive by _running while the thread runs)
     PyGILState_STATE gil_state
     PyThreadState *tstate
+
+
+# Every reader whose thread has started and not yet ended, owned here: a thread must never run on a freed
+# object, and at exit and after fork() we need them all. The thread removes its reader when it ends.
+cdef set _running = set()
+# Every open device, for fork(): the child's copies must forget the parent's readers and calls.
+_devices = _weakref.WeakSet()
 
 
 cdef int _on_batch(void *user, ft_batch *b) noexcept nogil:
@@ -1094,8 +1142,40 @@ cdef void _reader_thread_start(void *user) noexcept nogil:
 
 cdef void _reader_thread_end(void *user) noexcept nogil:
     cdef ReaderGlue *g = <ReaderGlue *>user
+    cdef PyGILState_STATE state = g.gil_state
     PyEval_RestoreThread(g.tstate)
-    PyGILState_Release(g.gil_state)
+    with gil:  # held already; this only tells Cython so
+        # This may free the reader (and g with it), even the device: nothing of theirs is touched afterwards.
+        _running.discard(<object>g.reader)
+    PyGILState_Release(state)
+
+
+def _after_fork_in_child():
+    """The child of a fork() has none of the parent's reader threads: forget them and every call in progress,
+    so that nothing in the child waits for them (close() returns, every use raises TunClosedError)."""
+    cdef QueueReader q
+    cdef Device d
+    for q in list(_running):
+        if q.reader != NULL:
+            ft_reader_forget_after_fork(q.reader)
+    _running.clear()
+    for d in list(_devices):
+        if d.dev != NULL:
+            ft_device_forget_after_fork(d.dev)
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def running_readers():
+    """The readers whose threads are running (for the exit handler)."""
+    return list(_running)
+
+
+def on_reader_thread():
+    """True on a reader thread of any device: code there must not wait for a device to close."""
+    return bool(ft_reader_on_reader_thread())
 
 
 cdef class QueueReader:
@@ -1110,7 +1190,6 @@ cdef class QueueReader:
     cdef readonly int queue
     cdef readonly object exception
     cdef readonly uint64_t arena_swaps
-    cdef bint holds_self
     cdef ReaderGlue glue
 
     @staticmethod
@@ -1124,7 +1203,7 @@ cdef class QueueReader:
         q.device = device
         q.queue = queue
         q.callback = callback
-        q.arena = Arena(batch_size, device.dev.max_packet)
+        q.arena = _receive_arena(batch_size, device.dev.max_packet)
         q.arena.attach(&q.b)
         cfg.batch_size = batch_size
         cfg.spin_us = spin_us
@@ -1132,21 +1211,21 @@ cdef class QueueReader:
         cfg.adaptive_pps = adaptive_pps
         cfg.thread_start = _reader_thread_start
         cfg.thread_end = _reader_thread_end
-        # The thread refers to q without owning a Python reference: hold one until it is joined.
-        Py_INCREF(q)
-        q.holds_self = True
+        # The thread refers to q without owning a Python reference: _running owns one until the thread ends.
+        _running.add(q)
         q.glue.reader = <PyObject *>q
         q.reader = ft_reader_start(device.dev, queue, &cfg, &q.b, _on_batch, &q.glue, &e)
         if q.reader == NULL:
-            q.holds_self = False
-            Py_DECREF(q)
+            _running.discard(q)
             _raise(&e)
         return q
 
     def __dealloc__(self):
+        # Runs once the thread has ended (or on the thread itself, at its very end): never waits for long.
         if self.reader != NULL:
             with nogil:
                 ft_reader_free(self.reader)
+            self.reader = NULL
 
     cdef int _deliver(self, ft_batch *b):
         cdef Batch batch = self.batch
@@ -1165,7 +1244,7 @@ cdef class QueueReader:
             stop = 1
         if batch._expire():
             # Somebody still holds a buffer into this arena: leave it to them and read into a new one.
-            self.arena = Arena(self.arena.max, self.device.dev.max_packet)
+            self.arena = _receive_arena(self.arena.max, self.device.dev.max_packet)
             self.arena.attach(b)
             b.max = self.b.max
             self.arena_swaps += 1
@@ -1199,9 +1278,6 @@ cdef class QueueReader:
             with nogil:
                 r = ft_reader_join(self.reader, slice_ms)
             if r == FT_OK:
-                if self.holds_self:
-                    self.holds_self = False
-                    Py_DECREF(self)
                 return True
             PyErr_CheckSignals()
             if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):

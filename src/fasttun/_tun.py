@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import errno
 import ipaddress
 import logging
 import sys
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Union
 
@@ -113,15 +113,16 @@ def _interface(address: Address) -> Interface:
                          f"(e.g. '10.0.0.1/24' or 'fd00::1/64')") from None
 
 
-_live_readers: weakref.WeakSet[Reader] = weakref.WeakSet()
-
-
 @atexit.register
 def _stop_readers_at_exit() -> None:
-    # A reader thread must not call into an interpreter that is shutting down.
-    for reader in list(_live_readers):
+    # A reader thread must not call into an interpreter that is shutting down. Readers dropped without stop()
+    # are stopped here too: the registry is the C layer's, not a list of the Reader objects still alive.
+    readers = _core.running_readers()
+    for q in readers:
+        q.request_stop()
+    for q in readers:
         try:
-            reader.stop(timeout=2.0)
+            q.join(2.0)
         except BaseException:  # noqa: BLE001 - at exit nothing can be raised to anybody
             log.debug("reader raised while stopping at exit", exc_info=True)
 
@@ -136,7 +137,6 @@ class Reader:
         self._tun = tun
         self._queues = queues
         self._reported = False
-        _live_readers.add(self)
 
     def __enter__(self) -> Reader:
         return self
@@ -160,14 +160,17 @@ class Reader:
         return ReaderStats(max_batch=max(s["max_batch"] for s in per),
                            arena_swaps=sum(q.arena_swaps for q in self._queues), **total)
 
+    def _request_stop(self) -> None:
+        for q in self._queues:
+            q.request_stop()
+
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stops the reader threads and waits up to ``timeout`` seconds for them (None: as long as it takes).
 
         Returns True once every thread has ended; False if one is still inside a slow callback. Raises the
         callback's exception, or the device error that ended the reader. Called from inside the callback,
         it only asks for the stop (the reader ends when the callback returns) and returns False."""
-        for q in self._queues:
-            q.request_stop()
+        self._request_stop()
         if any(q.is_current_thread() for q in self._queues):
             return False
         return self.join(timeout)
@@ -179,7 +182,6 @@ class Reader:
             raise RuntimeError("join() called from the reader's own callback would wait forever")
         done = all(q.join(timeout) for q in self._queues)
         if done:
-            _live_readers.discard(self)
             self._tun._forget_reader(self)
             self._raise_outcome()
         return done
@@ -255,6 +257,8 @@ class Tun:
             _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
         if txqueuelen is not None:
             _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
+        if isinstance(addresses, (str, bytes)):
+            raise TypeError(f"addresses must be a list of addresses like ['10.0.0.1/24'], not one {type(addresses).__name__}")
         ifaces = [_interface(a) for a in addresses]
         self._policy = _policy(on_full)
         self._send_timeout = send_timeout
@@ -284,10 +288,10 @@ class Tun:
                 self.add_address(iface)
             if up:
                 self.up()
+            log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, dev.get_mtu())
         except BaseException:
             self.close()
             raise
-        log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, self.mtu)
 
     @classmethod
     def _wrap(cls, dev: _core.Device, on_full: FullPolicy, send_timeout: float | None) -> Tun:
@@ -302,6 +306,7 @@ class Tun:
         self._closed = False
         self._readers: list[Reader] = []
         self._pending: bytes | None = None
+        self._os_drops = (0, 0)  # the last OS drop counters read, for stats once the interface is gone
         self._lock = threading.Lock()
 
     # ---- lifecycle ----
@@ -313,8 +318,14 @@ class Tun:
         self.close()
 
     def __del__(self) -> None:
+        # A finalizer never waits: it may run on the reader's own thread (the garbage collector runs wherever
+        # objects are allocated), and waiting there would wait for itself. The readers stop and the device is
+        # released by the last of them to leave it.
         if getattr(self, "_closed", True) is False:
-            self._dev.close()
+            self._closed = True
+            for reader in self._readers:
+                reader._request_stop()
+            self._dev.shutdown()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -326,20 +337,19 @@ class Tun:
 
     def close(self) -> None:
         """Stops this device's readers, wakes blocked calls in other threads (they raise TunClosedError) and
-        releases the device. A device we created and did not make persistent disappears."""
+        releases the device. A device we created and did not make persistent disappears.
+
+        Called on a reader thread (from a callback), it does not wait: the device is released once the callback
+        returns and its reader has stopped."""
         if self._closed:
             return
         self._closed = True
         readers = list(self._readers)
         for reader in readers:
-            for q in reader._queues:
-                q.request_stop()
-        if any(q.is_current_thread() for reader in readers for q in reader._queues):
-            # Called from a reader's callback: that reader holds the device until the callback returns, so
-            # the release has to happen on another thread once it has. Every other call fails from now on.
+            reader._request_stop()
+        if _core.on_reader_thread():
             self._dev.shutdown()
-            threading.Thread(target=self._dev.close, name=f"fasttun-close-{self.name}", daemon=True).start()
-            log.debug("closing %s once its reader's callback returns", self.name)
+            log.debug("closing %s once the readers using it have left", self.name)
             return
         self._dev.close()
         for reader in readers:
@@ -399,19 +409,29 @@ class Tun:
         mode = self._dev.offloads()[0]
         return {1: "segments", 2: "super"}.get(mode)
 
+    def _wintun_only(self, what: str) -> None:
+        if self._dev.backend != "wintun":
+            raise TunError(errno.ENOSYS, f"{what} is a property of Wintun adapters (Windows); this is a "
+                                         f"{self._dev.backend} device")
+        if self._closed:
+            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
+
     @property
     def luid(self) -> int:
         """Windows: the adapter's LUID (what the IP Helper API keys on)."""
+        self._wintun_only("luid")
         return int(self._dev.wintun_info()[0])
 
     @property
     def guid(self) -> uuid.UUID:
         """Windows: the adapter's interface GUID."""
+        self._wintun_only("guid")
         return uuid.UUID(bytes_le=self._dev.wintun_guid())
 
     @property
     def ring_capacity(self) -> int:
         """Windows: the size of the Wintun session ring in bytes."""
+        self._wintun_only("ring_capacity")
         return int(self._dev.wintun_info()[2])
 
     def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
@@ -498,8 +518,14 @@ class Tun:
 
     @property
     def stats(self) -> Stats:
-        """fasttun's counters plus the OS's drop counters for the device (one netlink query on Linux)."""
-        rx_os, tx_os = (0, 0) if self._closed else self._dev.os_drops()
+        """fasttun's counters plus the OS's drop counters for the device (one netlink query on Linux). They stay
+        readable after close() and after the interface is deleted (the OS counters as last read)."""
+        if not self._closed:
+            try:
+                self._os_drops = self._dev.os_drops()
+            except TunClosedError:
+                pass  # deleted or detached: keep what we last read
+        rx_os, tx_os = self._os_drops
         return Stats(rx_dropped_os=rx_os, tx_dropped_os=tx_os, **self._dev.stats())
 
     # ---- receiving ----
@@ -540,6 +566,8 @@ class Tun:
         return self._dev.recv_batch(max_packets, _core.ALL_QUEUES, timeout)
 
     def _take_pending(self) -> bytes | None:
+        if self._closed:
+            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
         if self._pending is None:
             return None
         with self._lock:

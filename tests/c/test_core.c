@@ -87,6 +87,7 @@ static void test_packet_check(void)
     uint8_t p[100] = {0};
     ft_err e;
     p[0] = 0x45;
+    p[3] = 20; /* total length */
     CHECK(ft_packet_check(p, 20, 1500, &e) == FT_OK);
     CHECK(ft_packet_check(p, 19, 1500, &e) == FT_EPACKET && strstr(e.msg, "20-byte"));
     CHECK(ft_packet_check(p, 0, 1500, &e) == FT_EPACKET && strstr(e.msg, "empty"));
@@ -96,8 +97,22 @@ static void test_packet_check(void)
     CHECK(ft_packet_check(p, 40, 1500, &e) == FT_EPACKET && strstr(e.msg, "header length"));
     p[0] = 0x4f; /* IHL 15: 60 bytes, longer than the packet */
     CHECK(ft_packet_check(p, 40, 1500, &e) == FT_EPACKET);
+    CHECK(ft_packet_check(p, 60, 1500, &e) == FT_EPACKET && strstr(e.msg, "total length field says 20"));
+    p[3] = 60;
     CHECK(ft_packet_check(p, 60, 1500, &e) == FT_OK);
+    p[3] = 61; /* claims more than was given */
+    CHECK(ft_packet_check(p, 60, 1500, &e) == FT_EPACKET && strstr(e.msg, "at most the 60 bytes"));
+    p[3] = 0; /* claims less than its header */
+    CHECK(ft_packet_check(p, 60, 1500, &e) == FT_EPACKET && strstr(e.msg, "total length"));
+    p[2] = 0;
+    p[3] = 60;
+    CHECK(ft_packet_check(p, 70, 1500, &e) == FT_OK); /* trailing bytes past the total length: trimmed by IP */
     p[0] = 0x60;
+    p[4] = 0;
+    p[5] = 1; /* payload length 1, none given */
+    CHECK(ft_packet_check(p, 40, 1500, &e) == FT_EPACKET && strstr(e.msg, "payload length"));
+    CHECK(ft_packet_check(p, 41, 1500, &e) == FT_OK);
+    p[5] = 0;
     CHECK(ft_packet_check(p, 40, 1500, &e) == FT_OK);
     CHECK(ft_packet_check(p, 39, 1500, &e) == FT_EPACKET && strstr(e.msg, "40-byte"));
     p[0] = 0x50;
@@ -151,7 +166,7 @@ static void test_full_policies(void)
     uint8_t p[60];
     make_packet(p, 60, 99);
     ft_pkt pkt = {p, 60};
-    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_RAISE, 0, NULL, &e) == FT_EFULL && e.index == 0);
+    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_RAISE, 0, NULL, &e) == FT_EFULL && e.sent == 0);
     uint64_t t0 = ft_now_ns();
     CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_WAIT, 50, NULL, &e) == FT_ETIMEDOUT && e.index == 0);
     CHECK(ft_now_ns() - t0 >= 40000000u);

@@ -964,7 +964,7 @@ static void test_send_full(void)
     CHECK(r == 0 && s.tx_dropped_full == 10, "drop policy: %d sent, %llu dropped", r,
           (unsigned long long)s.tx_dropped_full);
     r = ft_device_send(d, 0, pk, 10, FT_FULL_RAISE, 0, NULL, &e);
-    CHECK(r == FT_EFULL && e.index == 0, "raise policy: %d index %ld %s", r, e.index, e.msg);
+    CHECK(r == FT_EFULL && e.sent == 0, "raise policy: %d sent %u %s", r, e.sent, e.msg);
     fake_fault(FAKE_SEND_FULL, FALSE, 0);
     CHECK(counters().sent == 0, "nothing sent while full");
 
