@@ -3,7 +3,8 @@
     python -m pytest bench/ --benchmark-columns=median,iqr,ops --benchmark-sort=name
 
 - batch hand-off: a reader thread delivering batches to a Python callback (per batch and per packet), and
-  what a callback pays to look at the packets (views, lengths, copy);
+  what a callback pays to look at the packets (Packet objects, struct.unpack_from, bytes(p), memoryview(p),
+  lengths, copy);
 - send validation: send_batch of good packets (validated, then sent through an in-memory pair), of a batch
   whose last packet is bad (validated, nothing sent), and check_packet alone.
 
@@ -11,6 +12,7 @@ The numbers are per call of the benchmarked function; compare them within one ru
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -88,11 +90,42 @@ def _reader_batch(count: int, use: Callable[[fasttun.Batch], Any]) -> Callable[[
 
 @pytest.mark.parametrize("count", [64, 1024])
 def test_batch_iterate_views(benchmark: Any, count: int) -> None:
-    """for p in batch: p[0] - one memoryview per packet."""
+    """for p in batch: p[0] - one Packet object per packet."""
     def use(batch: fasttun.Batch) -> int:
         n = 0
         for p in batch:
             n += p[0]
+        return n
+    benchmark(_reader_batch(count, use))
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_unpack_headers(benchmark: Any, count: int) -> None:
+    """struct.unpack_from on every packet's IPv4 header (the buffer protocol, per packet)."""
+    header = struct.Struct("!BBHHHBBH4s4s")
+
+    def use(batch: fasttun.Batch) -> int:
+        n = 0
+        for p in batch:
+            n += header.unpack_from(p)[2]
+        return n
+    benchmark(_reader_batch(count, use))
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_bytes_per_packet(benchmark: Any, count: int) -> None:
+    """[bytes(p) for p in batch] - a copy of every packet, one at a time."""
+    benchmark(_reader_batch(count, lambda batch: [bytes(p) for p in batch]))
+
+
+@pytest.mark.parametrize("count", [64, 1024])
+def test_batch_memoryview_per_packet(benchmark: Any, count: int) -> None:
+    """memoryview(p) of every packet (a buffer export each, counted so the arena is never reused under it)."""
+    def use(batch: fasttun.Batch) -> int:
+        n = 0
+        for p in batch:
+            with memoryview(p) as v:
+                n += v[0]
         return n
     benchmark(_reader_batch(count, use))
 

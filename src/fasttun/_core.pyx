@@ -14,7 +14,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stddef cimport wchar_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 import errno as _errno
 import numbers as _numbers
@@ -131,6 +131,7 @@ cdef class Arena:
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
     cdef bint in_batch
+    cdef uint64_t generation  # advanced when a reader's batch in it ends: its Packet objects expire
 
     def __cinit__(self, uint32_t max_packets, size_t cap):
         if max_packets < 1:
@@ -211,13 +212,103 @@ cdef class _Table:
 
 
 @cython.freelist(256)
-cdef class _Packet:
-    """Exports one packet of an arena; the memoryview made from it keeps the arena alive and counted."""
+cdef class Packet:
+    """One packet of a batch, without a copy: a bytes-like object (buffer protocol, writable) that works wherever
+    a memoryview of the packet would: ``len(p)``, ``p[i]``, ``p[a:b]`` (a memoryview), ``bytes(p)``, ``p == b"..."``,
+    ``memoryview(p)``, ``struct.unpack_from``, ``socket.send``, NumPy.
+
+    A packet of a reader's batch is valid during the callback only: afterwards every use raises ValueError, so
+    it never shows memory the reader has reused. The check is one comparison with the arena's generation, which
+    the reader advances when the callback returns; a buffer export taken during the call (a memoryview or NumPy
+    array of it) pins the whole arena instead, and the reader reads on into a fresh one. A packet of a batch from
+    ``recv_batch`` or ``make_batch`` keeps that batch alive and stays valid as long as it is held."""
+
     cdef Arena arena
+    cdef object owner           # the Batch, for packets of batches that are not a reader's (None otherwise)
     cdef uint8_t *ptr
     cdef Py_ssize_t shape[1]
+    cdef uint64_t generation
+
+    def __init__(self):
+        raise TypeError("Packet objects come from batches; they cannot be created directly")
+
+    cdef inline int _check(self) except -1:
+        if self.generation != self.arena.generation:
+            raise ValueError(_EPHEMERAL_MSG)
+        return 0
+
+    def __len__(self):
+        self._check()
+        return self.shape[0]
+
+    @property
+    def nbytes(self):
+        self._check()
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i
+        self._check()
+        if isinstance(index, slice):
+            return memoryview(self)[index]
+        i = index
+        if i < 0:
+            i += self.shape[0]
+        if i < 0 or i >= self.shape[0]:
+            raise IndexError(f"index {index} out of range for a packet of {self.shape[0]} bytes")
+        return self.ptr[i]
+
+    def __setitem__(self, index, value):
+        cdef Py_ssize_t i
+        self._check()
+        if isinstance(index, slice):
+            memoryview(self)[index] = value
+            return
+        i = index
+        if i < 0:
+            i += self.shape[0]
+        if i < 0 or i >= self.shape[0]:
+            raise IndexError(f"index {index} out of range for a packet of {self.shape[0]} bytes")
+        if not 0 <= value <= 255:
+            raise ValueError(f"a byte is 0..255, not {value!r}")
+        self.ptr[i] = <uint8_t>value
+
+    def __iter__(self):
+        return iter(self.tobytes())
+
+    def __bytes__(self):
+        self._check()
+        return PyBytes_FromStringAndSize(<char *>self.ptr, self.shape[0])
+
+    def tobytes(self):
+        """The packet as bytes (a copy that stays valid)."""
+        self._check()
+        return PyBytes_FromStringAndSize(<char *>self.ptr, self.shape[0])
+
+    def hex(self, *args):
+        return self.tobytes().hex(*args)
+
+    def __eq__(self, other):
+        cdef Py_buffer view
+        self._check()
+        try:
+            PyObject_GetBuffer(other, &view, PyBUF_SIMPLE)
+        except (TypeError, BufferError, ValueError):
+            return NotImplemented
+        try:
+            return view.len == self.shape[0] and memcmp(view.buf, self.ptr, <size_t>self.shape[0]) == 0
+        finally:
+            PyBuffer_Release(&view)
+
+    __hash__ = None  # writable, like a memoryview of writable memory
+
+    def __repr__(self):
+        if self.generation != self.arena.generation:
+            return "<fasttun.Packet (expired)>"
+        return f"<fasttun.Packet {self.shape[0]} bytes>"
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
+        self._check()
         buf.buf = self.ptr
         buf.obj = self
         buf.len = self.shape[0]
@@ -309,16 +400,17 @@ cdef class Batch:
             self.base = memoryview(self.arena)
         return self.base
 
-    cdef object _packet(self, uint32_t i):
-        # A small exporter per packet is cheaper than slicing a memoryview (no slice or int objects).
-        cdef _Packet p = _Packet.__new__(_Packet)
-        p.arena = self.arena
-        p.ptr = self.arena.data + self.arena.offsets[i]
-        p.shape[0] = self.arena.lengths[i]
-        view = PyMemoryView_FromObject(p)
-        if self.ephemeral:
-            self.views.append(view)
-        return view
+    cdef Packet _packet(self, uint32_t i):
+        # One small object per packet, invalidated by the arena's generation: nothing to track or release.
+        cdef Packet p = Packet.__new__(Packet)
+        cdef Arena a = self.arena
+        p.arena = a
+        p.generation = a.generation
+        if not self.ephemeral:
+            p.owner = self
+        p.ptr = a.data + a.offsets[i]
+        p.shape[0] = a.lengths[i]
+        return p
 
     def __len__(self):
         self._check()
@@ -409,10 +501,11 @@ cdef class Batch:
         return out
 
     cdef bint _expire(self):
-        """Ends an ephemeral batch: releases every view handed out. True if the arena is still exported
-        (somebody made a NumPy array or a memoryview of a view), so it must not be reused."""
+        """Ends an ephemeral batch: invalidates its packets and releases the views handed out. True if the arena
+        is still exported (somebody made a NumPy array or a memoryview of a packet), so it must not be reused."""
         cdef bint pinned = False
         self.valid = False
+        self.arena.generation += 1
         if self.views:
             for v in self.views:
                 try:
