@@ -8,8 +8,19 @@
 #define RATE_WINDOW_NS 500000000u
 
 typedef struct reader_stats_atomic {
-    ft_atomic_u64 packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch;
+    ft_atomic_u64 packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered;
 } reader_stats_atomic;
+
+typedef struct pipeline {
+    uint32_t depth;          /* batches in flight (r->batch[0..depth-1]); 0 or 1: no pipeline */
+    ft_mutex *lock;          /* guards the fields below */
+    ft_event *ready;         /* a slot was filled (or reading ended) */
+    ft_event *freed;         /* a slot was delivered */
+    ft_thread *thread;       /* the reading thread */
+    uint32_t head, tail, filled;
+    int reader_waiting, deliverer_waiting, read_done;
+    int read_end;            /* how reading ended: FILL_STOPPED or FILL_FAILED (r->error) */
+} pipeline;
 
 struct ft_reader {
     ft_device *dev;
@@ -27,6 +38,7 @@ struct ft_reader {
     int joined;
     ft_err error;
     reader_stats_atomic stats;
+    pipeline pl;
 };
 
 static void count_batch(ft_reader *r, const ft_batch *b)
@@ -50,32 +62,58 @@ static int finish(ft_reader *r, int state)
     return state;
 }
 
-static void reader_loop(ft_reader *r)
+/* When to spin: only while packets arrive at adaptive_pps or more (measured over half-second windows). */
+typedef struct spin_policy {
+    uint64_t spin_ns;
+    uint64_t window_start, window_packets;
+    int hot;
+} spin_policy;
+
+static void spin_init(ft_reader *r, spin_policy *sp)
+{
+    sp->spin_ns = (uint64_t)r->cfg.spin_us * 1000u;
+    sp->window_start = ft_now_ns();
+    sp->window_packets = 0;
+    sp->hot = !r->cfg.adaptive; /* without adaptation, always allowed to spin */
+}
+
+static void spin_count(ft_reader *r, spin_policy *sp, uint32_t packets)
+{
+    if (!r->cfg.adaptive)
+        return;
+    sp->window_packets += packets;
+    uint64_t now = ft_now_ns(), elapsed = now - sp->window_start;
+    if (elapsed >= RATE_WINDOW_NS) {
+        sp->hot = sp->window_packets * 1000000000u / elapsed >= r->cfg.adaptive_pps;
+        sp->window_start = now;
+        sp->window_packets = 0;
+    }
+}
+
+enum { FILL_STOPPED = 0, FILL_FAILED = -1 };
+
+/* Fills b with what the device has, spinning briefly and then sleeping until at least one packet came.
+ * Returns the packet count, FILL_STOPPED once a stop was requested, or FILL_FAILED with r->error set. */
+static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
 {
     ft_device *d = r->dev;
-    ft_batch *b = r->batch;
-    const uint64_t spin_ns = (uint64_t)r->cfg.spin_us * 1000u;
-    uint64_t window_start = ft_now_ns(), window_packets = 0;
-    int hot = !r->cfg.adaptive;   /* without adaptation, always allowed to spin */
     ft_err e;
     memset(&e, 0, sizeof(e));
-
     while (!ft_atomic_load(&r->stop)) {
         if (ft_atomic_load(&d->closed)) {
             ft_fail(&r->error, FT_ECLOSED, EBADF, "the device was closed");
-            finish(r, FT_READER_FAILED);
-            return;
+            return FILL_FAILED;
         }
         b->count = 0;
         b->used = 0;
         int got = d->ops->recv(d, r->queue, b, &e);
-        if (got == FT_EAGAIN && spin_ns > 0 && hot) {
+        if (got == FT_EAGAIN && sp->spin_ns > 0 && sp->hot) {
             uint64_t start = ft_now_ns(), polls = 0;
             do {
                 polls++;
                 ft_cpu_relax();
                 got = d->ops->recv(d, r->queue, b, &e);
-            } while (got == FT_EAGAIN && !ft_atomic_load(&r->stop) && ft_now_ns() - start < spin_ns);
+            } while (got == FT_EAGAIN && !ft_atomic_load(&r->stop) && ft_now_ns() - start < sp->spin_ns);
             ft_atomic_add64(&r->stats.spins, polls);
             ft_atomic_add64(&d->stats.spins, polls);
             if (got > 0)
@@ -88,42 +126,163 @@ static void reader_loop(ft_reader *r)
             if (w == FT_OK || w == FT_EWOKEN)
                 continue;
             r->error = e;
-            finish(r, FT_READER_FAILED);
-            return;
+            return FILL_FAILED;
         }
         if (got < 0) {
             if (got != FT_ECLOSED)
                 ft_atomic_add64(&d->stats.rx_errors, 1);
             r->error = e;
+            return FILL_FAILED;
+        }
+        count_batch(r, b);
+        spin_count(r, sp, b->count);
+        return got;
+    }
+    return FILL_STOPPED;
+}
+
+/* One thread: read a batch, hand it over, repeat. */
+static void reader_loop(ft_reader *r)
+{
+    spin_policy sp;
+    spin_init(r, &sp);
+    for (;;) {
+        int got = fill(r, &sp, r->batch);
+        if (got == FILL_STOPPED) {
+            finish(r, FT_READER_STOPPED);
+            return;
+        }
+        if (got == FILL_FAILED) {
             finish(r, FT_READER_FAILED);
             return;
         }
-        count_batch(r, b);
-        if (r->cfg.adaptive) {
-            window_packets += b->count;
-            uint64_t now = ft_now_ns(), elapsed = now - window_start;
-            if (elapsed >= RATE_WINDOW_NS) {
-                hot = window_packets * 1000000000u / elapsed >= r->cfg.adaptive_pps;
-                window_start = now;
-                window_packets = 0;
-            }
-        }
-        if (r->fn(r->user, b) != 0) {
+        if (r->fn(r->user, r->batch) != 0) {
             finish(r, FT_READER_CALLBACK_STOPPED);
             return;
         }
     }
-    finish(r, FT_READER_STOPPED);
+}
+
+/* ---- pipelined: one thread reads into the next arena while the callback runs on the previous one --------- */
+
+/* The reading thread. Slots go round in order (tail: next to fill, head: next to deliver), so batches of a
+ * queue keep their order; with every slot full it waits, and the device's own queue takes the back-pressure. */
+static void pipeline_read(void *arg)
+{
+    ft_reader *r = arg;
+    pipeline *pl = &r->pl;
+    spin_policy sp;
+    spin_init(r, &sp);
+    for (;;) {
+        ft_mutex_lock(pl->lock);
+        if (pl->filled == pl->depth) {
+            pl->reader_waiting = 1;
+            ft_event_reset(pl->freed);
+            ft_mutex_unlock(pl->lock);
+            ft_handle h[3] = {ft_event_handle(pl->freed), ft_event_handle(r->wake),
+                              ft_event_handle(r->dev->close_event)};
+            long oserr = 0;
+            ft_wait_any(h, 3, 0, -1, &oserr);
+            ft_mutex_lock(pl->lock);
+            pl->reader_waiting = 0;
+            ft_mutex_unlock(pl->lock);
+            if (ft_atomic_load(&r->stop) || ft_atomic_load(&r->dev->closed)) {
+                if (!ft_atomic_load(&r->stop))
+                    ft_fail(&r->error, FT_ECLOSED, EBADF, "the device was closed");
+                pl->read_end = ft_atomic_load(&r->stop) ? FILL_STOPPED : FILL_FAILED;
+                break;
+            }
+            continue;
+        }
+        ft_batch *b = &r->batch[pl->tail];
+        ft_mutex_unlock(pl->lock);
+        int got = fill(r, &sp, b);
+        if (got <= 0) {
+            pl->read_end = got;
+            break;
+        }
+        ft_mutex_lock(pl->lock);
+        pl->tail = (pl->tail + 1) % pl->depth;
+        pl->filled++;
+        if (pl->deliverer_waiting)
+            ft_event_set(pl->ready);
+        ft_mutex_unlock(pl->lock);
+    }
+    ft_mutex_lock(pl->lock);
+    pl->read_done = 1;
+    ft_event_set(pl->ready);
+    ft_mutex_unlock(pl->lock);
+}
+
+/* The delivering thread (the reader's own, with the caller's thread hooks): hands filled slots to the callback
+ * in order. After a stop or a device error it still delivers what was read; if the callback stops the reader,
+ * what was read and not delivered is counted as dropped. */
+static void pipeline_deliver(ft_reader *r)
+{
+    pipeline *pl = &r->pl;
+    int stopped_by_callback = 0;
+    for (;;) {
+        ft_mutex_lock(pl->lock);
+        if (pl->filled == 0) {
+            if (pl->read_done) {
+                ft_mutex_unlock(pl->lock);
+                break;
+            }
+            pl->deliverer_waiting = 1;
+            ft_event_reset(pl->ready);
+            ft_mutex_unlock(pl->lock);
+            ft_handle h = ft_event_handle(pl->ready);
+            long oserr = 0;
+            ft_wait_any(&h, 1, 0, -1, &oserr);
+            ft_mutex_lock(pl->lock);
+            pl->deliverer_waiting = 0;
+            ft_mutex_unlock(pl->lock);
+            continue;
+        }
+        ft_batch *b = &r->batch[pl->head];
+        ft_mutex_unlock(pl->lock);
+        int rc = r->fn(r->user, b);
+        ft_mutex_lock(pl->lock);
+        pl->head = (pl->head + 1) % pl->depth;
+        pl->filled--;
+        if (pl->reader_waiting)
+            ft_event_set(pl->freed);
+        ft_mutex_unlock(pl->lock);
+        if (rc != 0) {
+            stopped_by_callback = 1;
+            ft_reader_request_stop(r);
+            break;
+        }
+    }
+    ft_thread_join(pl->thread);
+    pl->thread = NULL;
+    if (stopped_by_callback) {
+        uint64_t lost = 0;
+        for (uint32_t k = 0, i = pl->head; k < pl->filled; k++, i = (i + 1) % pl->depth)
+            lost += r->batch[i].count;
+        ft_atomic_add64(&r->stats.undelivered, lost);
+        finish(r, FT_READER_CALLBACK_STOPPED);
+    } else {
+        finish(r, pl->read_end == FILL_FAILED ? FT_READER_FAILED : FT_READER_STOPPED);
+    }
 }
 
 static FT_THREAD_LOCAL int on_reader_thread;
 
 int ft_reader_on_reader_thread(void) { return on_reader_thread; }
 
+static void pipeline_free(pipeline *pl)
+{
+    ft_mutex_destroy(pl->lock);
+    ft_event_destroy(pl->ready);
+    ft_event_destroy(pl->freed);
+}
+
 static void reader_unref(ft_reader *r)
 {
     if (ft_atomic_add(&r->refs, -1) != 0)
         return;
+    pipeline_free(&r->pl);
     ft_event_destroy(r->wake);
     ft_event_destroy(r->done);
     free(r);
@@ -135,7 +294,18 @@ static void reader_main(void *arg)
     on_reader_thread = 1;
     if (r->cfg.thread_start)
         r->cfg.thread_start(r->user);
-    reader_loop(r);
+    if (r->pl.depth > 1) {
+        long oserr = 0;
+        r->pl.thread = ft_thread_start(pipeline_read, r, &oserr);
+        if (r->pl.thread) {
+            pipeline_deliver(r);
+        } else {
+            ft_fail_os(&r->error, oserr, "could not start the reader's reading thread");
+            finish(r, FT_READER_FAILED);
+        }
+    } else {
+        reader_loop(r);
+    }
     /* Leave the device first: thread_end may drop the last reference to whoever owns the device and the
      * reader, and their finalizers must not find this thread still counted as a user. */
     ft_device_leave(r->dev);
@@ -148,17 +318,26 @@ static void reader_main(void *arg)
 ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
                            void *user, ft_err *e)
 {
+    uint32_t depth = cfg->pipeline < 2 ? 1 : cfg->pipeline;
     if (q < 0 || q >= d->nqueues) {
         ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
         return NULL;
     }
-    if (cfg->batch_size == 0 || cfg->batch_size > b->max) {
-        ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u is out of range; allowed: 1..%u", cfg->batch_size, b->max);
+    if (cfg->pipeline > FT_READER_MAX_PIPELINE) {
+        ft_fail(e, FT_EINVAL, EINVAL, "pipeline %u is out of range; allowed: 0..%u batches in flight", cfg->pipeline,
+                FT_READER_MAX_PIPELINE);
         return NULL;
     }
-    if (b->cap < d->max_packet) {
-        ft_fail(e, FT_EINVAL, EINVAL, "an arena of %zu bytes cannot hold a %u-byte packet", b->cap, d->max_packet);
-        return NULL;
+    for (uint32_t k = 0; k < depth; k++) {
+        if (cfg->batch_size == 0 || cfg->batch_size > b[k].max) {
+            ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u is out of range; allowed: 1..%u", cfg->batch_size, b[k].max);
+            return NULL;
+        }
+        if (b[k].cap < d->max_packet) {
+            ft_fail(e, FT_EINVAL, EINVAL, "an arena of %zu bytes cannot hold a %u-byte packet", b[k].cap,
+                    d->max_packet);
+            return NULL;
+        }
     }
     if (cfg->spin_us > FT_READER_MAX_SPIN_US) {
         ft_fail(e, FT_EINVAL, EINVAL, "spin_us %u is out of range; allowed: 0..%u", cfg->spin_us,
@@ -177,12 +356,23 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
     r->fn = fn;
     r->user = user;
     ft_atomic_store(&r->refs, 2);
-    b->max = cfg->batch_size;
+    for (uint32_t k = 0; k < depth; k++)
+        b[k].max = cfg->batch_size;
     r->wake = ft_event_create();
     r->done = ft_event_create();
     if (!r->wake || !r->done) {
         ft_fail_os(e, ft_last_oserror(), "could not create the reader's events");
         goto fail;
+    }
+    if (depth > 1) {
+        r->pl.depth = depth;
+        r->pl.lock = ft_mutex_create();
+        r->pl.ready = ft_event_create();
+        r->pl.freed = ft_event_create();
+        if (!r->pl.lock || !r->pl.ready || !r->pl.freed) {
+            ft_fail_os(e, ft_last_oserror(), "could not create the reader's pipeline");
+            goto fail;
+        }
     }
     /* The reader holds the device open for its whole life; close() wakes it through close_event. */
     if (ft_device_enter(d, e) != FT_OK)
@@ -196,6 +386,7 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
     }
     return r;
 fail:
+    pipeline_free(&r->pl);
     ft_event_destroy(r->wake);
     ft_event_destroy(r->done);
     free(r);
@@ -245,6 +436,7 @@ void ft_reader_get_stats(ft_reader *r, ft_reader_stats *o)
     o->spins = ft_atomic_load64(&r->stats.spins);
     o->spin_hits = ft_atomic_load64(&r->stats.spin_hits);
     o->max_batch = ft_atomic_load64(&r->stats.max_batch);
+    o->undelivered = ft_atomic_load64(&r->stats.undelivered);
 }
 
 int ft_reader_is_current_thread(ft_reader *r) { return r->thread && ft_thread_is_current(r->thread); }

@@ -11,6 +11,10 @@ typedef struct ft_reader_config {
     uint32_t spin_us;      /* how long to poll an empty queue before sleeping; 0 = never spin */
     int adaptive;          /* spin only while the measured rate is at least adaptive_pps */
     uint32_t adaptive_pps; /* packets per second, measured over half-second windows */
+    /* Batches in flight (0 or 1: one thread reads and calls back in turn). With 2..FT_READER_MAX_PIPELINE a second
+     * thread reads into the next batch while the callback runs on the previous one, so the kernel's work and the
+     * callback's overlap; the batch passed to ft_reader_start is then an array of that many. Order is kept. */
+    uint32_t pipeline;
     /* Optional, called on the reader thread with the callback's user pointer: before the first batch and after
      * the last (e.g. to give the thread a lasting Python thread state instead of one per batch). */
     void (*thread_start)(void *user);
@@ -20,9 +24,11 @@ typedef struct ft_reader_config {
 #define FT_READER_DEFAULT_SPIN_US 20u
 #define FT_READER_DEFAULT_ADAPTIVE_PPS 100000u
 #define FT_READER_MAX_SPIN_US 1000000u
+#define FT_READER_MAX_PIPELINE 8u
 
 /* The callback: return 0 to go on, anything else to stop the reader. It may replace b->data, b->offsets
- * and b->lengths (with the same capacities) before it returns, e.g. when the old arena is still in use. */
+ * and b->lengths (with the same capacities) before it returns, e.g. when the old arena is still in use.
+ * It always runs on the reader's own thread (the one ft_reader_is_current_thread names). */
 typedef int (*ft_batch_fn)(void *user, ft_batch *b);
 
 typedef struct ft_reader_stats {
@@ -32,6 +38,7 @@ typedef struct ft_reader_stats {
     uint64_t spins;         /* empty polls while spinning */
     uint64_t spin_hits;     /* times spinning found a packet and saved a sleep */
     uint64_t max_batch;     /* largest batch seen */
+    uint64_t undelivered;   /* read, then dropped because the callback stopped the reader (pipeline only) */
 } ft_reader_stats;
 
 /* How a reader ended. */

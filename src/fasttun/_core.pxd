@@ -124,11 +124,13 @@ cdef extern from "ft_reader.h" nogil:
         uint32_t spin_us
         int adaptive
         uint32_t adaptive_pps
+        uint32_t pipeline
         void (*thread_start)(void *user) noexcept nogil
         void (*thread_end)(void *user) noexcept nogil
 
     enum:
         FT_READER_DEFAULT_SPIN_US
+        FT_READER_MAX_PIPELINE
         FT_READER_DEFAULT_ADAPTIVE_PPS
         FT_READER_MAX_SPIN_US
         FT_READER_RUNNING
@@ -139,7 +141,7 @@ cdef extern from "ft_reader.h" nogil:
     ctypedef int (*ft_batch_fn)(void *user, ft_batch *b) noexcept
 
     ctypedef struct ft_reader_stats:
-        uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch
+        uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered
 
     ctypedef struct ft_reader:
         pass

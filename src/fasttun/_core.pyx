@@ -852,8 +852,8 @@ cdef class Device:
     # -- readers --
 
     def start_reader(self, int queue, callback, uint32_t batch_size, uint32_t spin_us, bint adaptive,
-                     uint32_t adaptive_pps):
-        return QueueReader._start(self, queue, callback, batch_size, spin_us, adaptive, adaptive_pps)
+                     uint32_t adaptive_pps, int pipeline=0):
+        return QueueReader._start(self, queue, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
     # -- configuration --
 
@@ -1275,9 +1275,10 @@ cdef class QueueReader:
     """One reader thread on one queue of a device."""
 
     cdef ft_reader *reader
-    cdef ft_batch b
+    cdef ft_batch bs[FT_READER_MAX_PIPELINE]   # one per batch in flight
+    cdef list arenas                            # the Arena behind each of bs
+    cdef uint32_t batch_size
     cdef Device device
-    cdef Arena arena
     cdef Batch batch
     cdef object callback
     cdef readonly int queue
@@ -1287,18 +1288,23 @@ cdef class QueueReader:
 
     @staticmethod
     cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
-                            bint adaptive, uint32_t adaptive_pps):
+                            bint adaptive, uint32_t adaptive_pps, int pipeline):
         cdef QueueReader q = QueueReader.__new__(QueueReader)
         cdef ft_reader_config cfg
         cdef ft_err e
         if batch_size < 1 or batch_size > 65536:
             raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..65536")
+        if pipeline < 0 or pipeline > FT_READER_MAX_PIPELINE:
+            raise ValueError(f"pipeline {pipeline} is out of range; allowed: 0..{FT_READER_MAX_PIPELINE}")
         q.device = device
         q.queue = queue
         q.callback = callback
-        q.arena = _receive_arena(batch_size, device.dev.max_packet)
-        q.arena.attach(&q.b)
+        q.batch_size = batch_size
+        q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1))]
+        for k in range(len(q.arenas)):
+            (<Arena>q.arenas[k]).attach(&q.bs[k])
         cfg.batch_size = batch_size
+        cfg.pipeline = <uint32_t>pipeline
         cfg.spin_us = spin_us
         cfg.adaptive = adaptive
         cfg.adaptive_pps = adaptive_pps
@@ -1307,7 +1313,7 @@ cdef class QueueReader:
         # The thread refers to q without owning a Python reference: _running owns one until the thread ends.
         _running.add(q)
         q.glue.reader = <PyObject *>q
-        q.reader = ft_reader_start(device.dev, queue, &cfg, &q.b, _on_batch, &q.glue, &e)
+        q.reader = ft_reader_start(device.dev, queue, &cfg, q.bs, _on_batch, &q.glue, &e)
         if q.reader == NULL:
             _running.discard(q)
             _raise(&e)
@@ -1321,10 +1327,13 @@ cdef class QueueReader:
             self.reader = NULL
 
     cdef int _deliver(self, ft_batch *b):
+        cdef Py_ssize_t slot = b - self.bs
+        cdef Arena arena = <Arena>self.arenas[slot]
         cdef Batch batch = self.batch
         if batch is None or batch.valid:
-            batch = _new_batch(self.arena, b.count, b.used, True, self.device.super_mode)
+            batch = _new_batch(arena, b.count, b.used, True, self.device.super_mode)
         else:
+            batch.arena = arena
             batch.count = b.count
             batch.used = b.used
             batch.valid = True
@@ -1337,11 +1346,12 @@ cdef class QueueReader:
             stop = 1
         if batch._expire():
             # Somebody still holds a buffer into this arena: leave it to them and read into a new one.
-            self.arena = _receive_arena(self.arena.max, self.device.dev.max_packet)
-            self.arena.attach(b)
-            b.max = self.b.max
+            arena = _receive_arena(arena.max, self.device.dev.max_packet)
+            self.arenas[slot] = arena
+            arena.attach(b)
+            b.max = self.batch_size
             self.arena_swaps += 1
-            batch.arena = self.arena
+            batch.arena = arena
         # Reuse the Batch object next time unless the callback kept a reference to it.
         if _refcount(batch) == 1:
             self.batch = batch

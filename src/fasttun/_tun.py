@@ -79,6 +79,8 @@ class ReaderStats:
     spins: int
     spin_hits: int
     max_batch: int
+    undelivered: int
+    """Packets read ahead (pipeline) and dropped because the callback stopped the reader."""
     arena_swaps: int
     """Times a callback kept a buffer into the arena, so the reader moved on to a fresh one."""
 
@@ -601,26 +603,34 @@ class Tun:
         spin_us: int | None = None,
         adaptive: bool = True,
         adaptive_pps: int | None = None,
+        pipeline: int = 0,
     ) -> Reader:
         """Starts reader threads (one per queue) that call ``callback(batch)`` with up to ``batch_size`` packets.
 
         Each thread spins up to ``spin_us`` microseconds on an empty queue before it sleeps (0: never spin);
         with ``adaptive`` it spins only while packets arrive at ``adaptive_pps`` packets/s or more, so an idle
         device costs no CPU. The callback runs with the GIL; the batch's views are valid only during the call.
-        With several queues the callback is called from several threads, one at a time."""
+        With several queues the callback is called from several threads, one at a time.
+
+        ``pipeline``: batches in flight per queue. 0 (default): one thread reads a batch, then calls back. 2..8: a
+        second thread reads the next batch while the callback runs on the previous one, so the kernel's work and
+        Python's overlap on a machine with cores to spare; batches keep their order, and when every batch is in
+        flight the device's own queue absorbs the back-pressure (its drops are counted as usual)."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
         spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
         pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
                else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
+        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
+            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
         if self._closed:
             raise TunClosedError(9, f"{self.name} is closed")
         started: list[_core.QueueReader] = []
         try:
             for q in range(self.queues):
                 started.append(self._dev.start_reader(q, _logging_callback(callback, self.name, q), batch_size,
-                                                      spin, bool(adaptive), pps))
+                                                      spin, bool(adaptive), pps, pipeline))
         except BaseException:
             for qr in started:
                 qr.request_stop()

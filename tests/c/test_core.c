@@ -246,6 +246,51 @@ static void test_reader_with_concurrent_sender(void)
     ft_device_free(b);
 }
 
+/* The pipelined reader: a second thread reads ahead into up to `depth` batches; order and counts must hold,
+ * and a callback that stops the reader leaves what was read ahead counted as undelivered. */
+static int slow_on_batch(void *user, ft_batch *b)
+{
+    reader_ctx *c = user;
+    on_batch(user, b);
+    if (c->batches % 16 == 0)
+        ft_sleep_us(200);
+    return c->expect >= 60000 && c->batches % 2 == 0 ? 1 : 0; /* stop somewhere past 60000 packets */
+}
+
+static void test_pipelined_reader(uint32_t depth)
+{
+    ft_device *a, *b;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
+    owned_batch ob[8];
+    ft_batch bs[8];
+    for (uint32_t k = 0; k < depth; k++) {
+        batch_init(&ob[k], 32);
+        bs[k] = ob[k].b;
+    }
+    reader_ctx ctx = {0};
+    ft_reader_config cfg = {.batch_size = 32, .spin_us = 20, .adaptive = 1, .adaptive_pps = 1000, .pipeline = depth};
+    ft_reader *r = ft_reader_start(b, 0, &cfg, bs, slow_on_batch, &ctx, &e);
+    CHECK(r != NULL);
+    sender_arg sa = {a, 100000, 0};
+    long oserr = 0;
+    ft_thread *t = ft_thread_start(sender_main, &sa, &oserr);
+    CHECK(ft_reader_join(r, 20000) == FT_OK); /* the callback stops it */
+    ft_device_shutdown(a);                     /* the sender may be waiting for room: wake it */
+    ft_thread_join(t);
+    CHECK(ft_reader_state(r) == FT_READER_CALLBACK_STOPPED);
+    CHECK(ctx.bad == 0);
+    ft_reader_stats rs;
+    ft_reader_get_stats(r, &rs);
+    CHECK(ctx.expect >= 60000 && rs.packets == ctx.expect + rs.undelivered);
+    CHECK(rs.batches >= ctx.batches && ctx.max_batch <= 32);
+    ft_reader_free(r);
+    for (uint32_t k = 0; k < depth; k++)
+        batch_free(&ob[k]);
+    ft_device_free(a);
+    ft_device_free(b);
+}
+
 static int never_called(void *user, ft_batch *b)
 {
     (void)b;
@@ -362,6 +407,8 @@ int main(void)
     test_pair_order_and_wraparound();
     test_full_policies();
     test_reader_with_concurrent_sender();
+    test_pipelined_reader(2);
+    test_pipelined_reader(5);
     test_stop_is_prompt(0, 0);
     test_stop_is_prompt(500000, 0);
     test_stop_is_prompt(500000, 1);

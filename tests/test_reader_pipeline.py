@@ -1,0 +1,200 @@
+"""The reader's contracts hold with and without the pipeline (pipeline=0: one thread reads then calls back;
+pipeline=N: a second thread reads ahead into up to N batches while the callback runs)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import fasttun
+from packets import minimal_ipv4, seq_of
+
+DEPTHS = [0, 2, 4]
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("pipeline", DEPTHS)
+def test_every_packet_arrives_once_and_in_order(pipeline):
+    a, b = fasttun.pair(capacity=256)
+    seen: list[int] = []
+    total = 20000
+
+    def on_batch(batch):
+        seen.extend(seq_of(p) for p in batch)
+        if len(seen) % 7 == 0:
+            time.sleep(0.0005)  # a slow callback now and then: read-ahead fills up and waits
+
+    reader = b.start_reader(on_batch, batch_size=32, pipeline=pipeline)
+    for start in range(0, total, 500):
+        a.send_batch([minimal_ipv4(60, i) for i in range(start, start + 500)], on_full="wait", timeout=10)
+    assert wait_until(lambda: len(seen) >= total)
+    reader.stop()
+    assert seen == list(range(total))
+    s = reader.stats
+    assert s.packets == total and s.undelivered == 0
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("pipeline", DEPTHS)
+def test_the_callback_always_runs_on_the_reader_thread_and_stop_is_prompt(pipeline):
+    a, b = fasttun.pair()
+    threads = set()
+    reader = b.start_reader(lambda batch: threads.add(threading.get_ident()), pipeline=pipeline)
+    for i in range(50):
+        a.send(minimal_ipv4(60, i))
+    assert wait_until(lambda: reader.stats.packets == 50)
+    t0 = time.monotonic()
+    assert reader.stop(timeout=5)
+    assert time.monotonic() - t0 < 1.0
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+def test_a_raising_callback_stops_the_reader_and_counts_what_was_read_ahead(pipeline):
+    a, b = fasttun.pair(capacity=4096)
+    calls = []
+
+    def on_batch(batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        time.sleep(0.01)  # let the read-ahead fill up
+
+    reader = b.start_reader(on_batch, batch_size=8, pipeline=pipeline)
+    a.send_batch([minimal_ipv4(60, i) for i in range(1000)], on_full="wait", timeout=5)
+    assert wait_until(lambda: not reader.running)
+    with pytest.raises(RuntimeError, match="boom"):
+        reader.stop()
+    s = reader.stats
+    delivered = sum(calls)
+    left = 0
+    while b.recv(timeout=0) is not None:
+        left += 1
+    # Nothing lost silently: delivered + read ahead and dropped (counted) + still queued == sent.
+    assert delivered + s.undelivered + left == 1000
+    assert s.packets == delivered + s.undelivered
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("pipeline", DEPTHS)
+def test_close_during_traffic_ends_the_reader_cleanly(pipeline):
+    a, b = fasttun.pair(capacity=64)
+    stop = threading.Event()
+
+    def flood():
+        i = 0
+        while not stop.is_set():
+            try:
+                a.send(minimal_ipv4(60, i))
+            except fasttun.TunClosedError:
+                return
+            i += 1
+
+    sender = threading.Thread(target=flood)
+    reader = b.start_reader(lambda batch: None, pipeline=pipeline)
+    sender.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    b.close()
+    assert time.monotonic() - t0 < 2.0
+    assert not reader.running
+    reader.stop()  # a device closed on purpose is a normal end: nothing raised
+    stop.set()
+    sender.join(5)
+    a.close()
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+def test_a_kept_buffer_pins_its_arena_and_later_batches_are_untouched(pipeline):
+    numpy = pytest.importorskip("numpy")
+    a, b = fasttun.pair()
+    kept = []
+    seen = []
+
+    def on_batch(batch):
+        for p in batch:
+            seen.append(seq_of(p))
+        if not kept:
+            kept.append(numpy.frombuffer(batch[0], numpy.uint8))  # a buffer export that outlives the call
+
+    reader = b.start_reader(on_batch, batch_size=1, pipeline=pipeline)
+    for i in range(200):
+        a.send(minimal_ipv4(60, i))
+    assert wait_until(lambda: len(seen) == 200)
+    reader.stop()
+    assert seq_of(kept[0].tobytes()) == 0  # still the first packet: its arena was never reused
+    assert seen == list(range(200))
+    assert reader.stats.arena_swaps >= 1
+    a.close()
+    b.close()
+
+
+def test_pipeline_depth_is_checked():
+    a, b = fasttun.pair()
+    for bad, exc in [(-1, ValueError), (9, ValueError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(exc, match="pipeline"):
+            a.start_reader(lambda batch: None, pipeline=bad)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_packets_expire_after_the_callback(pipeline):
+    a, b = fasttun.pair()
+    kept = []
+    reader = b.start_reader(lambda batch: kept.extend(batch), pipeline=pipeline)
+    a.send(minimal_ipv4(60, 5))
+    assert wait_until(lambda: kept)
+    reader.stop()
+    with pytest.raises(ValueError, match="valid only during the reader callback"):
+        kept[0][0]
+    with pytest.raises(ValueError):
+        memoryview(kept[0])
+    with pytest.raises(ValueError):
+        bytes(kept[0])
+    a.close()
+    b.close()
+
+
+def test_packets_are_bytes_like_everywhere_a_memoryview_was():
+    import socket
+    import struct
+
+    pkt = minimal_ipv4(60, 0x01020304)
+    batch = fasttun.make_batch([pkt])
+    p = batch[0]
+    assert isinstance(p, fasttun.Packet)
+    assert len(p) == 60 and p.nbytes == 60 and p[0] == 0x45 and p[-1] == 0
+    assert bytes(p) == pkt and p.tobytes() == pkt and p == pkt and p != pkt[:-1]
+    assert bytes(p[20:24]) == b"\x01\x02\x03\x04" and isinstance(p[20:24], memoryview)
+    assert struct.unpack_from("!I", p, 20)[0] == 0x01020304
+    assert memoryview(p).tobytes() == pkt and list(p)[:2] == [0x45, 0]
+    assert p.hex() == pkt.hex()
+    p[1] = 7
+    assert batch.copy()[0][1] == 7  # zero-copy: the batch's own bytes
+    with pytest.raises(IndexError):
+        p[60]
+    with pytest.raises(TypeError):
+        hash(p)
+    with pytest.raises(TypeError):
+        fasttun.Packet()
+    left, right = socket.socketpair()
+    with left, right:
+        left.send(p)
+        assert right.recv(100)[:1] == b"\x45"
+    numpy = pytest.importorskip("numpy")
+    assert numpy.frombuffer(p, numpy.uint8)[0] == 0x45
