@@ -1,6 +1,6 @@
 # C declarations of the core (csrc/), kept apart from the wrappers in _core.pyx.
 from libc.stddef cimport wchar_t
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "ft_os.h" nogil:
@@ -225,3 +225,8 @@ cdef extern from "ft_backends.h" nogil:
     int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
                             uint32_t metric, ft_err *e)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+
+
+cdef extern from "ft_icmp.h" nogil:
+    uint16_t ft_inet_checksum(const uint8_t *data, size_t len, uint32_t initial)
+    size_t ft_icmp_echo_reply(const uint8_t *p, size_t len, uint8_t *out, size_t cap)

@@ -6,7 +6,7 @@ policy of its own beyond turning C status codes into Python exceptions."""
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT
 from cpython.buffer cimport PyBUF_ND
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
 from cpython.memoryview cimport PyMemoryView_FromObject
@@ -1181,6 +1181,34 @@ def linux_features():
     if ft_linux_features(&flags, &e) != FT_OK:
         _raise(&e)
     return flags
+
+
+def icmp_echo_reply(packet):
+    """The echo reply (bytes) for an IPv4 ICMP or IPv6 ICMPv6 echo request; None for any other packet."""
+    cdef Py_buffer view
+    cdef size_t n
+    _get_buffer(packet, &view, PyBUF_SIMPLE, "a packet must be a contiguous bytes-like object")
+    try:
+        if view.len < 28 or (((<const uint8_t *>view.buf)[0] >> 4) != 4 and ((<const uint8_t *>view.buf)[0] >> 4) != 6):
+            return None
+        reply = PyBytes_FromStringAndSize(NULL, view.len)
+        n = ft_icmp_echo_reply(<const uint8_t *>view.buf, <size_t>view.len, <uint8_t *>PyBytes_AS_STRING(reply),
+                               <size_t>view.len)
+        if n == 0:
+            return None
+        return reply if n == <size_t>view.len else reply[:n]
+    finally:
+        PyBuffer_Release(&view)
+
+
+def inet_checksum(data, uint32_t initial=0):
+    """The Internet checksum (RFC 1071) of data, folded to 16 bits, starting from a partial sum `initial`."""
+    cdef Py_buffer view
+    _get_buffer(data, &view, PyBUF_SIMPLE, "data must be a contiguous bytes-like object")
+    try:
+        return ft_inet_checksum(<const uint8_t *>view.buf, <size_t>view.len, initial)
+    finally:
+        PyBuffer_Release(&view)
 
 
 def check_packet(packet, uint32_t mtu=FT_MAX_PACKET):

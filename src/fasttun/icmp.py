@@ -11,56 +11,20 @@ fixed) and returns None for anything else, so a responder is a few lines::
 
 from __future__ import annotations
 
-import struct
 from typing import Union
 
-Buffer = Union[bytes, bytearray, memoryview]
+from fasttun import _core
+from fasttun._core import Packet
 
-_ICMP = 1
-_ICMPV6 = 58
+Buffer = Union[bytes, bytearray, memoryview, Packet]
 
 
 def checksum(data: Buffer, initial: int = 0) -> int:
-    """The Internet checksum (RFC 1071) of data, folded to 16 bits."""
-    data = bytes(data)
-    if len(data) % 2:
-        data += b"\0"
-    total = initial + sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return int(~total & 0xFFFF)
+    """The Internet checksum (RFC 1071) of data, folded to 16 bits; ``initial`` adds a partial sum (a
+    pseudo-header's, say). In C."""
+    return _core.inet_checksum(data, initial)
 
 
-def echo_reply(packet: Buffer) -> bytes | None:
-    """The echo reply for an IPv4 ICMP or IPv6 ICMPv6 echo request; None for any other packet."""
-    p = bytes(packet)
-    if len(p) >= 28 and p[0] >> 4 == 4:
-        ihl = (p[0] & 0x0F) * 4
-        total = struct.unpack_from("!H", p, 2)[0]
-        if p[9] != _ICMP or ihl < 20 or total > len(p) or total < ihl + 8 or p[ihl] != 8:
-            return None
-        icmp = bytearray(p[ihl:total])
-        icmp[0] = 0  # echo reply
-        icmp[2:4] = b"\0\0"
-        icmp[2:4] = struct.pack("!H", checksum(icmp))
-        header = bytearray(p[:ihl])
-        header[12:16], header[16:20] = p[16:20], p[12:16]
-        header[8] = 64  # a fresh TTL
-        header[10:12] = b"\0\0"
-        header[10:12] = struct.pack("!H", checksum(header))
-        return bytes(header) + bytes(icmp)
-    if len(p) >= 48 and p[0] >> 4 == 6:
-        plen = struct.unpack_from("!H", p, 4)[0]
-        if p[6] != _ICMPV6 or 40 + plen > len(p) or plen < 8 or p[40] != 128:
-            return None
-        src, dst = p[8:24], p[24:40]
-        icmp = bytearray(p[40 : 40 + plen])
-        icmp[0] = 129  # echo reply
-        icmp[2:4] = b"\0\0"
-        pseudo = dst + src + struct.pack("!I3xB", plen, _ICMPV6)
-        icmp[2:4] = struct.pack("!H", checksum(pseudo + icmp))
-        header = bytearray(p[:40])
-        header[8:24], header[24:40] = dst, src
-        header[7] = 64  # hop limit
-        return bytes(header) + bytes(icmp)
-    return None
+echo_reply = _core.icmp_echo_reply
+"""echo_reply(packet) -> bytes | None: the echo reply for an IPv4 ICMP or IPv6 ICMPv6 echo request (addresses
+swapped, TTL/hop limit 64, checksums recomputed), None for any other packet. In C: one call, one bytes object."""

@@ -69,9 +69,14 @@ class PairScenario:
         if settings.batch != API_DEFAULT_BATCH:
             out.append(Variant(f"fasttun callback sum(batch.lengths), batch {API_DEFAULT_BATCH}",
                                lambda: self._callback(settings, API_DEFAULT_BATCH, _touch_lengths)))
+        out.append(Variant(f"fasttun callback for p in batch: p[0], batch {settings.batch}",
+                           lambda: self._callback(settings, settings.batch, _touch_views)))
+        if settings.batch != API_DEFAULT_BATCH:
+            out.append(Variant(f"fasttun callback for p in batch: p[0], batch {API_DEFAULT_BATCH}",
+                               lambda: self._callback(settings, API_DEFAULT_BATCH, _touch_views)))
         out += [
-            Variant(f"fasttun callback for p in batch: p[0], batch {settings.batch}",
-                    lambda: self._callback(settings, settings.batch, _touch_views)),
+            Variant(f"fasttun callback for p in batch: p[0], batch {API_DEFAULT_BATCH}, pipeline 2",
+                    lambda: self._callback(settings, API_DEFAULT_BATCH, _touch_views, pipeline=2)),
             Variant("fasttun recv() loop: p[0]", lambda: self._recv_loop(settings), baseline=True),
         ]
         return out
@@ -87,7 +92,7 @@ class PairScenario:
         return warmup, settings.seconds
 
     def _callback(self, settings: Settings, batch_size: int,
-                  touch: Callable[[fasttun.Batch], int]) -> Sample:
+                  touch: Callable[[fasttun.Batch], int], pipeline: int = 0) -> Sample:
         a, b, prepared = self._open(settings)
         count = _Count()
 
@@ -98,7 +103,7 @@ class PairScenario:
         warmup, window = self._windows(settings)
         try:
             with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
-                with b.start_reader(on_batch, batch_size=batch_size):
+                with b.start_reader(on_batch, batch_size=batch_size, pipeline=pipeline):
                     time.sleep(warmup)
                     p0, b0, t0 = count.packets, count.bytes, time.perf_counter()
                     time.sleep(window)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Optional
 
+import fasttun
 from fasttun._bench import devices
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
@@ -22,6 +24,22 @@ ADDRESS = "10.201.1.1/24"
 TARGET = "10.201.1.2"   # behind the device: what the sender sends to is queued on it
 IDLE = 0.3              # seconds without a packet that mean the queue is drained
 LIVE_QUEUE = 10_000     # rx-live's txqueuelen: absorbs scheduling hiccups, not a sustained overload
+
+
+PER_PACKET_BATCH = 64  # the API's default batch size, what most users run
+
+
+def _touching(counter: devices.Counter) -> Callable[[fasttun.Batch], None]:
+    """A callback that looks at every packet, as most users' do."""
+    def on_batch(batch: fasttun.Batch) -> None:
+        n = 0
+        for p in batch:
+            if p[0] >> 4 in (4, 6):
+                n += 1
+        counter.packets += n
+        counter.bytes += batch.nbytes
+        counter.last = time.perf_counter()
+    return on_batch
 
 
 def prefill_count(settings: Settings) -> int:
@@ -61,6 +79,10 @@ class RxScenario(_RxBase):
         return [
             Variant(f"fasttun reader, Python callback, batch {settings.batch}", lambda: self._fasttun(settings),
                     missing=no_sender),
+            Variant(f"fasttun reader, for p in batch: p[0], batch {PER_PACKET_BATCH}",
+                    lambda: self._fasttun(settings, PER_PACKET_BATCH, touch=True), missing=no_sender),
+            Variant(f"fasttun reader, for p in batch: p[0], batch {PER_PACKET_BATCH}, pipeline 2",
+                    lambda: self._fasttun(settings, PER_PACKET_BATCH, touch=True, pipeline=2), missing=no_sender),
             Variant("C loop, one read() per packet", lambda: self._c_loop(settings), baseline=True,
                     missing=c_missing),
             Variant("python-pytun read() loop", lambda: self._pytun(settings),
@@ -83,12 +105,13 @@ class RxScenario(_RxBase):
         return Sample(pps=packets / seconds, gbps=nbytes * 8 / seconds / 1e9,
                       extra={"drained_pct": 100.0 * packets / queued})
 
-    def _fasttun(self, settings: Settings) -> Sample:
+    def _fasttun(self, settings: Settings, batch: int = 0, touch: bool = False, pipeline: int = 0) -> Sample:
         with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
             queued = self._prefill(settings)
             counter = devices.Counter()
+            callback = _touching(counter) if touch else counter.on_batch
             t0 = time.perf_counter()
-            with tun.start_reader(counter.on_batch, batch_size=settings.batch):
+            with tun.start_reader(callback, batch_size=batch or settings.batch, pipeline=pipeline):
                 devices.wait_drained(counter, queued, IDLE, time.monotonic() + 60)
             return self._result(counter.packets, counter.bytes, counter.last - t0, queued)
 
