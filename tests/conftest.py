@@ -43,6 +43,17 @@ def require_root_environment() -> None:
     pytest.skip(why)
 
 
+def require_tool(tool: str, package: str) -> str:
+    """The path of a command a test runs; without it the test skips with the install hint (fails in CI)."""
+    path = shutil.which(tool)
+    if path is None:
+        why = f"{tool} is not installed (apt-get install {package})"
+        if IN_CI:
+            pytest.fail(f"CI must have {tool}: {why}")
+        pytest.skip(why)
+    return path
+
+
 class Namespace:
     """A network namespace the current test thread is inside of."""
 

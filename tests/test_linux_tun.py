@@ -15,6 +15,7 @@ import pytest
 
 import fasttun
 from fasttun import _core, _netns, icmp
+from conftest import require_tool
 from packets import ipv4_udp, ipv6_udp, udp_payload
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
@@ -270,6 +271,7 @@ def test_rejected_sends_reach_nothing_and_the_device_still_works(netns):
 
 
 def test_python_icmp_responder_answers_ping(netns):
+    require_tool("ping", "iputils-ping")
     with open_tun() as tun:
         def on_batch(batch):
             replies = [r for r in map(icmp.echo_reply, batch) if r is not None]

@@ -19,14 +19,17 @@ def test_sdist_holds_everything_needed_to_build(tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".build", "build", "dist", "*.so", "*.egg-info",
                                                               "_core.c", "__pycache__", ".pytest_cache"))
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=tree, check=True,
-                   capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=tree,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"setup.py sdist failed:\n{proc.stdout}\n{proc.stderr}"
     (sdist,) = (tmp_path / "dist").glob("fasttun-*.tar.gz")
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {"setup.py", "pyproject.toml", "README.md", "LICENSE", "src/fasttun/_core.pyx", "src/fasttun/_core.pxd",
-              "src/fasttun/_core.pyi", "src/fasttun/py.typed", "csrc/ft_device.c", "csrc/ft_device.h",
-              "csrc/ft_reader.c", "csrc/ft_backend_linux.c", "csrc/ft_os_win32.c"}
+              "src/fasttun/_core.pyi", "src/fasttun/py.typed"}
+    # Every C source and header, and every Cython file, whatever is added later.
+    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.[ch]")}
+    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun").glob("*.p[xy][dix]")}
     assert needed <= names, needed - names
     assert not any(n.endswith(".so") for n in names)
 

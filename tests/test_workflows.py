@@ -18,8 +18,8 @@ def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail(f"CI must have {name} (pip install '.[test]')")
-        pytest.skip(f"{name} is not installed")
+            pytest.fail(f"CI must have {name} (.ci/run installs the dev extra: pip install '.[dev]')")
+        pytest.skip(f"{name} is not installed (a maintainer's tool: pip install '.[dev]')")
     return path
 
 
