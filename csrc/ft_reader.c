@@ -35,7 +35,8 @@ struct ft_reader {
     ft_atomic_int stop;
     ft_atomic_int state;
     ft_atomic_int refs;   /* the owner's and the thread's: whoever lets go last frees the reader */
-    int joined;
+    ft_atomic_int joined;     /* the thread was joined (or detached): r->thread is gone */
+    ft_atomic_int joining;    /* claimed by the one caller that joins; others wait for joined */
     ft_err error;
     reader_stats_atomic stats;
     pipeline pl;
@@ -267,9 +268,11 @@ static void pipeline_deliver(ft_reader *r)
     }
 }
 
-static FT_THREAD_LOCAL int on_reader_thread;
+/* The reader whose callbacks this thread runs (NULL elsewhere): answers "am I on my reader's thread" without
+ * touching r->thread, which a joining thread may be freeing at that moment. */
+static FT_THREAD_LOCAL ft_reader *current_reader;
 
-int ft_reader_on_reader_thread(void) { return on_reader_thread; }
+int ft_reader_on_reader_thread(void) { return current_reader != NULL; }
 
 static void pipeline_free(pipeline *pl)
 {
@@ -291,7 +294,7 @@ static void reader_unref(ft_reader *r)
 static void reader_main(void *arg)
 {
     ft_reader *r = arg;
-    on_reader_thread = 1;
+    current_reader = r;
     if (r->cfg.thread_start)
         r->cfg.thread_start(r->user);
     if (r->pl.depth > 1) {
@@ -401,18 +404,24 @@ void ft_reader_request_stop(ft_reader *r)
 
 int ft_reader_join(ft_reader *r, int timeout_ms)
 {
-    if (r->joined)
+    if (ft_atomic_load(&r->joined))
         return FT_OK;
-    if (ft_thread_is_current(r->thread))
+    if (current_reader == r)
         return FT_EINVAL;
     ft_handle h = ft_event_handle(r->done);
     long oserr = 0;
     int w = ft_wait_any(&h, 1, 0, timeout_ms, &oserr);
     if (w != 0)
         return FT_ETIMEDOUT;
-    ft_thread_join(r->thread);
-    r->thread = NULL;
-    r->joined = 1;
+    /* Several threads may get here at once (close() and stop() together): one joins, the others wait for it;
+     * the thread has ended its work already, so that is short. */
+    if (ft_atomic_cas(&r->joining, 0, 1)) {
+        ft_thread_join(r->thread);
+        r->thread = NULL;
+        ft_atomic_store(&r->joined, 1);
+    }
+    while (!ft_atomic_load(&r->joined))
+        ft_sleep_us(100);
     return FT_OK;
 }
 
@@ -439,20 +448,20 @@ void ft_reader_get_stats(ft_reader *r, ft_reader_stats *o)
     o->undelivered = ft_atomic_load64(&r->stats.undelivered);
 }
 
-int ft_reader_is_current_thread(ft_reader *r) { return r->thread && ft_thread_is_current(r->thread); }
+int ft_reader_is_current_thread(ft_reader *r) { return current_reader == r; }
 
 void ft_reader_free(ft_reader *r)
 {
     if (!r)
         return;
-    if (!r->joined) {
+    if (!ft_atomic_load(&r->joined)) {
         ft_reader_request_stop(r);
-        if (ft_thread_is_current(r->thread)) {
+        if (current_reader == r) {
             /* Freed from its own thread (its owner's finalizer ran in a callback or at its end): never wait
              * for ourselves; the thread finishes on its own and lets go of the reader last. */
             ft_thread_detach(r->thread);
             r->thread = NULL;
-            r->joined = 1;
+            ft_atomic_store(&r->joined, 1);
         } else {
             ft_reader_join(r, -1);
         }
@@ -462,11 +471,11 @@ void ft_reader_free(ft_reader *r)
 
 void ft_reader_forget_after_fork(ft_reader *r)
 {
-    if (!r || r->joined)
+    if (!r || ft_atomic_load(&r->joined))
         return;
     /* The thread exists only in the parent: nothing to join, and its reference is gone with it. */
     r->thread = NULL; /* its small bookkeeping block stays allocated in the child */
-    r->joined = 1;
+    ft_atomic_store(&r->joined, 1);
     ft_atomic_cas(&r->state, FT_READER_RUNNING, FT_READER_STOPPED);
     (void)ft_atomic_add(&r->refs, -1);
 }
