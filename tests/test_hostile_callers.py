@@ -342,3 +342,23 @@ def test_lengths_in_the_ip_header_must_agree_with_the_buffer(ends, bad):
     assert a.stats.tx_rejected == 1 and a.stats.tx_packets == 0
     assert b.recv(timeout=0) is None
     assert a.send(minimal_ipv4(60, 1)) == 1  # still usable
+
+
+def test_stop_and_close_from_two_threads_at_once():
+    import threading
+    for _ in range(50):
+        a, b = fasttun.pair()
+        reader = b.start_reader(lambda batch: None)
+        go = threading.Barrier(2)
+
+        def stopper():
+            go.wait()
+            reader.stop()
+
+        t = threading.Thread(target=stopper)
+        t.start()
+        go.wait()
+        b.close()
+        t.join(5)
+        assert not t.is_alive() and not reader.running
+        a.close()
