@@ -303,6 +303,8 @@ class Tun:
         self._readers: list[Reader] = []
         self._pending: bytes | None = None
         self._lock = threading.Lock()
+        # -- hook for fasttun.aio: run by close() once readers are asked to stop, before the release --
+        self._close_hooks: list[Callable[[], None]] = []
 
     # ---- lifecycle ----
 
@@ -334,6 +336,8 @@ class Tun:
         for reader in readers:
             for q in reader._queues:
                 q.request_stop()
+        for hook in list(self._close_hooks):  # -- hook for fasttun.aio (wakes event-loop waiters; never raises)
+            hook()
         if any(q.is_current_thread() for reader in readers for q in reader._queues):
             # Called from a reader's callback: that reader holds the device until the callback returns, so
             # the release has to happen on another thread once it has. Every other call fails from now on.
