@@ -170,15 +170,17 @@ def _settle(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-async def _wait_fds(tun: Tun, fds: list[int], writable: bool, timeout: Optional[float]) -> bool:
+async def _wait_fds(tun: Tun, fds: list[int], writable: bool, timeout: Optional[float],
+                    future: Optional[asyncio.Future[bool]] = None) -> bool:
     """Waits until a descriptor is ready (True) or ``timeout`` seconds passed (False); TunClosedError if the
-    device is closed meanwhile."""
+    device is closed meanwhile. ``future`` (of the running loop) lets the caller end the wait early."""
     loop = asyncio.get_running_loop()
     if tun.closed:
         raise _closed_error(tun)
     watch = _watch(tun)
     key = (loop, writable, tuple(fds))
-    future: asyncio.Future[bool] = loop.create_future()
+    if future is None:
+        future = loop.create_future()
     watch.add(key, future)
     timer = None
     if timeout is not None:
@@ -366,6 +368,7 @@ class BatchStream:
         self._driven = _loop_driven(tun)
         self._fds: Optional[list[int]] = None
         self._feed: Optional[_ThreadFeed] = None
+        self._waiter: Optional[asyncio.Future[bool]] = None  # a pending wait on the descriptors
         self._closed = False
 
     def __repr__(self) -> str:
@@ -385,11 +388,18 @@ class BatchStream:
         self.close()
 
     def close(self) -> None:
-        """Ends the stream (never blocks): packets not yet handed out stay on the device."""
+        """Ends the stream (any thread, never blocks); a coroutine waiting in it gets StopAsyncIteration.
+        Packets not yet handed out stay on the device."""
         self._closed = True
         feed, self._feed = self._feed, None
         if feed is not None:
             feed.close(keep=True)
+        waiter = self._waiter
+        if waiter is not None:
+            try:
+                waiter.get_loop().call_soon_threadsafe(_settle, waiter, False)
+            except RuntimeError:  # its loop is closed
+                pass
 
     def __del__(self) -> None:
         if getattr(self, "_feed", None) is not None:
@@ -428,7 +438,11 @@ class BatchStream:
                     return batch
                 if self._fds is None:
                     self._fds = [tun.fileno(q) for q in range(tun.queues)]
-                await _wait_fds(tun, self._fds, False, None)
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await _wait_fds(tun, self._fds, False, None, self._waiter)
+                finally:
+                    self._waiter = None
             except TunClosedError:
                 if tun.closed:  # closed on purpose: the end of the stream
                     self._closed = True
