@@ -350,6 +350,15 @@ def flood(count: int, port: int = 9100) -> None:
             s.sendto(struct.pack("!I", i), (PEER4, port))
 
 
+def flood_from_ports(count: int, port: int = 9100) -> None:
+    """Two source ports, so that a multi-queue device spreads the flows over its queues."""
+    for sport in (40001, 40002):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("", sport))
+            for i in range(count // 2):
+                s.sendto(struct.pack("!I", i), (PEER4, port))
+
+
 def udp_seqs(batch: fasttun.Batch, port: int = 9100) -> list[int]:
     out = []
     for p in batch:
@@ -408,6 +417,32 @@ class LinuxTests(Loop):
             self.run(how(tun), timeout=5)
             assert tun.closed, how.__name__
             self.run(asyncio.sleep(0))  # the loop is still usable afterwards
+
+    def test_a_multiqueue_device_delivers_every_flow(self, quiet_netns):
+        with open_tun(queues=2) as tun:
+            async def main() -> list[int]:
+                got: list[int] = []
+                asyncio.get_running_loop().call_later(0.05, flood_from_ports, 400)
+                async for batch in aio.batches(tun, batch_size=64):
+                    got.extend(udp_seqs(batch))
+                    if len(got) >= 400:
+                        break
+                return sorted(got)
+
+            assert self.run(main()) == sorted(list(range(200)) * 2)
+
+    def test_a_removed_device_raises(self, quiet_netns):
+        tun = open_tun()
+        try:
+            async def main() -> None:
+                asyncio.get_running_loop().call_later(0.05, quiet_netns.run, "ip", "link", "del", "ftaio0")
+                with pytest.raises(fasttun.TunError):
+                    async for _ in aio.batches(tun):
+                        pass
+
+            self.run(main(), timeout=5)
+        finally:
+            tun.close()
 
     def test_recv_batch_and_send_batch(self, quiet_netns):
         with open_tun() as tun:
