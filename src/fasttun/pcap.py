@@ -1,9 +1,11 @@
 """Capture files of what a device receives and sends: pcap and pcapng with LINKTYPE_RAW (bare IPv4/IPv6).
 
-    with fasttun.pcap.open("capture.pcapng") as writer, fasttun.pcap.tee(tun, writer):
+    from fasttun import pcap
+
+    with pcap.open("capture.pcapng") as writer, pcap.tee(tun, writer):
         ...                                  # everything tun receives and sends is written, timestamped
 
-    writer = fasttun.pcap.PcapWriter("out.pcap")
+    writer = pcap.PcapWriter("out.pcap")
     writer.write_batch(batch)                # one record per packet, all with the batch's time
     writer.write(packet, timestamp_ns=...)   # one packet
 
