@@ -285,6 +285,8 @@ class _ThreadFeed:
         """The next batch, or StopAsyncIteration when the stream or the device is closed."""
         self.release()  # the previous batch's views expire now and its reader reads on
         while True:
+            if self.watch.pushback and not self.is_closed:  # read earlier than anything in ready
+                return self.watch.pushback.popleft()
             with self.lock:
                 if self.is_closed:
                     raise StopAsyncIteration
@@ -292,8 +294,6 @@ class _ThreadFeed:
                     batch, self.held = self.ready.popleft()
                     return batch
                 ended, outcome = self.ended, self.outcome
-            if self.watch.pushback:
-                return self.watch.pushback.popleft()
             if tun.closed or ended:
                 self.close(keep=True)
                 if outcome is not None and not (isinstance(outcome, TunClosedError) and tun.closed):
@@ -463,7 +463,8 @@ def batches(tun: Tun, batch_size: int = 64, *, spin_us: Optional[int] = None, ad
 
 async def recv_batch(tun: Tun, max_packets: int = 64, timeout: Optional[float] = None) -> Batch:
     """Up to ``max_packets`` packets (at least one, or an empty batch once ``timeout`` seconds passed). The batch
-    is yours as long as you keep it."""
+    is yours as long as you keep it. On the pair and on Windows a call that has to wait starts a reader thread
+    for the wait and copies what it reads: for a stream of batches, :func:`batches` is the fast way."""
     _ranged_int(max_packets, "max_packets", 1, MAX_BATCH)
     _core._timeout_check(timeout)
     loop = asyncio.get_running_loop()
