@@ -70,6 +70,19 @@ def packets(n: int, start: int = 0) -> list[bytes]:
     return [minimal_ipv4(60, i) for i in range(start, start + n)]
 
 
+def count_sleeps(loop: asyncio.AbstractEventLoop, sleeps: list[object]) -> None:
+    """Records each time the default loop's selector is asked to sleep (a timeout other than 0)."""
+    selector = loop._selector  # type: ignore[attr-defined]
+    real = selector.select
+
+    def counting(timeout=None):  # type: ignore[no-untyped-def]
+        if timeout is None or timeout > 0.001:
+            sleeps.append(timeout)
+        return real(timeout)
+
+    selector.select = counting
+
+
 # ---- the in-memory pair: a reader thread hands batches to the loop ----------------------------------------
 
 
@@ -306,24 +319,15 @@ class PairTests(Loop):
 class TestPairOnDefaultLoop(PairTests, DefaultLoop):
     def test_waiting_does_not_wake_the_loop(self, ends):
         a, b = ends
-        selects = []
+        sleeps: list[object] = []
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            selector = loop._selector  # type: ignore[attr-defined]
-            real = selector.select
-
-            def counting(timeout=None):  # type: ignore[no-untyped-def]
-                selects.append(timeout)
-                return real(timeout)
-
-            selector.select = counting
+            count_sleeps(asyncio.get_running_loop(), sleeps)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(aio.batches(b).__anext__(), 0.6)
 
         self.run(main())
-        sleeps = [t for t in selects if t is None or t > 0.001]
-        assert len(sleeps) <= 2, selects  # one wake-up per 100 ms would be 6 or more
+        assert len(sleeps) <= 2, sleeps  # one wake-up per 100 ms would be 6 or more
 
 
 class TestPairOnUvloop(PairTests, UVLoop):
@@ -462,7 +466,18 @@ class LinuxTests(Loop):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
 class TestLinuxOnDefaultLoop(LinuxTests, DefaultLoop):
-    pass
+    def test_waiting_does_not_wake_the_loop(self, quiet_netns):
+        sleeps: list[object] = []
+        with open_tun() as tun:
+            async def main() -> list[int]:
+                count_sleeps(asyncio.get_running_loop(), sleeps)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(aio.batches(tun).__anext__(), 0.6)
+                asyncio.get_running_loop().call_later(0.05, flood, 1)
+                return udp_seqs(await aio.recv_batch(tun, timeout=5))
+
+            assert self.run(main()) == [0]
+        assert len(sleeps) <= 4, sleeps  # one wake-up per 100 ms would be 6 or more in the first wait alone
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
