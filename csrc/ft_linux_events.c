@@ -126,6 +126,35 @@ static int decode_addr(const struct nlmsghdr *h, uint32_t want, ft_device_event 
     return have != 0;
 }
 
+int ft_events_decode(const unsigned char *buf, size_t len, size_t *pos, uint32_t ifindex, ft_device_event *out,
+                     int max)
+{
+    int n = 0;
+    while (n < max && *pos < len) {
+        const struct nlmsghdr *h = (const struct nlmsghdr *)(buf + *pos);
+        size_t left = len - *pos;
+        if (left < sizeof(*h) || (*pos & (NLMSG_ALIGNTO - 1)) || !NLMSG_OK(h, left)) {
+            *pos = len;  /* a truncated or malformed tail: nothing more can be read from this datagram */
+            break;
+        }
+        size_t step = NLMSG_ALIGN(h->nlmsg_len);
+        *pos += step < left ? step : left;
+        switch (h->nlmsg_type) {
+        case RTM_NEWLINK:
+        case RTM_DELLINK:
+            n += decode_link(h, ifindex, &out[n]);
+            break;
+        case RTM_NEWADDR:
+        case RTM_DELADDR:
+            n += decode_addr(h, ifindex, &out[n]);
+            break;
+        default:
+            break;
+        }
+    }
+    return n;
+}
+
 int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
 {
     int n = 0;
@@ -151,25 +180,7 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
             ev->len = (size_t)got;
             ev->pos = 0;
         }
-        const struct nlmsghdr *h = (const struct nlmsghdr *)(ev->buf + ev->pos);
-        size_t left = ev->len - ev->pos;
-        if (!NLMSG_OK(h, left)) {
-            ev->pos = ev->len;  /* a truncated tail: nothing more can be read from this datagram */
-            continue;
-        }
-        ev->pos += NLMSG_ALIGN(h->nlmsg_len) < left ? NLMSG_ALIGN(h->nlmsg_len) : left;
-        switch (h->nlmsg_type) {
-        case RTM_NEWLINK:
-        case RTM_DELLINK:
-            n += decode_link(h, ev->ifindex, &out[n]);
-            break;
-        case RTM_NEWADDR:
-        case RTM_DELADDR:
-            n += decode_addr(h, ev->ifindex, &out[n]);
-            break;
-        default:
-            break;
-        }
+        n += ft_events_decode(ev->buf, ev->len, &ev->pos, ev->ifindex, out + n, max - n);
     }
     return n > 0 ? n : FT_EAGAIN;
 }
@@ -198,5 +209,16 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
 }
 
 void ft_events_close(ft_events *ev) { (void)ev; }
+
+int ft_events_decode(const unsigned char *buf, size_t len, size_t *pos, uint32_t ifindex, ft_device_event *out,
+                     int max)
+{
+    (void)buf;
+    (void)ifindex;
+    (void)out;
+    (void)max;
+    *pos = len;
+    return 0;
+}
 
 #endif

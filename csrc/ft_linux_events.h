@@ -3,6 +3,7 @@
 #ifndef FT_LINUX_EVENTS_H
 #define FT_LINUX_EVENTS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ft_device.h"
@@ -35,5 +36,11 @@ int ft_events_fd(const ft_events *ev);
  * is pending, or a failure. Notifications that do not fit stay for the next call. */
 int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e);
 void ft_events_close(ft_events *ev);
+
+/* Decodes the rtnetlink messages in buf[*pos..len) about interface `ifindex` (0: all) into out[0..max) and
+ * advances *pos past each message it took (a malformed or truncated tail is skipped to len). Returns how many
+ * events it wrote. A pure function: ft_events_read's parser, exposed for the tests. */
+int ft_events_decode(const unsigned char *buf, size_t len, size_t *pos, uint32_t ifindex, ft_device_event *out,
+                     int max);
 
 #endif
