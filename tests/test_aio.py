@@ -448,6 +448,37 @@ class LinuxTests(Loop):
         finally:
             tun.close()
 
+    def test_closing_from_another_task_under_traffic_never_hangs(self, quiet_netns):
+        def blast(stop: threading.Event) -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                while not stop.is_set():
+                    try:
+                        s.sendto(b"x" * 64, (PEER4, 9100))
+                    except OSError:  # the device (and its route) went away
+                        time.sleep(0.001)
+
+        async def one_run() -> int:
+            tun = open_tun()
+            asyncio.get_running_loop().call_later(0.01, tun.close)
+            seen = 0
+            async for batch in aio.batches(tun, batch_size=32):
+                seen += len(batch)
+                await asyncio.sleep(0)
+            return seen
+
+        async def runs() -> list[int]:
+            return [await asyncio.wait_for(one_run(), 3) for _ in range(20)]
+
+        stop = threading.Event()
+        sender = threading.Thread(target=blast, args=(stop,))
+        sender.start()
+        try:
+            seen = self.run(runs(), timeout=30)
+        finally:
+            stop.set()
+            sender.join(5)
+        assert len(seen) == 20 and sum(seen) > 0
+
     def test_recv_batch_and_send_batch(self, quiet_netns):
         with open_tun() as tun:
             async def main() -> tuple[int, list[int]]:
