@@ -165,3 +165,22 @@ def test_a_closed_writer_does_not_stop_the_device(tmp_path):
     assert len(got) == 1
     a.close()
     b.close()
+
+
+def test_readers_and_senders_writing_at_once_leave_every_record_whole(tmp_path):
+    path = str(tmp_path / "busy.pcapng")
+    a, b = fasttun.pair()
+    got = []
+    with pcap.open(path) as writer, pcap.tee(a, writer), pcap.tee(b, writer):
+        with b.start_reader(lambda batch: got.extend(seq_of(p) for p in batch), batch_size=16) as reader:
+            for start in range(0, 2000, 50):
+                a.send_batch([minimal_ipv4(60 + start % 7, i) for i in range(start, start + 50)])
+            while len(got) < 2000:
+                reader.join(0.01)
+    a.close()
+    b.close()
+    records = scapy_rdpcap()(path)
+    assert len(records) == 4000 == writer.packets
+    sent = [seq_of(bytes(r)) for r in records if r.direction == pcap.INBOUND]
+    received = [seq_of(bytes(r)) for r in records if r.direction == pcap.OUTBOUND]
+    assert sent == list(range(2000)) and received == list(range(2000))
