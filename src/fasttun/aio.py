@@ -39,7 +39,9 @@ How long a batch's views stay valid
 Leaving the loop
     ``break``, ``return``, an exception or a cancellation ends the stream at once in CPython (when the stream
     object is dropped); ``async with`` or ``await stream.aclose()`` make that explicit. Packets not yet handed to
-    the coroutine stay on the device, where ``tun.recv()`` gets them. ``tun.close()`` inside the body, from
+    the coroutine stay on the device, where ``tun.recv()`` gets them. (One exception, on the pair and on Windows:
+    a batch the reader thread read for a wait that was then cancelled is copied and handed out first by the next
+    ``aio`` call on the device, not by ``tun.recv()``.) ``tun.close()`` inside the body, from
     another task or from another thread ends the iteration cleanly; a device that goes away (``ip link del``, the
     other end of a pair closed) raises ``TunClosedError``.
 """
