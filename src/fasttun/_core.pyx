@@ -1447,3 +1447,7 @@ READER_RUNNING = FT_READER_RUNNING
 READER_STOPPED = FT_READER_STOPPED
 READER_CALLBACK_STOPPED = FT_READER_CALLBACK_STOPPED
 READER_FAILED = FT_READER_FAILED
+
+
+# ---- device events (Linux rtnetlink) -------------------------------------------------------------------
+include "_events.pxi"

@@ -310,6 +310,8 @@ class Tun:
         self._pending: bytes | None = None
         self._os_drops = (0, 0)  # the last OS drop counters read, for stats once the interface is gone
         self._lock = threading.Lock()
+        # -- hook for fasttun.aio: run by close() once readers are asked to stop, before the release --
+        self._close_hooks: list[Callable[[], None]] = []
 
     # ---- lifecycle ----
 
@@ -349,6 +351,8 @@ class Tun:
         readers = list(self._readers)
         for reader in readers:
             reader._request_stop()
+        for hook in list(self._close_hooks):  # -- hook for fasttun.aio (wakes event-loop waiters; never raises)
+            hook()
         if _core.on_reader_thread():
             self._dev.shutdown()
             log.debug("closing %s once the readers using it have left", self.name)

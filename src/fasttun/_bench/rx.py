@@ -1,20 +1,22 @@
 """rx and rx-live: receiving from a real TUN device.
 
 rx: the device's queue is deepened (txqueuelen) and prefilled by the C sendmmsg sender, then drained: fasttun's
-reader with a Python callback versus a C loop of one read() per packet (the baseline) and python-pytun's read()
-in a Python loop. The rate is packets drained / time from the start of draining to the last packet.
+reader with a Python callback, and fasttun.aio's ``async for`` with the event loop driving the device, versus a
+C loop of one read() per packet (the baseline) and python-pytun's read() in a Python loop. The rate is packets drained / time from the start of draining to the last packet.
 
 rx-live: the sender and the reader run at the same time for the measured seconds (default queue length); the
 rate is packets received per second of sending, next to what was offered and what the kernel dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
 from typing import Optional
 
 import fasttun
+from fasttun import aio
 from fasttun._bench import devices
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
@@ -83,6 +85,8 @@ class RxScenario(_RxBase):
                     lambda: self._fasttun(settings, PER_PACKET_BATCH, touch=True), missing=no_sender),
             Variant(f"fasttun reader, for p in batch: p[0], batch {PER_PACKET_BATCH}, pipeline 2",
                     lambda: self._fasttun(settings, PER_PACKET_BATCH, touch=True, pipeline=2), missing=no_sender),
+            Variant(f"fasttun.aio.batches, event loop (no thread), batch {settings.batch}",
+                    lambda: self._aio(settings), missing=no_sender),
             Variant("C loop, one read() per packet", lambda: self._c_loop(settings), baseline=True,
                     missing=c_missing),
             Variant("python-pytun read() loop", lambda: self._pytun(settings),
@@ -115,6 +119,14 @@ class RxScenario(_RxBase):
                 devices.wait_drained(counter, queued, IDLE, time.monotonic() + 60)
             return self._result(counter.packets, counter.bytes, counter.last - t0, queued)
 
+    def _aio(self, settings: Settings) -> Sample:
+        with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
+            queued = self._prefill(settings)
+            counter = devices.Counter()
+            t0 = time.perf_counter()
+            asyncio.run(_drain_async(tun, counter, queued, settings.batch))
+            return self._result(counter.packets, counter.bytes, counter.last - t0, queued)
+
     def _c_loop(self, settings: Settings) -> Sample:
         loop = settings.baselines.path("ftb_read_loop")
         with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
@@ -135,6 +147,17 @@ class RxScenario(_RxBase):
             return self._result(c.packets, c.bytes, c.last - t0, queued)
         finally:
             dev.close()
+
+
+async def _drain_async(tun: fasttun.Tun, counter: devices.Counter, expected: int, batch_size: int) -> None:
+    """Counts batches from ``async for`` until ``expected`` packets, or IDLE seconds without one."""
+    async with aio.batches(tun, batch_size=batch_size) as stream:
+        while counter.packets < expected:
+            try:
+                batch = await asyncio.wait_for(stream.__anext__(), IDLE)
+            except (asyncio.TimeoutError, StopAsyncIteration):
+                return
+            counter.on_batch(batch)
 
 
 class RxLiveScenario(_RxBase):

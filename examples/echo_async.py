@@ -1,0 +1,77 @@
+"""The ICMP/ICMPv6 echo responder of examples/echo.py, in asyncio: ``async for`` over the device's batches.
+
+    sudo python examples/echo_async.py --name ftecho0 --address 10.97.0.1/24 --address fd00:97::1/64 [--uvloop]
+    # meanwhile:  ping 10.97.0.2   and   ping -6 fd00:97::2
+
+On Linux the event loop itself waits on the device (no thread); replies go out with ``aio.send_batch``, which
+waits for room in the coroutine, never in the loop. SIGINT or SIGTERM closes the stream, which ends the
+``async for``; the program then prints its counters and exits 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import fasttun
+from fasttun import aio, icmp
+
+DEFAULT_ADDRESSES = ["10.97.0.1/24", "fd00:97::1/64"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="ftecho0", help="device name (default ftecho0)")
+    parser.add_argument("--address", action="append", help=f"address/prefix of the device, repeatable "
+                        f"(default {' and '.join(DEFAULT_ADDRESSES)})")
+    parser.add_argument("--batch-size", type=int, default=64, help="packets per batch (default 64)")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio's own loop")
+    return parser.parse_args(argv)
+
+
+async def serve(tun: fasttun.Tun, batch_size: int) -> tuple[int, int, int]:
+    loop = asyncio.get_running_loop()
+    requests = replied = ignored = 0
+    async with aio.batches(tun, batch_size=batch_size) as stream:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, stream.close)
+            except NotImplementedError:  # Windows' loops: a plain handler, handed to the loop
+                signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stream.close))
+        print(f"echo_async: answering pings behind {tun.name} ({', '.join(map(str, tun.addresses))}) on "
+              f"{type(loop).__module__}.{type(loop).__name__}; stop with Ctrl-C", flush=True)
+        async for batch in stream:
+            replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
+            ignored += len(batch) - len(replies)
+            if replies:
+                requests += len(replies)
+                replied += await aio.send_batch(tun, replies)
+    return requests, replied, ignored
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        tun = fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
+    except (fasttun.TunError, ValueError) as exc:
+        print(f"echo_async: cannot open {args.name}: {exc}", file=sys.stderr)
+        return 2
+    with tun:
+        loop: asyncio.AbstractEventLoop
+        if args.uvloop:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        try:
+            requests, replied, ignored = loop.run_until_complete(serve(tun, args.batch_size))
+        finally:
+            loop.close()
+    print(f"echo_async: echo requests {requests}, replies sent {replied}, other packets {ignored}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

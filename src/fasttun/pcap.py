@@ -1,0 +1,314 @@
+"""Capture files of what a device receives and sends: pcap and pcapng with LINKTYPE_RAW (bare IPv4/IPv6).
+
+    from fasttun import pcap
+
+    with pcap.open("capture.pcapng") as writer, pcap.tee(tun, writer):
+        ...                                  # everything tun receives and sends is written, timestamped
+
+    writer = pcap.PcapWriter("out.pcap")
+    writer.write_batch(batch)                # one record per packet, all with the batch's time
+    writer.write(packet, timestamp_ns=...)   # one packet
+
+Both formats record nanosecond timestamps (pcap: the nanosecond magic 0xa1b23c4d; pcapng: if_tsresol 9);
+pcapng also records each packet's direction as the system sees the interface (what fasttun receives from the
+device was sent by the system: "outbound"; what fasttun sends arrives: "inbound"), as ``tcpdump -i tun0`` shows
+it. tcpdump, Wireshark and scapy read both.
+
+:func:`tee` makes a device write every packet it receives (``recv``, ``recv_into``, ``recv_batch``, the batches
+of readers started afterwards, ``fasttun.aio``) and every packet it sends that went out (not those dropped) into a
+writer. A device without a tee runs exactly the code it runs without this module: the tee sits in front of the
+device object only while it is set. Writers are thread-safe (reader threads and senders may write at once)."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, BinaryIO, Optional, Union
+
+from fasttun import _core
+from fasttun._core import Batch
+from fasttun._core import Packet as _Packet
+from fasttun._tun import Tun
+
+__all__ = ["LINKTYPE_RAW", "PcapWriter", "PcapngWriter", "Tee", "open", "tee"]
+
+LINKTYPE_RAW = 101
+"""Raw IP: each record starts with an IPv4 or IPv6 header (what a TUN device carries)."""
+
+INBOUND, OUTBOUND = 1, 2
+_PCAP_NS_MAGIC = 0xA1B23C4D
+_PCAP_HEADER = struct.Struct("=IHHiIII")  # magic, version 2.4, thiszone, sigfigs, snaplen, linktype
+_PCAP_RECORD = struct.Struct("=IIII")     # seconds, nanoseconds, captured length, original length
+_BLOCK_HEAD = struct.Struct("=II")
+_EPB = struct.Struct("=IIIIIII")          # type 6, total length, interface, ts high, ts low, caplen, origlen
+_EPB_FLAGS = struct.Struct("=HHIHH")      # option epb_flags (2), length 4, value; then opt_endofopt
+_U32 = struct.Struct("=I")
+
+PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+Packet = Union[bytes, bytearray, memoryview]
+
+
+def _pad4(n: int) -> int:
+    return (4 - n % 4) % 4
+
+
+View = Union[memoryview, _Packet]  # what a record is written from: both have nbytes and slice to memoryviews
+
+
+def _views(packets: Union[Batch, Iterable[Any]]) -> list[View]:
+    if isinstance(packets, Batch):
+        return list(packets)
+    return [memoryview(p).cast("B") for p in packets]
+
+
+class _Writer:
+    """What both formats share: the file, a lock, counters and the context manager."""
+
+    def __init__(self, file: PathOrFile, snaplen: int) -> None:
+        if isinstance(snaplen, bool) or not isinstance(snaplen, int) or not 1 <= snaplen <= 0x40000:
+            raise ValueError(f"snaplen must be an int 1..262144, not {snaplen!r}")
+        self.snaplen = snaplen
+        self._owns = not hasattr(file, "write")
+        self._file: BinaryIO = builtins.open(file, "wb") if self._owns else file  # type: ignore[arg-type,assignment]
+        self._lock = threading.Lock()
+        self.packets = 0
+        """Records written."""
+        self.closed = False
+        self._write(self._file_header())
+
+    def _file_header(self) -> bytes:
+        raise NotImplementedError
+
+    def _records(self, views: list[View], timestamp_ns: int, direction: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _write(self, data: Any) -> None:
+        self._file.write(data)
+
+    def write(self, packet: Packet, timestamp_ns: Optional[int] = None, direction: int = 0) -> None:
+        """Writes one packet (a bytes-like object) stamped ``timestamp_ns`` (ns since the epoch; default: now).
+        ``direction`` (pcapng only): :data:`INBOUND`, :data:`OUTBOUND` or 0 (unknown)."""
+        self.write_batch([packet], timestamp_ns, direction)
+
+    def write_batch(self, packets: Union[Batch, Iterable[Any]], timestamp_ns: Optional[int] = None,
+                    direction: int = 0) -> None:
+        """Writes every packet of a Batch (or of an iterable of bytes-like objects), all stamped with
+        ``timestamp_ns`` (default: now), in one write call."""
+        ts = time.time_ns() if timestamp_ns is None else timestamp_ns
+        if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 1 << 64:
+            raise ValueError(f"timestamp_ns must be an int of nanoseconds since the epoch, not {ts!r}")
+        if direction not in (0, INBOUND, OUTBOUND):
+            raise ValueError(f"direction must be 0, INBOUND (1) or OUTBOUND (2), not {direction!r}")
+        views = _views(packets)
+        if not views:
+            return
+        parts = self._records(views, ts, direction)
+        with self._lock:
+            if self.closed:
+                raise ValueError("the capture file is closed")
+            self._write(b"".join(parts))
+            self.packets += len(views)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._file.flush()
+            if self._owns:
+                self._file.close()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PcapWriter(_Writer):
+    """A classic pcap file (version 2.4, nanosecond timestamps, LINKTYPE_RAW, native byte order)."""
+
+    def __init__(self, file: PathOrFile, *, snaplen: int = 65535) -> None:
+        super().__init__(file, snaplen)
+
+    def _file_header(self) -> bytes:
+        return _PCAP_HEADER.pack(_PCAP_NS_MAGIC, 2, 4, 0, 0, self.snaplen, LINKTYPE_RAW)
+
+    def _records(self, views: list[View], timestamp_ns: int, direction: int) -> list[Any]:
+        sec, nsec = divmod(timestamp_ns, 1_000_000_000)
+        if sec > 0xFFFFFFFF:
+            raise ValueError("a pcap timestamp ends in 2106; use pcapng")
+        snap, pack = self.snaplen, _PCAP_RECORD.pack
+        parts: list[Any] = []
+        for v in views:
+            n = v.nbytes
+            cap = n if n <= snap else snap
+            parts.append(pack(sec, nsec, cap, n))
+            parts.append(v if cap == n else v[:cap])
+        return parts
+
+
+class PcapngWriter(_Writer):
+    """A pcapng file: one section, one interface (LINKTYPE_RAW, if_tsresol 9 = nanoseconds), Enhanced Packet
+    Blocks with the direction in epb_flags."""
+
+    def __init__(self, file: PathOrFile, *, snaplen: int = 65535, interface: str = "fasttun") -> None:
+        self._interface = interface.encode("utf-8")[:255]
+        super().__init__(file, snaplen)
+
+    def _file_header(self) -> bytes:
+        shb_body = struct.pack("=IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("=HH", 0, 0)
+        shb = _BLOCK_HEAD.pack(0x0A0D0D0A, 12 + len(shb_body)) + shb_body + struct.pack("=I", 12 + len(shb_body))
+        name = self._interface
+        opts = struct.pack("=HH", 2, len(name)) + name + bytes(_pad4(len(name)))  # if_name
+        opts += struct.pack("=HHB3x", 9, 1, 9)                                      # if_tsresol: 10^-9
+        opts += struct.pack("=HH", 0, 0)
+        idb_body = struct.pack("=HHI", LINKTYPE_RAW, 0, self.snaplen) + opts
+        idb = _BLOCK_HEAD.pack(1, 12 + len(idb_body)) + idb_body + struct.pack("=I", 12 + len(idb_body))
+        return shb + idb
+
+    def _records(self, views: list[View], timestamp_ns: int, direction: int) -> list[Any]:
+        high, low = timestamp_ns >> 32, timestamp_ns & 0xFFFFFFFF
+        snap = self.snaplen
+        options = _EPB_FLAGS.pack(2, 4, direction, 0, 0) if direction else b""
+        parts: list[Any] = []
+        for v in views:
+            n = v.nbytes
+            cap = n if n <= snap else snap
+            pad = _pad4(cap)
+            total = 32 + cap + pad + len(options)
+            parts.append(_EPB.pack(6, total, 0, high, low, cap, n))
+            parts.append(v if cap == n else v[:cap])
+            if pad:
+                parts.append(bytes(pad))
+            if options:
+                parts.append(options)
+            parts.append(_U32.pack(total))
+        return parts
+
+
+def open(file: PathOrFile, format: Optional[str] = None, *, snaplen: int = 65535) -> _Writer:  # noqa: A001
+    """A writer for ``file``: pcapng if ``format == "pcapng"`` or the name ends in ``.pcapng``, else pcap."""
+    if format is None:
+        name = os.fspath(file) if not hasattr(file, "write") else getattr(file, "name", "")
+        format = "pcapng" if str(name).endswith(".pcapng") else "pcap"
+    if format == "pcapng":
+        return PcapngWriter(file, snaplen=snaplen)
+    if format == "pcap":
+        return PcapWriter(file, snaplen=snaplen)
+    raise ValueError(f"format must be 'pcap' or 'pcapng', not {format!r}")
+
+
+# ---- a device teeing into a writer --------------------------------------------------------------------
+
+
+class _TeeDevice:
+    """Stands in front of a device's _core.Device while a tee is set: the data calls write what went through,
+    everything else is the device's own."""
+
+    def __init__(self, dev: _core.Device, writer: _Writer, rx: bool, tx: bool) -> None:
+        self._real = dev
+        self._writer = writer
+        self._rx = rx
+        self._tx = tx
+        self.active = True  # readers started under the tee stop writing once it is removed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def _record(self, packets: Any, direction: int) -> None:
+        writer = self._writer
+        if not self.active or writer.closed:
+            return
+        try:
+            writer.write_batch(packets, None, direction)
+        except ValueError:  # closed meanwhile by another thread: the device goes on without its tee
+            if not writer.closed:
+                raise
+
+    def _in(self, packets: Any) -> None:  # fasttun received these from the device: the system sent them
+        if self._rx:
+            self._record(packets, OUTBOUND)
+
+    def _out(self, packets: Any) -> None:
+        if self._tx:
+            self._record(packets, INBOUND)
+
+    def recv(self, *args: Any, **kw: Any) -> Any:
+        packet = self._real.recv(*args, **kw)
+        if packet is not None:
+            self._in([packet])
+        return packet
+
+    def recv_into(self, buffer: Any, *args: Any, **kw: Any) -> int:
+        n = self._real.recv_into(buffer, *args, **kw)
+        if n:
+            self._in([memoryview(buffer).cast("B")[:n]])
+        return n
+
+    def recv_batch(self, *args: Any, **kw: Any) -> Batch:
+        batch = self._real.recv_batch(*args, **kw)
+        if batch:
+            self._in(batch)
+        return batch
+
+    def send(self, packet: Any, *args: Any, **kw: Any) -> int:
+        sent = self._real.send(packet, *args, **kw)
+        if sent:
+            self._out([packet])
+        return sent
+
+    def send_batch(self, packets: Any, *args: Any, **kw: Any) -> int:
+        if not isinstance(packets, (Batch, list)):
+            packets = list(packets)
+        sent = self._real.send_batch(packets, *args, **kw)
+        if sent:
+            self._out(packets if sent == len(packets) else packets[:sent])
+        return sent
+
+    def start_reader(self, queue: int, callback: Any, *args: Any) -> Any:
+        def teed(batch: Batch) -> Any:
+            self._in(batch)
+            return callback(batch)
+        return self._real.start_reader(queue, teed, *args)
+
+
+class Tee:
+    """A device writing what it receives and sends into a writer, until :meth:`remove` (or the end of a
+    ``with`` block). Readers started before the tee are not teed."""
+
+    def __init__(self, tun: Tun, writer: _Writer, rx: bool, tx: bool) -> None:
+        if not isinstance(tun, Tun):
+            raise TypeError(f"tee() needs a fasttun.Tun, not {type(tun).__name__}")
+        if not isinstance(writer, _Writer):
+            raise TypeError(f"tee() needs a PcapWriter or PcapngWriter, not {type(writer).__name__}")
+        if isinstance(tun._dev, _TeeDevice):
+            raise ValueError(f"{tun.name} already has a tee; remove it first")
+        self._tun = tun
+        self._proxy = _TeeDevice(tun._dev, writer, rx, tx)
+        tun._dev = self._proxy  # type: ignore[assignment]
+
+    def remove(self) -> None:
+        self._proxy.active = False
+        if self._tun._dev is self._proxy:  # type: ignore[comparison-overlap]
+            self._tun._dev = self._proxy._real
+
+    def __enter__(self) -> Tee:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def tee(tun: Tun, writer: _Writer, *, rx: bool = True, tx: bool = True) -> Tee:
+    """Makes ``tun`` write the packets it receives (``rx``) and sends (``tx``) into ``writer``."""
+    return Tee(tun, writer, bool(rx), bool(tx))
+

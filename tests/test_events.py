@@ -1,0 +1,134 @@
+"""fasttun.events: link up/down, MTU changes, addresses added and removed, the device removed, as the kernel's
+rtnetlink groups announce them for a real device in a namespace of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fasttun
+from fasttun.events import DeviceEvent, DeviceEvents
+from test_aio import DefaultLoop, Loop, UVLoop
+from test_c_core import BUILD, CSRC, ROOT, compiler, passed_line
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="rtnetlink is Linux's")]
+
+
+def test_the_decoder_under_address_and_undefined_behaviour_sanitizers():
+    """csrc/ft_linux_events.c's parser on well-formed, foreign, malformed and random messages (tests/c)."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    exe = BUILD / "events_asan"
+    sources = [CSRC / "ft_linux_events.c", CSRC / "ft_device.c", CSRC / "ft_os_posix.c",
+               ROOT / "tests" / "c" / "test_events.c"]
+    subprocess.run([compiler("gcc"), "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{CSRC}", *map(str, sources),
+                    "-o", str(exe), "-lpthread"], check=True, capture_output=True, text=True)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed, failed = passed_line(result.stdout)
+    assert failed == 0 and passed >= 18
+
+
+def changes(events: list[DeviceEvent]) -> list[tuple[str, object]]:
+    """What a test compares: the kind and its detail, without the kernel's own link-local IPv6 addresses."""
+    out: list[tuple[str, object]] = []
+    for e in events:
+        if e.address is not None and e.address.is_link_local:
+            continue
+        out.append((e.kind, str(e.address) if e.address is not None else e.mtu))
+    return out
+
+
+def collect(events: DeviceEvents, until: int, timeout: float = 3.0) -> list[tuple[str, object]]:
+    got: list[tuple[str, object]] = []
+    while len(got) < until:
+        batch = events.get(timeout)
+        if not batch:
+            break
+        got.extend(changes(batch))
+    return got
+
+
+def test_each_change_of_the_device_is_one_event(netns):
+    tun = fasttun.Tun("ftev0")
+    try:
+        with DeviceEvents(tun) as events:
+            assert events.poll() == []
+            tun.up()
+            assert collect(events, 1) == [("up", 1500)]
+            tun.mtu = 1400
+            assert collect(events, 1) == [("mtu", 1400)]
+            tun.add_address("10.205.0.1/24")
+            tun.add_address("fd00:205::1/64")
+            assert collect(events, 2) == [("address-added", "10.205.0.1/24"), ("address-added", "fd00:205::1/64")]
+            tun.remove_address("10.205.0.1/24")
+            assert collect(events, 1) == [("address-removed", "10.205.0.1/24")]
+            tun.down()
+            assert collect(events, 2) == [("down", 1400), ("address-removed", "fd00:205::1/64")]
+            netns.run("ip", "link", "del", "ftev0")
+            assert collect(events, 1) == [("removed", None)]
+            assert events.get(0.05) == []  # nothing after the end
+    finally:
+        tun.close()
+
+
+def test_other_devices_changes_are_not_reported(netns):
+    with fasttun.Tun("ftev0") as mine, fasttun.Tun("ftev1") as other:
+        with DeviceEvents(mine) as events:
+            other.up()
+            other.mtu = 1300
+            other.add_address("10.206.0.1/24")
+            mine.mtu = 1280
+            assert collect(events, 1) == [("mtu", 1280)]
+            assert events.get(0.1) == []
+
+
+def test_a_device_is_named_by_tun_name_or_index(netns):
+    with fasttun.Tun("ftev0") as tun:
+        for device in (tun, "ftev0", tun.index):
+            with DeviceEvents(device) as events:
+                assert (events.name, events.index) == ("ftev0", tun.index)
+    with pytest.raises(TypeError, match="positive index"):
+        DeviceEvents(0)
+    with pytest.raises(OSError):
+        DeviceEvents("no-such-dev0")
+
+
+class AsyncEventTests(Loop):
+    def test_async_for_sees_the_changes_and_ends_when_the_device_goes(self, netns):
+        tun = fasttun.Tun("ftev0")
+
+        async def main() -> list[tuple[str, object]]:
+            loop = asyncio.get_running_loop()
+            steps = [tun.up, lambda: setattr(tun, "mtu", 1420), lambda: tun.add_address("10.207.0.1/24"),
+                     lambda: netns.run("ip", "link", "del", "ftev0")]
+            for i, step in enumerate(steps):
+                loop.call_later(0.05 * (i + 1), step)
+            got: list[DeviceEvent] = []
+            async with DeviceEvents(tun) as events:
+                async for event in events:
+                    got.append(event)
+            return changes(got)
+
+        try:
+            got = self.run(main(), timeout=5)
+        finally:
+            tun.close()
+        assert got[:3] == [("up", 1500), ("mtu", 1420), ("address-added", "10.207.0.1/24")]
+        # Deleting a device that is up takes it down and its addresses away first; "removed" is the last event.
+        assert sorted(got[3:-1]) == [("address-removed", "10.207.0.1/24"), ("down", 1420)]
+        assert got[-1] == ("removed", None)
+
+
+class TestEventsOnDefaultLoop(AsyncEventTests, DefaultLoop):
+    pass
+
+
+class TestEventsOnUvloop(AsyncEventTests, UVLoop):
+    pass
