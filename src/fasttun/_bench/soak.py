@@ -403,8 +403,10 @@ def soak(seconds: float, with_tun: Optional[bool] = None) -> Verdict:
     warmup = min(5.0, seconds / 4)
     stop = _Stop()
     with contextlib.ExitStack() as stack:
-        legs: list[PairLeg | TunLeg] = [PairLeg(stop)]
-        stack.callback(lambda: (legs[0].a.close(), legs[0].b.close()))
+        pair_leg = PairLeg(stop)
+        stack.callback(pair_leg.b.close)
+        stack.callback(pair_leg.a.close)
+        legs: list[PairLeg | TunLeg] = [pair_leg]
         if with_tun:
             ns = stack.enter_context(namespace("soak"))
             tun_leg = TunLeg(stop, ns)
