@@ -558,3 +558,36 @@ def test_callback_that_raises_under_a_flood_on_a_tun(quiet_netns: Any) -> None:
         assert tun.recv(timeout=1) is not None        # the device still works
     finally:
         tun.close()
+
+
+@linux_only
+@pytest.mark.parametrize("action", ["stop", "close"])
+def test_callback_that_stops_or_closes_under_a_flood_on_a_tun(quiet_netns: Any, action: str) -> None:
+    tun = open_tun(queues=2)
+    try:
+        holder: list[fasttun.Reader] = []
+        calls = [0]
+
+        def on_batch(batch: fasttun.Batch) -> None:
+            calls[0] += 1
+            if calls[0] == 3:
+                if action == "stop":
+                    holder[0].stop()
+                else:
+                    tun.close()
+
+        holder.append(tun.start_reader(on_batch, batch_size=8))
+        Blocked(lambda: flood(20000))
+        start = time.monotonic()
+        assert holder[0].join(timeout=PROMPT + 1)
+        assert time.monotonic() - start < PROMPT + 1 and not holder[0].running
+        # With two queues the other queue's thread may have been inside its own callback: a few more calls.
+        assert 3 <= calls[0] <= 4
+        if action == "close":
+            assert tun.closed
+            with pytest.raises(fasttun.TunClosedError):
+                tun.recv(timeout=0)
+        else:
+            assert tun.recv(timeout=1) is not None   # stopping the reader leaves the device usable
+    finally:
+        tun.close()
