@@ -122,3 +122,48 @@ def test_rss_is_read_from_proc() -> None:
     block[::4096] = b"x" * len(block[::4096])   # touch every page
     assert soak.rss_bytes() - before >= 7 << 20
     del block
+
+
+SABOTAGE = '''
+import sys
+from fasttun._bench import soak
+
+HOW = sys.argv[1]
+kept = []
+original = soak.Checker.on_batch
+
+def on_batch(self, batch):
+    if HOW == "leak":
+        kept.append(bytearray(64 * 1024))       # grows without end, as a leak would
+        return original(self, batch)
+    if HOW == "corrupt":
+        packets = [bytearray(p) for p in batch]
+        packets[0][-1] ^= 0xFF                  # the last payload byte of the first packet of each batch
+        with self._lock:
+            for p in packets:
+                self.check(memoryview(p))
+        return None
+    if HOW == "lose":
+        with self._lock:
+            for i, p in enumerate(batch):
+                if i != 0:                      # the first packet of each batch vanishes, no counter knows
+                    self.check(p)
+        return None
+
+soak.Checker.on_batch = on_batch
+verdict = soak.soak(2.0, with_tun=False)
+print(verdict.text())
+sys.exit(0 if verdict.passed else 1)
+'''
+
+
+@pytest.mark.parametrize("how,says", [
+    ("leak", "resident memory grew"),
+    ("corrupt", "corrupt"),
+    ("lose", "packets missing but the drop counters say"),
+])
+def test_the_soak_fails_when_something_goes_wrong(how: str, says: str) -> None:
+    # The pair leg alone, with its checker sabotaged: each kind of fault must turn the verdict to FAIL.
+    proc = subprocess.run([sys.executable, "-c", SABOTAGE, how], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "soak: FAIL" in proc.stdout and says in proc.stdout, proc.stdout
