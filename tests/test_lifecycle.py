@@ -10,7 +10,6 @@ Threads are counted in /proc/self/task (the C reader threads are not Python thre
 from __future__ import annotations
 
 import inspect
-import os
 import subprocess
 import sys
 import textwrap
