@@ -379,11 +379,10 @@ def open_kind(kind: str) -> tuple[fasttun.Tun, Callable[[], None]]:
 # What is wrong today: these answer after close instead of raising TunClosedError, or raise another error.
 # Keyed by (device kind, member); the value is the xfail reason.
 _LEAD = "issue10 defect 10 (fileno() after close -> ENOSYS): fixed in main by the lead"
-_CHECK_FIRST = ("found by soak helper: after close() {} raises the backend's ENOSYS TunError ('the memory backend "
-                "cannot ...') instead of TunClosedError: the closed check must come first")
+_CHECK_FIRST = ("found by soak helper: after close() {} raises the ENOSYS TunError of an unsupported operation "
+                "('the memory backend cannot ...', 'Wintun adapters exist only on Windows') instead of "
+                "TunClosedError: the closed check must come first")
 _ANSWERS = "found by soak helper: after close() {} still answers ({}) instead of raising TunClosedError"
-_WINDOWS = ("found by soak helper: after close() the Windows-only {} {} instead of raising TunClosedError "
-            "(luid on Linux is also issue10 defect 10)")
 AFTER_CLOSE_DEFECTS = {
     ("pair", "fileno"): _LEAD,
     ("tun", "fileno"): _LEAD,
@@ -392,10 +391,9 @@ AFTER_CLOSE_DEFECTS = {
        for n in ("add_route", "remove_route", "set_persist", "index", "txqueuelen", "set txqueuelen")},
     **{(k, "offloads"): _ANSWERS.format("offloads", "{}") for k in ("pair", "tun")},
     **{(k, "offload_mode"): _ANSWERS.format("offload_mode", "None") for k in ("pair", "tun")},
-    **{(k, "luid"): _WINDOWS.format("luid", "returns 0") for k in ("pair", "tun")},
-    **{(k, "ring_capacity"): _WINDOWS.format("ring_capacity", "returns 0") for k in ("pair", "tun")},
-    **{(k, "guid"): _WINDOWS.format("guid", "raises ENOSYS") for k in ("pair", "tun")},
-    **{(k, "set_dns"): _WINDOWS.format("set_dns", "raises ENOSYS") for k in ("pair", "tun")},
+    # luid and ring_capacity answer 0 on this branch; in main (issue10 defect 10) they raise ENOSYS instead.
+    **{(k, n): _CHECK_FIRST.format(n) for k in ("pair", "tun") for n in ("luid", "ring_capacity", "guid",
+                                                                         "set_dns")},
 }
 
 
