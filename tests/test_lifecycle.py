@@ -125,6 +125,22 @@ def round_():
         t.start()
         t.join(5)
         assert not t.is_alive(), "gc.collect() on another thread blocked"
+    elif WHERE == "another reader":
+        # Collected on the reader thread of a different device (a pair that stays open meanwhile).
+        ha, hb = fasttun.pair()
+        collected = threading.Event()
+        def collect(batch):
+            if not collected.is_set():
+                gc.collect()
+                collected.set()
+        helper = hb.start_reader(collect)
+        holder.clear()
+        while not collected.is_set():
+            ha.send(minimal_ipv4())
+            collected.wait(0.05)
+        helper.stop(timeout=5)
+        ha.close()
+        hb.close()
     else:
         while not done.is_set():
             poke()
@@ -158,6 +174,8 @@ print("OK")
     pytest.param("main", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
     pytest.param("other", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
     pytest.param("reader", marks=fixed_in_main("3 (GC on the reader thread deadlocks in Tun.__del__)")),
+    pytest.param("another reader", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, "
+                                                        "arena, fds)")),
 ])
 def test_device_and_reader_dropped_without_close_release_everything(kind: str, where: str) -> None:
     assert_ok(run_child(DROP.format(where=where), kind, timeout=15))
