@@ -37,6 +37,8 @@ def fixed_in_main(defect: str) -> pytest.MarkDecorator:
     if LEAD_FIXES_MERGED:
         return pytest.mark.skipif(False, reason="fixed")   # no effect
     return pytest.mark.xfail(strict=True, reason=f"issue10 defect {defect}: fixed in main by the lead")
+
+
 TESTS = Path(__file__).resolve().parent
 
 PRELUDE = '''
