@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="platform, backend, versions, kernel TUN features and privileges")
 
-    from fasttun._bench.catalog import NAMES
+    from fasttun._bench.catalog import NAMES, ONLY_WHEN_NAMED
 
     bench = sub.add_parser(
         "bench",
@@ -25,12 +25,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
                     "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
                     "latency, forward (root: they create their own network namespaces and TUN devices, and "
-                    "always remove them).")
+                    "always remove them). soak runs only when named: for --seconds S (default 30; hours by hand) "
+                    "it streams sequence-numbered, checksummed packets through a pair and a TUN device into "
+                    "readers, then checks that nothing was corrupt, duplicated or reordered, that every missing "
+                    "packet is in a drop counter and that resident memory stayed flat; it prints a verdict and "
+                    "exits 1 on failure.")
     bench.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                       help=f"which to run (default: all): {', '.join(NAMES)}; rx includes rx-live")
+                       help=f"which to run (default: all of {', '.join(NAMES)}; rx includes rx-live); "
+                            f"only when named: {', '.join(ONLY_WHEN_NAMED)}")
     bench.add_argument("--seconds", type=float, default=None, metavar="S",
-                       help="length of one measured run (default 2; forward rounds up to whole seconds)")
-    bench.add_argument("--repeat", type=int, default=None, metavar="R", help="runs per variant (default 3)")
+                       help="length of one measured run (default 2; forward rounds up to whole seconds; soak: "
+                            "default 30, up to a week)")
+    bench.add_argument("--repeat", type=int, default=None, metavar="R", help="runs per variant (default 3; soak: 1)")
     bench.add_argument("--size", type=int, default=64, metavar="BYTES",
                        help="IP packet size for pair, rx and tx (default 64)")
     bench.add_argument("--batch", type=int, default=1024, metavar="N",
@@ -72,10 +78,14 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     from fasttun._bench.scenario import Settings
     from fasttun._bench.system import Baselines
 
-    seconds = args.seconds if args.seconds is not None else (0.3 if args.smoke else 2.0)
-    repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 3)
-    if not 0.05 <= seconds <= 600:
-        print("fasttun bench: --seconds must be between 0.05 and 600", file=sys.stderr)
+    soak_only = bool(args.scenarios) and all(n in catalog.ONLY_WHEN_NAMED for n in args.scenarios)
+    default_seconds = 0.3 if args.smoke else 30.0 if soak_only else 2.0
+    seconds = args.seconds if args.seconds is not None else default_seconds
+    repeat = args.repeat if args.repeat is not None else (1 if args.smoke or soak_only else 3)
+    longest = 7 * 86400 if soak_only else 600
+    if not 0.05 <= seconds <= longest:
+        print(f"fasttun bench: --seconds must be between 0.05 and {longest}"
+              f"{' (a week)' if soak_only else ' (only soak runs longer)'}", file=sys.stderr)
         return 2
     if not 1 <= repeat <= 100:
         print("fasttun bench: --repeat must be between 1 and 100", file=sys.stderr)
@@ -87,9 +97,9 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     if not 1 <= args.batch <= 65536:
         print("fasttun bench: --batch must be between 1 and 65536", file=sys.stderr)
         return 2
-    unknown = [n for n in args.scenarios if n not in catalog.NAMES]
+    unknown = [n for n in args.scenarios if n not in catalog.KNOWN]
     if unknown:
-        print(f"fasttun bench: unknown scenario {unknown[0]!r}; known: {', '.join(catalog.NAMES)}", file=sys.stderr)
+        print(f"fasttun bench: unknown scenario {unknown[0]!r}; known: {', '.join(catalog.KNOWN)}", file=sys.stderr)
         return 2
     names = catalog.expand(args.scenarios)
     settings = Settings(seconds=seconds, repeat=repeat, size=args.size, batch=args.batch, smoke=args.smoke,

@@ -5,10 +5,15 @@ from __future__ import annotations
 from fasttun._bench.scenario import Scenario
 
 NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward")
+"""What ``fasttun bench`` runs when no scenario is named."""
+ONLY_WHEN_NAMED = ("soak",)
+"""Scenarios that run only when named: they are long and judge correctness rather than measure speed."""
+KNOWN = NAMES + ONLY_WHEN_NAMED
 
 
 def expand(names: list[str]) -> list[str]:
-    """The scenarios to run for the names given on the command line (none: all; "rx" brings "rx-live")."""
+    """The scenarios to run for the names given on the command line (none: all of NAMES, not the ones that run
+    only when named; "rx" brings "rx-live")."""
     out: list[str] = []
     for n in names or NAMES:
         for m in ([n, "rx-live"] if n == "rx" else [n]):
@@ -36,4 +41,7 @@ def make(name: str) -> Scenario:
     if name == "forward":
         from fasttun._bench.forward import ForwardScenario
         return ForwardScenario()
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(NAMES)}")
+    if name == "soak":
+        from fasttun._bench.soak import SoakScenario
+        return SoakScenario()
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(KNOWN)}")

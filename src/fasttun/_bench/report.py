@@ -24,6 +24,11 @@ _EXTRA_FORMATS = {
     "delivered_pct": "delivered {:.0f}%",
     "drained_pct": "drained {:.0f}%",
     "retransmits": "retransmits {:,.0f}",
+    "soak_corrupt": "corrupt {:,.0f}",
+    "soak_out_of_order": "duplicated or reordered {:,.0f}",
+    "soak_missing": "missing {:,.0f}",
+    "soak_dropped": "counted as dropped {:,.0f}",
+    "rss_growth_kib": "RSS {:+,.0f} KiB after warm-up",
 }
 
 

@@ -1,0 +1,545 @@
+"""Lifecycles: devices and readers dropped without close()/stop() and collected on any thread (main, the reader
+thread itself, another thread) release their threads and descriptors and never block; interpreter exit with
+readers running is prompt; fork with readers running never hangs the child and leaves the parent unaffected;
+use after close of every public method and property raises TunClosedError, and a second close is harmless.
+
+Whatever could hang runs in a child process with a timeout, so that a hang fails the test instead of the suite.
+Threads are counted in /proc/self/task (the C reader threads are not Python threads), descriptors in
+/proc/self/fd."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fasttun
+from conftest import require_root_environment
+from packets import minimal_ipv4
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, fork and Linux TUN")
+
+
+# Defects of issue 10 that the lead is fixing in main. Once those fixes are merged, set this to True (or delete
+# the marks): every test marked with fixed_in_main() then runs as an ordinary test.
+LEAD_FIXES_MERGED = False
+
+
+def fixed_in_main(defect: str) -> pytest.MarkDecorator:
+    if LEAD_FIXES_MERGED:
+        return pytest.mark.skipif(False, reason="fixed")   # no effect
+    return pytest.mark.xfail(strict=True, reason=f"issue10 defect {defect}: fixed in main by the lead")
+
+
+TESTS = Path(__file__).resolve().parent
+
+PRELUDE = '''
+import gc, os, socket, sys, threading, time
+sys.path.insert(0, {tests!r})
+import fasttun
+from packets import minimal_ipv4
+
+KIND = {kind!r}
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+def tasks():
+    return len(os.listdir("/proc/self/task"))
+
+def settle(pred, limit=3.0):
+    deadline = time.monotonic() + limit
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pred()
+
+def make():
+    """A device with something to make its reader's callback run: (device, poke, cleanup)."""
+    if KIND == "pair":
+        a, b = fasttun.pair()
+        return b, lambda: a.send(minimal_ipv4()), a.close
+    tun = fasttun.Tun(None, addresses=["10.205.0.1/24"], up=True)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return tun, lambda: s.sendto(b"poke", ("10.205.0.2", 9)), s.close
+'''
+
+
+def run_child(code: str, kind: str = "pair", timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Runs code (after PRELUDE) in a fresh interpreter; fails the test if it does not end within timeout."""
+    source = PRELUDE.format(tests=str(TESTS), kind=kind) + textwrap.dedent(code)
+    try:
+        return subprocess.run([sys.executable, "-X", "faulthandler", "-c", source], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+    pytest.fail(f"the child process hung (killed after {timeout} s)\nstdout: {out}\nstderr: {err[-3000:]}")
+
+
+def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("OK"), \
+        f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr[-3000:]}"
+
+
+@pytest.fixture(params=["pair", "tun"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which device the child makes; for "tun" the test runs in a namespace the child inherits."""
+    if request.param == "tun":
+        if not sys.platform.startswith("linux"):
+            pytest.skip("Linux TUN backend")
+        require_root_environment()
+        request.getfixturevalue("netns")
+    return str(request.param)
+
+
+# ---- dropped without close()/stop(), collected on any thread ----
+
+DROP = '''
+WHERE = {where!r}
+ROUNDS = 20 if KIND == "pair" else 5
+# One round first, so that what is allocated once per process (thread pools, logging) is in the baseline.
+def round_():
+    dev, poke, cleanup = make()
+    holder = [dev]
+    done = threading.Event()
+    def on_batch(batch, holder=holder):
+        if WHERE == "reader" and holder:
+            holder.clear()          # the last reference from outside goes, here on the reader thread
+            gc.collect()
+            done.set()
+    if WHERE != "no reader":
+        dev.start_reader(on_batch)  # the Reader is dropped at once, never stopped
+    del dev
+    if WHERE in ("main", "no reader"):
+        holder.clear()
+        gc.collect()
+    elif WHERE == "other":
+        holder.clear()
+        t = threading.Thread(target=gc.collect)
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "gc.collect() on another thread blocked"
+    elif WHERE == "another reader":
+        # Collected on the reader thread of a different device (a pair that stays open meanwhile).
+        ha, hb = fasttun.pair()
+        collected = threading.Event()
+        def collect(batch):
+            if not collected.is_set():
+                gc.collect()
+                collected.set()
+        helper = hb.start_reader(collect)
+        holder.clear()
+        while not collected.is_set():
+            ha.send(minimal_ipv4())
+            collected.wait(0.05)
+        helper.stop(timeout=5)
+        ha.close()
+        hb.close()
+    else:
+        while not done.is_set():
+            poke()
+            done.wait(0.05)
+    cleanup()
+    gc.collect()
+
+def links():
+    return len(socket.if_nameindex())   # in this process's namespace: a dropped device must go away
+
+round_()
+settle(lambda: tasks() == 1)
+base_fds, base_tasks, base_links = fds(), tasks(), links()
+start = time.monotonic()
+for _ in range(ROUNDS):
+    round_()
+settle(lambda: fds() <= base_fds and tasks() <= base_tasks and links() <= base_links)
+print(f"{{ROUNDS}} rounds in {{time.monotonic() - start:.2f}} s; fds {{base_fds}} -> {{fds()}}, "
+      f"threads {{base_tasks}} -> {{tasks()}}, links {{base_links}} -> {{links()}}, "
+      f"python threads {{threading.active_count()}}")
+assert fds() <= base_fds, "descriptors leaked"
+assert tasks() <= base_tasks, "threads leaked"
+assert links() <= base_links, "interfaces were left behind"
+print("OK")
+'''
+
+
+@linux_only
+@pytest.mark.parametrize("where", [
+    "no reader",
+    pytest.param("main", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
+    pytest.param("other", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
+    pytest.param("reader", marks=fixed_in_main("3 (GC on the reader thread deadlocks in Tun.__del__)")),
+    pytest.param("another reader", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, "
+                                                        "arena, fds)")),
+])
+def test_device_and_reader_dropped_without_close_release_everything(kind: str, where: str) -> None:
+    assert_ok(run_child(DROP.format(where=where), kind, timeout=15))
+
+
+@linux_only
+def test_device_closed_but_reader_never_stopped_releases_everything(kind: str) -> None:
+    # The documented way to end a reader is stop() or closing the device; this pins the second.
+    code = '''
+    def round_():
+        dev, poke, cleanup = make()
+        dev.start_reader(lambda batch: None)
+        poke()
+        dev.close()
+        cleanup()
+    round_()
+    base_fds, base_tasks = fds(), tasks()
+    for _ in range(10):
+        round_()
+    gc.collect()
+    settle(lambda: fds() <= base_fds and tasks() <= base_tasks)
+    print(f"fds {base_fds} -> {fds()}, threads {base_tasks} -> {tasks()}")
+    assert fds() <= base_fds and tasks() <= base_tasks
+    print("OK")
+    '''
+    assert_ok(run_child(code, kind))
+
+
+# ---- interpreter exit with readers running ----
+
+EXIT = '''
+HOW = {how!r}
+dev, poke, cleanup = make()
+devices = [dev]
+seen = [0]
+def on_batch(batch):
+    seen[0] += len(batch)
+    time.sleep(0.002)
+dev.start_reader(on_batch)
+if KIND == "pair":
+    a, b = fasttun.pair()
+    devices.append(b)
+    b.start_reader(on_batch)
+    def flood():
+        packets = [minimal_ipv4(60, i) for i in range(64)]
+        try:
+            while True:
+                a.send_batch(packets, on_full="drop")
+        except fasttun.TunError:
+            pass
+    threading.Thread(target=flood, daemon=True).start()
+for _ in range(20):
+    poke()
+settle(lambda: seen[0] > 0)
+assert seen[0] > 0
+print("EXITING", time.monotonic(), flush=True)
+print("OK", flush=True)
+if HOW == "sys.exit":
+    sys.exit(0)
+'''
+
+
+@linux_only
+@pytest.mark.parametrize("how", ["fall off the end", "sys.exit"])
+def test_interpreter_exit_with_readers_running_is_prompt(kind: str, how: str) -> None:
+    proc = run_child(EXIT.format(how=how), kind, timeout=20)
+    ended = time.monotonic()
+    assert_ok(proc)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("EXITING"))
+    took = ended - float(line.split()[1])
+    assert took < 2.0, f"the interpreter took {took:.2f} s to exit with readers running"
+    assert "Fatal Python error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+# ---- fork with readers running ----
+
+FORK = '''
+ACTION, END = {action!r}, {end!r}
+import warnings
+warnings.simplefilter("ignore", DeprecationWarning)   # fork() of a process with threads: we mean it
+dev, poke, cleanup = make()
+seen = [0]
+reader = dev.start_reader(lambda batch: seen.__setitem__(0, seen[0] + len(batch)))
+poke()
+settle(lambda: seen[0] > 0)
+pid = os.fork()
+if pid == 0:
+    started = time.monotonic()
+    try:
+        if ACTION == "close":
+            dev.close()
+        elif ACTION == "use":
+            # Documented: what the child inherited is closed in it; calls raise TunClosedError, stats stay.
+            for name, call in (("recv", lambda: dev.recv(timeout=0.05)), ("send", lambda: dev.send(minimal_ipv4())),
+                               ("recv_batch", lambda: dev.recv_batch(8, timeout=0.05))):
+                try:
+                    call()
+                except fasttun.TunClosedError:
+                    continue
+                except BaseException as exc:
+                    print(f"child: {{name}} raised {{type(exc).__name__}}: {{exc}}", flush=True)
+                    os._exit(6)
+                print(f"child: {{name}} worked on a device inherited through fork()", flush=True)
+                os._exit(6)
+            dev.stats
+            assert not reader.running
+        took = time.monotonic() - started
+        if took > 1.0:
+            print(f"child: {{ACTION}} took {{took:.2f}} s", flush=True)
+            os._exit(4)
+    except BaseException as exc:
+        print("child raised", type(exc).__name__, exc, flush=True)
+        os._exit(3)
+    if END == "os._exit":
+        os._exit(0)
+    sys.exit(0)
+start = time.monotonic()
+status = None
+while time.monotonic() - start < 4.0:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.01)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("the child hung and was killed", flush=True)
+    sys.exit(5)
+child_took = time.monotonic() - start
+print(f"child ended with status {{status}} after {{child_took:.2f}} s", flush=True)
+assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
+assert child_took < 1.5, "the child's exit was held up"
+# The parent is unaffected: its reader still runs and delivers, close is prompt.
+assert reader.running
+before = seen[0]
+for _ in range(50):
+    poke()
+    if settle(lambda: seen[0] > before, 0.1):
+        break
+assert seen[0] > before, "the parent's reader stopped delivering after the fork"
+t0 = time.monotonic()
+dev.close()
+cleanup()
+assert time.monotonic() - t0 < 2.0
+assert reader.join(2.0)
+print("OK")
+'''
+
+FORK_HANG = fixed_in_main("6 (close() in a forked child hangs; a child that just exits is held 2 s; fork "
+                          "behaviour defined and documented)")
+
+
+@linux_only
+@pytest.mark.parametrize("action,end", [
+    pytest.param("close", "os._exit", marks=FORK_HANG),
+    pytest.param("close", "sys.exit", marks=FORK_HANG),
+    pytest.param("use", "os._exit", marks=FORK_HANG),
+    pytest.param("use", "sys.exit", marks=FORK_HANG),
+    ("nothing", "os._exit"),
+    pytest.param("nothing", "sys.exit", marks=FORK_HANG),
+])
+def test_fork_with_a_reader_running(kind: str, action: str, end: str) -> None:
+    assert_ok(run_child(FORK.format(action=action, end=end), kind, timeout=25))
+
+
+FORK_LIVES = '''
+import signal
+dev = fasttun.Tun("ftfork0", addresses=["10.205.2.1/24"], up=True)
+reader = dev.start_reader(lambda batch: None)
+pid = os.fork()
+if pid == 0:
+    time.sleep(5)                # alive, doing nothing, while the parent closes the device
+    os._exit(0)
+try:
+    dev.close()
+    gone = settle(lambda: "ftfork0" not in [n for _, n in socket.if_nameindex()], 1.0)
+    print("device gone while the child lives:", gone, flush=True)
+    assert gone, "the forked child's copies of the descriptors keep the device alive"
+finally:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print("OK")
+'''
+
+
+@linux_only
+@FORK_HANG
+def test_the_device_goes_away_when_the_parent_closes_it_while_a_forked_child_lives(netns: Any) -> None:
+    assert_ok(run_child(FORK_LIVES, "tun", timeout=20))
+
+
+# ---- use after close, of every public member ----
+
+PACKET = minimal_ipv4()
+CALLS: dict[str, Callable[[fasttun.Tun], Any]] = {
+    "add_address": lambda t: t.add_address("10.206.0.1/24"),
+    "remove_address": lambda t: t.remove_address("10.206.0.1/24"),
+    "add_route": lambda t: t.add_route("10.207.0.0/16"),
+    "remove_route": lambda t: t.remove_route("10.207.0.0/16"),
+    "up": lambda t: t.up(),
+    "down": lambda t: t.down(),
+    "fileno": lambda t: t.fileno(),
+    "recv": lambda t: t.recv(timeout=0.1),
+    "recv_into": lambda t: t.recv_into(bytearray(2048), timeout=0.1),
+    "recv_batch": lambda t: t.recv_batch(8, timeout=0.1),
+    "send": lambda t: t.send(PACKET),
+    "send_batch": lambda t: t.send_batch([PACKET, PACKET]),
+    "set_dns": lambda t: t.set_dns(["10.0.0.53"]),
+    "set_persist": lambda t: t.set_persist(False),
+    "start_reader": lambda t: t.start_reader(lambda batch: None),
+}
+SETTABLE = {"mtu": 1400, "txqueuelen": 100}
+KEPT_AFTER_CLOSE = {"closed", "name", "backend", "queues", "stats"}
+"""What a closed device still answers: facts it remembers, and its final counters."""
+LIFECYCLE = {"close"}
+
+
+def public(cls: type) -> list[str]:
+    return sorted(n for n in dir(cls) if not n.startswith("_"))
+
+
+def is_property(cls: type, name: str) -> bool:
+    return isinstance(inspect.getattr_static(cls, name), property)
+
+
+def test_every_public_member_of_tun_is_covered_here() -> None:
+    # A new method or property must be added to a table above, so that its use after close is tested.
+    for name in public(fasttun.Tun):
+        if is_property(fasttun.Tun, name):
+            continue
+        assert name in CALLS or name in LIFECYCLE, f"Tun.{name} is not in this file's tables"
+    assert public(fasttun.Reader) == ["join", "running", "stats", "stop"], "a new Reader member: add it below"
+
+
+def call_bounded(fn: Callable[[], Any], limit: float = 2.0) -> Any:
+    """Calls fn in a thread; fails the test if it is still running after limit seconds."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"the call was still running after {limit} s"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def open_kind(kind: str) -> tuple[fasttun.Tun, Callable[[], None]]:
+    if kind == "pair":
+        a, b = fasttun.pair()
+        return b, a.close
+    return fasttun.Tun("ftlc0", addresses=["10.205.1.1/24"], up=True), lambda: None
+
+
+# What is wrong today: these answer after close instead of raising TunClosedError, or raise another error.
+# Keyed by (device kind, member); the value is the xfail reason.
+_CHECK_FIRST = ("found by soak helper: after close() {} raises the ENOSYS TunError of an unsupported operation "
+                "('the memory backend cannot ...', 'Wintun adapters exist only on Windows') instead of "
+                "TunClosedError: the closed check must come first")
+_ANSWERS = "found by soak helper: after close() {} still answers ({}) instead of raising TunClosedError"
+AFTER_CLOSE_DEFECTS = {
+    ("pair", "mtu"): _ANSWERS.format("mtu", "the MTU"),
+    **{("pair", n): _CHECK_FIRST.format(n)
+       for n in ("add_route", "remove_route", "set_persist", "index", "txqueuelen", "set txqueuelen")},
+    **{(k, "offloads"): _ANSWERS.format("offloads", "{}") for k in ("pair", "tun")},
+    **{(k, "offload_mode"): _ANSWERS.format("offload_mode", "None") for k in ("pair", "tun")},
+    # luid and ring_capacity answer 0 on this branch; in main (issue10 defect 10) they raise ENOSYS instead.
+    **{(k, n): _CHECK_FIRST.format(n) for k in ("pair", "tun") for n in ("luid", "ring_capacity", "guid",
+                                                                         "set_dns")},
+}
+
+
+def after_close_cases() -> list[Any]:
+    cases = []
+    for kind_ in ("pair", "tun"):
+        names = [n for n in public(fasttun.Tun) if n not in KEPT_AFTER_CLOSE | LIFECYCLE]
+        names += [f"set {n}" for n in SETTABLE]
+        for name in names:
+            marks = []
+            if name == "fileno":
+                marks.append(fixed_in_main("10 (fileno() after close -> ENOSYS)"))
+            if (kind_, name) in AFTER_CLOSE_DEFECTS:
+                marks.append(pytest.mark.xfail(strict=True, reason=AFTER_CLOSE_DEFECTS[(kind_, name)]))
+            cases.append(pytest.param(kind_, name, marks=marks, id=f"{kind_}-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize("kind_,name", after_close_cases())
+def test_use_after_close_raises_tun_closed_error(request: pytest.FixtureRequest, kind_: str, name: str) -> None:
+    if kind_ == "tun":
+        if not sys.platform.startswith("linux"):
+            pytest.skip("Linux TUN backend")
+        request.getfixturevalue("netns")
+    dev, cleanup = open_kind(kind_)
+    try:
+        dev.close()
+        with pytest.raises(fasttun.TunClosedError):
+            if name.startswith("set "):
+                prop = name[4:]
+                call_bounded(lambda: setattr(dev, prop, SETTABLE[prop]))
+            elif is_property(fasttun.Tun, name):
+                call_bounded(lambda: getattr(dev, name))
+            else:
+                call_bounded(lambda: CALLS[name](dev))
+    finally:
+        cleanup()
+
+
+@pytest.mark.parametrize("kind_", ["pair", "tun"])
+def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(request: pytest.FixtureRequest,
+                                                                       kind_: str) -> None:
+    if kind_ == "tun":
+        if not sys.platform.startswith("linux"):
+            pytest.skip("Linux TUN backend")
+        request.getfixturevalue("netns")
+    dev, cleanup = open_kind(kind_)
+    try:
+        name, backend = dev.name, dev.backend
+        if kind_ == "pair":
+            dev.send(PACKET)
+        dev.close()
+        call_bounded(dev.close)                   # harmless, like closing a file twice
+        with dev:                                 # and so is leaving a with-block after close()
+            pass
+        assert dev.closed and dev.name == name and dev.backend == backend and dev.queues == 1
+        assert isinstance(dev.stats, fasttun.Stats)
+        assert "closed" in repr(dev)
+    finally:
+        cleanup()
+
+
+@pytest.mark.parametrize("ending", ["stop", "device closed", "peer closed", "callback raised"])
+def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending: str) -> None:
+    a, b = fasttun.pair()
+    try:
+        def on_batch(batch: fasttun.Batch) -> None:
+            if ending == "callback raised":
+                raise KeyError("from the callback")
+
+        reader = b.start_reader(on_batch)
+        a.send(PACKET)
+        if ending == "stop":
+            assert reader.stop(timeout=2)
+        elif ending == "device closed":
+            b.close()
+        elif ending == "peer closed":
+            a.close()
+        if ending in ("peer closed", "callback raised"):
+            with pytest.raises((fasttun.TunClosedError, KeyError)):
+                reader.join(timeout=2)
+        # The outcome is reported once; afterwards every member answers without raising or blocking.
+        assert call_bounded(reader.stop) is True
+        assert call_bounded(reader.join) is True
+        assert call_bounded(lambda: reader.running) is False
+        assert isinstance(call_bounded(lambda: reader.stats), fasttun.ReaderStats)
+        assert "stopped" in repr(reader)
+    finally:
+        a.close()
+        b.close()
