@@ -106,3 +106,20 @@ def sanitizer_runtime() -> list[str]:
     if not os.path.isabs(path) or not os.path.exists(path):
         raise RuntimeError(f"{cc} does not know where libasan.so is (got {path!r}); install libasan (gcc)")
     return [os.path.realpath(path)]
+
+
+def build_helper(name: str, flags: list[str]) -> Path:
+    """Builds only ft_callback_buffer into tests/.build/NAME-<python>/ and returns that directory (for sys.path)."""
+    out = BUILD / f"{name}-{sys.implementation.cache_tag}"
+    digest = _digest([HELPER, Path(__file__)], flags)
+    stamp = out / "stamp"
+    if stamp.exists() and stamp.read_text() == digest:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    helper_c = out / "ft_callback_buffer.c"
+    _cythonize(HELPER, helper_c, "ft_callback_buffer")
+    _link([helper_c], out / f"ft_callback_buffer{sysconfig.get_config_var('EXT_SUFFIX')}", flags)
+    stamp.write_text(digest)
+    return out
