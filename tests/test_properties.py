@@ -511,3 +511,114 @@ def test_the_model_agrees_with_the_examples_in_the_readme():
     assert problem(honest(b"\x46" + bytes(19)), 1500) == "header length"
     assert problem(honest(b"\x45" + bytes(1500)), 1500) is not None
     assert problem(b"\x45" + bytes(19), 1500) == "total length"  # total length 0
+
+
+# ---- the pair as a bounded FIFO: any sequence of sends and receives against a model ---------------------
+
+from collections import deque  # noqa: E402
+
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule  # noqa: E402
+
+
+def numbered(seq: int, size: int) -> bytes:
+    return honest(bytes([0x45]) + bytes(19) + struct.pack("!I", seq) + bytes(size - 24))
+
+
+class PairAgainstAQueue(RuleBasedStateMachine):
+    """Sends (policy "drop"), receives of every kind, batches kept across later calls: the receiver sees exactly
+    the model's queue, in order; a full queue drops and counts; a kept batch never changes under its owner."""
+
+    @initialize(capacity=st.sampled_from([1, 3, 8, 64]))
+    def open(self, capacity):
+        self.a, self.b = fasttun.pair(mtu=1500, capacity=capacity, on_full="drop")
+        self.capacity = capacity
+        self.queue: deque[bytes] = deque()
+        self.pending = False      # the head was taken off the device by a too-small recv_into and kept
+        self.kept: list[tuple[object, list[bytes]]] = []
+        self.seq = 0
+        self.dropped = 0
+
+    def teardown(self):
+        if hasattr(self, "a"):
+            self.a.close()
+            self.b.close()
+
+    def _room(self) -> int:
+        return self.capacity - (len(self.queue) - (1 if self.pending else 0))
+
+    def _next(self, size: int) -> bytes:
+        self.seq += 1
+        return numbered(self.seq, size)
+
+    @rule(size=st.integers(24, 1500))
+    def send(self, size):
+        p = self._next(size)
+        room = self._room()
+        assert self.a.send(p) == (1 if room > 0 else 0)
+        if room > 0:
+            self.queue.append(p)
+        else:
+            self.dropped += 1
+
+    @rule(sizes=st.lists(st.integers(24, 1500), max_size=70), as_batch=st.booleans())
+    def send_batch(self, sizes, as_batch):
+        packets = [self._next(s) for s in sizes]
+        room = self._room()
+        what = fasttun.make_batch(packets) if as_batch and packets else packets
+        sent = self.a.send_batch(what)
+        assert sent == min(len(packets), max(room, 0))
+        self.queue.extend(packets[:sent])
+        self.dropped += len(packets) - sent
+
+    @rule()
+    def recv(self):
+        got = self.b.recv(timeout=0)
+        assert got == (self.queue.popleft() if self.queue else None)
+        self.pending = False if got is not None else self.pending
+
+    @rule(size=st.integers(0, 1600))
+    def recv_into(self, size):
+        buf = bytearray(size)
+        if not self.queue:
+            assert self.b.recv_into(buf, timeout=0) == 0
+            return
+        head = self.queue[0]
+        if len(head) > size:
+            with pytest.raises(ValueError, match=f"{len(head)} bytes"):
+                self.b.recv_into(buf, timeout=0)
+            self.pending = True
+            return
+        assert self.b.recv_into(buf, timeout=0) == len(head) and bytes(buf[:len(head)]) == head
+        self.queue.popleft()
+        self.pending = False
+
+    @rule(max_packets=st.integers(1, 100), keep=st.booleans())
+    def recv_batch(self, max_packets, keep):
+        batch = self.b.recv_batch(max_packets, timeout=0)
+        take = 1 if self.pending else min(max_packets, len(self.queue))
+        want = [self.queue.popleft() for _ in range(min(take, len(self.queue)))]
+        self.pending = False
+        assert batch.copy() == want
+        if keep:
+            self.kept.append((batch, want))
+
+    @precondition(lambda self: self.kept)
+    @rule(index=st.integers(0, 1000))
+    def drop_a_kept_batch(self, index):
+        del self.kept[index % len(self.kept)]
+
+    @invariant()
+    def kept_batches_never_change(self):
+        for batch, want in getattr(self, "kept", []):
+            assert batch.copy() == want and [bytes(p) for p in batch] == want
+
+    @invariant()
+    def drops_are_counted(self):
+        if hasattr(self, "a"):
+            assert self.a.stats.tx_dropped_full == self.dropped
+
+
+TestPairAgainstAQueue = PairAgainstAQueue.TestCase
+TestPairAgainstAQueue.settings = settings(max_examples=max(1, int(60 * SCALE)), stateful_step_count=30,
+                                          deadline=None, database=None,
+                                          suppress_health_check=[HealthCheck.too_slow])
