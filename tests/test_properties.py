@@ -622,3 +622,48 @@ TestPairAgainstAQueue = PairAgainstAQueue.TestCase
 TestPairAgainstAQueue.settings = settings(max_examples=max(1, int(60 * SCALE)), stateful_step_count=30,
                                           deadline=None, database=None,
                                           suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---- readers: any batch size, any packet sizes, buffers kept past the callback ---------------------------
+
+@bounded(40)
+@given(batch_size=st.integers(1, 300), sizes=st.lists(st.integers(24, 1500), min_size=1, max_size=300),
+       keep_every=st.integers(0, 4))
+def test_reader_delivers_everything_in_order_and_what_a_callback_keeps_stays_intact(batch_size, sizes, keep_every):
+    import threading
+    import time
+
+    np = pytest.importorskip("numpy")
+    a, b = fasttun.pair()
+    packets = [numbered(i, s) for i, s in enumerate(sizes)]
+    got: list[bytes] = []
+    views: list[memoryview] = []
+    arrays: list[tuple[object, bytes]] = []
+    done = threading.Event()
+
+    def on_batch(batch):
+        assert 1 <= len(batch) <= batch_size
+        got.extend(batch.copy())
+        if keep_every and len(got) % keep_every == 0:
+            views.append(batch[0])                                       # a view: expires after the call
+            arrays.append((np.frombuffer(batch[-1], dtype=np.uint8), bytes(batch[-1])))  # an export: pins
+        if len(got) >= len(packets):
+            done.set()
+
+    try:
+        with b.start_reader(on_batch, batch_size=batch_size) as reader:
+            assert a.send_batch(packets) == len(packets)
+            deadline = time.monotonic() + 20
+            while not done.is_set() and reader.running and time.monotonic() < deadline:
+                done.wait(0.05)
+        assert got == packets
+        for view in views:
+            with pytest.raises(ValueError):
+                bytes(view)
+        for array_, copy in arrays:
+            assert array_.tobytes() == copy, "a kept NumPy array changed under its owner"
+        if arrays:
+            assert reader.stats.arena_swaps >= 1
+    finally:
+        a.close()
+        b.close()
