@@ -66,7 +66,7 @@ def sanitized_env(pkg: Path) -> dict[str, str]:
     env.update(
         LD_PRELOAD=":".join(extbuild.sanitizer_runtime()),
         PYTHONMALLOC="malloc",
-        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack_use_after_return=0",
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
         UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1",
         FASTTUN_SANITIZED_PKG=str(pkg),
         PYTHONPATH=os.pathsep.join([str(pkg), str(ROOT / "tests")]),
@@ -103,9 +103,9 @@ def test_the_sanitizers_are_live_in_the_subprocess(sanitized):
 
 
 def test_suite_subset_passes_under_asan_and_ubsan(sanitized):
-    result = run_sanitized(sanitized, ["-m", "pytest", "-q", "-p", "sanitized_plugin", "-p", "no:cacheprovider",
-                                       "-o", "addopts=", "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
-                                       *SUBSET, *[f"--deselect={t}" for t in KNOWN_FAILING]], timeout=600)
+    args = ["-m", "pytest", "-q", "-p", "sanitized_plugin", "-p", "no:cacheprovider", "-o", "addopts=", *SUBSET,
+            *[f"--deselect={t}" for t in KNOWN_FAILING]]
+    result = run_sanitized(sanitized, args, timeout=600)
     assert result.returncode == 0, report(result)
     assert not SANITIZER_REPORT.search(result.stderr + result.stdout), report(result)
     m = re.search(r"(\d+) passed", result.stdout)
@@ -117,7 +117,8 @@ MAKE_BATCH_TOTALS = {
     # what defect 1 was found with: totals past the n*2048 + min(65535, total) bytes the arena reserved
     "64 x 3100": "[minimal_ipv4(3100, i) for i in range(64)], None",
     "16 x 9000": "[minimal_ipv4(9000, i) for i in range(16)], None",
-    "2 super-packets of 64 KiB": "[minimal_ipv4(65535, i) + bytes(40) for i in range(2)], [(1, 1, 40, 1448, 20, 16)] * 2",
+    "2 super-packets of 64 KiB":
+        "[minimal_ipv4(65535, i) + bytes(40) for i in range(2)], [(1, 1, 40, 1448, 20, 16)] * 2",
     "3 x 65535": "[minimal_ipv4(65535, i) for i in range(3)], None",
 }
 
