@@ -289,7 +289,9 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
     for (uint32_t i = 0; i < n; i++) {
-        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK)
+        int ok = d->ops->check ? d->ops->check(d, pkts[i].data, pkts[i].len, e)
+                               : ft_packet_check(pkts[i].data, pkts[i].len, mtu, e);
+        if (ok != FT_OK)
             return reject(d, i, n, e);
     }
     int r = ft_device_enter(d, e);

@@ -111,6 +111,7 @@ cdef class Arena:
     cdef uint32_t *offsets
     cdef uint32_t *lengths
     cdef uint8_t *vnet
+    cdef ft_endpoint *addrs
     cdef uint32_t max
     cdef Py_ssize_t exports
     cdef Py_ssize_t shape[1]
@@ -123,14 +124,16 @@ cdef class Arena:
         self.cap = ft_batch_arena_size(max_packets, max_packet)
         self.max = max_packets
         # Packet bytes first, then the two tables (4-byte aligned: cap is a multiple of 4 plus max_packet).
-        cdef size_t tables = (<size_t>max_packets) * (4 * 2 + FT_VNET_HDR_SIZE)
+        cdef size_t tables = (<size_t>max_packets) * (4 * 2 + sizeof(ft_endpoint) + FT_VNET_HDR_SIZE)
         cdef size_t head = (self.cap + 7) & ~(<size_t>7)
         self.data = <uint8_t *>PyMem_RawMalloc(head + tables)
         if self.data == NULL:
             raise MemoryError(f"cannot allocate a {head + tables}-byte packet arena")
         self.offsets = <uint32_t *>(self.data + head)
         self.lengths = self.offsets + max_packets
-        self.vnet = <uint8_t *>(self.lengths + max_packets)   # virtio-net headers of super-packets
+        self.addrs = <ft_endpoint *>(self.lengths + max_packets)   # datagram sources (UDP endpoints)
+        memset(self.addrs, 0, (<size_t>max_packets) * sizeof(ft_endpoint))
+        self.vnet = <uint8_t *>(self.addrs + max_packets)   # virtio-net headers of super-packets
         self.exports = 0
 
     def __dealloc__(self):
@@ -142,6 +145,7 @@ cdef class Arena:
         b.offsets = self.offsets
         b.lengths = self.lengths
         b.vnet = self.vnet
+        b.addrs = self.addrs
         b.max = self.max
         b.count = 0
         b.used = 0
@@ -377,6 +381,17 @@ cdef class Batch:
             raise ValueError("only batches of super-packets (offload_mode='super') carry virtio-net headers")
         return self._track(memoryview(self.arena)[self.arena.vnet - self.arena.data:
                                                   self.arena.vnet - self.arena.data + self.count * FT_VNET_HDR_SIZE])
+
+    def address(self, index):
+        """Where datagram ``index`` of a batch from a UDP endpoint came from: (host, port) for IPv4,
+        (host, port, 0, scope_id) for IPv6; None for packets of a device."""
+        self._check()
+        cdef Py_ssize_t i = index
+        if i < 0:
+            i += self.count
+        if i < 0 or i >= self.count:
+            raise IndexError(f"batch index {index} out of range for a batch of {self.count} packets")
+        return _endpoint_tuple(&self.arena.addrs[i])
 
     def copy(self):
         """The packets as a list of ``bytes`` that stay valid after the callback."""
@@ -1240,3 +1255,5 @@ READER_RUNNING = FT_READER_RUNNING
 READER_STOPPED = FT_READER_STOPPED
 READER_CALLBACK_STOPPED = FT_READER_CALLBACK_STOPPED
 READER_FAILED = FT_READER_FAILED
+
+include "_udp.pxi"
