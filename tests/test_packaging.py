@@ -26,7 +26,8 @@ def test_sdist_holds_everything_needed_to_build(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {"setup.py", "pyproject.toml", "README.md", "LICENSE", "src/fasttun/_core.pyx", "src/fasttun/_core.pxd",
               "src/fasttun/_core.pyi", "src/fasttun/py.typed", "csrc/ft_device.c", "csrc/ft_device.h",
-              "csrc/ft_reader.c", "csrc/ft_backend_linux.c", "csrc/ft_os_win32.c"}
+              "csrc/ft_reader.c", "csrc/ft_backend_linux.c", "csrc/ft_os_win32.c", "src/fasttun/_udp.pxi",
+              "csrc/ft_backend_udp.c", "csrc/ft_udp.h"}
     assert needed <= names, needed - names
     assert not any(n.endswith(".so") for n in names)
 
