@@ -1,8 +1,8 @@
 /* ftb_udp_tunnel.c - the C per-packet IP-over-UDP tunnel, the floor fasttun's tunnel is measured against: one
  * read(2) from the TUN device and one send(2) on a connected UDP socket per packet in one thread, one recv(2)
  * and one write(2) per datagram in another. No batching, no offload. It creates the TUN device (the harness
- * gives it addresses and brings it up with `ip`), prints "ready", runs until SIGTERM/SIGINT and prints one
- * JSON line with its counts.
+ * gives it addresses and brings it up with `ip`), prints "ready", runs until its standard input closes and
+ * prints one JSON line with its counts.
  *
  *   ftb_udp_tunnel NAME MTU BIND_IP BIND_PORT PEER_IP PEER_PORT */
 #define _GNU_SOURCE
@@ -13,7 +13,6 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,18 +106,14 @@ int main(int argc, char **argv)
         perror("udp");
         return 1;
     }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     pthread_t t1, t2;
     pthread_create(&t1, NULL, tun_to_udp, NULL);
     pthread_create(&t2, NULL, udp_to_tun, NULL);
     printf("ready\n");
     fflush(stdout);
-    int sig;
-    sigwait(&set, &sig);
+    char line[64];
+    while (fgets(line, sizeof(line), stdin))
+        ;
     printf("{\"to_udp\": %lld, \"to_tun\": %lld, \"errors\": %lld}\n", (long long)to_udp, (long long)to_tun,
            (long long)errors);
     fflush(stdout);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fasttun._bench.scenario import Scenario
 
-NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward")
+NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel")
 
 
 def expand(names: list[str]) -> list[str]:
@@ -36,4 +36,7 @@ def make(name: str) -> Scenario:
     if name == "forward":
         from fasttun._bench.forward import ForwardScenario
         return ForwardScenario()
+    if name == "tunnel":
+        from fasttun._bench.tunnel import TunnelScenario
+        return TunnelScenario()
     raise ValueError(f"unknown scenario {name!r}; known: {', '.join(NAMES)}")
