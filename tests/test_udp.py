@@ -229,11 +229,29 @@ def test_send_batch_to_an_explicit_address_and_a_device_batch_needs_one():
         assert [peer.recv(100), peer.recv(100)] == [b"one", b"two"]
         with pytest.raises(ValueError, match="not connected"):
             ep.send_batch([b"nowhere"])
+        device_batch = fasttun.make_batch([b"\x45" + bytes(19)])
+        assert device_batch.address(0) is None
         with pytest.raises(ValueError, match="not connected"):
-            ep.send_batch(fasttun.make_batch([b"\x45" + bytes(19)]))  # a batch without sources
+            ep.send_batch(device_batch)  # a batch without sources
         assert ep.send(b"still usable", peer.getsockname()) == 1
         assert peer.recv(100) == b"still usable"
     peer.close()
+
+
+def test_a_dual_stack_endpoint_reports_ipv4_peers_as_ipv4_and_answers_them():
+    try:
+        server = fasttun.UdpEndpoint(bind=("::", 0))
+    except OSError:
+        pytest.skip("no IPv6 here")
+    with server:
+        port = int(server.name.rsplit(":", 1)[1])
+        client = plain_socket()
+        client.sendto(b"over ipv4", ("127.0.0.1", port))
+        batch = server.recv_batch(4, timeout=2)
+        assert batch.copy() == [b"over ipv4"] and batch.address(0) == client.getsockname()
+        assert server.send_batch(batch) == 1
+        assert client.recvfrom(100) == (b"over ipv4", ("127.0.0.1", port))
+        client.close()
 
 
 # ---- what is dropped, and bad input ----------------------------------------------------------------------

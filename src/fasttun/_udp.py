@@ -197,8 +197,12 @@ class UdpEndpoint:
         self.close()
 
     def __del__(self) -> None:
+        # close() knows what to do when this runs on one of our own reader threads (a collection there)
         if getattr(self, "_closed", True) is False:
-            self._dev.close()
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - nothing can be raised from a finalizer
+                log.debug("closing %s while it was collected failed", self.name, exc_info=True)
 
     def __repr__(self) -> str:
         return f"<fasttun.UdpEndpoint {self.name} ({'closed' if self._closed else 'open'})>"
