@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         help="measure fasttun next to its baselines on this machine",
         description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
                     "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
-                    "latency, forward (root: they create their own network namespaces and TUN devices, and "
+                    "latency, forward, tunnel (root: they create their own network namespaces and TUN devices, and "
                     "always remove them).")
     bench.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                        help=f"which to run (default: all): {', '.join(NAMES)}; rx includes rx-live")
