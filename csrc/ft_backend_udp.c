@@ -1,26 +1,45 @@
-/* ft_backend_udp.c - a UDP socket as a batch endpoint (Linux). Receive: recvmmsg into a staging area owned by
- * the endpoint, then datagrams are copied into the caller's batch as room allows (a coalesced UDP_GRO read is
- * split there using the segment size of its control message). Send: sendmmsg straight from the caller's
- * packets (iovecs, no copy); a run of equal-sized datagrams to one destination goes out as one message with
- * UDP_SEGMENT (the last may be shorter). Both offloads are probed at open and given up per feature when the
- * kernel refuses them, and every datagram not delivered is counted. */
+/* ft_backend_udp.c - a UDP socket as a batch endpoint.
+ *
+ * Linux: receive with recvmmsg into a staging area owned by the endpoint, then datagrams are copied into the
+ * caller's batch as room allows (a coalesced UDP_GRO read is split there using the segment size of its control
+ * message). Send with sendmmsg straight from the caller's packets (iovecs, no copy); a run of equal-sized
+ * datagrams to one destination goes out as one message with UDP_SEGMENT (the last may be shorter). Both
+ * offloads are probed at open and given up per feature when the kernel refuses them.
+ *
+ * Windows: the per-datagram fallback, recvfrom/sendto in C straight into and out of the batch, with the socket
+ * in event-select mode so that the reader waits on its event together with its stop event. (USO/URO, the
+ * Windows segmentation offloads, are not used yet.)
+ *
+ * Everywhere: every datagram not delivered is counted. */
 #ifdef __linux__
 #define _GNU_SOURCE
 #endif
 #include "ft_udp.h" /* elsewhere: only its stubs, so that every compiler checks them */
-#ifdef __linux__
+#if defined(__linux__) || defined(_WIN32)
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+typedef SOCKET ft_sock;
+typedef int socklen_t_;
+#define sock_error() WSAGetLastError()
+#else
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+typedef int ft_sock;
+typedef socklen_t socklen_t_;
+#define sock_error() errno
+#endif
 
+#ifdef __linux__
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -38,7 +57,9 @@
 #define TX_MAX_MSGS 64u
 #define TX_MAX_IOV 1024u         /* UIO_MAXIOV: iovecs of one sendmmsg call, over all its messages */
 #define TX_CTRL CMSG_SPACE(sizeof(uint16_t))
+#endif
 #define ICMP_RETRIES 4           /* pending ICMP errors consumed per call before we give up on the call */
+#define WIN_MAX_SENDS 64u        /* datagrams per send call of the Windows fallback (bounds the lock hold) */
 
 typedef union udp_name {
     struct sockaddr sa;
@@ -53,7 +74,7 @@ typedef struct udp_info_atomic {
 } udp_info_atomic;
 
 typedef struct udp_dev {
-    int fd;
+    ft_sock fd;
     int family;                  /* AF_INET or AF_INET6 */
     int connected;
     uint32_t max_payload;        /* the family's largest datagram */
@@ -63,9 +84,12 @@ typedef struct udp_dev {
     ft_atomic_int gso_max_segment;
     int gro;
     udp_info_atomic info;
-
-    /* receive: messages staged by the last recvmmsg, handed out over as many receives as batches need */
     ft_mutex *rx_lock;
+    ft_mutex *tx_lock;
+#ifdef _WIN32
+    WSAEVENT ev;                 /* FD_READ | FD_WRITE of the socket (event-select mode) */
+#else
+    /* receive: messages staged by the last recvmmsg, handed out over as many receives as batches need */
     uint8_t *stage;
     uint32_t slot, nslots;
     struct mmsghdr *rx_msgs;
@@ -75,13 +99,13 @@ typedef struct udp_dev {
     uint32_t got, cur, off;      /* messages staged, the one being delivered, bytes of it delivered */
 
     /* send: the message table one sendmmsg call is built in */
-    ft_mutex *tx_lock;
     struct mmsghdr tx_msgs[TX_MAX_MSGS];
     struct iovec tx_iov[TX_MAX_IOV];
     udp_name tx_names[TX_MAX_MSGS];
     uint32_t tx_segs[TX_MAX_MSGS];
     uint64_t tx_bytes[TX_MAX_MSGS];
     uint64_t tx_ctrl[TX_MAX_MSGS][(TX_CTRL + 7) / 8]; /* control messages, aligned as cmsghdr needs */
+#endif
 } udp_dev;
 
 static udp_dev *U(ft_device *d) { return d->impl; }
@@ -109,14 +133,14 @@ static void endpoint_from_name(const udp_name *n, ft_endpoint *ep)
     }
 }
 
-static socklen_t name_from_endpoint(int family, const ft_endpoint *ep, udp_name *n)
+static socklen_t_ name_from_endpoint(int family, const ft_endpoint *ep, udp_name *n)
 {
     memset(n, 0, sizeof(*n));
     if (family == AF_INET) {
         n->v4.sin_family = AF_INET;
         n->v4.sin_port = htons(ep->port);
         memcpy(&n->v4.sin_addr, ep->addr, 4);
-        return sizeof(n->v4);
+        return (socklen_t_)sizeof(n->v4);
     }
     n->v6.sin6_family = AF_INET6;
     n->v6.sin6_port = htons(ep->port);
@@ -129,16 +153,34 @@ static socklen_t name_from_endpoint(int family, const ft_endpoint *ep, udp_name 
         n->v6.sin6_scope_id = ep->scope_id;
         memcpy(&n->v6.sin6_addr, ep->addr, 16);
     }
-    return sizeof(n->v6);
+    return (socklen_t_)sizeof(n->v6);
 }
 
+#ifdef __linux__
 static int same_endpoint(const ft_endpoint *a, const ft_endpoint *b)
 {
     return a->family == b->family && a->port == b->port && a->scope_id == b->scope_id &&
            memcmp(a->addr, b->addr, a->family == 4 ? 4 : 16) == 0;
 }
+#endif
+
+static int append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from)
+{
+    if (b->count >= b->max || b->cap - b->used < len)
+        return 0;
+    if (b->data + b->used != p)
+        memcpy(b->data + b->used, p, len);
+    if (b->addrs)
+        endpoint_from_name(from, &b->addrs[b->count]);
+    b->offsets[b->count] = (uint32_t)b->used;
+    b->lengths[b->count] = len;
+    b->count++;
+    b->used += len;
+    return 1;
+}
 
 /* ---- receive -------------------------------------------------------------------------------------------- */
+#ifdef __linux__
 
 /* Errors a UDP socket reports for an earlier datagram (from ICMP): the socket stays usable. */
 static int is_icmp_error(int err)
@@ -208,20 +250,6 @@ static uint32_t gro_segment(udp_dev *u, uint32_t i)
     return 0;
 }
 
-static int append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from)
-{
-    if (b->count >= b->max || b->cap - b->used < len)
-        return 0;
-    memcpy(b->data + b->used, p, len);
-    if (b->addrs)
-        endpoint_from_name(from, &b->addrs[b->count]);
-    b->offsets[b->count] = (uint32_t)b->used;
-    b->lengths[b->count] = len;
-    b->count++;
-    b->used += len;
-    return 1;
-}
-
 static int udp_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     (void)q;
@@ -284,6 +312,51 @@ static int udp_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
         return n;
     return r < 0 ? r : FT_EAGAIN;
 }
+#else
+/* Windows: one recvfrom per datagram, straight into the batch. WSAEMSGSIZE says the datagram was larger than
+ * what we asked for (the rest is gone): dropped and counted. WSAECONNRESET is an ICMP port unreachable for an
+ * earlier datagram. */
+static int udp_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
+{
+    (void)q;
+    udp_dev *u = U(d);
+    int n = 0, icmp = 0, result = FT_EAGAIN;
+    ft_mutex_lock(u->rx_lock);
+    WSAResetEvent(u->ev); /* before trying: what arrives after the attempt sets it again */
+    while (b->count < b->max && b->cap - b->used >= u->max_datagram) {
+        udp_name from;
+        int fl = (int)sizeof(from);
+        int r = recvfrom(u->fd, (char *)b->data + b->used, (int)u->max_datagram, 0, &from.sa, &fl);
+        if (r == SOCKET_ERROR) {
+            int err = WSAGetLastError();
+            if (err == WSAEWOULDBLOCK)
+                break;
+            if (err == WSAEMSGSIZE) {
+                ft_atomic_add64(&u->info.rx_dropped_trunc, 1);
+                ft_atomic_add64(&d->stats.rx_dropped_oversize, 1);
+                continue;
+            }
+            if ((err == WSAECONNRESET || err == WSAENETRESET || err == WSAEHOSTUNREACH) && icmp++ < ICMP_RETRIES) {
+                ft_atomic_add64(&u->info.rx_icmp_errors, 1);
+                continue;
+            }
+            if (n > 0 || err == WSAECONNRESET || err == WSAENETRESET || err == WSAEHOSTUNREACH)
+                break;
+            if (err == WSAENOTSOCK || err == WSAESHUTDOWN)
+                result = ft_fail(e, FT_EEOF, EPIPE, "UDP endpoint %s: its socket is gone", d->name);
+            else
+                result = ft_fail_os(e, err, "receiving on UDP endpoint %s failed", d->name);
+            break;
+        }
+        ft_atomic_add64(&u->info.rx_calls, 1);
+        ft_atomic_add64(&u->info.rx_messages, 1);
+        append(b, b->data + b->used, (uint32_t)r, &from);
+        n++;
+    }
+    ft_mutex_unlock(u->rx_lock);
+    return n > 0 ? n : result;
+}
+#endif
 
 /* ---- send ----------------------------------------------------------------------------------------------- */
 
@@ -309,6 +382,7 @@ static int check_endpoint(udp_dev *u, const ft_endpoint *ep, ft_err *e)
     return FT_OK;
 }
 
+#ifdef __linux__
 /* Builds the messages of one sendmmsg call from the first datagrams of pkts; returns how many messages. */
 static uint32_t build_messages(udp_dev *u, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
                                uint32_t offset)
@@ -438,6 +512,57 @@ static int send_some(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endp
     ft_mutex_unlock(u->tx_lock);
     return result;
 }
+#else
+/* Windows: one sendto per datagram (at most WIN_MAX_SENDS per call); same return convention. */
+static int send_some(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
+                     uint32_t offset, uint32_t *sent, uint64_t *bytes, ft_err *e)
+{
+    udp_dev *u = U(d);
+    uint32_t i = 0;
+    int icmp = 0, result = 0;
+    *sent = 0;
+    *bytes = 0;
+    ft_mutex_lock(u->tx_lock);
+    while (i < n && i < WIN_MAX_SENDS) {
+        const ft_endpoint *dst = !to ? NULL : to_count == 1 ? to : to + offset + i;
+        udp_name name;
+        int nl = dst ? name_from_endpoint(u->family, dst, &name) : 0;
+        int r = sendto(u->fd, (const char *)pkts[i].data, (int)pkts[i].len, 0, dst ? &name.sa : NULL, nl);
+        ft_atomic_add64(&u->info.tx_calls, 1);
+        if (r != SOCKET_ERROR) {
+            ft_atomic_add64(&u->info.tx_messages, 1);
+            (*sent)++;
+            *bytes += pkts[i].len;
+            i++;
+            continue;
+        }
+        int err = WSAGetLastError();
+        if (err == WSAEWOULDBLOCK || err == WSAENOBUFS) {
+            result = i > 0 ? 0 : FT_EFULL;
+            break;
+        }
+        if (err == WSAECONNRESET && icmp++ < ICMP_RETRIES) {
+            ft_atomic_add64(&u->info.rx_icmp_errors, 1);
+            continue;
+        }
+        if (err == WSAECONNRESET || err == WSAEHOSTUNREACH || err == WSAENETUNREACH || err == WSAEADDRNOTAVAIL ||
+            err == WSAEACCES || err == WSAENETDOWN) {
+            ft_atomic_add64(&u->info.tx_unreachable, 1);
+            i++;
+            continue;
+        }
+        if (i > 0)
+            break;
+        result = err == WSAENOTSOCK ? ft_fail(e, FT_EEOF, EPIPE, "UDP endpoint %s: its socket is gone", d->name)
+                                    : ft_fail_os(e, err, "sending on UDP endpoint %s failed", d->name);
+        break;
+    }
+    ft_mutex_unlock(u->tx_lock);
+    if (result < 0)
+        return result;
+    return i > 0 ? (int)i : FT_EFULL;
+}
+#endif
 
 /* The backend's send hook (ft_device_send, connected endpoints): datagrams dropped as unreachable count as
  * accepted there, and in tx_unreachable. */
@@ -553,7 +678,11 @@ static int udp_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int ma
     (void)dir;
     if ((q != 0 && q != FT_ALL_QUEUES) || max < 1)
         return -1;
+#ifdef _WIN32
+    out[0] = U(d)->ev;
+#else
     out[0] = U(d)->fd;
+#endif
     return 1;
 }
 
@@ -561,15 +690,22 @@ static void free_udp(udp_dev *u)
 {
     if (!u)
         return;
-    if (u->fd >= 0)
-        close(u->fd);
     ft_mutex_destroy(u->rx_lock);
     ft_mutex_destroy(u->tx_lock);
+#ifdef _WIN32
+    if (u->fd != INVALID_SOCKET)
+        closesocket(u->fd);
+    if (u->ev != WSA_INVALID_EVENT)
+        WSACloseEvent(u->ev);
+#else
+    if (u->fd >= 0)
+        close(u->fd);
     free(u->stage);
     free(u->rx_msgs);
     free(u->rx_iov);
     free(u->rx_names);
     free(u->rx_ctrl);
+#endif
     free(u);
 }
 
@@ -598,10 +734,10 @@ static const ft_backend_ops udp_ops = {
 
 /* ---- open ----------------------------------------------------------------------------------------------- */
 
-static int describe(int fd, int family, char *out, size_t len)
+static void describe(ft_sock fd, int family, char *out, size_t len)
 {
     udp_name n;
-    socklen_t nl = sizeof(n);
+    socklen_t_ nl = (socklen_t_)sizeof(n);
     char host[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
     if (getsockname(fd, &n.sa, &nl) == 0) {
@@ -613,20 +749,76 @@ static int describe(int fd, int family, char *out, size_t len)
             port = ntohs(n.v6.sin6_port);
         }
     }
-    return snprintf(out, len, family == AF_INET ? "udp:%s:%u" : "udp:[%s]:%u", host, port);
+    snprintf(out, len, family == AF_INET ? "udp:%s:%u" : "udp:[%s]:%u", host, port);
+}
+
+/* The socket's family if it is a UDP socket, else 0. */
+static int udp_family(ft_sock fd)
+{
+    int type = 0;
+    socklen_t_ l = (socklen_t_)sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, (char *)&type, &l) != 0 || type != SOCK_DGRAM)
+        return 0;
+#ifdef _WIN32
+    WSAPROTOCOL_INFOW info;
+    l = (socklen_t_)sizeof(info);
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &l) != 0 || info.iProtocol != IPPROTO_UDP)
+        return 0;
+    int domain = info.iAddressFamily;
+#else
+    int domain = 0, proto = 0;
+    l = sizeof(int);
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l);
+    l = sizeof(int);
+    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l);
+    if (proto != IPPROTO_UDP)
+        return 0;
+#endif
+    return domain == AF_INET || domain == AF_INET6 ? domain : 0;
+}
+
+/* Offload probes and buffers; FT_OK or FT_ENOMEM / FT_ESYS. */
+static int setup_platform(udp_dev *u, ft_sock fd, const ft_udp_params *p, ft_err *e)
+{
+#ifdef _WIN32
+    (void)p;
+    u->gso_supported = u->gro_supported = 0; /* USO/URO: not used yet */
+    u->ev = WSACreateEvent();
+    if (u->ev == WSA_INVALID_EVENT)
+        return ft_fail_os(e, WSAGetLastError(), "could not create the socket's event");
+    if (WSAEventSelect(fd, u->ev, FD_READ | FD_WRITE) != 0) /* also makes the socket non-blocking */
+        return ft_fail_os(e, WSAGetLastError(), "could not attach an event to the socket");
+    return FT_OK;
+#else
+    int v = 0;
+    socklen_t l = sizeof(v);
+    u->gso_supported = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, &l) == 0;
+    ft_atomic_store(&u->gso, p->gso && u->gso_supported);
+    int on = p->gro ? 1 : 0;
+    u->gro_supported = setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
+    u->gro = p->gro && u->gro_supported;
+    u->slot = u->gro ? GRO_SLOT : u->max_datagram;
+    u->nslots = STAGE_BYTES / u->slot;
+    if (u->nslots > RX_MAX_MSGS)
+        u->nslots = RX_MAX_MSGS;
+    if (u->nslots < 1)
+        u->nslots = 1;
+    u->stage = malloc((size_t)u->nslots * u->slot);
+    u->rx_msgs = calloc(u->nslots, sizeof(struct mmsghdr));
+    u->rx_iov = calloc(u->nslots, sizeof(struct iovec));
+    u->rx_names = calloc(u->nslots, sizeof(udp_name));
+    u->rx_ctrl = calloc(u->nslots, RX_CTRL);
+    if (!u->stage || !u->rx_msgs || !u->rx_iov || !u->rx_names || !u->rx_ctrl)
+        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint's buffers");
+    return FT_OK;
+#endif
 }
 
 int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
 {
-    int type = 0, domain = 0, proto = 0;
-    socklen_t l = sizeof(int);
-    if (getsockopt(p->fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0)
-        return ft_fail_os(e, errno, "fd %d is not a socket", p->fd);
-    l = sizeof(int);
-    getsockopt(p->fd, SOL_SOCKET, SO_DOMAIN, &domain, &l);
-    l = sizeof(int);
-    getsockopt(p->fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l);
-    if (type != SOCK_DGRAM || (domain != AF_INET && domain != AF_INET6) || proto != IPPROTO_UDP)
+    ft_sock fd = (ft_sock)p->fd;
+    int domain = udp_family(fd);
+    if (!domain)
         return ft_fail(e, FT_EINVAL, EINVAL, "fd %d is not a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)", p->fd);
     uint32_t max_payload = domain == AF_INET ? FT_UDP_MAX_PAYLOAD4 : FT_UDP_MAX_PAYLOAD6;
     uint32_t max_datagram = p->max_datagram ? p->max_datagram : max_payload;
@@ -641,61 +833,45 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         free(u);
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint");
     }
+#ifdef _WIN32
+    u->fd = INVALID_SOCKET;
+    u->ev = WSA_INVALID_EVENT;
+#else
     u->fd = -1;
+#endif
     u->family = domain;
     u->max_payload = max_payload;
     u->max_datagram = max_datagram;
     udp_name peer;
-    socklen_t pl = sizeof(peer);
-    u->connected = getpeername(p->fd, &peer.sa, &pl) == 0;
-
-    int v = 0;
-    l = sizeof(v);
-    u->gso_supported = getsockopt(p->fd, SOL_UDP, UDP_SEGMENT, &v, &l) == 0;
-    ft_atomic_store(&u->gso, p->gso && u->gso_supported);
+    socklen_t_ pl = (socklen_t_)sizeof(peer);
+    u->connected = getpeername(fd, &peer.sa, &pl) == 0;
     ft_atomic_store(&u->gso_max_segment, (int)max_payload);
-    int on = p->gro ? 1 : 0;
-    u->gro_supported = setsockopt(p->fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
-    u->gro = p->gro && u->gro_supported;
-
-    u->slot = u->gro ? GRO_SLOT : max_datagram;
-    u->nslots = STAGE_BYTES / u->slot;
-    if (u->nslots > RX_MAX_MSGS)
-        u->nslots = RX_MAX_MSGS;
-    if (u->nslots < 1)
-        u->nslots = 1;
     u->rx_lock = ft_mutex_create();
     u->tx_lock = ft_mutex_create();
-    u->stage = malloc((size_t)u->nslots * u->slot);
-    u->rx_msgs = calloc(u->nslots, sizeof(struct mmsghdr));
-    u->rx_iov = calloc(u->nslots, sizeof(struct iovec));
-    u->rx_names = calloc(u->nslots, sizeof(udp_name));
-    u->rx_ctrl = calloc(u->nslots, RX_CTRL);
-    if (!u->rx_lock || !u->tx_lock || !u->stage || !u->rx_msgs || !u->rx_iov || !u->rx_names || !u->rx_ctrl) {
-        free_udp(u);
-        free(d);
-        return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint's buffers");
+    int r = !u->rx_lock || !u->tx_lock ? ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint")
+                                       : setup_platform(u, fd, p, e);
+    if (r == FT_OK) {
+        d->ops = &udp_ops;
+        d->impl = u;
+        d->nqueues = 1;
+        d->max_packet = max_datagram;
+        describe(fd, domain, d->name, sizeof(d->name));
+        r = ft_device_init(d, e);
     }
-    d->ops = &udp_ops;
-    d->impl = u;
-    d->nqueues = 1;
-    d->max_packet = max_datagram;
-    describe(p->fd, domain, d->name, sizeof(d->name));
-    int r = ft_device_init(d, e);
     if (r != FT_OK) {
-        free_udp(u);
+        free_udp(u); /* the fd is not u's yet: it stays the caller's */
         free(d);
         return r;
     }
     ft_atomic_store(&d->mtu, (int)max_payload);
-    u->fd = p->fd; /* owned from here on: closed with the device */
+    u->fd = fd; /* owned from here on: closed with the device */
     *out = d;
     return FT_OK;
 }
 
 static int is_udp(ft_device *d) { return d && d->ops == &udp_ops && d->impl; }
 
-int ft_udp_fd(ft_device *d) { return is_udp(d) ? U(d)->fd : -1; }
+int ft_udp_fd(ft_device *d) { return is_udp(d) ? (int)U(d)->fd : -1; }
 
 int ft_udp_get_info(ft_device *d, ft_udp_info *o)
 {

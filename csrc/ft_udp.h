@@ -1,7 +1,8 @@
 /* ft_udp.h - a UDP socket as a batch endpoint: one more backend behind ft_device.h, so the reader, batches,
  * arenas and statistics are the same code as for a TUN device. Linux: recvmmsg/sendmmsg, UDP_SEGMENT (GSO)
  * on send and UDP_GRO on receive, each probed at open and dropped back to one datagram per message when the
- * kernel lacks or refuses it. Elsewhere the same names exist and answer FT_EUNSUPPORTED. */
+ * kernel lacks or refuses it. Windows: one datagram per recvfrom/sendto, in C. Elsewhere the same names exist
+ * and answer FT_EUNSUPPORTED. */
 #ifndef FT_UDP_H
 #define FT_UDP_H
 
@@ -15,8 +16,9 @@
 #define FT_UDP_GSO_MAX_SEGMENTS 64u
 
 typedef struct ft_udp_params {
-    int fd;                /* a UDP socket, AF_INET or AF_INET6, bound (and connected or not); the device owns
-                            * it from now on and closes it. Its blocking mode is left alone. */
+    int fd;                /* a UDP socket (Windows: a SOCKET), AF_INET or AF_INET6, bound (and connected or not);
+                            * after a successful open the device owns it and closes it. Linux leaves its
+                            * blocking mode alone; Windows puts it in event-select (non-blocking) mode. */
     uint32_t max_datagram; /* largest datagram delivered (1..the family's maximum payload; 0: that maximum);
                             * larger ones are dropped and counted, never truncated */
     int gso;               /* 1: segment runs of equal datagrams with UDP_SEGMENT where the kernel has it */
@@ -45,7 +47,7 @@ typedef struct ft_udp_info {
     uint64_t tx_unreachable;     /* datagrams dropped because the destination could not be reached */
 } ft_udp_info;
 
-#ifdef __linux__
+#if defined(__linux__) || defined(_WIN32)
 int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e);
 /* The socket's fd, -1 if d is not an open UDP endpoint. */
 int ft_udp_fd(ft_device *d);
@@ -58,7 +60,7 @@ int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint 
                 int policy, int timeout_ms, ft_event *wake, ft_err *e);
 #else
 #include <errno.h>
-#define FT_UDP_LINUX_ONLY_ "UDP batch endpoints are implemented on Linux only (recvmmsg/sendmmsg)"
+#define FT_UDP_LINUX_ONLY_ "UDP batch endpoints are implemented on Linux and Windows only"
 static inline int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
 {
     (void)p;

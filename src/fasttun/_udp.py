@@ -1,14 +1,14 @@
 """A UDP socket with the batch API of a device: ``UdpEndpoint``.
 
 It is one more backend of the C core, so receiving, readers, batches and statistics work as they do for a
-:class:`~fasttun.Tun`. Linux only (recvmmsg/sendmmsg, UDP GSO/GRO)."""
+:class:`~fasttun.Tun`. Linux: recvmmsg/sendmmsg with UDP GSO/GRO; Windows: one recvfrom/sendto per datagram in
+C (no USO/URO yet)."""
 
 from __future__ import annotations
 
 import dataclasses
 import errno
 import logging
-import os
 import socket
 import sys
 import threading
@@ -89,10 +89,13 @@ def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
 
 
 def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, size)  # root may exceed net.core.[rw]mem_max
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    if sys.platform.startswith("linux"):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)  # root may exceed net.core.[rw]mem_max
+            return
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 class UdpEndpoint:
@@ -100,11 +103,12 @@ class UdpEndpoint:
 
     ``UdpEndpoint(bind=("10.0.0.1", 5555), peer=("10.0.0.2", 5555))`` opens a socket bound to ``bind`` and,
     with ``peer``, connected to it; ``UdpEndpoint(sock=s)`` wraps an existing UDP ``socket.socket`` (it gets
-    a duplicate of its descriptor: closing one leaves the other open, but both share the socket's options).
+    a duplicate of its descriptor: closing one leaves the other open, but both share the socket's options;
+    on Windows the socket is switched to non-blocking event-select mode).
 
     ``offload`` (default True) uses UDP GSO to send a run of equal-sized datagrams to one destination as one
     message (at most 64 datagrams, 64 KiB) and UDP GRO to receive coalesced datagrams, where the kernel has
-    them; ``gso``/``gro`` choose each one apart. ``max_datagram`` is the largest datagram received: larger ones
+    them (Linux); ``gso``/``gro`` choose each one apart. ``max_datagram`` is the largest datagram received: larger ones
     are dropped and counted (``stats.rx_dropped_oversize``), never truncated; without GRO a smaller value
     lets one system call receive more datagrams. Datagrams are not IP packets: anything up to the UDP
     maximum (65507 bytes over IPv4, 65527 over IPv6) may be sent.
@@ -128,8 +132,6 @@ class UdpEndpoint:
         send_timeout: float | None = None,
     ) -> None:
         self._closed = True
-        if not sys.platform.startswith("linux"):
-            raise TunClosedError(errno.ENOSYS, "UdpEndpoint is implemented on Linux only (recvmmsg/sendmmsg)")
         self._policy = _policy(on_full)
         _core._timeout_check(send_timeout)
         self._send_timeout = send_timeout
@@ -145,7 +147,7 @@ class UdpEndpoint:
                 raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
             if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
                 raise ValueError("sock must be a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)")
-            own = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            own = sock.dup()
         else:
             if bind is None and peer is None:
                 raise ValueError("give bind=(host, port), peer=(host, port), or both (or sock=)")
