@@ -399,3 +399,33 @@ def test_a_reader_ends_cleanly_when_the_endpoint_closes():
     ep.close()
     assert reader.stop(timeout=5) is True
     assert not reader.running
+
+
+def test_an_endpoint_dropped_without_close_releases_its_socket():
+    import gc
+    import os
+
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        ep = fasttun.UdpEndpoint(bind=("127.0.0.1", 0))
+        ep.recv_batch(4, timeout=0)
+        del ep
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_callback_that_raises_stops_the_reader_and_stop_raises_it(connected_pair):
+    a, b = connected_pair()
+
+    def on_batch(batch):
+        raise RuntimeError("boom")
+
+    reader = b.start_reader(on_batch)
+    a.send(b"trigger")
+    deadline = time.monotonic() + 5
+    while reader.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not reader.running
+    with pytest.raises(RuntimeError, match="boom"):
+        reader.stop()
+    assert b.send(b"still usable") == 1
