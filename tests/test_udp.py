@@ -432,3 +432,19 @@ def test_a_callback_that_raises_stops_the_reader_and_stop_raises_it(connected_pa
     with pytest.raises(RuntimeError, match="boom"):
         reader.stop()
     assert b.send(b"still usable") == 1
+
+
+def test_ipv6_link_local_destinations_take_a_zone():
+    try:
+        probe = plain_socket(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with fasttun.UdpEndpoint(bind=("::1", 0)) as ep:
+        port = probe.getsockname()[1]
+        assert ep.send(b"zone by index", (f"::1%{socket.if_nametoindex('lo')}", port)) == 1
+        assert ep.send(b"zone by name", ("::1%lo", port)) == 1
+        assert ep.send(b"scope in the tuple", ("::1", port, 0, 0)) == 1
+        assert [probe.recv(99) for _ in range(3)] == [b"zone by index", b"zone by name", b"scope in the tuple"]
+        with pytest.raises(ValueError, match="scope id"):
+            ep.send(b"x", ("::1", port, 0, -1))
+    probe.close()

@@ -53,7 +53,7 @@ cdef int _endpoint_from(object addr, ft_endpoint *ep) except -1:
             raise ValueError(f"the IPv6 scope id must be an int in 0..4294967295, not {scope!r}")
         ep.scope_id = <uint32_t>scope
     elif zone:
-        ep.scope_id = zone if zone.isdigit() else _socket.if_nametoindex(zone)
+        ep.scope_id = int(zone) if zone.isdigit() else _socket.if_nametoindex(zone)
     return 0
 
 
