@@ -94,17 +94,13 @@ class Counters:
 def deliver(tun: fasttun.Tun, packets: Any, counters: Counters) -> None:
     """Writes packets into the TUN device; one that is not an IP packet costs that packet, not the batch."""
     try:
-        tun.send_batch(packets)
+        tun.send_batch(packets)  # every packet is checked before any is written
     except ValueError:
-        good = []
         for p in packets:
             try:
-                fasttun._core.check_packet(p, tun.mtu)
-                good.append(p)
+                tun.send(p)
             except ValueError:
                 counters.not_ip += 1
-        if good:
-            tun.send_batch(good)
 
 
 class Sealer:
@@ -281,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     if failed and status == 0:
         log.error("%s", failed)
         status = 1
-    report = {"tunnel": counters.as_dict(), "tun": dataclasses.asdict(tun.stats),
-              "udp": dataclasses.asdict(endpoint.stats), "udp_offloads": endpoint.offloads,
-              "tun_offload": tun.offload_mode or "off"}
+    sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
+                                           "tun": dataclasses.asdict(tun.stats)}
+    report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")
     tun.close()
     endpoint.close()
-    for section in ("tunnel", "udp", "tun"):
-        for name, value in report[section].items():
+    for section, values in sections.items():
+        for name, value in values.items():
             if value:
                 print(f"{section}.{name}: {value}")
     print("counters " + json.dumps(report, default=str), flush=True)
