@@ -109,6 +109,9 @@ typedef struct udp_dev {
 } udp_dev;
 
 static udp_dev *U(ft_device *d) { return d->impl; }
+static void udp_close(ft_device *d);
+/* Ours: the only backend whose close is udp_close. */
+static int is_udp(ft_device *d) { return d && d->ops && d->ops->close == udp_close; }
 
 /* ---- addresses ------------------------------------------------------------------------------------------ */
 
@@ -602,7 +605,7 @@ static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
 int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
                 int policy, int timeout_ms, ft_event *wake, ft_err *e)
 {
-    if (ft_udp_fd(d) < 0)
+    if (!is_udp(d))
         return ft_fail(e, FT_EINVAL, EINVAL, "not a UDP endpoint");
     udp_dev *u = U(d);
     if (!to)
@@ -686,34 +689,44 @@ static int udp_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int ma
     return 1;
 }
 
-static void free_udp(udp_dev *u)
+/* The device and the endpoint in one allocation (ft_device_free frees it): the endpoint's counters stay
+ * readable after close, like the device's. */
+typedef struct udp_block {
+    ft_device d; /* first: free(&block->d) frees the block */
+    udp_dev u;
+} udp_block;
+
+/* Releases the OS resources and buffers (not the block). */
+static void release_udp(udp_dev *u)
 {
-    if (!u)
-        return;
     ft_mutex_destroy(u->rx_lock);
     ft_mutex_destroy(u->tx_lock);
+    u->rx_lock = u->tx_lock = NULL;
 #ifdef _WIN32
     if (u->fd != INVALID_SOCKET)
         closesocket(u->fd);
     if (u->ev != WSA_INVALID_EVENT)
         WSACloseEvent(u->ev);
+    u->fd = INVALID_SOCKET;
+    u->ev = WSA_INVALID_EVENT;
 #else
     if (u->fd >= 0)
         close(u->fd);
+    u->fd = -1;
     free(u->stage);
     free(u->rx_msgs);
     free(u->rx_iov);
     free(u->rx_names);
     free(u->rx_ctrl);
+    u->stage = NULL;
+    u->rx_msgs = NULL;
+    u->rx_iov = NULL;
+    u->rx_names = NULL;
+    u->rx_ctrl = NULL;
 #endif
-    free(u);
 }
 
-static void udp_close(ft_device *d)
-{
-    free_udp(U(d));
-    d->impl = NULL;
-}
+static void udp_close(ft_device *d) { release_udp(U(d)); }
 
 static int udp_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 {
@@ -826,13 +839,11 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
                        max_payload);
 
-    ft_device *d = calloc(1, sizeof(*d));
-    udp_dev *u = calloc(1, sizeof(*u));
-    if (!d || !u) {
-        free(d);
-        free(u);
+    udp_block *block = calloc(1, sizeof(*block));
+    if (!block)
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint");
-    }
+    ft_device *d = &block->d;
+    udp_dev *u = &block->u;
 #ifdef _WIN32
     u->fd = INVALID_SOCKET;
     u->ev = WSA_INVALID_EVENT;
@@ -859,8 +870,8 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         r = ft_device_init(d, e);
     }
     if (r != FT_OK) {
-        free_udp(u); /* the fd is not u's yet: it stays the caller's */
-        free(d);
+        release_udp(u); /* the fd is not u's yet: it stays the caller's */
+        free(block);
         return r;
     }
     ft_atomic_store(&d->mtu, (int)max_payload);
@@ -869,9 +880,12 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
     return FT_OK;
 }
 
-static int is_udp(ft_device *d) { return d && d->ops == &udp_ops && d->impl; }
-
-int ft_udp_fd(ft_device *d) { return is_udp(d) ? (int)U(d)->fd : -1; }
+int ft_udp_fd(ft_device *d)
+{
+    if (!is_udp(d) || ft_atomic_load(&d->closed))
+        return -1;
+    return (int)U(d)->fd;
+}
 
 int ft_udp_get_info(ft_device *d, ft_udp_info *o)
 {

@@ -49,9 +49,9 @@ typedef struct ft_udp_info {
 
 #if defined(__linux__) || defined(_WIN32)
 int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e);
-/* The socket's fd, -1 if d is not an open UDP endpoint. */
+/* The socket's fd, -1 if d is not an open UDP endpoint (closing or closed). */
 int ft_udp_fd(ft_device *d);
-/* FT_OK, or FT_EINVAL if d is not a UDP endpoint. */
+/* FT_OK, or FT_EINVAL if d is not a UDP endpoint. The counters stay readable after close. */
 int ft_udp_get_info(ft_device *d, ft_udp_info *out);
 /* Sends n datagrams. to: NULL (the connected peer), one destination for all (to_count 1) or one per datagram
  * (to_count n). Every datagram and destination is checked first (nothing is sent if one is bad: FT_EPACKET or

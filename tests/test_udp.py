@@ -448,3 +448,15 @@ def test_ipv6_link_local_destinations_take_a_zone():
         with pytest.raises(ValueError, match="scope id"):
             ep.send(b"x", ("::1", port, 0, -1))
     probe.close()
+
+
+def test_stats_stay_readable_after_close(connected_pair):
+    a, b = connected_pair()
+    assert a.send_batch(datagrams(10, 100)) == 10
+    assert len(receive_all(b, 10)) == 10
+    a.close()
+    b.close()
+    assert a.stats.tx_packets == 10 and b.stats.rx_packets == 10
+    assert a.offloads["connected"] is True
+    with pytest.raises(fasttun.TunClosedError):
+        b.recv_batch(4, timeout=0)

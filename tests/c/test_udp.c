@@ -213,6 +213,10 @@ static void test_reader_and_close_under_it(void)
         ft_sleep_us(1000);
     ft_device_close(b); /* wakes the reader, which ends with FT_ECLOSED */
     CHECK(ft_reader_join(r, 5000) == FT_OK);
+    ft_udp_info info;
+    CHECK(ft_udp_get_info(b, &info) == FT_OK && info.rx_messages > 0); /* counters outlive the socket */
+    CHECK(ft_udp_fd(b) == -1);
+    CHECK(ft_udp_send(b, pkts, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == FT_ECLOSED);
     CHECK(seen == N + 1);
     CHECK(ft_reader_state(r) == FT_READER_FAILED || ft_reader_state(r) == FT_READER_STOPPED);
     ft_reader_free(r);
