@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 COMMON = ["ft_device.c", "ft_reader.c", "ft_backend_memory.c", "ft_offload.c", "ft_icmp.c",
           "ft_linux_events.c"]
 PLATFORM = {
-    "win32": ["ft_os_win32.c", "ft_wintun_loader.c", "ft_backend_wintun.c", "ft_win_config.c"],
-    "linux": ["ft_os_posix.c", "ft_backend_linux.c", "ft_linux_netlink.c"],
+    "win32": ["ft_os_win32.c", "ft_wintun_loader.c", "ft_backend_wintun.c", "ft_win_config.c", "ft_backend_udp.c"],
+    "linux": ["ft_os_posix.c", "ft_backend_linux.c", "ft_linux_netlink.c", "ft_backend_udp.c"],
 }
 
 

@@ -841,11 +841,13 @@ int ft_linux_fd(ft_device *d, int q, ft_err *e)
 
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
 {
-    if (!is_linux(d))
-        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
-    int r = ft_device_enter(d, e);
+    int r = ft_device_enter(d, e); /* closed first */
     if (r != FT_OK)
         return r;
+    if (!is_linux(d)) {
+        ft_device_leave(d);
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
+    }
     if (ioctl(L(d)->fds[0], TUNSETPERSIST, (unsigned long)(persist ? 1 : 0)) != 0)
         r = errno == EPERM ? ft_fail(e, FT_ESYS, EPERM, "changing persist on '%s' needs CAP_NET_ADMIN", d->name)
                            : ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);

@@ -73,8 +73,11 @@ static inline int ft_linux_features(uint32_t *flags, ft_err *e)
 }
 static inline int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
 {
-    (void)d;
     (void)persist;
+    int r = ft_device_enter(d, e); /* closed first */
+    if (r != FT_OK)
+        return r;
+    ft_device_leave(d);
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "persist is a property of Linux TUN devices");
 }
 static inline uint32_t ft_linux_offloads(ft_device *d, int *mode)

@@ -424,7 +424,9 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
     for (uint32_t i = 0; i < n; i++) {
-        if (ft_packet_check(pkts[i].data, pkts[i].len, mtu, e) != FT_OK)
+        int ok = d->ops->check ? d->ops->check(d, pkts[i].data, pkts[i].len, e)
+                               : ft_packet_check(pkts[i].data, pkts[i].len, mtu, e);
+        if (ok != FT_OK)
             return reject(d, i, n, e);
     }
     return send_loop(d, q, pkts, NULL, n, policy, timeout_ms, wake, e);
@@ -432,27 +434,28 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
 
 /* ---- configuration -------------------------------------------------------------------------------- */
 
-#define CONFIG_CALL(hook, what, ...)                                                                     \
-    do {                                                                                                 \
-        if (!d->ops->hook)                                                                               \
-            return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend cannot %s", d->ops->name, what); \
-        int r_ = ft_device_enter(d, e);                                                                  \
-        if (r_ != FT_OK)                                                                                 \
-            return r_;                                                                                   \
-        r_ = d->ops->hook(d, __VA_ARGS__, e);                                                            \
-        ft_device_leave(d);                                                                              \
-        return r_;                                                                                       \
+/* Closed first, then supported: after close every call says the device is closed. */
+#define CONFIG_CALL(hook, what, ...)                                                                       \
+    do {                                                                                                   \
+        int r_ = ft_device_enter(d, e);                                                                    \
+        if (r_ != FT_OK)                                                                                   \
+            return r_;                                                                                     \
+        r_ = d->ops->hook ? d->ops->hook(d, __VA_ARGS__, e)                                                \
+                          : ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend cannot %s", d->ops->name, what); \
+        ft_device_leave(d);                                                                                \
+        return r_;                                                                                         \
     } while (0)
 
 int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 {
-    if (!d->ops->get_mtu) {
-        *mtu = (uint32_t)ft_atomic_load(&d->mtu);
-        return FT_OK;
-    }
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
+    if (!d->ops->get_mtu) {
+        *mtu = (uint32_t)ft_atomic_load(&d->mtu);
+        ft_device_leave(d);
+        return FT_OK;
+    }
     r = d->ops->get_mtu(d, mtu, e);
     if (r == FT_OK)
         ft_atomic_store(&d->mtu, (int)*mtu); /* someone may have changed it behind our back */

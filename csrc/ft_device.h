@@ -43,6 +43,15 @@ int ft_fail(ft_err *e, int status, int errnum, const char *fmt, ...) FT_PRINTF(4
 int ft_fail_os(ft_err *e, long oserr, const char *fmt, ...) FT_PRINTF(3, 4);
 
 /* ---- batches -------------------------------------------------------------------------------------- */
+/* Where a datagram came from or goes to (UDP endpoints); family 0 when there is none. */
+typedef struct ft_endpoint {
+    uint8_t family;      /* 0, 4 or 6 */
+    uint8_t reserved;
+    uint16_t port;       /* host order */
+    uint32_t scope_id;   /* IPv6 zone (an interface index), else 0 */
+    uint8_t addr[16];    /* network order; IPv4 uses the first 4 */
+} ft_endpoint;
+
 /* Packets laid out back to back in one arena with an offsets/lengths table. The memory belongs to whoever
  * made the batch (the Python layer, a test); the core only fills it. */
 typedef struct ft_batch {
@@ -55,6 +64,7 @@ typedef struct ft_batch {
     size_t used;         /* bytes filled */
     uint8_t *vnet;       /* [max][FT_VNET_HDR_SIZE] virtio-net headers of super-packets, or NULL; a backend
                           * that delivers super-packets whole needs it and fills one per packet */
+    ft_endpoint *addrs;  /* [max] each datagram's source, or NULL; only UDP endpoints fill it */
 } ft_batch;
 
 #define FT_VNET_HDR_SIZE 10
@@ -154,6 +164,9 @@ typedef struct ft_backend_ops {
     /* Send n packets each with its virtio-net header (hdrs: n * FT_VNET_HDR_SIZE bytes), already validated.
      * Same return convention as send. NULL where the device has no offload. */
     int (*send_vnet)(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e);
+    /* Validates one packet for ft_device_send (FT_OK or FT_EPACKET); NULL: ft_packet_check, an IP packet
+     * within the MTU. A UDP endpoint carries datagrams, which are not IP packets. */
+    int (*check)(ft_device *d, const uint8_t *p, size_t len, ft_err *e);
 } ft_backend_ops;
 
 /* Policy when the device cannot take a packet right now. */

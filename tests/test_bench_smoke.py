@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["pair", "rx", "rx-live", "tx", "latency", "forward"]
-NEEDS_ROOT = {"rx", "rx-live", "tx", "latency", "forward"}
+ALL = ["pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel"]
+NEEDS_ROOT = {"rx", "rx-live", "tx", "latency", "forward", "tunnel"}
 
 
 def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 BUILD = ROOT / "tests" / ".build"
 CORE = ["ft_device.c", "ft_reader.c", "ft_backend_memory.c", "ft_os_posix.c", "ft_offload.c", "ft_icmp.c"]
-LINUX = ["ft_backend_linux.c", "ft_linux_netlink.c", "ft_linux_events.c"]
+LINUX = ["ft_backend_linux.c", "ft_linux_netlink.c", "ft_linux_events.c", "ft_backend_udp.c"]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="native C tests run on Linux")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from fasttun._core import MAX_PACKET, MIN_MTU, Batch, Packet, make_batch
 from fasttun._tun import Reader, ReaderStats, Stats, Tun, pair
 from fasttun._info import features
+from fasttun._udp import UdpEndpoint, UdpStats, udp_offloads
 from fasttun._wintun import delete_wintun_driver, load_wintun, wintun_driver_version
 from fasttun.errors import (
     TunClosedError,
@@ -42,12 +43,15 @@ __all__ = [
     "TunFullError",
     "TunNotFoundError",
     "TunPermissionError",
+    "UdpEndpoint",
+    "UdpStats",
     "WintunLoadError",
     "delete_wintun_driver",
     "features",
     "load_wintun",
     "make_batch",
     "pair",
+    "udp_offloads",
     "wintun_driver_version",
     "__version__",
 ]

@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         help="measure fasttun next to its baselines on this machine",
         description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
                     "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
-                    "latency, forward (root: they create their own network namespaces and TUN devices, and "
+                    "latency, forward, tunnel (root: they create their own network namespaces and TUN devices, and "
                     "always remove them). soak runs only when named: for --seconds S (default 30; hours by hand) "
                     "it streams sequence-numbered, checksummed packets through a pair and a TUN device into "
                     "readers, then checks that nothing was corrupt, duplicated or reordered, that every missing "

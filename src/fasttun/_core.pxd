@@ -43,6 +43,13 @@ cdef extern from "ft_device.h" nogil:
         uint32_t sent
         char msg[256]
 
+    ctypedef struct ft_endpoint:
+        uint8_t family
+        uint8_t reserved
+        uint16_t port
+        uint32_t scope_id
+        uint8_t addr[16]
+
     ctypedef struct ft_batch:
         uint8_t *data
         size_t cap
@@ -52,6 +59,7 @@ cdef extern from "ft_device.h" nogil:
         uint32_t count
         size_t used
         uint8_t *vnet
+        ft_endpoint *addrs
 
     enum:
         FT_VNET_HDR_SIZE
@@ -230,3 +238,35 @@ cdef extern from "ft_backends.h" nogil:
 cdef extern from "ft_icmp.h" nogil:
     uint16_t ft_inet_checksum(const uint8_t *data, size_t len, uint32_t initial)
     size_t ft_icmp_echo_reply(const uint8_t *p, size_t len, uint8_t *out, size_t cap)
+
+
+cdef extern from "ft_udp.h" nogil:
+    enum:
+        FT_UDP_MAX_PAYLOAD4
+        FT_UDP_MAX_PAYLOAD6
+        FT_UDP_GSO_MAX_SEGMENTS
+
+    ctypedef struct ft_udp_params:
+        int fd
+        uint32_t max_datagram
+        int gso
+        int gro
+
+    ctypedef struct ft_udp_info:
+        int family
+        int connected
+        int gso_supported
+        int gro_supported
+        int gso
+        int gro
+        uint32_t max_datagram
+        uint32_t gso_max_segment
+        uint64_t tx_calls, tx_messages, gso_messages, gso_fallbacks
+        uint64_t rx_calls, rx_messages, gro_messages
+        uint64_t rx_dropped_trunc, rx_icmp_errors, tx_unreachable
+
+    int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
+    int ft_udp_fd(ft_device *d)
+    int ft_udp_get_info(ft_device *d, ft_udp_info *out)
+    int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
+                    int policy, int timeout_ms, ft_event *wake, ft_err *e)

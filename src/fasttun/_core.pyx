@@ -115,6 +115,20 @@ cdef int _get_buffer(object obj, Py_buffer *view, int flags, str what) except -1
 
 # ---- arenas and batches -------------------------------------------------------------------------------
 
+cdef Py_ssize_t _index(object index, Py_ssize_t n, str what) except -1:
+    """index (negative counts from the end) as a position in 0..n-1, else IndexError (also for huge ints)."""
+    cdef Py_ssize_t i
+    try:
+        i = index
+    except OverflowError:
+        raise IndexError(f"{what} index {index} out of range for {n}") from None
+    if i < 0:
+        i += n
+    if i < 0 or i >= n:
+        raise IndexError(f"{what} index {index} out of range for {n}")
+    return i
+
+
 cdef class Arena:
     """One allocation holding packet bytes plus the offsets and lengths tables of a batch.
 
@@ -126,6 +140,7 @@ cdef class Arena:
     cdef uint32_t *offsets
     cdef uint32_t *lengths
     cdef uint8_t *vnet
+    cdef ft_endpoint *addrs
     cdef uint32_t max
     cdef Py_ssize_t exports
     cdef Py_ssize_t shape[1]
@@ -138,15 +153,17 @@ cdef class Arena:
             raise ValueError("an arena holds at least one packet")
         self.cap = cap
         self.max = max_packets
-        # Packet bytes first, then the tables (8-byte aligned).
-        cdef size_t tables = (<size_t>max_packets) * (4 * 2 + FT_VNET_HDR_SIZE)
+        # Packet bytes first, then the tables (8-byte aligned): offsets, lengths, datagram addresses, vnet headers.
+        cdef size_t tables = (<size_t>max_packets) * (4 * 2 + sizeof(ft_endpoint) + FT_VNET_HDR_SIZE)
         cdef size_t head = (self.cap + 7) & ~(<size_t>7)
         self.data = <uint8_t *>PyMem_RawMalloc(head + tables)
         if self.data == NULL:
             raise MemoryError(f"cannot allocate a {head + tables}-byte packet arena")
         self.offsets = <uint32_t *>(self.data + head)
         self.lengths = self.offsets + max_packets
-        self.vnet = <uint8_t *>(self.lengths + max_packets)   # virtio-net headers of super-packets
+        self.addrs = <ft_endpoint *>(self.lengths + max_packets)   # datagram sources (UDP endpoints)
+        memset(self.addrs, 0, (<size_t>max_packets) * sizeof(ft_endpoint))
+        self.vnet = <uint8_t *>(self.addrs + max_packets)   # virtio-net headers of super-packets
         self.exports = 0
 
     def __dealloc__(self):
@@ -158,6 +175,7 @@ cdef class Arena:
         b.offsets = self.offsets
         b.lengths = self.lengths
         b.vnet = self.vnet
+        b.addrs = self.addrs
         b.max = self.max
         b.count = 0
         b.used = 0
@@ -186,21 +204,24 @@ cdef class Arena:
 
 
 cdef class _Table:
-    """The offsets or lengths of a batch as an array of uint32 (buffer format 'I')."""
+    """A table of an arena, read-only: the offsets or lengths of a batch (uint32, format 'I') or its virtio-net
+    headers (bytes, format 'B')."""
     cdef Arena arena
-    cdef uint32_t *ptr
+    cdef void *ptr
+    cdef Py_ssize_t itemsize
+    cdef char *format
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         buf.buf = self.ptr
         buf.obj = self
-        buf.len = self.shape[0] * 4
+        buf.len = self.shape[0] * self.itemsize
         buf.readonly = 1
-        buf.itemsize = 4
-        buf.format = <char *>b"I" if (flags & PyBUF_FORMAT) else NULL
+        buf.itemsize = self.itemsize
+        buf.format = self.format if (flags & PyBUF_FORMAT) else NULL
         buf.ndim = 1
-        self.strides[0] = 4
+        self.strides[0] = self.itemsize
         buf.shape = self.shape
         buf.strides = self.strides
         buf.suboffsets = NULL
@@ -251,11 +272,7 @@ cdef class Packet:
         self._check()
         if isinstance(index, slice):
             return memoryview(self)[index]
-        i = index
-        if i < 0:
-            i += self.shape[0]
-        if i < 0 or i >= self.shape[0]:
-            raise IndexError(f"index {index} out of range for a packet of {self.shape[0]} bytes")
+        i = _index(index, self.shape[0], "packet byte")
         return self.ptr[i]
 
     def __setitem__(self, index, value):
@@ -264,11 +281,7 @@ cdef class Packet:
         if isinstance(index, slice):
             memoryview(self)[index] = value
             return
-        i = index
-        if i < 0:
-            i += self.shape[0]
-        if i < 0 or i >= self.shape[0]:
-            raise IndexError(f"index {index} out of range for a packet of {self.shape[0]} bytes")
+        i = _index(index, self.shape[0], "packet byte")
         if not 0 <= value <= 255:
             raise ValueError(f"a byte is 0..255, not {value!r}")
         self.ptr[i] = <uint8_t>value
@@ -349,10 +362,12 @@ cdef Arena _receive_arena(uint32_t max_packets, uint32_t max_packet):
     return Arena(max_packets, ft_batch_arena_size(max_packets, max_packet))
 
 
-cdef _Table _table(Arena arena, uint32_t *ptr, uint32_t n):
+cdef _Table _table(Arena arena, void *ptr, Py_ssize_t n, Py_ssize_t itemsize=4):
     cdef _Table t = _Table.__new__(_Table)
     t.arena = arena
     t.ptr = ptr
+    t.itemsize = itemsize
+    t.format = <char *>b"I" if itemsize == 4 else <char *>b"B"
     t.shape[0] = n
     return t
 
@@ -420,11 +435,7 @@ cdef class Batch:
         self._check()
         if isinstance(index, slice):
             return [self._packet(i) for i in range(*index.indices(self.count))]
-        cdef Py_ssize_t i = index
-        if i < 0:
-            i += self.count
-        if i < 0 or i >= self.count:
-            raise IndexError(f"batch index {index} out of range for a batch of {self.count} packets")
+        cdef Py_ssize_t i = _index(index, self.count, "batch")
         return self._packet(<uint32_t>i)
 
     def __iter__(self):
@@ -471,11 +482,7 @@ cdef class Batch:
         self._check()
         if not self.is_super:
             raise ValueError("only batches of super-packets (offload_mode='super') carry segmentation metadata")
-        cdef Py_ssize_t i = index
-        if i < 0:
-            i += self.count
-        if i < 0 or i >= self.count:
-            raise IndexError(f"batch index {index} out of range for a batch of {self.count} packets")
+        cdef Py_ssize_t i = _index(index, self.count, "batch")
         cdef const uint8_t *h = self.arena.vnet + i * FT_VNET_HDR_SIZE
         cdef uint16_t f[4]
         memcpy(f, h + 2, 8)
@@ -487,8 +494,14 @@ cdef class Batch:
         self._check()
         if not self.is_super:
             raise ValueError("only batches of super-packets (offload_mode='super') carry virtio-net headers")
-        return self._track(memoryview(self.arena)[self.arena.vnet - self.arena.data:
-                                                  self.arena.vnet - self.arena.data + self.count * FT_VNET_HDR_SIZE])
+        return self._track(memoryview(_table(self.arena, self.arena.vnet, self.count * FT_VNET_HDR_SIZE, 1)))
+
+    def address(self, index):
+        """Where datagram ``index`` of a batch from a UDP endpoint came from: (host, port) for IPv4,
+        (host, port, 0, scope_id) for IPv6; None for packets of a device."""
+        self._check()
+        cdef Py_ssize_t i = _index(index, self.count, "batch")
+        return _endpoint_tuple(&self.arena.addrs[i])
 
     def copy(self):
         """The packets as a list of ``bytes`` that stay valid after the callback."""
@@ -1451,3 +1464,6 @@ READER_FAILED = FT_READER_FAILED
 
 # ---- device events (Linux rtnetlink) -------------------------------------------------------------------
 include "_events.pxi"
+
+# ---- UDP endpoints -------------------------------------------------------------------------------------
+include "_udp.pxi"

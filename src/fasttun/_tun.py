@@ -254,6 +254,8 @@ class Tun:
         128 KiB..64 MiB, default 4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if name == "":
+            raise ValueError("the name is empty; give one, or None (or a name with %d) to let the system choose")
         _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
         if mtu is not None:
             _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
@@ -406,21 +408,27 @@ class Tun:
     def offloads(self) -> dict[str, bool]:
         """Linux: the offloads the kernel accepted (csum, tso4, tso6, tso_ecn, uso4, uso6); empty without
         offload."""
+        self._check_open()
         mode, bits = self._dev.offloads()
         return {name: bool(bits & bit) for name, bit in _TUN_F.items()} if mode else {}
 
     @property
     def offload_mode(self) -> str | None:
         """"segments", "super", or None without offload."""
+        self._check_open()
         mode = self._dev.offloads()[0]
         return {1: "segments", 2: "super"}.get(mode)
 
+    def _check_open(self) -> None:
+        """For members that answer from state kept here: after close() they say closed, as the device would."""
+        if self._closed:
+            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
+
     def _wintun_only(self, what: str) -> None:
+        self._check_open()
         if self._dev.backend != "wintun":
             raise TunError(errno.ENOSYS, f"{what} is a property of Wintun adapters (Windows); this is a "
                                          f"{self._dev.backend} device")
-        if self._closed:
-            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
 
     @property
     def luid(self) -> int:
@@ -464,6 +472,7 @@ class Tun:
 
     def set_dns(self, servers: Iterable[str]) -> None:
         """Windows: the adapter's DNS servers (an empty list clears them)."""
+        self._check_open()
         parsed = [ipaddress.ip_address(s) for s in servers]
         self._dev.wintun_set_dns([(a.version, a.packed) for a in parsed])
 

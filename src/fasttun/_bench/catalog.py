@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fasttun._bench.scenario import Scenario
 
-NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward")
+NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel")
 """What ``fasttun bench`` runs when no scenario is named."""
 ONLY_WHEN_NAMED = ("soak",)
 """Scenarios that run only when named: they are long and judge correctness rather than measure speed."""
@@ -41,6 +41,9 @@ def make(name: str) -> Scenario:
     if name == "forward":
         from fasttun._bench.forward import ForwardScenario
         return ForwardScenario()
+    if name == "tunnel":
+        from fasttun._bench.tunnel import TunnelScenario
+        return TunnelScenario()
     if name == "soak":
         from fasttun._bench.soak import SoakScenario
         return SoakScenario()

@@ -78,6 +78,8 @@ def print_info() -> int:
             why = "unknown (probing needs root)"
             lines.append(("TSO offload", _yes(offloads["tso"], why)))
             lines.append(("USO offload", _yes(offloads["uso"], why) + " (UDP segmentation, Linux 6.2+)"))
+            udp = fasttun.udp_offloads()
+            lines.append(("UDP GSO/GRO", f"gso {_yes(udp['gso'])}, gro {_yes(udp['gro'])} (fasttun.UdpEndpoint)"))
         except OSError as exc:
             lines.append(("offloads", f"probe failed: {exc}"))
     elif sys.platform == "win32":

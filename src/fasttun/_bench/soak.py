@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import zlib
-from typing import Optional
+from typing import Optional, Union
 
 import fasttun
 from fasttun import _netns
@@ -123,7 +123,7 @@ class Checker:
             for p in batch:
                 self.check(p)
 
-    def check(self, p: memoryview) -> None:
+    def check(self, p: Union[memoryview, fasttun.Packet]) -> None:
         n = len(p)
         if n < 28 or p[0] != 0x45 or p[9] != 17 or struct.unpack_from("!H", p, 22)[0] != PORT:
             self.foreign += 1       # not one of ours (the kernel's own traffic, should there be any)

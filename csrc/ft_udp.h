@@ -1,0 +1,89 @@
+/* ft_udp.h - a UDP socket as a batch endpoint: one more backend behind ft_device.h, so the reader, batches,
+ * arenas and statistics are the same code as for a TUN device. Linux: recvmmsg/sendmmsg, UDP_SEGMENT (GSO)
+ * on send and UDP_GRO on receive, each probed at open and dropped back to one datagram per message when the
+ * kernel lacks or refuses it. Windows: one datagram per recvfrom/sendto, in C. Elsewhere the same names exist
+ * and answer FT_EUNSUPPORTED. */
+#ifndef FT_UDP_H
+#define FT_UDP_H
+
+#include "ft_device.h"
+
+/* The largest UDP payload: 65535 minus the IPv4 header (20) and the UDP header (8); IPv6 has no IP header in
+ * its 16-bit payload length, so 65535 - 8. */
+#define FT_UDP_MAX_PAYLOAD4 65507u
+#define FT_UDP_MAX_PAYLOAD6 65527u
+/* Send-side segmentation limits of the kernel: datagrams per UDP_SEGMENT message (UDP_MAX_SEGMENTS). */
+#define FT_UDP_GSO_MAX_SEGMENTS 64u
+
+typedef struct ft_udp_params {
+    int fd;                /* a UDP socket (Windows: a SOCKET), AF_INET or AF_INET6, bound (and connected or not);
+                            * after a successful open the device owns it and closes it. Linux leaves its
+                            * blocking mode alone; Windows puts it in event-select (non-blocking) mode. */
+    uint32_t max_datagram; /* largest datagram delivered (1..the family's maximum payload; 0: that maximum);
+                            * larger ones are dropped and counted, never truncated */
+    int gso;               /* 1: segment runs of equal datagrams with UDP_SEGMENT where the kernel has it */
+    int gro;               /* 1: let the kernel coalesce received datagrams (UDP_GRO) where it has it */
+} ft_udp_params;
+
+/* What the endpoint uses and what its offload paths did. */
+typedef struct ft_udp_info {
+    int family;              /* 4 or 6 */
+    int connected;
+    int gso_supported;       /* the kernel offered UDP_SEGMENT at open */
+    int gro_supported;       /* the kernel accepted UDP_GRO at open (or it was not asked for: see gro) */
+    int gso;                 /* in use now (asked for, supported, not given up after a refusal) */
+    int gro;
+    uint32_t max_datagram;
+    uint32_t gso_max_segment;/* segments above this size go out one datagram per message (learned from EINVAL) */
+    uint64_t tx_calls;       /* sendmmsg calls */
+    uint64_t tx_messages;    /* messages they carried (a segmented message carries several datagrams) */
+    uint64_t gso_messages;   /* messages carrying more than one datagram */
+    uint64_t gso_fallbacks;  /* segmented messages the kernel refused, resent one datagram per message */
+    uint64_t rx_calls;       /* recvmmsg calls that returned datagrams */
+    uint64_t rx_messages;    /* messages they returned (a coalesced message holds several datagrams) */
+    uint64_t gro_messages;   /* messages holding more than one datagram */
+    uint64_t rx_dropped_trunc;   /* datagrams larger than max_datagram, dropped (also in rx_dropped_oversize) */
+    uint64_t rx_icmp_errors;     /* errors the socket reported from ICMP (ECONNREFUSED...), counted and passed */
+    uint64_t tx_unreachable;     /* datagrams dropped because the destination could not be reached */
+} ft_udp_info;
+
+#if defined(__linux__) || defined(_WIN32)
+int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e);
+/* The socket's fd, -1 if d is not an open UDP endpoint (closing or closed). */
+int ft_udp_fd(ft_device *d);
+/* FT_OK, or FT_EINVAL if d is not a UDP endpoint. The counters stay readable after close. */
+int ft_udp_get_info(ft_device *d, ft_udp_info *out);
+/* Sends n datagrams. to: NULL (the connected peer), one destination for all (to_count 1) or one per datagram
+ * (to_count n). Every datagram and destination is checked first (nothing is sent if one is bad: FT_EPACKET or
+ * FT_EINVAL with e->index). The full-queue policy and the return convention are those of ft_device_send. */
+int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
+                int policy, int timeout_ms, ft_event *wake, ft_err *e);
+#else
+#include <errno.h>
+#define FT_UDP_LINUX_ONLY_ "UDP batch endpoints are implemented on Linux and Windows only"
+static inline int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
+{
+    (void)p;
+    (void)out;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_UDP_LINUX_ONLY_);
+}
+static inline int ft_udp_fd(ft_device *d)
+{
+    (void)d;
+    return -1;
+}
+static inline int ft_udp_get_info(ft_device *d, ft_udp_info *out)
+{
+    (void)d;
+    (void)out;
+    return FT_EINVAL;
+}
+static inline int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to,
+                              uint32_t to_count, int policy, int timeout_ms, ft_event *wake, ft_err *e)
+{
+    (void)d, (void)pkts, (void)n, (void)to, (void)to_count, (void)policy, (void)timeout_ms, (void)wake;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_UDP_LINUX_ONLY_);
+}
+#endif
+
+#endif

@@ -1,0 +1,350 @@
+"""A UDP socket with the batch API of a device: ``UdpEndpoint``.
+
+It is one more backend of the C core, so receiving, readers, batches and statistics work as they do for a
+:class:`~fasttun.Tun`. Linux: recvmmsg/sendmmsg with UDP GSO/GRO; Windows: one recvfrom/sendto per datagram in
+C (no USO/URO yet)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any, Union
+
+from fasttun import _core
+from fasttun._tun import BatchCallback, FullPolicy, Reader, _logging_callback, _policy, _ranged_int
+from fasttun.errors import TunClosedError
+
+log = logging.getLogger("fasttun")
+
+Address = Union[tuple[str, int], tuple[str, int, int, int]]
+"""(host, port), or for IPv6 (host, port, flowinfo, scope_id); hosts in send calls are numeric addresses."""
+
+MAX_BATCH = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class UdpStats:
+    """Counters of a UDP endpoint since it was opened."""
+
+    rx_packets: int
+    """Datagrams received (a coalesced GRO read counts as the datagrams it holds)."""
+    rx_bytes: int
+    rx_batches: int
+    tx_packets: int
+    tx_bytes: int
+    tx_dropped_full: int
+    """Datagrams dropped because the socket's send buffer was full (policy "drop", or "wait" timed out)."""
+    tx_rejected: int
+    """Datagrams refused by validation (too large, bad destination); nothing of their call was sent."""
+    rx_dropped_oversize: int
+    """Datagrams larger than ``max_datagram``: dropped, never truncated."""
+    tx_unreachable: int
+    """Datagrams dropped because the destination could not be reached (no route, firewall, ICMP)."""
+    rx_icmp_errors: int
+    """ICMP errors (port unreachable...) the socket reported for earlier datagrams; counted and passed over."""
+    rx_errors: int
+    tx_errors: int
+    waits: int
+    spins: int
+    tx_waits: int
+    tx_calls: int
+    """sendmmsg calls."""
+    tx_messages: int
+    """Messages those calls carried; with GSO one message carries a run of datagrams."""
+    gso_messages: int
+    gso_fallbacks: int
+    """Segmented messages the kernel refused; their datagrams were sent one per message."""
+    rx_calls: int
+    rx_messages: int
+    gro_messages: int
+
+    @property
+    def drops(self) -> int:
+        """All datagrams lost, whatever the cause."""
+        return self.tx_dropped_full + self.rx_dropped_oversize + self.tx_unreachable
+
+
+def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
+    """(family, sockaddr) for a (host, port) tuple; host may be a name, "" or "::" for any."""
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise TypeError(f"{what} must be a (host, port) tuple, not {address!r}")
+    host, port = address[0], address[1]
+    if not isinstance(host, str):
+        raise TypeError(f"{what}: the host must be a str, not {type(host).__name__}")
+    _ranged_int(port, f"{what} port", 0, 65535)
+    try:
+        infos = socket.getaddrinfo(host or None, port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP,
+                                   socket.AI_PASSIVE if not host else 0)
+    except socket.gaierror as exc:
+        raise ValueError(f"{what}: cannot resolve {host!r}: {exc}") from None
+    fam, _, _, _, sockaddr = infos[0]
+    if len(address) == 4 and fam == socket.AF_INET6:
+        return fam, (sockaddr[0], sockaddr[1], address[2], address[3])
+    return fam, sockaddr
+
+
+def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)  # root may exceed net.core.[rw]mem_max
+            return
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+class UdpEndpoint:
+    """A UDP socket that sends and receives batches of datagrams in C.
+
+    ``UdpEndpoint(bind=("10.0.0.1", 5555), peer=("10.0.0.2", 5555))`` opens a socket bound to ``bind`` and,
+    with ``peer``, connected to it; ``UdpEndpoint(sock=s)`` wraps an existing UDP ``socket.socket`` (it gets
+    a duplicate of its descriptor: closing one leaves the other open, but both share the socket's options;
+    on Windows the socket is switched to non-blocking event-select mode).
+
+    ``offload`` (default True) uses UDP GSO to send a run of equal-sized datagrams to one destination as one
+    message (at most 64 datagrams, 64 KiB) and UDP GRO to receive coalesced datagrams, where the kernel has
+    them (Linux); ``gso``/``gro`` choose each one apart. ``max_datagram`` is the largest datagram received: larger ones
+    are dropped and counted (``stats.rx_dropped_oversize``), never truncated; without GRO a smaller value
+    lets one system call receive more datagrams. Datagrams are not IP packets: anything up to the UDP
+    maximum (65507 bytes over IPv4, 65527 over IPv6) may be sent.
+
+    ``on_full`` is what a send does when the socket's buffer is full: "wait" (default; up to ``send_timeout``
+    seconds, None: as long as it takes), "drop" (counted) or "raise" (TunFullError)."""
+
+    def __init__(
+        self,
+        bind: tuple[str, int] | None = None,
+        peer: tuple[str, int] | None = None,
+        *,
+        sock: socket.socket | None = None,
+        offload: bool = True,
+        gso: bool | None = None,
+        gro: bool | None = None,
+        max_datagram: int | None = None,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        on_full: FullPolicy = "wait",
+        send_timeout: float | None = None,
+    ) -> None:
+        self._closed = True
+        self._policy = _policy(on_full)
+        _core._timeout_check(send_timeout)
+        self._send_timeout = send_timeout
+        use_gso = bool(offload) if gso is None else bool(gso)
+        use_gro = bool(offload) if gro is None else bool(gro)
+        for value, what in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
+            if value is not None:
+                _ranged_int(value, what, 1024, 1 << 30)
+        if sock is not None:
+            if bind is not None or peer is not None:
+                raise ValueError("give either sock= or bind=/peer=, not both")
+            if not isinstance(sock, socket.socket):
+                raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+            if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                raise ValueError("sock must be a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)")
+            own = sock.dup()
+        else:
+            if bind is None and peer is None:
+                raise ValueError("give bind=(host, port), peer=(host, port), or both (or sock=)")
+            family = 0
+            peer_addr = None
+            if peer is not None:
+                family, peer_addr = _resolve(peer, "peer")
+                if peer_addr[1] == 0:
+                    raise ValueError("peer port 0 is not allowed; 1..65535 are")
+            bind_addr = None
+            if bind is not None:
+                family, bind_addr = _resolve(bind, "bind", family)
+            own = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+            try:
+                if bind_addr is not None:
+                    own.bind(bind_addr)
+                if peer_addr is not None:
+                    own.connect(peer_addr)
+            except BaseException:
+                own.close()
+                raise
+        try:
+            family = own.family
+            if rcvbuf is not None:
+                _set_buffer(own, socket.SO_RCVBUF, 33, rcvbuf)  # 33: SO_RCVBUFFORCE
+            if sndbuf is not None:
+                _set_buffer(own, socket.SO_SNDBUF, 32, sndbuf)  # 32: SO_SNDBUFFORCE
+            limit = _core.UDP_MAX_PAYLOAD4 if family == socket.AF_INET else _core.UDP_MAX_PAYLOAD6
+            size = limit if max_datagram is None else _ranged_int(max_datagram, "max_datagram", 1, limit)
+            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro)
+        except BaseException:
+            own.close()
+            raise
+        own.detach()  # the device owns the descriptor now
+        self._dev: _core.UdpDevice = dev
+        self._family = family
+        self._readers: list[Reader] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        info = dev.info()
+        log.debug("opened %s: gso %s, gro %s", dev.name, bool(info["gso"]), bool(info["gro"]))
+
+    # ---- lifecycle ----
+
+    def __enter__(self) -> UdpEndpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Never waits (it may run on our own reader thread): readers stop, the last to leave releases the socket.
+        if getattr(self, "_closed", True) is False:
+            self._closed = True
+            for reader in self._readers:
+                reader._request_stop()
+            self._dev.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<fasttun.UdpEndpoint {self.name} ({'closed' if self._closed else 'open'})>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stops the readers, wakes blocked calls in other threads (they raise TunClosedError) and closes the
+        socket."""
+        if self._closed:
+            return
+        self._closed = True
+        readers = list(self._readers)
+        for reader in readers:
+            reader._request_stop()
+        if _core.on_reader_thread():  # a callback's: waiting here could wait for itself
+            self._dev.shutdown()
+            return
+        self._dev.close()
+        for reader in readers:
+            try:
+                reader.stop(timeout=5.0)
+            except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
+                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
+
+    def _forget_reader(self, reader: Reader) -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
+
+    # ---- properties ----
+
+    @property
+    def name(self) -> str:
+        """"udp:HOST:PORT", the local address."""
+        return self._dev.name
+
+    @property
+    def family(self) -> int:
+        """socket.AF_INET or socket.AF_INET6."""
+        return self._family
+
+    def fileno(self) -> int:
+        self._check_open()
+        return int(self._dev.fileno())
+
+    @property
+    def offloads(self) -> dict[str, Any]:
+        """What the endpoint uses: gso/gro in use now, gso_supported/gro_supported as probed at open,
+        max_datagram, connected."""
+        i = self._dev.info()
+        return {"gso": bool(i["gso"]), "gro": bool(i["gro"]), "gso_supported": bool(i["gso_supported"]),
+                "gro_supported": bool(i["gro_supported"]), "max_datagram": int(i["max_datagram"]),
+                "connected": bool(i["connected"])}
+
+    @property
+    def stats(self) -> UdpStats:
+        s = self._dev.stats()
+        i = self._dev.info()
+        return UdpStats(
+            rx_packets=s["rx_packets"], rx_bytes=s["rx_bytes"], rx_batches=s["rx_batches"],
+            tx_packets=s["tx_packets"], tx_bytes=s["tx_bytes"], tx_dropped_full=s["tx_dropped_full"],
+            tx_rejected=s["tx_rejected"], rx_dropped_oversize=s["rx_dropped_oversize"],
+            tx_unreachable=i["tx_unreachable"], rx_icmp_errors=i["rx_icmp_errors"], rx_errors=s["rx_errors"],
+            tx_errors=s["tx_errors"], waits=s["waits"], spins=s["spins"], tx_waits=s["tx_waits"],
+            tx_calls=i["tx_calls"], tx_messages=i["tx_messages"], gso_messages=i["gso_messages"],
+            gso_fallbacks=i["gso_fallbacks"], rx_calls=i["rx_calls"], rx_messages=i["rx_messages"],
+            gro_messages=i["gro_messages"])
+
+    # ---- receiving ----
+
+    def recv_batch(self, max_datagrams: int = 64, timeout: float | None = None) -> _core.Batch:
+        """Up to ``max_datagrams`` datagrams as a Batch (empty after ``timeout`` seconds; None waits as long as
+        it takes). ``batch.address(i)`` tells where datagram i came from."""
+        _ranged_int(max_datagrams, "max_datagrams", 1, MAX_BATCH)
+        self._check_open()
+        return self._dev.recv_batch(max_datagrams, 0, timeout)
+
+    def recv(self, timeout: float | None = None) -> tuple[bytes, Address] | None:
+        """One datagram and where it came from, or None after ``timeout`` seconds."""
+        batch = self.recv_batch(1, timeout)
+        if not batch:
+            return None
+        source = batch.address(0)
+        assert source is not None  # a UDP endpoint fills every datagram's source
+        return bytes(batch[0]), source
+
+    # ---- sending ----
+
+    def send(self, datagram: Any, addr: Address | None = None, *, on_full: FullPolicy | None = None,
+             timeout: float | None = None) -> int:
+        """Sends one datagram to ``addr`` (or the connected peer); returns 1, or 0 if it was dropped."""
+        return self.send_batch([datagram], addr, on_full=on_full, timeout=timeout)
+
+    def send_batch(self, datagrams: Iterable[Any] | _core.Batch, addr: Address | None = None, *,
+                   on_full: FullPolicy | None = None, timeout: float | None = None) -> int:
+        """Sends datagrams (a Batch, a list or any iterable of bytes-like objects) to ``addr``, a numeric
+        (host, port); without it to the connected peer, or, for an unconnected endpoint and a Batch received
+        from one, each datagram back to where it came from. Every datagram is checked before any is sent.
+        Returns how many were sent; the rest were dropped and counted."""
+        self._check_open()
+        policy = self._policy if on_full is None else _policy(on_full)
+        return int(self._dev.send_to(datagrams, addr, policy, self._send_timeout if timeout is None else timeout))
+
+    # ---- readers ----
+
+    def start_reader(self, callback: BatchCallback, batch_size: int = 64, *, spin_us: int | None = None,
+                     adaptive: bool = True, adaptive_pps: int | None = None, pipeline: int = 0) -> Reader:
+        """Starts a reader thread that calls ``callback(batch)`` with up to ``batch_size`` datagrams, exactly as
+        :meth:`fasttun.Tun.start_reader` does; the batch's views are valid only during the call."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
+        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
+        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
+               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
+        self._check_open()
+        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
+            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
+        queue = self._dev.start_reader(0, _logging_callback(callback, self.name, 0), batch_size, spin,
+                                       bool(adaptive), pps, pipeline)
+        reader = Reader(self, [queue])  # type: ignore[arg-type]
+        with self._lock:
+            self._readers.append(reader)
+        return reader
+
+
+def udp_offloads() -> dict[str, bool]:
+    """Whether this kernel offers UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO), probed on a loopback socket."""
+    if not sys.platform.startswith("linux"):
+        return {"gso": False, "gro": False}
+    try:
+        with UdpEndpoint(bind=("127.0.0.1", 0)) as ep:
+            o = ep.offloads
+            return {"gso": o["gso_supported"], "gro": o["gro_supported"]}
+    except OSError:
+        return {"gso": False, "gro": False}

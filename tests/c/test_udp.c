@@ -1,0 +1,258 @@
+/* test_udp.c - the UDP endpoint backend (csrc/ft_backend_udp.c) through the device interface, over loopback:
+ * runs both ways with and without GSO/GRO, a batch table smaller than a coalesced read, sources of an
+ * unconnected endpoint, datagrams above max_datagram, bad input, a reader thread and close under it. */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#endif
+#include "ft_reader.h"
+#include "ft_udp.h"
+#include "check.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#define close_socket(fd) closesocket((SOCKET)(fd))
+#define BUFFER_OPTION SO_RCVBUF
+#else
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#define close_socket(fd) close(fd)
+#define BUFFER_OPTION SO_RCVBUFFORCE
+#endif
+
+/* A UDP socket on loopback (its descriptor as the int ft_udp_params takes). */
+static int bound_socket(struct sockaddr_in *addr)
+{
+    int fd = (int)socket(AF_INET, SOCK_DGRAM, 0);
+    int size = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, BUFFER_OPTION, (const char *)&size, sizeof(size));
+    memset(addr, 0, sizeof(*addr));
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(*addr);
+    if (bind(fd, (struct sockaddr *)addr, sizeof(*addr)) != 0 || getsockname(fd, (struct sockaddr *)addr, &len))
+        return -1;
+    return fd;
+}
+
+static ft_device *open_endpoint(int fd, uint32_t max_datagram, int offload)
+{
+    ft_udp_params p = {.fd = fd, .max_datagram = max_datagram, .gso = offload, .gro = offload};
+    ft_device *d = NULL;
+    ft_err e;
+    CHECK(ft_udp_open(&p, &d, &e) == FT_OK);
+    return d;
+}
+
+typedef struct batch_mem {
+    ft_batch b;
+    uint8_t *data;
+    uint32_t *offsets, *lengths;
+    ft_endpoint *addrs;
+} batch_mem;
+
+static void batch_alloc(batch_mem *m, uint32_t max, size_t cap)
+{
+    memset(m, 0, sizeof(*m));
+    m->data = malloc(cap);
+    m->offsets = calloc(max, sizeof(uint32_t));
+    m->lengths = calloc(max, sizeof(uint32_t));
+    m->addrs = calloc(max, sizeof(ft_endpoint));
+    m->b = (ft_batch){.data = m->data, .cap = cap, .offsets = m->offsets, .lengths = m->lengths, .max = max,
+                      .addrs = m->addrs};
+}
+
+static void batch_free(batch_mem *m)
+{
+    free(m->data);
+    free(m->offsets);
+    free(m->lengths);
+    free(m->addrs);
+}
+
+/* n datagrams of `size` bytes, each starting with its index. */
+static uint8_t *make_datagrams(uint32_t n, uint32_t size, ft_pkt *pkts)
+{
+    uint8_t *buf = malloc((size_t)n * size);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *p = buf + (size_t)i * size;
+        memset(p, (int)(i * 7 + 1), size);
+        memcpy(p, &i, sizeof(i));
+        pkts[i].data = p;
+        pkts[i].len = size;
+    }
+    return buf;
+}
+
+static void test_runs_both_ways(int offload, uint32_t table)
+{
+    struct sockaddr_in aa, ab;
+    int fa = bound_socket(&aa), fb = bound_socket(&ab);
+    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
+    CHECK(connect(fb, (struct sockaddr *)&aa, sizeof(aa)) == 0);
+    ft_device *a = open_endpoint(fa, 0, offload), *b = open_endpoint(fb, 0, offload);
+    if (!a || !b)
+        return;
+    enum { N = 150, SIZE = 1200 };
+    ft_pkt pkts[N + 1];
+    uint8_t *buf = make_datagrams(N, SIZE, pkts);
+    pkts[N].data = (const uint8_t *)"tail";
+    pkts[N].len = 4;
+    ft_err e;
+    CHECK(ft_udp_send(a, pkts, N + 1, NULL, 0, FT_FULL_WAIT, 1000, NULL, &e) == N + 1);
+    ft_udp_info info;
+    CHECK(ft_udp_get_info(a, &info) == FT_OK);
+    CHECK(info.gso == offload || !info.gso_supported);
+    CHECK(info.gso ? info.gso_messages > 0 && info.tx_messages < 10 : info.tx_messages == N + 1);
+
+    batch_mem m;
+    batch_alloc(&m, table, (size_t)table * 2048 + 65535);
+    uint32_t got = 0;
+    int order_ok = 1, sources_ok = 1;
+    for (int tries = 0; got < N + 1 && tries < 1000; tries++) {
+        int r = ft_device_recv(b, 0, &m.b, 1000, NULL, &e);
+        if (r <= 0)
+            break;
+        CHECK((uint32_t)r <= table);
+        for (int i = 0; i < r; i++, got++) {
+            uint32_t idx;
+            memcpy(&idx, m.b.data + m.b.offsets[i], sizeof(idx));
+            if (got < N && (m.b.lengths[i] != SIZE || idx != got))
+                order_ok = 0;
+            if (got == N && (m.b.lengths[i] != 4 || memcmp(m.b.data + m.b.offsets[i], "tail", 4) != 0))
+                order_ok = 0;
+            if (m.addrs[i].family != 4 || m.addrs[i].port != ntohs(aa.sin_port))
+                sources_ok = 0;
+        }
+    }
+    CHECK(got == N + 1);
+    CHECK(order_ok);
+    CHECK(sources_ok);
+    CHECK(ft_udp_get_info(b, &info) == FT_OK);
+    CHECK(info.gro ? info.gro_messages > 0 : info.gro_messages == 0);
+    ft_stats s;
+    ft_device_get_stats(b, &s);
+    CHECK(s.rx_packets == N + 1 && s.rx_bytes == (uint64_t)N * SIZE + 4);
+    batch_free(&m);
+    free(buf);
+    ft_device_free(a);
+    ft_device_free(b);
+}
+
+static void test_unconnected_sources_and_oversize(void)
+{
+    struct sockaddr_in as, ac;
+    int fs = bound_socket(&as), fc = bound_socket(&ac);
+    ft_device *server = open_endpoint(fs, 1000, 1);
+    if (!server)
+        return;
+    uint8_t big[1001] = {0}, ok[1000] = {1};
+    sendto(fc, (const char *)big, sizeof(big), 0, (struct sockaddr *)&as, sizeof(as));
+    sendto(fc, (const char *)ok, sizeof(ok), 0, (struct sockaddr *)&as, sizeof(as));
+    batch_mem m;
+    batch_alloc(&m, 8, 8 * 2048 + 1000);
+    ft_err e;
+    int r = ft_device_recv(server, 0, &m.b, 1000, NULL, &e);
+    CHECK(r == 1 && m.b.lengths[0] == 1000);
+    CHECK(m.addrs[0].family == 4 && m.addrs[0].port == ntohs(ac.sin_port));
+    ft_stats s;
+    ft_device_get_stats(server, &s);
+    CHECK(s.rx_dropped_oversize == 1);
+
+    /* answer to the source, then refuse bad destinations and sizes without sending anything */
+    ft_pkt reply = {(const uint8_t *)"pong", 4};
+    CHECK(ft_udp_send(server, &reply, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == 1);
+    char back[8];
+    CHECK(recv(fc, back, sizeof(back), 0) == 4 && memcmp(back, "pong", 4) == 0); /* fc blocks: it waits */
+    CHECK(ft_udp_send(server, &reply, 1, NULL, 0, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL);
+    ft_endpoint port0 = m.addrs[0];
+    port0.port = 0;
+    CHECK(ft_udp_send(server, &reply, 1, &port0, 1, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL && e.index == 0);
+    static uint8_t huge[FT_UDP_MAX_PAYLOAD4 + 1];
+    ft_pkt two[2] = {{(const uint8_t *)"ok", 2}, {huge, sizeof(huge)}};
+    CHECK(ft_udp_send(server, two, 2, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == FT_EPACKET && e.index == 1);
+    /* the generic send path carries datagrams too, without the IP check (connected endpoints only) */
+    CHECK(ft_device_send(server, 0, &reply, 1, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL);
+    batch_free(&m);
+    close_socket(fc);
+    ft_device_free(server);
+}
+
+static int count_batch(void *user, ft_batch *b)
+{
+    *(uint32_t *)user += b->count;
+    return 0;
+}
+
+static void test_reader_and_close_under_it(void)
+{
+    struct sockaddr_in aa, ab;
+    int fa = bound_socket(&aa), fb = bound_socket(&ab);
+    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
+    ft_device *a = open_endpoint(fa, 0, 1), *b = open_endpoint(fb, 2048, 1);
+    if (!a || !b)
+        return;
+    CHECK(ft_device_send(a, 0, &(ft_pkt){(const uint8_t *)"not an IP packet", 16}, 1, FT_FULL_WAIT, 1000, NULL,
+                         &(ft_err){0}) == 1);
+    batch_mem m;
+    batch_alloc(&m, 64, 64 * 2048 + 2048);
+    uint32_t seen = 0;
+    ft_reader_config cfg = {.batch_size = 64, .spin_us = 50};
+    ft_err e;
+    ft_reader *r = ft_reader_start(b, 0, &cfg, &m.b, count_batch, &seen, &e);
+    CHECK(r != NULL);
+    enum { N = 300 };
+    ft_pkt pkts[N];
+    uint8_t *buf = make_datagrams(N, 500, pkts);
+    CHECK(ft_udp_send(a, pkts, N, NULL, 0, FT_FULL_WAIT, 1000, NULL, &e) == N);
+    for (int i = 0; i < 2000 && ft_atomic_load(&((ft_device *)b)->stats.rx_packets) < N + 1; i++)
+        ft_sleep_us(1000);
+    ft_device_close(b); /* wakes the reader, which ends with FT_ECLOSED */
+    CHECK(ft_reader_join(r, 5000) == FT_OK);
+    ft_udp_info info;
+    CHECK(ft_udp_get_info(b, &info) == FT_OK && info.rx_messages > 0); /* counters outlive the socket */
+    CHECK(ft_udp_fd(b) == -1);
+    CHECK(ft_udp_send(b, pkts, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == FT_ECLOSED);
+    CHECK(seen == N + 1);
+    CHECK(ft_reader_state(r) == FT_READER_FAILED || ft_reader_state(r) == FT_READER_STOPPED);
+    ft_reader_free(r);
+    batch_free(&m);
+    free(buf);
+    ft_device_free(a);
+    ft_device_free(b);
+}
+
+static void test_not_a_udp_socket(void)
+{
+    int fd = (int)socket(AF_INET, SOCK_STREAM, 0);
+    ft_udp_params p = {.fd = fd};
+    ft_device *d = NULL;
+    ft_err e;
+    CHECK(ft_udp_open(&p, &d, &e) == FT_EINVAL && d == NULL);
+    close_socket(fd); /* still ours after a failed open */
+    struct sockaddr_in a;
+    fd = bound_socket(&a);
+    p = (ft_udp_params){.fd = fd, .max_datagram = FT_UDP_MAX_PAYLOAD4 + 1};
+    CHECK(ft_udp_open(&p, &d, &e) == FT_EINVAL);
+    close_socket(fd);
+}
+
+int main(void)
+{
+#ifdef _WIN32
+    WSADATA wsa;
+    if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
+        return 2;
+#endif
+    test_runs_both_ways(1, 256);
+    test_runs_both_ways(1, 7); /* a coalesced read spread over many receives */
+    test_runs_both_ways(0, 64);
+    test_unconnected_sources_and_oversize();
+    test_reader_and_close_under_it();
+    test_not_a_udp_socket();
+    return check_summary();
+}
