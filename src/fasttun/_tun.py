@@ -284,10 +284,10 @@ class Tun:
                 self.add_address(iface)
             if up:
                 self.up()
+            log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, self.mtu)
         except BaseException:
             self.close()
             raise
-        log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, self.mtu)
 
     @classmethod
     def _wrap(cls, dev: _core.Device, on_full: FullPolicy, send_timeout: float | None) -> Tun:

@@ -65,5 +65,7 @@ async def batches(tun: Tun, batch_size: int = 64, *, spin_us: Optional[int] = No
                 handoff.consumed.set()
     finally:
         handoff.closed = True
+        for queue in reader._queues:  # before the reader thread returns from on_batch: it must not read on
+            queue.request_stop()
         handoff.consumed.set()
         await asyncio.get_running_loop().run_in_executor(None, reader.stop)
