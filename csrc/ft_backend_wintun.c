@@ -98,6 +98,13 @@ static int recv_error(wt_dev *w, DWORD err, ft_err *e)
     return ft_fail_os(e, (long)err, "receiving from the Wintun session failed");
 }
 
+/* An IPv4 packet of at least its 20-byte header, or IPv6 of at least its 40-byte header. */
+static int is_ip_packet(const BYTE *p, DWORD size)
+{
+    unsigned version = p[0] >> 4;
+    return (version == 4 && size >= 20) || (version == 6 && size >= 40);
+}
+
 static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     (void)q;
@@ -125,6 +132,12 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
                      (unsigned long)size, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
             int r = mark_dead(w, e, FT_ECORRUPT, EIO, ERROR_INVALID_DATA, msg);
             return n > 0 ? n : r;
+        }
+        if (!is_ip_packet(p, size)) {
+            /* Windows hands Wintun IP packets only; anything else is counted and given back, never passed on. */
+            w->api->ReleaseReceivePacket(w->session, p);
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1);
+            continue;
         }
         memcpy(b->data + b->used, p, size);
         w->api->ReleaseReceivePacket(w->session, p); /* at once: the driver needs the ring space back */
