@@ -340,7 +340,7 @@ def run_python(paths: dict[str, Path], args: list[str], timeout: float = 1500) -
 
 
 def pytest_args(args: list[str]) -> list[str]:
-    chosen = args or DEFAULT_TESTS
+    chosen = args if any(not a.startswith("-") for a in args) else [*args, *DEFAULT_TESTS]
     out = ["-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", "--rootdir", winpath(ROOT)]
     for d in sorted(DESELECT):
         out += ["--deselect", d]
