@@ -10,7 +10,7 @@ import importlib.metadata
 import os
 import struct
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import fasttun
 from fasttun import _core
@@ -66,7 +66,7 @@ def wine_version() -> Optional[str]:
     import ctypes
 
     try:
-        fn = ctypes.WinDLL("ntdll").wine_get_version  # type: ignore[attr-defined]
+        fn: Any = getattr(ctypes, "WinDLL")("ntdll").wine_get_version
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_char_p
