@@ -31,8 +31,9 @@ WINE_IPHLP = ("Wine 8 lacks GetIpInterfaceEntry, SetIpInterfaceEntry and CreateU
               "MTU, addresses, routes, DNS); a real Windows runner checks these")
 
 # fake_wintun.h: enum fake_fault
-SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED \
-    = range(9)
+(SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED,
+ RECV_INVALID_DATA_ONCE, MISSED_WAKEUP) = range(11)
+MAX_RESTARTS = 8  # ft_backend_wintun.c
 ERROR_ACCESS_DENIED = 5
 
 
@@ -367,20 +368,71 @@ def test_end_of_file_mid_stream_ends_the_reader(tun, driver):
         tun.recv(timeout=0.1)
 
 
-def test_corrupt_ring_mid_stream_is_reported(tun, driver):
-    driver.fault(RECV_INVALID_DATA, True, 3)
+def test_a_corrupt_ring_mid_stream_restarts_the_session_logged_once(tun, driver, caplog):
+    caplog.set_level(logging.WARNING, logger="fasttun.wintun")
+    driver.fault(RECV_INVALID_DATA_ONCE, True, 3)
     driver.inject([minimal_ipv4(60, i) for i in range(6)])
-    got = [seq_of(tun.recv(timeout=1)) for _ in range(3)]
-    assert got == [0, 1, 2]
+    assert [seq_of(tun.recv(timeout=1)) for _ in range(3)] == [0, 1, 2]
+    assert tun.recv(timeout=0.2) is None  # the session was restarted: what its ring held is lost
+    assert tun.stats.rx_errors == 1
+    c = driver.counters()
+    assert c.sessions == 1 and c.event_misuse == 0
+    driver.inject([minimal_ipv4(60, i) for i in range(10, 13)])
+    assert [seq_of(tun.recv(timeout=1)) for _ in range(3)] == [10, 11, 12]
+    assert tun.send(minimal_ipv4(60, 20)) == 1  # sending goes to the new session
+    assert [seq_of(p) for p in driver.read_sent()] == [20]
+    driver.fault(RECV_INVALID_DATA_ONCE, True, 0)
+    driver.inject([minimal_ipv4(60, 30)])
+    assert tun.recv(timeout=0.2) is None
+    assert tun.stats.rx_errors == 2
+    restarts = [r for r in caplog.records if "restarted the Wintun session" in r.getMessage()]
+    assert len(restarts) == 1 and restarts[0].levelno == logging.WARNING  # logged once, counted always
+    assert "ERROR_INVALID_DATA" in restarts[0].getMessage()
+
+
+def test_a_reader_survives_a_corrupt_ring(tun, driver):
+    got: list[int] = []
+    driver.fault(RECV_INVALID_DATA_ONCE, True, 5)
+    with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b)) as reader:
+        driver.inject([minimal_ipv4(60, i) for i in range(8)])
+        assert wait_for(lambda: tun.stats.rx_errors == 1)
+        driver.inject([minimal_ipv4(60, i) for i in range(100, 110)])
+        assert wait_for(lambda: len(got) >= 15)
+        assert reader.running
+    assert got == list(range(5)) + list(range(100, 110))
+
+
+def test_a_ring_that_stays_corrupt_gives_up_after_bounded_restarts(tun, driver):
+    driver.fault(RECV_INVALID_DATA)
+    driver.inject([minimal_ipv4(60, 1)])
+    with pytest.raises(fasttun.TunError, match=f"after {MAX_RESTARTS} session restarts"):
+        tun.recv(timeout=10)
+    assert tun.stats.rx_errors == MAX_RESTARTS + 1  # every restart, and the failed receive that gave up
     with pytest.raises(fasttun.TunError, match="corrupt"):
-        tun.recv(timeout=1)
+        tun.send(minimal_ipv4(60, 2))  # the device stays dead, saying why
 
 
-def test_impossible_packet_size_is_reported_not_read(tun, driver):
+def test_impossible_packet_size_restarts_the_session(tun, driver):
+    driver.inject([minimal_ipv4(60, 1)])
     assert driver.inject_bogus(0x10000)
-    with pytest.raises(fasttun.TunError, match="65536 bytes"):
-        tun.recv(timeout=1)
-    assert tun.stats.rx_packets == 0
+    assert seq_of(tun.recv(timeout=1)) == 1
+    assert tun.recv(timeout=0.2) is None
+    assert tun.stats.rx_errors == 1 and tun.stats.rx_packets == 1
+    driver.inject([minimal_ipv4(60, 2)])
+    assert seq_of(tun.recv(timeout=1)) == 2
+
+
+def test_a_missed_wakeup_costs_milliseconds(tun, driver):
+    got: list[float] = []
+    with tun.start_reader(lambda b: got.extend(time.monotonic() for _ in b)):
+        driver.inject([minimal_ipv4(60, 0)])
+        assert wait_for(lambda: len(got) == 1)
+        driver.fault(MISSED_WAKEUP)  # the read event is not signalled for the next packet
+        time.sleep(0.05)
+        sent = time.monotonic()
+        driver.inject([minimal_ipv4(60, 1)])
+        assert wait_for(lambda: len(got) == 2, timeout=5)
+    assert got[1] - sent < 0.5, f"the packet waited {got[1] - sent:.3f} s"
 
 
 def test_close_wakes_a_blocked_recv(tun):
