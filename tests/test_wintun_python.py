@@ -165,6 +165,20 @@ def test_create_start_and_close_leave_nothing_behind(driver):
     assert (c.adapters, c.adapter_handles, c.sessions) == (0, 0, 0)
 
 
+def test_without_a_guid_the_same_name_gets_the_same_guid(driver):
+    name = new_name()
+    seen = []
+    for tunnel_type, n in (("fasttun", name), ("fasttun", name.upper()), ("fasttun", name + "x"), ("Other", name)):
+        with fasttun.Tun(n, tunnel_type=tunnel_type):
+            c = driver.counters()
+            assert c.last_had_guid
+            seen.append(uuid.UUID(bytes_le=bytes(c.last_requested_guid)))
+    assert seen[0] == seen[1]  # reopening the name (Windows ignores case) gives the same interface
+    assert seen[0].version == 5
+    assert len({seen[0], seen[2], seen[3]}) == 3  # another name or tunnel type: another GUID
+    assert seen[0] == fasttun._wintun.adapter_guid("fasttun", name)
+
+
 def test_open_existing_needs_an_adapter_and_a_free_session(driver):
     name = new_name()
     with pytest.raises(fasttun.TunNotFoundError, match="no Wintun adapter named"):
@@ -554,7 +568,8 @@ def test_the_package_copy_of_the_dll_is_used(tmp_path):
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import ctypes, fasttun; "
             "assert fasttun.__file__.startswith(sys.argv[1]), fasttun.__file__; "
             "fasttun.load_wintun(); print(fasttun.wintun_driver_version()); "
-            "k = ctypes.WinDLL('kernel32'); k.GetModuleHandleW.restype = ctypes.c_void_p; buf = ctypes.create_unicode_buffer(1024); "
+            "k = ctypes.WinDLL('kernel32'); k.GetModuleHandleW.restype = ctypes.c_void_p; "
+            "buf = ctypes.create_unicode_buffer(1024); "
             "k.GetModuleFileNameW(ctypes.c_void_p(k.GetModuleHandleW('wintun.dll')), buf, 1024); print(buf.value)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
                           env={k: v for k, v in os.environ.items() if k != "FASTTUN_WINTUN_DLL"},
