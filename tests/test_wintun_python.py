@@ -27,9 +27,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (o
                                                                 "tests/test_windows_python.py)")
 
 FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
-WINE_IPHLP = ("Wine 8 lacks GetIpInterfaceEntry, SetIpInterfaceEntry and CreateUnicastIpAddressEntry (IP Helper "
-              "MTU, addresses, routes, DNS); a real Windows runner checks these")
-
 # fake_wintun.h: enum fake_fault
 (SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED,
  RECV_INVALID_DATA_ONCE, MISSED_WAKEUP) = range(11)
@@ -240,13 +237,6 @@ def test_mtu_reads_back_what_the_device_enforces(tun):
         pytest.skip("on Windows the adapter's real MTU is read through IP Helper")
     assert tun.mtu == 65535  # no MTU was given and IP Helper cannot tell: Wintun's limit
     tun.send(minimal_ipv4(9000, 1))
-
-
-@pytest.mark.parametrize("what", ["mtu", "address", "route", "dns"])
-def test_ip_helper_configuration(tun, what):
-    if under_wine():
-        pytest.skip(WINE_IPHLP)
-    pytest.skip("the fake's adapter has no IP interface; tests/test_windows.py configures a real adapter")
 
 
 def test_ip_helper_calls_wine_lacks_fail_clearly_and_leave_the_device_usable(tun, driver):

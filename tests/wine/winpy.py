@@ -51,7 +51,8 @@ CFLAGS = ["-O2", "-std=c11", "-D_FILE_OFFSET_BITS=64", "-Wno-discarded-qualifier
 LIBS = ["-liphlpapi", "-lws2_32", "-lole32", "-static-libgcc"]
 
 # The sub-suite: every test module that is not Linux-only. Deselected here, with the reason:
-DEFAULT_TESTS = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_packaging.py", "tests/test_wintun_python.py"]
+DEFAULT_TESTS = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_packaging.py", "tests/test_wintun_python.py",
+                 "tests/test_windows.py"]
 DESELECT = {
     # The sdist is built once, on Linux, and is the same for every platform; building it here would need
     # setuptools and Cython inside the Windows Python for no new coverage.
@@ -343,9 +344,10 @@ def wine_env(paths: dict[str, Path]) -> dict[str, str]:
     prefix = os.environ.get("FT_WINEPREFIX") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fasttun" / "wineprefix")
     env.update(WINEPREFIX=prefix, WINEDEBUG="-all", WINEDLLOVERRIDES="mscoree,mshtml=",
-               FASTTUN_TEST_FAKE_WINTUN_DIR=winpath(paths["fakes"]), PYTHONDONTWRITEBYTECODE="1",
+               FASTTUN_TEST_FAKE_WINTUN_DIR=winpath(paths["fakes"]),
+               FASTTUN_WINTUN_DLL=winpath(paths["fakes"] / "fake" / "wintun.dll"), PYTHONDONTWRITEBYTECODE="1",
                PYTHONUTF8="1", PYTHONFAULTHANDLER="1")
-    for var in ("FASTTUN_WINTUN_DLL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(var, None)
     if not Path(prefix, "system.reg").exists():
         log(f"creating the Wine prefix {prefix} (the first start takes a while)")
