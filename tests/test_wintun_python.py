@@ -85,15 +85,16 @@ class Fake:
     def inject_bogus(self, size: int) -> bool:
         return bool(self.dll.FakeWintunInjectBogus(size))
 
-    def read_sent(self) -> list[bytes]:
-        out = []
+    def read_sent(self, limit: int = 1_000_000) -> list[bytes]:
+        out: list[bytes] = []
         buf = ctypes.create_string_buffer(65536)
-        while True:
+        while len(out) < limit:
             n = self.dll.FakeWintunReadSent(buf, len(buf))
             assert n >= 0
             if n == 0:
                 return out
             out.append(buf.raw[:n])
+        return out
 
     def log(self, level: int, message: str) -> None:
         self.dll.FakeWintunLog(level, ctypes.c_wchar_p(message))
@@ -404,6 +405,41 @@ def test_a_reader_survives_a_corrupt_ring(tun, driver):
         assert wait_for(lambda: len(got) >= 15)
         assert reader.running
     assert got == list(range(5)) + list(range(100, 110))
+
+
+def test_senders_keep_going_while_the_session_restarts(tun, driver):
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sent = [0, 0]
+
+    def sender(slot: int) -> None:
+        pkt = minimal_ipv4(60, slot)
+        while not stop.is_set():
+            try:
+                sent[slot] += tun.send_batch([pkt] * 16)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(1, 6):
+            driver.fault(RECV_INVALID_DATA_ONCE, True, 0)
+            driver.inject([minimal_ipv4(60, 99)])
+            assert tun.recv(timeout=0.3) is None
+            assert tun.stats.rx_errors == k
+            driver.read_sent(limit=20000)  # the network takes some of what was sent: the ring gets room
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    assert all(n > 0 for n in sent)
+    c = driver.counters()
+    assert c.sessions == 1 and c.event_misuse == 0
+    assert tun.stats.tx_packets == sent[0] + sent[1] == c.sent  # what the sends said went, went to a ring
 
 
 def test_a_ring_that_stays_corrupt_gives_up_after_bounded_restarts(tun, driver):

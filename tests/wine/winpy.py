@@ -23,12 +23,15 @@ Exit status: pytest's, or 3 when a tool is missing (the message says which and h
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -358,21 +361,37 @@ def wine_env(paths: dict[str, Path]) -> dict[str, str]:
     return env
 
 
-def run_python(paths: dict[str, Path], args: list[str], timeout: float = 1500) -> int:
+def run_python(paths: dict[str, Path], args: list[str], timeout: float = 600) -> int:
+    """Runs python.exe under Wine, relaying its output; kills it after timeout seconds (exit status 124)."""
     env = wine_env(paths)
     # Pipes for stdout/stderr (relayed), /dev/null for stdin: never a regular file.
     proc = subprocess.Popen(["wine", str(paths["python"] / "python.exe"), *args], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     assert proc.stdout is not None
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
     try:
         for line in proc.stdout:
             sys.stdout.write(line.decode("utf-8", "replace").replace("\r\n", "\n"))
             sys.stdout.flush()
-        return proc.wait(timeout=timeout)
+        code = proc.wait()
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
-            proc.kill()
+            kill()
             proc.wait()
+    if expired.is_set():
+        log(f"killed python.exe after {timeout:.0f} s")
+        return 124
+    return code
 
 
 def pytest_args(args: list[str]) -> list[str]:
