@@ -183,6 +183,11 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
     corrupt[0] = '\0';
     int r = FT_OK, n = 0;
     AcquireSRWLockShared(&w->session_lock);
+    status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
+    if (status) {
+        ReleaseSRWLockShared(&w->session_lock);
+        return status;
+    }
     unsigned gen = w->generation;
     while (b->count < b->max && b->cap - b->used >= d->max_packet) {
         DWORD size = 0;
@@ -248,7 +253,8 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     if (status)
         return status;
     AcquireSRWLockShared(&w->session_lock);
-    int r = send_locked(w, pkts, n, e);
+    status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
+    int r = status ? status : send_locked(w, pkts, n, e);
     ReleaseSRWLockShared(&w->session_lock);
     return r;
 }
@@ -304,6 +310,11 @@ static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max
         AcquireSRWLockShared(&w->session_lock);
         out[0] = w->wait_event;
         ReleaseSRWLockShared(&w->session_lock);
+        if (!out[0]) { /* a restart failed just now: the session is dead, let the next call say so */
+            arm_room_timer(w, 0);
+            out[0] = w->room_timer;
+            return 1;
+        }
         if (max < 2)
             return 1;
         int stall = ft_atomic_load(&w->stall_100ns);

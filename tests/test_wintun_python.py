@@ -452,6 +452,18 @@ def test_a_ring_that_stays_corrupt_gives_up_after_bounded_restarts(tun, driver):
         tun.send(minimal_ipv4(60, 2))  # the device stays dead, saying why
 
 
+def test_a_restart_that_fails_leaves_the_device_dead_saying_why(tun, driver):
+    driver.fault(RECV_INVALID_DATA_ONCE, True, 0)
+    driver.fault(SESSION_FAIL, True, 8)  # ERROR_NOT_ENOUGH_MEMORY when the new session starts
+    driver.inject([minimal_ipv4(60, 1)])
+    with pytest.raises(fasttun.TunError, match="restarting the session failed: no memory"):
+        tun.recv(timeout=1)
+    with pytest.raises(fasttun.TunError, match="restarting the session failed"):
+        tun.send(minimal_ipv4(60, 2))
+    assert driver.counters().sessions == 0
+    driver.fault(SESSION_FAIL, False)
+
+
 def test_impossible_packet_size_restarts_the_session(tun, driver):
     driver.inject([minimal_ipv4(60, 1)])
     assert driver.inject_bogus(0x10000)
