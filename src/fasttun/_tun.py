@@ -247,7 +247,8 @@ class Tun:
 
         Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
         type, ``guid`` a fixed interface GUID (default: a UUIDv5 of ``tunnel_type`` and ``name``, the same
-        every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default 4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
+        every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default
+        4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
