@@ -8,6 +8,7 @@ and misbehaves on request (ring full, end-of-file, a corrupt ring, failing calls
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -175,6 +176,16 @@ def test_without_a_guid_the_same_name_gets_the_same_guid(driver):
     assert seen[0].version == 5
     assert len({seen[0], seen[2], seen[3]}) == 3  # another name or tunnel type: another GUID
     assert seen[0] == fasttun._wintun.adapter_guid("fasttun", name)
+
+
+def test_a_device_dropped_without_close_releases_its_adapter(driver):
+    tun = fasttun.Tun(new_name())
+    tun.send(minimal_ipv4(60, 1))
+    assert driver.counters().sessions == 1
+    del tun
+    gc.collect()
+    c = driver.counters()
+    assert (c.adapters, c.adapter_handles, c.sessions) == (0, 0, 0)
 
 
 def test_open_existing_needs_an_adapter_and_a_free_session(driver):
