@@ -23,6 +23,19 @@
  * driver takes packets off the ring continuously, so ~200 us keeps latency low without busy-waiting. */
 #define ROOM_RETRY_100NS 2000
 
+/* Wintun 0.14.1 can miss a wake-up of the read event (fixed after that release): a reader asleep on it
+ * would stall until the next packet (a TCP retransmit, seconds). A wait on the read event therefore also
+ * ends after a while and the reader looks at the ring again: 10 ms after a packet arrived (the race
+ * happens while packets flow), doubling with every wait that follows up to 1 s, so a missed wake-up
+ * costs milliseconds under traffic and an idle device one wake-up a second. */
+#define READ_STALL_MIN_100NS 100000
+#define READ_STALL_MAX_100NS 10000000
+
+/* Wintun 0.14.1 can also corrupt its ring under parallel senders, which it reports as ERROR_INVALID_DATA.
+ * The session is then ended and started again (the packets in the ring are lost, counted in rx_errors),
+ * at most this many times per device before the device gives up with the error. */
+#define MAX_RESTARTS 8
+
 #ifndef CREATE_WAITABLE_TIMER_MANUAL_RESET
 #define CREATE_WAITABLE_TIMER_MANUAL_RESET 0x00000001
 #endif
@@ -33,9 +46,19 @@
 typedef struct wt_dev {
     const ft_wintun_api *api;
     WINTUN_ADAPTER_HANDLE adapter;
+    /* Shared by every call into the session (receive, send, reading wait_event); exclusive to restart it. */
+    SRWLOCK session_lock;
     WINTUN_SESSION_HANDLE session;
     HANDLE read_event;   /* owned by the session: never closed here */
+    HANDLE wait_event;   /* ours: a duplicate of read_event, what waiters wait on */
+    /* Duplicates of the events of ended sessions: a waiter may still hold one (its bounded wait ends it),
+     * so they are closed only with the device. */
+    HANDLE old_events[MAX_RESTARTS];
+    int restarts;
+    unsigned generation; /* counts sessions, under session_lock */
     HANDLE room_timer;   /* ours: see ROOM_RETRY_100NS */
+    HANDLE read_timer;   /* ours: see READ_STALL_MIN_100NS */
+    ft_atomic_int stall_100ns; /* how long the next wait on the read event may last */
     NET_LUID luid;
     int created;         /* closing the adapter handle removes the adapter */
     uint32_t capacity;
@@ -98,6 +121,57 @@ static int recv_error(wt_dev *w, DWORD err, ft_err *e)
     return ft_fail_os(e, (long)err, "receiving from the Wintun session failed");
 }
 
+/* An IPv4 packet of at least its 20-byte header, or IPv6 of at least its 40-byte header. */
+static int is_ip_packet(const BYTE *p, DWORD size)
+{
+    unsigned version = p[0] >> 4;
+    return (version == 4 && size >= 20) || (version == 6 && size >= 40);
+}
+
+static int start_session(wt_dev *w, const char *name8, ft_err *e);
+
+/* Ends the session whose ring is corrupt and starts a new one, unless another thread has done so already
+ * (gen: the session the caller saw). Gives up, marking the device dead, after MAX_RESTARTS. */
+static int restart_session(ft_device *d, wt_dev *w, unsigned gen, const char *why, ft_err *e)
+{
+    char msg[220];
+    AcquireSRWLockExclusive(&w->session_lock);
+    int r = session_dead(w, e);
+    if (r != 0 || w->generation != gen) {
+        ReleaseSRWLockExclusive(&w->session_lock);
+        return r;
+    }
+    if (w->restarts >= MAX_RESTARTS) {
+        snprintf(msg, sizeof(msg), "%s, after %d session restarts: giving up; close the device and open it again",
+                 why, w->restarts);
+        r = mark_dead(w, e, FT_ECORRUPT, EIO, ERROR_INVALID_DATA, msg);
+        ReleaseSRWLockExclusive(&w->session_lock);
+        return r;
+    }
+    w->api->EndSession(w->session);
+    w->session = NULL;
+    w->read_event = NULL;
+    w->old_events[w->restarts++] = w->wait_event;
+    w->wait_event = NULL;
+    w->generation++;
+    ft_atomic_store(&w->stall_100ns, READ_STALL_MIN_100NS); /* look at the new ring soon */
+    ft_atomic_add64(&d->stats.rx_errors, 1);
+    ft_err start_err;
+    r = start_session(w, d->name, &start_err);
+    if (r != FT_OK) {
+        snprintf(msg, sizeof(msg), "%s, and restarting the session failed: %s", why, start_err.msg);
+        r = mark_dead(w, e, r, start_err.errnum ? start_err.errnum : EIO, (DWORD)start_err.oserr, msg);
+    }
+    int first = w->restarts == 1;
+    ReleaseSRWLockExclusive(&w->session_lock);
+    if (r == FT_OK && first) { /* logged once per device; every restart is counted in rx_errors */
+        snprintf(msg, sizeof(msg), "%s on \"%.60s\": restarted the Wintun session (the packets in its ring are "
+                 "lost; restarts count in stats.rx_errors, at most %d)", why, d->name, MAX_RESTARTS);
+        ft_wintun_log_own(WINTUN_LOG_WARN, msg);
+    }
+    return r;
+}
+
 static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     (void)q;
@@ -105,26 +179,38 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
     int status = session_dead(w, e);
     if (status)
         return status;
-    int n = 0;
+    char corrupt[120];
+    corrupt[0] = '\0';
+    int r = FT_OK, n = 0;
+    AcquireSRWLockShared(&w->session_lock);
+    status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
+    if (status) {
+        ReleaseSRWLockShared(&w->session_lock);
+        return status;
+    }
+    unsigned gen = w->generation;
     while (b->count < b->max && b->cap - b->used >= d->max_packet) {
         DWORD size = 0;
         BYTE *p = w->api->ReceivePacket(w->session, &size);
         if (!p) {
             DWORD err = GetLastError();
-            if (err == ERROR_NO_MORE_ITEMS)
-                break;
-            int r = recv_error(w, err, e);
-            return n > 0 ? n : r; /* a dead session reports itself again on the next call */
+            if (err == ERROR_INVALID_DATA)
+                snprintf(corrupt, sizeof(corrupt), "Wintun reports its receive ring corrupt (ERROR_INVALID_DATA)");
+            else if (err != ERROR_NO_MORE_ITEMS)
+                r = recv_error(w, err, e);
+            break;
         }
         if (size == 0 || size > WINTUN_MAX_IP_PACKET_SIZE) {
             /* Not released: with an impossible size the ring's bookkeeping cannot be trusted either. */
-            char msg[160];
-            snprintf(msg, sizeof(msg),
-                     "Wintun handed back a packet of %lu bytes (allowed: 1..%u): the ring is corrupt; close the "
-                     "device and open it again",
-                     (unsigned long)size, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
-            int r = mark_dead(w, e, FT_ECORRUPT, EIO, ERROR_INVALID_DATA, msg);
-            return n > 0 ? n : r;
+            snprintf(corrupt, sizeof(corrupt), "Wintun handed back a packet of %lu bytes (allowed: 1..%u): the "
+                     "ring is corrupt", (unsigned long)size, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+            break;
+        }
+        if (!is_ip_packet(p, size)) {
+            /* Windows hands Wintun IP packets only; anything else is counted and given back, never passed on. */
+            w->api->ReleaseReceivePacket(w->session, p);
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1);
+            continue;
         }
         memcpy(b->data + b->used, p, size);
         w->api->ReleaseReceivePacket(w->session, p); /* at once: the driver needs the ring space back */
@@ -134,7 +220,14 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
         b->used += size;
         n++;
     }
-    return n > 0 ? n : FT_EAGAIN;
+    ReleaseSRWLockShared(&w->session_lock);
+    if (n > 0 && ft_atomic_load(&w->stall_100ns) != READ_STALL_MIN_100NS)
+        ft_atomic_store(&w->stall_100ns, READ_STALL_MIN_100NS);
+    if (corrupt[0])
+        r = restart_session(d, w, gen, corrupt, e); /* what was copied before stays good */
+    if (n > 0)
+        return n; /* a dead session reports itself again on the next call */
+    return r != FT_OK ? r : FT_EAGAIN;
 }
 
 /* ---- send ------------------------------------------------------------------------------------------- */
@@ -150,6 +243,8 @@ static int send_error(wt_dev *w, DWORD err, ft_err *e)
     return ft_fail_os(e, (long)err, "sending through the Wintun session failed");
 }
 
+static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, ft_err *e);
+
 static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
     (void)q;
@@ -157,6 +252,15 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     int status = session_dead(w, e);
     if (status)
         return status;
+    AcquireSRWLockShared(&w->session_lock);
+    status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
+    int r = status ? status : send_locked(w, pkts, n, e);
+    ReleaseSRWLockShared(&w->session_lock);
+    return r;
+}
+
+static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, ft_err *e)
+{
     for (uint32_t i = 0; i < n; i++) {
         size_t len = pkts[i].len;
         /* ft_device_send validated already; this guard stays because one oversized allocation would make
@@ -180,14 +284,16 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
 
 /* ---- waiting ---------------------------------------------------------------------------------------- */
 
-static void arm_room_timer(wt_dev *w, LONGLONG due_100ns)
+static void arm_timer(HANDLE timer, LONGLONG due_100ns)
 {
     LARGE_INTEGER due;
     due.QuadPart = -due_100ns; /* negative: relative to now */
     /* Re-arming also resets a manual-reset timer to non-signalled. It cannot fail for a valid handle; if it
      * did, the waiter would still end at its timeout or on close. */
-    SetWaitableTimer(w->room_timer, &due, 0, NULL, NULL, FALSE);
+    SetWaitableTimer(timer, &due, 0, NULL, NULL, FALSE);
 }
+
+static void arm_room_timer(wt_dev *w, LONGLONG due_100ns) { arm_timer(w->room_timer, due_100ns); }
 
 static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out)
 {
@@ -202,8 +308,21 @@ static int wt_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max
         return 1;
     }
     if (dir == FT_WAIT_READ) {
-        out[0] = w->read_event;
-        return 1;
+        AcquireSRWLockShared(&w->session_lock);
+        out[0] = w->wait_event;
+        ReleaseSRWLockShared(&w->session_lock);
+        if (!out[0]) { /* a restart failed just now: the session is dead, let the next call say so */
+            arm_room_timer(w, 0);
+            out[0] = w->room_timer;
+            return 1;
+        }
+        if (max < 2)
+            return 1;
+        int stall = ft_atomic_load(&w->stall_100ns);
+        arm_timer(w->read_timer, stall);
+        ft_atomic_store(&w->stall_100ns, stall >= READ_STALL_MAX_100NS / 2 ? READ_STALL_MAX_100NS : stall * 2);
+        out[1] = w->read_timer;
+        return 2;
     }
     arm_room_timer(w, ROOM_RETRY_100NS);
     out[0] = w->room_timer;
@@ -220,8 +339,15 @@ static void release(wt_dev *w)
         w->api->EndSession(w->session);
     if (w->adapter)
         w->api->CloseAdapter(w->adapter);
+    if (w->wait_event)
+        CloseHandle(w->wait_event);
+    for (int i = 0; i < w->restarts; i++)
+        if (w->old_events[i])
+            CloseHandle(w->old_events[i]);
     if (w->room_timer)
         CloseHandle(w->room_timer);
+    if (w->read_timer)
+        CloseHandle(w->read_timer);
     free(w);
 }
 
@@ -394,18 +520,30 @@ static int start_session(wt_dev *w, const char *name8, ft_err *e)
     w->read_event = w->api->GetReadWaitEvent(w->session);
     if (!w->read_event)
         return ft_fail_os(e, (long)GetLastError(), "Wintun gave no read-wait event for \"%.40s\"", name8);
+    HANDLE self = GetCurrentProcess();
+    if (!DuplicateHandle(self, w->read_event, self, &w->wait_event, 0, FALSE, DUPLICATE_SAME_ACCESS))
+        return ft_fail_os(e, (long)GetLastError(), "could not duplicate the read-wait event of \"%.40s\"", name8);
     return FT_OK;
 }
 
-static int make_room_timer(wt_dev *w, ft_err *e)
+static HANDLE new_timer(void)
 {
-    w->room_timer = CreateWaitableTimerExW(NULL, NULL,
-                                           CREATE_WAITABLE_TIMER_MANUAL_RESET | CREATE_WAITABLE_TIMER_HIGH_RESOLUTION,
-                                           TIMER_ALL_ACCESS);
-    if (!w->room_timer) /* before Windows 10 1803: an ordinary timer, coarser but still no busy wait */
-        w->room_timer = CreateWaitableTimerExW(NULL, NULL, CREATE_WAITABLE_TIMER_MANUAL_RESET, TIMER_ALL_ACCESS);
+    HANDLE t = CreateWaitableTimerExW(NULL, NULL,
+                                      CREATE_WAITABLE_TIMER_MANUAL_RESET | CREATE_WAITABLE_TIMER_HIGH_RESOLUTION,
+                                      TIMER_ALL_ACCESS);
+    if (!t) /* before Windows 10 1803: an ordinary timer, coarser but still no busy wait */
+        t = CreateWaitableTimerExW(NULL, NULL, CREATE_WAITABLE_TIMER_MANUAL_RESET, TIMER_ALL_ACCESS);
+    return t;
+}
+
+static int make_timers(wt_dev *w, ft_err *e)
+{
+    w->room_timer = new_timer();
     if (!w->room_timer)
         return ft_fail_os(e, (long)GetLastError(), "could not create the send-retry timer");
+    w->read_timer = new_timer();
+    if (!w->read_timer)
+        return ft_fail_os(e, (long)GetLastError(), "could not create the read-stall timer");
     return FT_OK;
 }
 
@@ -447,7 +585,7 @@ static int open_parts(wt_dev *w, const ft_wintun_params *p, const wide_names *na
     if (r == FT_OK)
         r = start_session(w, p->name, e);
     if (r == FT_OK)
-        r = make_room_timer(w, e);
+        r = make_timers(w, e);
     if (r == FT_OK)
         w->api->GetAdapterLUID(w->adapter, &w->luid);
     return r;
@@ -475,6 +613,7 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
     }
     w->api = ft_wintun_get_api();
     w->capacity = capacity;
+    w->stall_100ns = READ_STALL_MIN_100NS;
     r = open_parts(w, p, &names, e);
     if (r != FT_OK) {
         release(w);

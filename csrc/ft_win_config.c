@@ -121,7 +121,7 @@ static DWORD read_interface(ft_device *d, ADDRESS_FAMILY family, MIB_IPINTERFACE
 
 /* ---- MTU -------------------------------------------------------------------------------------------- */
 
-int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+static int read_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 {
     NEED(GetIpInterfaceEntry);
     static const ADDRESS_FAMILY families[] = {AF_INET, AF_INET6};
@@ -137,6 +137,25 @@ int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
     }
     return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has neither an IPv4 nor an IPv6 interface to read the MTU of",
                    d->name);
+}
+
+/* When IP Helper cannot tell (the interface is not bound yet right after creation, or the system lacks
+ * the call, as Wine does), the MTU the device enforces on sends is the answer: the one it was opened or
+ * last set with. Only before that is known does the failure reach the caller. */
+int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    ft_err why;
+    int r = read_mtu(d, mtu, &why);
+    if (r == FT_OK)
+        return FT_OK;
+    int cached = ft_atomic_load(&d->mtu);
+    if (cached > 0) {
+        *mtu = (uint32_t)cached;
+        return FT_OK;
+    }
+    if (e)
+        *e = why;
+    return r;
 }
 
 static int set_family_mtu(ft_device *d, ADDRESS_FAMILY family, uint32_t mtu, int *done, ft_err *e)

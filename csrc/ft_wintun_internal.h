@@ -32,6 +32,10 @@ typedef struct ft_wintun_api {
  * stays loaded for the life of the process. */
 const ft_wintun_api *ft_wintun_get_api(void);
 
+/* A message of fasttun's own about Wintun (a session restart), through the same logger as Wintun's messages
+ * (level: WINTUN_LOGGER_LEVEL). Does nothing without a logger. */
+void ft_wintun_log_own(int level, const char *utf8_msg);
+
 /* The adapter's LUID as IP Helper wants it. */
 NET_LUID ft_wintun_net_luid(ft_device *d);
 

@@ -232,6 +232,16 @@ static VOID CALLBACK log_trampoline(WINTUN_LOGGER_LEVEL level, DWORD64 timestamp
         free(text);
 }
 
+void ft_wintun_log_own(int level, const char *utf8_msg)
+{
+    ft_wintun_log_fn fn = current_logger();
+    if (!fn || !utf8_msg)
+        return;
+    FILETIME now;
+    GetSystemTimeAsFileTime(&now);
+    fn(level, ((uint64_t)now.dwHighDateTime << 32) | now.dwLowDateTime, utf8_msg);
+}
+
 /* Tells the DLL about the current logger. Called with load_lock held. */
 static void register_logger(void)
 {

@@ -20,11 +20,21 @@ _LINUX_FLAGS = {
 }
 
 
-def features() -> dict[str, bool]:
-    """The features of the kernel's TUN driver (Linux: from TUNGETFEATURES), e.g. ``{"multi_queue": True}``.
+# What a Wintun adapter is, in the same terms: layer 3 (no TAP), packets without a packet-information header,
+# one session (one queue), no virtio-net header offload.
+_WINTUN_FEATURES = {"tun": True, "tap": False, "napi": False, "napi_frags": False, "multi_queue": False,
+                    "no_pi": True, "one_queue": False, "vnet_hdr": False, "tun_excl": False}
 
-    Raises TunNotFoundError when /dev/net/tun is missing."""
-    if not sys.platform.startswith("linux"):
-        return {}
-    flags = _core.linux_features()
-    return {name: bool(flags & bit) for name, bit in _LINUX_FLAGS.items()}
+
+def features() -> dict[str, bool]:
+    """The features of this platform's TUN driver, e.g. ``{"multi_queue": True, ...}``, the same keys everywhere.
+
+    Linux: what the kernel reports (TUNGETFEATURES); raises TunNotFoundError when /dev/net/tun is missing.
+    Windows: what a Wintun adapter offers (layer 3, no packet-information header, one queue, no offload),
+    without loading wintun.dll. Other systems: {} (no TUN backend; ``fasttun.pair()`` works)."""
+    if sys.platform.startswith("linux"):
+        flags = _core.linux_features()
+        return {name: bool(flags & bit) for name, bit in _LINUX_FLAGS.items()}
+    if sys.platform == "win32":
+        return dict(_WINTUN_FEATURES)
+    return {}

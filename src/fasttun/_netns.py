@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import threading
 from collections.abc import Iterator
@@ -20,7 +19,9 @@ _libc = None
 def _c() -> ctypes.CDLL:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library the interpreter already uses (dlopen(NULL)); ctypes.util.find_library would run
+        # ldconfig or a compiler, and the library starts no process.
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

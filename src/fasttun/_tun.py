@@ -250,8 +250,9 @@ class Tun:
         ``batch.gso(i)``) and a batch of them can be sent on to another offload device untouched.
 
         Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
-        type, ``guid`` a fixed interface GUID, ``ring_capacity`` the session ring in bytes (a power of two,
-        128 KiB..64 MiB, default 4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
+        type, ``guid`` a fixed interface GUID (default: a UUIDv5 of ``tunnel_type`` and ``name``, the same
+        every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default
+        4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if name == "":
@@ -668,9 +669,9 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
         raise ValueError("queues, persist and txqueuelen are Linux settings; a Wintun adapter has one session")
     if not isinstance(tunnel_type, str) or not tunnel_type:
         raise ValueError("tunnel_type must be a non-empty str")
-    guid_bytes = None
-    if guid is not None:
-        guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
+    if guid is None:
+        guid = _wintun.adapter_guid(tunnel_type, name)  # stable: the same name reopens the same interface
+    guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
     capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None else ring_capacity
     _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
     if capacity & (capacity - 1):

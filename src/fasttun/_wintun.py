@@ -10,12 +10,16 @@ import logging
 import os
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 from fasttun import _core
 from fasttun.errors import TunError, WintunLoadError
 
 ENV_VAR = "FASTTUN_WINTUN_DLL"
+# The namespace of the adapter GUIDs fasttun derives (UUIDv5); fixed once, never to change: a changed GUID
+# would make Windows see a new network (a new profile, a "#2" name) for the same adapter.
+GUID_NAMESPACE = uuid.UUID("244175f7-7cee-4b64-a5b4-f1546e5e2fb9")
 wintun_log = logging.getLogger("fasttun.wintun")
 _lock = threading.Lock()
 _LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR}
@@ -76,3 +80,10 @@ def delete_wintun_driver() -> None:
     """Removes the Wintun driver from the system when no adapter uses it (needs elevation)."""
     ensure_loaded()
     _core.wintun_delete_driver()
+
+
+def adapter_guid(tunnel_type: str, name: str) -> uuid.UUID:
+    """The GUID an adapter gets when none is given: a UUIDv5 of its tunnel type and name (the name compared
+    without case, as Windows compares adapter names), so that reopening the same name gives the same
+    interface and Windows keeps its network profile instead of piling up new ones."""
+    return uuid.uuid5(GUID_NAMESPACE, f"{tunnel_type}\n{name.casefold()}")

@@ -74,7 +74,7 @@ static struct {
     BOOL on;
     DWORD arg;
 } faults[FAKE_FAULT_COUNT];
-static LONG eof_countdown = -1, invalid_countdown = -1;
+static LONG eof_countdown = -1, invalid_countdown = -1, invalid_once_countdown = -1;
 static ULONG64 next_luid;
 static DWORD luid_serial;
 static WINTUN_LOGGER_CALLBACK volatile logger;
@@ -394,6 +394,9 @@ EXPORT BYTE *WINAPI WintunReceivePacket(WINTUN_SESSION_HANDLE Session, DWORD *Pa
         err = ERROR_HANDLE_EOF;
     } else if (countdown_fires(&invalid_countdown)) {
         err = ERROR_INVALID_DATA;
+    } else if (countdown_fires(&invalid_once_countdown)) {
+        invalid_once_countdown = -1;
+        err = ERROR_INVALID_DATA;
     } else if (r->pending > 0) {
         record *h = at(r, r->next);
         h->state = REC_HANDED;
@@ -404,6 +407,7 @@ EXPORT BYTE *WINAPI WintunReceivePacket(WINTUN_SESSION_HANDLE Session, DWORD *Pa
         counters.received++;
         countdown_step(&eof_countdown);
         countdown_step(&invalid_countdown);
+        countdown_step(&invalid_once_countdown);
     }
     if (!p && err != ERROR_NO_MORE_ITEMS)
         counters.receive_errors++;
@@ -481,7 +485,7 @@ EXPORT VOID WINAPI FakeWintunReset(VOID)
         if (adapters[i].used)
             counters.adapters++;
     memset(faults, 0, sizeof(faults));
-    eof_countdown = invalid_countdown = -1;
+    eof_countdown = invalid_countdown = invalid_once_countdown = -1;
     next_luid = 0;
     ReleaseSRWLockExclusive(&lock);
 }
@@ -497,6 +501,8 @@ EXPORT VOID WINAPI FakeWintunSetFault(int fault, BOOL on, DWORD arg)
         eof_countdown = on ? (LONG)arg : -1;
     if (fault == FAKE_RECV_INVALID_DATA)
         invalid_countdown = on ? (LONG)arg : -1;
+    if (fault == FAKE_RECV_INVALID_DATA_ONCE)
+        invalid_once_countdown = on ? (LONG)arg : -1;
     ReleaseSRWLockExclusive(&lock);
 }
 
@@ -532,7 +538,7 @@ EXPORT LONG WINAPI FakeWintunInject(const BYTE *const *packets, const DWORD *siz
         slots[i]->state = REC_READY;
     s->rx.pending += k;
     counters.injected += (LONG)k;
-    if (k > 0)
+    if (k > 0 && !faults[FAKE_MISSED_WAKEUP].on)
         SetEvent(s->event);
     ReleaseSRWLockExclusive(&lock);
     return (LONG)k;

@@ -16,6 +16,9 @@ enum fake_fault {
     FAKE_CREATE_FAIL,          /* WintunCreateAdapter fails with error `arg` while on */
     FAKE_OPEN_FAIL,            /* WintunOpenAdapter fails with error `arg` while on */
     FAKE_DRIVER_NOT_LOADED,    /* WintunGetRunningDriverVersion: 0 with ERROR_FILE_NOT_FOUND while on */
+    FAKE_RECV_INVALID_DATA_ONCE, /* WintunReceivePacket: ERROR_INVALID_DATA once, after `arg` more packets
+                                * (Wintun 0.14.1's ring race); a new session is healthy */
+    FAKE_MISSED_WAKEUP,        /* FakeWintunInject does not signal the read event while on (0.14.1's race) */
     FAKE_FAULT_COUNT
 };
 

@@ -4,7 +4,6 @@ the consumer loops the scenarios share."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import os
 import select
@@ -31,6 +30,8 @@ def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] =
 
 def pytun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None) -> Any:
     """A python-pytun device in namespace ns, configured with pytun's own API, non-blocking."""
+    import fcntl  # Linux only: importing this module must work everywhere (fasttun bench pair on Windows)
+
     import pytun
 
     iface = ipaddress.ip_interface(address)

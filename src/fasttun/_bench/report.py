@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import sys
 from typing import Any, Optional
 
 import fasttun
+from fasttun._bench.info import platform_text
 from fasttun._bench.results import OK, Row
 from fasttun._bench.scenario import Settings
 
@@ -78,7 +78,7 @@ def document(rows: list[Row], settings: Settings, argv: list[str]) -> dict[str, 
         "fasttun": fasttun.__version__,
         "command": ["fasttun", *argv],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
+        "platform": platform_text(),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "settings": {"seconds": settings.seconds, "repeat": settings.repeat, "size": settings.size,
