@@ -15,11 +15,6 @@ import pytest
 import fasttun
 
 MTU = 1500
-XFAIL_LENGTHS = pytest.mark.xfail(strict=True, reason="issue10 defect 10: IPv4 total length / IPv6 payload length "
-                                                      "not checked against the buffer; fixed in main by the lead")
-XFAIL_NUMPY = pytest.mark.xfail(strict=True, reason="issue10 defect 10: NumPy's ValueError from a buffer request "
-                                                    "(non-contiguous array) is not the documented TypeError; fixed "
-                                                    "in main by the lead")
 
 
 def ipv4(size: int, first: int = 0x45, total: int | None = None) -> bytes:
@@ -59,13 +54,11 @@ PACKETS = [
     ("IHL 4", lambda: ipv4(60, 0x44), ValueError, r"header length field says 16 bytes; it must be 20\.\.60"),
     ("IHL 0", lambda: ipv4(60, 0x40), ValueError, r"header length field says 0 bytes; it must be 20\.\.60"),
     ("IHL past the packet", lambda: ipv4(40, 0x4F), ValueError, r"says 60 bytes; it must be 20\.\.60 and within"),
-    pytest.param("IPv4 total length 0", lambda: ipv4(60, total=0), ValueError, r"length", marks=XFAIL_LENGTHS),
-    pytest.param("IPv4 total length 19", lambda: ipv4(60, total=19), ValueError, r"length",
-                 marks=XFAIL_LENGTHS),
-    pytest.param("IPv4 total length beyond the buffer", lambda: ipv4(60, total=61), ValueError, r"length",
-                 marks=XFAIL_LENGTHS),
+    pytest.param("IPv4 total length 0", lambda: ipv4(60, total=0), ValueError, r"length"),
+    pytest.param("IPv4 total length 19", lambda: ipv4(60, total=19), ValueError, r"length"),
+    pytest.param("IPv4 total length beyond the buffer", lambda: ipv4(60, total=61), ValueError, r"length"),
     pytest.param("IPv6 payload length beyond the buffer", lambda: ipv6(60, payload=21), ValueError,
-                 r"length", marks=XFAIL_LENGTHS),
+                 r"length"),
     ("None", lambda: None, TypeError, r"a packet must be a contiguous bytes-like object.*not NoneType"),
     ("int", lambda: 60, TypeError, r"a packet must be a contiguous bytes-like object.*not int"),
     ("str", lambda: GOOD.decode("latin-1"), TypeError, r"a packet must be a contiguous bytes-like object.*not str"),
@@ -73,7 +66,7 @@ PACKETS = [
     ("non-contiguous memoryview", lambda: memoryview(ipv4(120))[::2], TypeError,
      r"a packet must be a contiguous bytes-like object.*not memoryview"),
     pytest.param("non-contiguous numpy array", numpy_noncontiguous, TypeError,
-                 r"a packet must be a contiguous bytes-like object.*not (numpy\.)?ndarray", marks=XFAIL_NUMPY),
+                 r"a packet must be a contiguous bytes-like object.*not (numpy\.)?ndarray"),
 ]
 
 
@@ -129,10 +122,9 @@ BUFFERS = [
      r"recv_into needs a writable contiguous buffer, not memoryview"),
     ("None", lambda: None, TypeError, r"recv_into needs a writable contiguous buffer, not NoneType"),
     ("str", lambda: " " * 2000, TypeError, r"recv_into needs a writable contiguous buffer, not str"),
-    pytest.param("read-only numpy array", numpy_readonly, TypeError, r"recv_into needs a writable contiguous buffer",
-                 marks=XFAIL_NUMPY),
+    pytest.param("read-only numpy array", numpy_readonly, TypeError, r"recv_into needs a writable contiguous buffer"),
     pytest.param("non-contiguous numpy array", numpy_noncontiguous_buffer, TypeError,
-                 r"recv_into needs a writable contiguous buffer", marks=XFAIL_NUMPY),
+                 r"recv_into needs a writable contiguous buffer"),
 ]
 
 
@@ -180,10 +172,7 @@ ARGUMENTS = [
      r"timeout must be None or a number of seconds >= 0"),
     ("send_batch timeout inf", lambda a, b: a.send_batch([GOOD], timeout=float("inf")), ValueError,
      r"timeout inf is too large"),
-    pytest.param("recv timeout '1'", lambda a, b: b.recv(timeout="1"), (TypeError, ValueError), r"timeout",
-                 marks=pytest.mark.xfail(strict=True, reason="found by testinfra: timeouts go through float(), so "
-                                                             "recv(timeout='1') waits a second and 'x' raises "
-                                                             "float()'s ValueError")),
+    pytest.param("recv timeout '1'", lambda a, b: b.recv(timeout="1"), (TypeError, ValueError), r"timeout"),
     ("send on_full", lambda a, b: a.send(GOOD, on_full="block"), ValueError,
      r"on_full must be one of 'drop', 'wait', 'raise', not 'block'"),
     ("send_batch None", lambda a, b: a.send_batch(None), TypeError, r"not iterable"),
@@ -220,9 +209,7 @@ PAIR_SETTINGS = [
     ("on_full", dict(on_full="bogus"), ValueError, r"on_full must be one of 'drop', 'wait', 'raise', not 'bogus'"),
     ("send_timeout -1", dict(send_timeout=-1), ValueError, r"timeout must be None or a number of seconds >= 0"),
     ("send_timeout NaN", dict(send_timeout=float("nan")), ValueError, r"timeout must be None or a number of seconds"),
-    pytest.param("send_timeout '1'", dict(send_timeout="1"), (TypeError, ValueError), r"timeout",
-                 marks=pytest.mark.xfail(strict=True, reason="issue10 defect 10: send_timeout='1' accepted; fixed "
-                                                             "in main by the lead")),
+    pytest.param("send_timeout '1'", dict(send_timeout="1"), (TypeError, ValueError), r"timeout"),
 ]
 
 
@@ -248,9 +235,7 @@ def links(ns) -> set[str]:
 
 FORBIDDEN = r"has a forbidden character at byte \d+; printable ASCII without spaces, '/' or ':' is allowed"
 NAMES = [
-    pytest.param("", ValueError, r"name", id="empty",
-                 marks=pytest.mark.xfail(strict=True, reason="found by testinfra: Tun('') creates a device named "
-                                                             "by the kernel (tun0) instead of refusing the name")),
+    pytest.param("", ValueError, r"name", id="empty"),
     pytest.param("a" * 16, ValueError, r"is 16 bytes; at most 15 are allowed", id="too long"),
     pytest.param("\u00fc" * 8, ValueError, r"is 16 bytes; at most 15 are allowed", id="too long in UTF-8"),
     pytest.param("ft/0", ValueError, FORBIDDEN, id="slash"),
@@ -258,12 +243,8 @@ NAMES = [
     pytest.param("ft:0", ValueError, FORBIDDEN, id="colon"),
     pytest.param("t\u00fcn0", ValueError, FORBIDDEN, id="non-ASCII"),
     pytest.param("..", ValueError, r"'\.\.' is not allowed", id="dot dot"),
-    pytest.param("ab\x00cd", ValueError, r"NUL|forbidden", id="NUL",
-                 marks=pytest.mark.xfail(strict=True, reason="issue10 defect 8: names truncated at NUL; fixed in "
-                                                             "main by the lead")),
-    pytest.param("\x00", ValueError, r"NUL|forbidden", id="only NUL",
-                 marks=pytest.mark.xfail(strict=True, reason="issue10 defect 8: names truncated at NUL; fixed in "
-                                                             "main by the lead")),
+    pytest.param("ab\x00cd", ValueError, r"NUL|forbidden", id="NUL"),
+    pytest.param("\x00", ValueError, r"NUL|forbidden", id="only NUL"),
     pytest.param(b"ft0", TypeError, r"name must be a str or None, not bytes", id="bytes"),
 ]
 
@@ -321,8 +302,6 @@ def test_bad_setting_creates_nothing(netns, kwargs, exc, message):
 
 
 @pytest.mark.root
-@pytest.mark.xfail(strict=True, reason="issue10 defect 10: addresses='10.1.0.1/24' (a str) iterates characters; "
-                                       "fixed in main by the lead")
 def test_addresses_given_as_one_str_are_refused_or_taken_whole(netns):
     """Either reading is fine (refuse a str, or take it as the one address); iterating its characters is not."""
     existing = links(netns)

@@ -31,7 +31,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 # Defects of issue 10 that the lead is fixing in main. Once those fixes are merged, set this to True (or delete
 # the marks): every test marked with fixed_in_main() then runs as an ordinary test.
-LEAD_FIXES_MERGED = False
+LEAD_FIXES_MERGED = True
 
 
 def fixed_in_main(defect: str) -> pytest.MarkDecorator:

@@ -30,7 +30,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/p
 
 # Defects of issue 10 that the lead is fixing in main. Once those fixes are merged, set this to True (or delete
 # the marks): every test marked with fixed_in_main() then runs as an ordinary test.
-LEAD_FIXES_MERGED = False
+LEAD_FIXES_MERGED = True
 
 
 def fixed_in_main(defect: str) -> pytest.MarkDecorator:
@@ -438,24 +438,6 @@ def open_kind(kind: str) -> tuple[fasttun.Tun, Callable[[], None]]:
     return fasttun.Tun("ftlc0", addresses=["10.205.1.1/24"], up=True), lambda: None
 
 
-# What is wrong today: these answer after close instead of raising TunClosedError, or raise another error.
-# Keyed by (device kind, member); the value is the xfail reason.
-_CHECK_FIRST = ("found by soak helper: after close() {} raises the ENOSYS TunError of an unsupported operation "
-                "('the memory backend cannot ...', 'Wintun adapters exist only on Windows') instead of "
-                "TunClosedError: the closed check must come first")
-_ANSWERS = "found by soak helper: after close() {} still answers ({}) instead of raising TunClosedError"
-AFTER_CLOSE_DEFECTS = {
-    ("pair", "mtu"): _ANSWERS.format("mtu", "the MTU"),
-    **{("pair", n): _CHECK_FIRST.format(n)
-       for n in ("add_route", "remove_route", "set_persist", "index", "txqueuelen", "set txqueuelen")},
-    **{(k, "offloads"): _ANSWERS.format("offloads", "{}") for k in ("pair", "tun")},
-    **{(k, "offload_mode"): _ANSWERS.format("offload_mode", "None") for k in ("pair", "tun")},
-    # luid and ring_capacity answer 0 on this branch; in main (issue10 defect 10) they raise ENOSYS instead.
-    **{(k, n): _CHECK_FIRST.format(n) for k in ("pair", "tun") for n in ("luid", "ring_capacity", "guid",
-                                                                         "set_dns")},
-}
-
-
 def after_close_cases() -> list[Any]:
     cases = []
     for kind_ in ("pair", "tun"):
@@ -465,8 +447,6 @@ def after_close_cases() -> list[Any]:
             marks = []
             if name == "fileno":
                 marks.append(fixed_in_main("10 (fileno() after close -> ENOSYS)"))
-            if (kind_, name) in AFTER_CLOSE_DEFECTS:
-                marks.append(pytest.mark.xfail(strict=True, reason=AFTER_CLOSE_DEFECTS[(kind_, name)]))
             cases.append(pytest.param(kind_, name, marks=marks, id=f"{kind_}-{name}"))
     return cases
 

@@ -133,8 +133,6 @@ def test_send_accepts_exactly_the_valid_packets_and_delivers_them_intact(pairs, 
     assert drain(b) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue10 defect 10: IPv4 total length / IPv6 payload length not checked; "
-                                       "fixed in main by the lead")
 @bounded(200)
 @given(mtu=st.sampled_from(MTUS), data=st.data())
 def test_send_refuses_length_fields_that_lie(pairs, mtu, data):
@@ -191,9 +189,6 @@ def fasttun_ok() -> bytes:
 MUTATIONS = st.sampled_from(["clear", "delete_rest", "delete_one", "append", "insert", "replace", "extend", "none"])
 
 
-@pytest.mark.xfail(strict=True, run=False,
-                   reason="issue10 defect 2: send_batch(list) trusts the list length across __buffer__; fixed in "
-                          "main by the lead (not run: it corrupts the test process's heap)")
 @bounded(150)
 @given(n=st.integers(1, 80), victim=st.data(), mutation=MUTATIONS)
 def test_send_batch_with_the_list_changed_during_the_call(pairs, n, victim, mutation):
@@ -314,8 +309,6 @@ def test_make_batch_holds_copies_of_any_count_of_packets(count, sizes, with_gso,
             assert batch.gso(i) == gso[i] and batch.gso(i - count) == gso[i]
 
 
-@pytest.mark.xfail(strict=True, reason="found by testinfra: Batch.vnet_headers is always empty (it slices the "
-                                       "arena's export, which ends before the headers)")
 @bounded(30)
 @given(gso=st.lists(GSO, min_size=1, max_size=20))
 def test_vnet_headers_hold_each_packets_gso_metadata(gso):
@@ -325,9 +318,6 @@ def test_vnet_headers_hold_each_packets_gso_metadata(gso):
     assert [struct.unpack_from("=BB4H", raw, 10 * i) for i in range(len(gso))] == gso
 
 
-@pytest.mark.xfail(strict=True, run=False,
-                   reason="issue10 defect 1: make_batch heap overflow for large totals; fixed in main by the lead "
-                          "(not run: it corrupts the test process's heap)")
 @bounded(40)
 @given(count=st.integers(1, 1024), sizes=st.lists(st.integers(0, MAX_SUPER), min_size=1, max_size=4),
        with_gso=st.booleans())
@@ -414,8 +404,6 @@ def test_batch_indexes_and_slices_like_a_list(pairs, sizes, index, part, source)
             batch[bad]
 
 
-@pytest.mark.xfail(strict=True, reason="found by testinfra: batch[i] with i beyond a C ssize_t raises OverflowError; "
-                                       "a list raises IndexError")
 @pytest.mark.parametrize("index", HUGE)
 def test_batch_index_beyond_ssize_t_is_an_index_error_as_for_a_list(index):
     batch = fasttun.make_batch([b"\x45" + bytes(19)])

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tests" / ".build"
 OLDEST, NEWEST = (3, 9), (3, 13)
 SUITE = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_packaging.py", "tests/test_properties.py",
-         "tests/test_bad_inputs.py"]
+         "tests/test_bad_inputs.py", "tests/test_hostile_callers.py", "tests/test_reader_pipeline.py",
+         "tests/test_icmp.py"]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the venvs are built on Linux")
 

@@ -36,6 +36,7 @@ from known_failures import KNOWN_FAILING
 
 ROOT = extbuild.ROOT
 SUBSET = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_properties.py", "tests/test_bad_inputs.py",
+          "tests/test_hostile_callers.py", "tests/test_reader_pipeline.py", "tests/test_icmp.py", "tests/test_udp.py",
           # as root also the real devices: the Linux backend, offload and forwarding through readers
           "tests/test_linux_tun.py", "tests/test_offload_tun.py", "tests/test_forward.py"]
 SANITIZER_REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer")
@@ -123,7 +124,6 @@ MAKE_BATCH_TOTALS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue10 defect 1: fixed in main by the lead")
 @pytest.mark.parametrize("case", MAKE_BATCH_TOTALS)
 def test_make_batch_with_large_totals_is_clean_under_asan(sanitized, case):
     """Defect 1: make_batch sized its arena for n*2048 + min(65535, total) bytes and copied past it."""
@@ -181,7 +181,6 @@ SEND_BATCH_SHRINKING = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue10 defect 2: fixed in main by the lead")
 def test_send_batch_list_shrunk_by_a_buffer_export_is_clean_under_asan(sanitized):
     """Defect 2: send_batch(list) read seq[i] unchecked after a buffer export ran Python code that shrank the
     list. Whatever the fixed code does (refuse, or send what it saw), it must not read freed memory."""
