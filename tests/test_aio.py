@@ -31,6 +31,8 @@ LOCAL4, PEER4 = "10.202.0.1", "10.202.0.2"
 
 
 def _uvloop_or_skip() -> Callable[[], asyncio.AbstractEventLoop]:
+    if sys.platform == "win32":
+        pytest.skip("uvloop does not run on Windows (the default loop is tested there)")
     if uvloop is None:
         if IN_CI and sys.platform != "win32":
             pytest.fail("CI must run the asyncio tests on uvloop too: pip install uvloop")

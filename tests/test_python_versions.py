@@ -79,7 +79,7 @@ def venv_with_fasttun(python: str, tag: str) -> Path:
     run([python, "-m", "venv", str(venv)], 120)
     py = str(venv / "bin" / "python")
     run([py, "-m", "pip", "install", "-q", "setuptools>=77", "Cython>=3.0.8", "wheel", "pytest>=7", "numpy",
-         "hypothesis>=6"], 300)
+         "hypothesis>=6", "uvloop", "cryptography"], 300)
     run([py, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", str(tree)], 300)
     return venv
 

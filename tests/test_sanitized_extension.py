@@ -104,8 +104,11 @@ def test_the_sanitizers_are_live_in_the_subprocess(sanitized):
 
 
 def test_suite_subset_passes_under_asan_and_ubsan(sanitized):
+    # Not the fork tests: a child forked while another thread is inside the ASan runtime's allocator deadlocks on
+    # its lock there (gcc 12's libasan has no fork handler for it; seen in __sanitizer::SizeClassAllocator64), a
+    # limit of the sanitizer, not of fasttun. They run in the plain suite.
     args = ["-m", "pytest", "-q", "-p", "sanitized_plugin", "-p", "no:cacheprovider", "-o", "addopts=", *SUBSET,
-            *[f"--deselect={t}" for t in KNOWN_FAILING]]
+            "-k", "not fork", *[f"--deselect={t}" for t in KNOWN_FAILING]]
     result = run_sanitized(sanitized, args, timeout=600)
     assert result.returncode == 0, report(result)
     assert not SANITIZER_REPORT.search(result.stderr + result.stdout), report(result)

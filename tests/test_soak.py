@@ -118,8 +118,10 @@ def test_rss_is_read_from_proc() -> None:
     if not os.path.exists("/proc/self/statm"):
         pytest.skip("no /proc")
     before = soak.rss_bytes()
-    block = bytearray(8 << 20)
-    block[::4096] = b"x" * len(block[::4096])   # touch every page
+    import mmap
+    block = mmap.mmap(-1, 8 << 20)  # fresh pages (a bytearray could reuse memory that is resident already)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1               # touch every page
     assert soak.rss_bytes() - before >= 7 << 20
     del block
 

@@ -330,13 +330,17 @@ cdef class Packet:
         buf.format = <char *>b"B" if (flags & PyBUF_FORMAT) else NULL
         buf.ndim = 1
         buf.shape = self.shape
-        buf.strides = NULL
+        buf.strides = _UNIT_STRIDE  # some consumers (pyo3's PyBuffer, so `cryptography`) insist on strides
         buf.suboffsets = NULL
         buf.internal = NULL
         self.arena.exports += 1
 
     def __releasebuffer__(self, Py_buffer *buf):
         self.arena.exports -= 1
+
+
+cdef Py_ssize_t _UNIT_STRIDE[1]
+_UNIT_STRIDE[0] = 1
 
 
 @cython.freelist(8)
