@@ -127,8 +127,10 @@ def test_device_collected_on_its_own_reader_thread_neither_deadlocks_nor_leaks()
 
 def test_dropped_pairs_with_running_readers_release_threads_descriptors_and_memory():
     out = assert_child_ok("""
-        import gc, os, time, fasttun
+        import ctypes, gc, os, time, fasttun
+        trim = ctypes.CDLL(None).malloc_trim
         def kb(key):
+            trim(0)  # give freed heap back, so that resident memory counts what is still allocated
             for line in open('/proc/self/status'):
                 if line.startswith(key):
                     return int(line.split()[1])
@@ -138,19 +140,21 @@ def test_dropped_pairs_with_running_readers_release_threads_descriptors_and_memo
                 a.start_reader(lambda batch: None)
                 del a, b
             gc.collect()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 20
             while fasttun._core.running_readers() or len(os.listdir('/proc/self/task')) > 1:
                 assert time.monotonic() < deadline, "reader threads left behind"
                 time.sleep(0.01)
-        drop_pairs(300)  # warm up: the heap grows to a high-water mark, then stays
+        drop_pairs(300)  # warm up
         fds0, vm0, rss0 = len(os.listdir('/proc/self/fd')), kb('VmSize'), kb('VmRSS')
         drop_pairs(300)
         print(len(os.listdir('/proc/self/fd')) - fds0, (kb('VmSize') - vm0) // 1024, (kb('VmRSS') - rss0) // 1024)
-    """, timeout=90)
+    """, timeout=120)
     fds, vm_mb, rss_mb = map(int, out.split())
     assert fds <= 0, f"{fds} descriptors leaked"
-    assert vm_mb < 64, f"address space grew by {vm_mb} MB over 300 dropped pairs (3 GB before the fix)"
-    assert rss_mb < 64, f"resident memory grew by {rss_mb} MB over 300 dropped pairs"
+    # Before the fix 300 dropped pairs took 3 GB of address space (thread stacks, arenas, rings); how high the heap
+    # peaks depends on how many pairs the collector finds alive at once, so the address-space bound is loose.
+    assert vm_mb < 1024, f"address space grew by {vm_mb} MB over 300 dropped pairs (3 GB before the fix)"
+    assert rss_mb < 48, f"resident memory grew by {rss_mb} MB over 300 dropped pairs"
 
 
 def test_close_from_a_callback_returns_at_once_and_releases_after_the_callback():

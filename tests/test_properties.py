@@ -27,7 +27,7 @@ MTUS = [68, 576, 1280, 1500, 9000, 65535]
 def bounded(examples: int):
     return settings(max_examples=max(1, int(examples * SCALE)), deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+                                           HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
 
 
 # ---- the model of the packet rules (README: 1..65535 bytes, at most the MTU, an IPv4/IPv6 header that fits) ----
