@@ -485,6 +485,89 @@ def test_impossible_packet_size_restarts_the_session(tun, driver):
     assert seq_of(tun.recv(timeout=1)) == 2
 
 
+# ---- ring_capacity="auto" ------------------------------------------------------------------------------
+
+MiB = 1 << 20
+GROW_INTERVAL = 2.0  # ft_backend_wintun.c GROW_INTERVAL_MS
+
+
+def fill_send_ring(tun: fasttun.Tun, first: int) -> int:
+    """Sends 1400-byte packets (nobody takes them off the fake's ring) until some are dropped as ring full."""
+    sent = first
+    for _ in range(200):  # 64 MiB / 1400 bytes is ~48000 packets: 256 a call, ~190 calls at most
+        dropped = tun.stats.tx_dropped_full
+        sent += tun.send_batch([minimal_ipv4(1400, sent + i) for i in range(256)])
+        if tun.stats.tx_dropped_full > dropped:
+            return sent
+    raise AssertionError("the send ring never filled")
+
+
+def test_auto_ring_doubles_when_the_send_ring_overflows_at_most_once_per_interval(driver, caplog):
+    caplog.set_level(logging.INFO, logger="fasttun.wintun")
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (4 * MiB, 0, 4 * MiB)
+        seq = fill_send_ring(tun, 0)
+        assert (tun.ring_capacity, tun.ring_grows) == (8 * MiB, 1)
+        c = driver.counters()
+        assert (c.last_capacity, c.sessions, c.event_misuse) == (8 * MiB, 1, 0)
+        grown = [r for r in caplog.records if "8388608-byte rings" in r.getMessage()]
+        assert len(grown) == 1 and "send ring was full" in grown[0].getMessage()
+        start = time.monotonic()
+        assert tun.send(minimal_ipv4(60, 999_999)) == 1  # the new session takes packets
+        sent = [seq_of(p) for p in driver.read_sent()]  # the rest of the overflowing batch, then this one
+        assert sent[-1] == 999_999 and sent[:-1] == list(range(sent[0], sent[0] + len(sent) - 1))
+        seq = fill_send_ring(tun, seq)  # overflowing again right away: no second grow yet
+        if time.monotonic() - start < GROW_INTERVAL * 0.9:
+            assert (tun.ring_capacity, tun.ring_grows) == (8 * MiB, 1)
+        time.sleep(max(0.0, GROW_INTERVAL + 0.1 - (time.monotonic() - start)))
+        fill_send_ring(tun, seq)
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (16 * MiB, 2, 16 * MiB)
+        assert tun.stats.rx_errors == 0  # a grow is not an error
+
+
+def fill_receive_ring(driver: Fake) -> int:
+    """Injects 1400-byte packets until the fake's receive ring is full; returns how many went in."""
+    total = 0
+    for _ in range(200):
+        batch = [minimal_ipv4(1400, total + i) for i in range(256)]
+        got = driver.inject(batch)
+        total += got
+        if got < len(batch):
+            return total
+    raise AssertionError("the receive ring never filled")
+
+
+def drain(tun: fasttun.Tun) -> list[int]:
+    got: list[int] = []
+    for _ in range(1000):
+        batch = tun.recv_batch(256, timeout=0.05)
+        if not batch:
+            return got
+        got.extend(seq_of(p) for p in batch)
+    return got
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_auto_ring_doubles_when_the_reader_finds_the_receive_ring_full(driver, auto):
+    with fasttun.Tun(new_name(), ring_capacity="auto" if auto else None) as tun:
+        driver.inject([minimal_ipv4(1400, i) for i in range(100)])  # a little traffic: no grow
+        assert drain(tun) == list(range(100)) and tun.ring_grows == 0
+        n = fill_receive_ring(driver)  # the reader came late: the ring is full
+        assert drain(tun) == list(range(n))  # everything in the ring is delivered before the restart
+        want = (8 * MiB, 1) if auto else (4 * MiB, 0)
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (*want[:2], want[0])
+        driver.inject([minimal_ipv4(60, 7)])
+        assert drain(tun) == [7]
+
+
+def test_auto_ring_and_coalesce_arguments_are_checked(driver):
+    with pytest.raises(ValueError, match="auto"):
+        fasttun.Tun(new_name(), ring_capacity="big")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="coalesce"):
+        fasttun.Tun(new_name(), coalesce="yes")  # type: ignore[arg-type]
+    assert driver.counters().create_calls == 0
+
+
 def test_a_missed_wakeup_costs_milliseconds(tun, driver):
     got: list[float] = []
     with tun.start_reader(lambda b: got.extend(time.monotonic() for _ in b)):
