@@ -3,6 +3,7 @@
  * order. Configuration hooks live in ft_win_config.c; loading the DLL in ft_wintun_loader.c. */
 #ifdef _WIN32
 #include "ft_wintun_internal.h"
+#include "ft_offload.h"
 
 #include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
 #include <ws2ipdef.h>
@@ -50,6 +51,13 @@
 #define GROW_INTERVAL_MS 2000
 #define RING_RECORD(size) ((4u + (uint64_t)(size) + 3u) & ~(uint64_t)3u)
 
+/* coalesce (FT_WINTUN_COALESCE): consecutive TCP segments of one flow are merged into one IP packet of up to
+ * 64 KiB by the Linux coalescer (ft_offload_coalesce), whose units are a virtio-net header and an IP packet
+ * whose TCP checksum holds only the pseudo-header sum: the header is dropped and the checksum finished here.
+ * Windows' stack pays per packet, so fewer, bigger packets cost it less (only measurable on Windows). The
+ * buffer takes one window of ordinary packets, or a single packet of the largest size. */
+#define COALESCE_BUF (256u << 10)
+
 #ifndef CREATE_WAITABLE_TIMER_MANUAL_RESET
 #define CREATE_WAITABLE_TIMER_MANUAL_RESET 0x00000001
 #endif
@@ -81,6 +89,11 @@ typedef struct wt_dev {
     int auto_ring;       /* FT_WINTUN_AUTO_RING, cleared when growing fails */
     ft_atomic_u64 last_grow_ms; /* GetTickCount64() of the last grow (or of the open, less the interval) */
     ft_atomic_int grows;
+    /* coalesce: the buffer and tables one sender at a time uses (under co_lock, inside session_lock) */
+    SRWLOCK co_lock;
+    uint8_t *co_buf;
+    ft_pkt co_units[FT_COALESCE_WINDOW];
+    uint32_t co_segs[FT_COALESCE_WINDOW];
     volatile LONG64 drained; /* (Interlocked*) ring bytes received since the reader last found the ring empty */
     /* Once the session is dead (ERROR_HANDLE_EOF, a corrupt ring) every call reports why, without
      * touching the DLL again: a reader ends instead of spinning on the error or flooding the log. */
@@ -329,6 +342,7 @@ static int send_error(wt_dev *w, DWORD err, ft_err *e)
 }
 
 static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
+static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
 
 static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
@@ -341,7 +355,8 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
     unsigned gen = w->generation;
     int full = 0;
-    int r = status ? status : send_locked(w, pkts, n, &full, e);
+    int r = status ? status : w->co_buf && n > 1 ? send_coalesced(d, w, pkts, n, &full, e)
+                                                   : send_locked(w, pkts, n, &full, e);
     ReleaseSRWLockShared(&w->session_lock);
     if (full)
         maybe_grow(d, w, gen, "the Wintun send ring was full");
@@ -371,6 +386,78 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
         w->api->SendPacket(w->session, slot);
     }
     return (int)n;
+}
+
+/* One unit of ft_offload_coalesce (a virtio-net header, then an IP packet) as the IP packet Wintun takes:
+ * the header is skipped and, for a merged packet, the TCP checksum finished. 0 for an impossible unit. */
+static size_t unit_to_ip(ft_pkt *u)
+{
+    if (u->len <= FT_VNET_HDR_LEN)
+        return 0;
+    ft_vnet_hdr h;
+    ft_vnet_hdr_decode(u->data, &h);
+    uint8_t *ip = (uint8_t *)u->data + FT_VNET_HDR_LEN;
+    size_t len = u->len - FT_VNET_HDR_LEN;
+    if ((h.flags & FT_VNET_F_NEEDS_CSUM) && ft_offload_complete_csum(ip, len, h.csum_start, h.csum_offset, NULL))
+        return 0;
+    u->data = ip;
+    u->len = len;
+    return len;
+}
+
+/* Like send_locked, for a device with coalesce: the units of a window are sent one by one. Flows may be
+ * reordered relative to each other, so a part of the batch is not a prefix of it: as on Linux with offload,
+ * a unit that finds the ring full is dropped and counted (tx_dropped_full, per packet it carries) and a unit
+ * that fails otherwise is counted in tx_errors; the call reports an error only when it sent nothing. */
+static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e)
+{
+    int result = (int)n, sent_any = 0;
+    AcquireSRWLockExclusive(&w->co_lock);
+    for (uint32_t i = 0; i < n;) {
+        uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
+        while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > COALESCE_BUF)
+            k /= 2;
+        for (uint32_t j = 0; j < k; j++) /* what ft_device_send checked; the unit size below relies on it */
+            if (pkts[i + j].len == 0 || pkts[i + j].len > WINTUN_MAX_IP_PACKET_SIZE) {
+                k = j;
+                break;
+            }
+        if (k == 0) { /* the packet at i is impossible: the plain path explains it */
+            result = i > 0 ? (int)i : send_locked(w, pkts + i, 1, full, e);
+            goto out;
+        }
+        int units = ft_offload_coalesce(pkts + i, k, FT_COALESCE_TCP, w->co_buf, COALESCE_BUF, w->co_units,
+                                        w->co_segs, FT_COALESCE_WINDOW, e);
+        if (units < 0) {
+            result = i > 0 ? (int)i : units;
+            goto out;
+        }
+        for (int u = 0; u < units; u++) {
+            size_t len = unit_to_ip(&w->co_units[u]);
+            BYTE *slot = len ? w->api->AllocateSendPacket(w->session, (DWORD)len) : NULL;
+            if (slot) {
+                memcpy(slot, w->co_units[u].data, len);
+                w->api->SendPacket(w->session, slot);
+                sent_any = 1;
+                continue;
+            }
+            DWORD err = len ? GetLastError() : ERROR_INVALID_DATA;
+            if (err == ERROR_BUFFER_OVERFLOW) {
+                *full = 1;
+                ft_device_count_tx_drops(d, w->co_segs[u]);
+                continue;
+            }
+            if (!sent_any && i == 0 && u == 0) {
+                result = send_error(w, err, e);
+                goto out;
+            }
+            ft_atomic_add64(&d->stats.tx_errors, w->co_segs[u]);
+        }
+        i += k;
+    }
+out:
+    ReleaseSRWLockExclusive(&w->co_lock);
+    return result;
 }
 
 /* ---- waiting ---------------------------------------------------------------------------------------- */
@@ -439,6 +526,7 @@ static void release(wt_dev *w)
         CloseHandle(w->room_timer);
     if (w->read_timer)
         CloseHandle(w->read_timer);
+    free(w->co_buf);
     free(w);
 }
 
@@ -709,6 +797,15 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
     w->capacity = capacity;
     w->capacity_now = (LONG)capacity;
     w->auto_ring = (p->flags & FT_WINTUN_AUTO_RING) != 0;
+    InitializeSRWLock(&w->co_lock);
+    if (p->flags & FT_WINTUN_COALESCE) {
+        w->co_buf = malloc(COALESCE_BUF);
+        if (!w->co_buf) {
+            free(w);
+            free(d);
+            return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the coalescing buffer of a Wintun device");
+        }
+    }
     w->last_grow_ms = (LONG64)(GetTickCount64() - GROW_INTERVAL_MS); /* the first overflow may grow at once */
     w->stall_100ns = READ_STALL_MIN_100NS;
     r = open_parts(w, p, &names, e);
