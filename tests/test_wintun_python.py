@@ -528,6 +528,20 @@ def test_auto_ring_doubles_when_the_send_ring_overflows_at_most_once_per_interva
         assert tun.stats.rx_errors == 0  # a grow is not an error
 
 
+def test_a_reader_keeps_receiving_across_a_grow(driver):
+    got: list[int] = []
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b)) as reader:
+            driver.inject([minimal_ipv4(60, i) for i in range(10)])
+            assert wait_for(lambda: len(got) == 10)
+            fill_send_ring(tun, 0)  # the reader sleeps on the old session's event meanwhile
+            assert tun.ring_grows == 1
+            driver.inject([minimal_ipv4(60, i) for i in range(100, 110)])
+            assert wait_for(lambda: len(got) == 20)
+            assert reader.running
+    assert got == list(range(10)) + list(range(100, 110))
+
+
 def fill_receive_ring(driver: Fake) -> int:
     """Injects 1400-byte packets until the fake's receive ring is full; returns how many went in."""
     total = 0
