@@ -415,6 +415,9 @@ static void test_open_params(void)
     expect_invalid(&p, "mtu", "mtu 20");
     p.mtu = 70000;
     expect_invalid(&p, "mtu", "mtu 70000");
+    p.mtu = 0;
+    p.flags = 0x4;
+    expect_invalid(&p, "unknown bits", "flags 0x4");
 }
 
 static void test_open_create(void)
@@ -954,6 +957,42 @@ static int fill_ring(ft_device *d, uint32_t first)
     }
 }
 
+/* ring_capacity auto from the smallest ring: a full send ring doubles it (the rate limit lets the first grow
+ * through at once and holds the second back), then the device sends into the new session. */
+static void test_auto_ring(void)
+{
+    SECTION("auto ring capacity: a full send ring doubles it, at most once per interval");
+    fake_reset();
+    ft_wintun_params p;
+    memset(&p, 0, sizeof(p));
+    p.name = "ft-auto";
+    p.ring_capacity = FT_WINTUN_MIN_RING_CAPACITY;
+    p.flags = FT_WINTUN_AUTO_RING;
+    ft_device *d = NULL;
+    ft_err e;
+    int r = ft_wintun_open(&p, &d, &e);
+    CHECK(r == FT_OK, "open: %s", e.msg);
+    if (r != FT_OK)
+        return;
+    CHECK(ft_wintun_ring_capacity(d) == FT_WINTUN_MIN_RING_CAPACITY && ft_wintun_ring_grows(d) == 0, "start: %u",
+          ft_wintun_ring_capacity(d));
+    int n = fill_ring(d, 0);
+    CHECK(n > 0 && ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "after %d packets: %u grows, %u bytes", n, ft_wintun_ring_grows(d), ft_wintun_ring_capacity(d));
+    fake_counters c = counters();
+    CHECK(c.last_capacity == 2 * FT_WINTUN_MIN_RING_CAPACITY && c.sessions == 1, "the fake's session: %lu bytes, %ld",
+          (unsigned long)c.last_capacity, c.sessions);
+    uint64_t start = ft_now_ns();
+    int m = fill_ring(d, 100000); /* into the new session; full again at once: no second grow yet */
+    CHECK(m > n && (ms_since(start) > 1500 || ft_wintun_ring_grows(d) == 1), "second fill: %d packets, %u grows", m,
+          ft_wintun_ring_grows(d));
+    ft_stats st;
+    ft_device_get_stats(d, &st);
+    CHECK(st.rx_errors == 0, "a grow is not an error: %llu", (unsigned long long)st.rx_errors);
+    ft_device_free(d);
+    check_released("auto ring");
+}
+
 static void test_send_full(void)
 {
     SECTION("send: full ring under the drop, raise and wait policies");
@@ -1278,6 +1317,7 @@ int main(void)
     test_recv_faults();
     test_send();
     test_send_full();
+    test_auto_ring();
     test_logger_forwarding();
     test_config();
     SECTION("throughput (indication only, never asserted)");
