@@ -991,6 +991,40 @@ static void test_auto_ring(void)
     CHECK(st.rx_errors == 0, "a grow is not an error: %llu", (unsigned long long)st.rx_errors);
     ft_device_free(d);
     check_released("auto ring");
+
+    /* A reader that never finds the receive ring empty (the network fills it as fast as it drains): after
+     * twice the ring's size the rings double too. The test injects more than it takes each round. */
+    p.name = "ft-auto-rx";
+    r = ft_wintun_open(&p, &d, &e);
+    CHECK(r == FT_OK, "open: %s", e.msg);
+    if (r != FT_OK)
+        return;
+    test_batch *t = batch_new(8);
+    rx_check rc = {0};
+    uint32_t seq = 0;
+    for (int round = 0; round < 400 && ft_wintun_ring_grows(d) == 0; round++) {
+        uint8_t bufs[16][1500];
+        const BYTE *ptrs[16];
+        DWORD sizes[16];
+        for (int k = 0; k < 16; k++) {
+            sizes[k] = (DWORD)packet_len(seq + (uint32_t)k);
+            make_packet(bufs[k], seq + (uint32_t)k, sizes[k]);
+            ptrs[k] = bufs[k];
+        }
+        LONG got = fake_inject(ptrs, sizes, 16);
+        seq += got > 0 ? (uint32_t)got : 0;
+        t->b.count = 0;
+        t->b.used = 0;
+        if (ft_device_recv(d, 0, &t->b, 100, NULL, &e) > 0)
+            check_batch(&rc, &t->b);
+    }
+    CHECK(ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "a never-empty receive ring: %u grows after %ld packets", ft_wintun_ring_grows(d), rc.got);
+    CHECK((uint32_t)rc.got * 1444u >= 2 * FT_WINTUN_MIN_RING_CAPACITY && rc.bad == 0, /* a record: 4 + at most 1439, aligned */
+          "about twice the ring's size was drained first, in order: %ld packets, %ld bad", rc.got, rc.bad);
+    batch_free(t);
+    ft_device_free(d);
+    check_released("auto ring, receive side");
 }
 
 static void test_send_full(void)
