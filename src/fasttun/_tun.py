@@ -255,7 +255,8 @@ class Tun:
         every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default
         4 MiB), or ``"auto"``: 4 MiB, doubled (session restarted, up to 64 MiB, at most once per 2 s) when the
         rings overflow (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow
-        into one packet of up to 64 KiB before handing it to Wintun (Windows' stack pays per packet).
+        into one packet of up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged
+        packet that finds the ring full is dropped and counted whatever ``on_full`` says.
         ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
@@ -274,7 +275,7 @@ class Tun:
         _core._timeout_check(send_timeout)
         if sys.platform.startswith("linux"):
             if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
-                raise ValueError("tunnel_type, guid, ring_capacity and coalesce are Wintun (Windows) settings "
+                raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
                                  "(on Linux, offload=True coalesces on send)")
             if offload_mode not in _OFFLOAD_MODES:
                 raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
