@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (o
 FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
 # fake_wintun.h: enum fake_fault
 (SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED,
- RECV_INVALID_DATA_ONCE, MISSED_WAKEUP) = range(11)
+ RECV_INVALID_DATA_ONCE, MISSED_WAKEUP, SESSION_FAIL_ABOVE) = range(12)
 MAX_RESTARTS = 8  # ft_backend_wintun.c
 ERROR_ACCESS_DENIED = 5
 
@@ -526,6 +526,21 @@ def test_auto_ring_doubles_when_the_send_ring_overflows_at_most_once_per_interva
         fill_send_ring(tun, seq)
         assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (16 * MiB, 2, 16 * MiB)
         assert tun.stats.rx_errors == 0  # a grow is not an error
+
+
+def test_a_grow_that_finds_no_memory_keeps_the_old_rings(driver, caplog):
+    caplog.set_level(logging.INFO, logger="fasttun.wintun")
+    driver.fault(SESSION_FAIL_ABOVE, True, 4 * MiB)
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        fill_send_ring(tun, 0)
+        assert (tun.ring_capacity, tun.ring_grows) == (4 * MiB, 0)
+        c = driver.counters()
+        assert (c.last_capacity, c.sessions) == (4 * MiB, 1)
+        warned = [r for r in caplog.records if "could not grow" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].levelno == logging.WARNING and "8388608" in warned[0].getMessage()
+        driver.read_sent()
+        assert tun.send(minimal_ipv4(60, 5)) == 1 and [seq_of(p) for p in driver.read_sent()] == [5]
+        assert tun.stats.rx_errors == 0
 
 
 def test_a_reader_keeps_receiving_across_a_grow(driver):
