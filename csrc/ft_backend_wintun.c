@@ -3,6 +3,7 @@
  * order. Configuration hooks live in ft_win_config.c; loading the DLL in ft_wintun_loader.c. */
 #ifdef _WIN32
 #include "ft_wintun_internal.h"
+#include "ft_offload.h"
 
 #include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
 #include <ws2ipdef.h>
@@ -36,6 +37,27 @@
  * at most this many times per device before the device gives up with the error. */
 #define MAX_RESTARTS 8
 
+/* ring_capacity "auto" (FT_WINTUN_AUTO_RING): when the rings overflow the session is restarted with twice
+ * the capacity, up to Wintun's 64 MiB, at most once per GROW_INTERVAL_MS (GetTickCount64: monotonic). Wintun
+ * 0.14 tells nobody how full a ring is or what the driver dropped, so overflow is judged by what we see:
+ *   - send: WintunAllocateSendPacket says ERROR_BUFFER_OVERFLOW (the ring is full; counted in tx_dropped_full
+ *     or waited on, as the caller's on_full says);
+ *   - receive: the reader took three quarters of a ring's worth of bytes before it found the ring empty (it
+ *     woke to a ring that was nearly full), or twice a ring's worth without finding it empty at all (the
+ *     driver fills it as fast as we drain it, so it has no room for a burst).
+ * Bytes are counted as Wintun's ring stores them: a 4-byte size, the packet, aligned to 4. A restart loses
+ * the packets in the rings at that moment (as the corrupt-ring restart does; TCP resends them). */
+#define MAX_GROWS 9 /* 128 KiB -> 64 MiB */
+#define GROW_INTERVAL_MS 2000
+#define RING_RECORD(size) ((4u + (uint64_t)(size) + 3u) & ~(uint64_t)3u)
+
+/* coalesce (FT_WINTUN_COALESCE): consecutive TCP segments of one flow are merged into one IP packet of up to
+ * 64 KiB by the Linux coalescer (ft_offload_coalesce), whose units are a virtio-net header and an IP packet
+ * whose TCP checksum holds only the pseudo-header sum: the header is dropped and the checksum finished here.
+ * Windows' stack pays per packet, so fewer, bigger packets cost it less (only measurable on Windows). The
+ * buffer takes one window of ordinary packets, or a single packet of the largest size. */
+#define COALESCE_BUF (256u << 10)
+
 #ifndef CREATE_WAITABLE_TIMER_MANUAL_RESET
 #define CREATE_WAITABLE_TIMER_MANUAL_RESET 0x00000001
 #endif
@@ -53,7 +75,8 @@ typedef struct wt_dev {
     HANDLE wait_event;   /* ours: a duplicate of read_event, what waiters wait on */
     /* Duplicates of the events of ended sessions: a waiter may still hold one (its bounded wait ends it),
      * so they are closed only with the device. */
-    HANDLE old_events[MAX_RESTARTS];
+    HANDLE old_events[MAX_RESTARTS + MAX_GROWS];
+    int nold;            /* entries of old_events */
     int restarts;
     unsigned generation; /* counts sessions, under session_lock */
     HANDLE room_timer;   /* ours: see ROOM_RETRY_100NS */
@@ -61,7 +84,17 @@ typedef struct wt_dev {
     ft_atomic_int stall_100ns; /* how long the next wait on the read event may last */
     NET_LUID luid;
     int created;         /* closing the adapter handle removes the adapter */
-    uint32_t capacity;
+    uint32_t capacity;   /* of the current session: written under session_lock held exclusively */
+    ft_atomic_int capacity_now; /* the same, for readers without the lock */
+    int auto_ring;       /* FT_WINTUN_AUTO_RING, cleared when growing fails */
+    ft_atomic_u64 last_grow_ms; /* GetTickCount64() of the last grow (or of the open, less the interval) */
+    ft_atomic_int grows;
+    /* coalesce: the buffer and tables one sender at a time uses (under co_lock, inside session_lock) */
+    SRWLOCK co_lock;
+    uint8_t *co_buf;
+    ft_pkt co_units[FT_COALESCE_WINDOW];
+    uint32_t co_segs[FT_COALESCE_WINDOW];
+    volatile LONG64 drained; /* (Interlocked*) ring bytes received since the reader last found the ring empty */
     /* Once the session is dead (ERROR_HANDLE_EOF, a corrupt ring) every call reports why, without
      * touching the DLL again: a reader ends instead of spinning on the error or flooding the log. */
     ft_atomic_int dead_claimed;
@@ -130,9 +163,12 @@ static int is_ip_packet(const BYTE *p, DWORD size)
 
 static int start_session(wt_dev *w, const char *name8, ft_err *e);
 
-/* Ends the session whose ring is corrupt and starts a new one, unless another thread has done so already
- * (gen: the session the caller saw). Gives up, marking the device dead, after MAX_RESTARTS. */
-static int restart_session(ft_device *d, wt_dev *w, unsigned gen, const char *why, ft_err *e)
+/* Ends the session and starts a new one, unless another thread has done so already (gen: the session the
+ * caller saw). Two reasons:
+ *   grow 0: the ring is corrupt; gives up, marking the device dead, after MAX_RESTARTS;
+ *   grow 1: the rings overflow (auto capacity): the new session gets twice the capacity; if that fails the
+ *           old capacity is tried again and auto growing stops. */
+static int restart_session(ft_device *d, wt_dev *w, unsigned gen, const char *why, int grow, ft_err *e)
 {
     char msg[220];
     AcquireSRWLockExclusive(&w->session_lock);
@@ -141,35 +177,80 @@ static int restart_session(ft_device *d, wt_dev *w, unsigned gen, const char *wh
         ReleaseSRWLockExclusive(&w->session_lock);
         return r;
     }
-    if (w->restarts >= MAX_RESTARTS) {
+    ULONGLONG now = GetTickCount64();
+    if (grow && (!w->auto_ring || w->capacity >= FT_WINTUN_MAX_RING_CAPACITY ||
+                 now - (ULONGLONG)ft_atomic_load64(&w->last_grow_ms) < GROW_INTERVAL_MS ||
+                 w->nold >= MAX_RESTARTS + MAX_GROWS)) {
+        ReleaseSRWLockExclusive(&w->session_lock);
+        return FT_OK;
+    }
+    if (!grow && w->restarts >= MAX_RESTARTS) {
         snprintf(msg, sizeof(msg), "%s, after %d session restarts: giving up; close the device and open it again",
                  why, w->restarts);
         r = mark_dead(w, e, FT_ECORRUPT, EIO, ERROR_INVALID_DATA, msg);
         ReleaseSRWLockExclusive(&w->session_lock);
         return r;
     }
+    uint32_t old_capacity = w->capacity;
     w->api->EndSession(w->session);
     w->session = NULL;
     w->read_event = NULL;
-    w->old_events[w->restarts++] = w->wait_event;
+    w->old_events[w->nold++] = w->wait_event;
     w->wait_event = NULL;
     w->generation++;
     ft_atomic_store(&w->stall_100ns, READ_STALL_MIN_100NS); /* look at the new ring soon */
-    ft_atomic_add64(&d->stats.rx_errors, 1);
+    InterlockedExchange64(&w->drained, 0);
+    if (grow) {
+        w->capacity = old_capacity * 2;
+        ft_atomic_store64(&w->last_grow_ms, now);
+    } else {
+        w->restarts++;
+        ft_atomic_add64(&d->stats.rx_errors, 1);
+    }
     ft_err start_err;
     r = start_session(w, d->name, &start_err);
+    if (r != FT_OK && grow && !w->session) { /* no memory for the bigger rings, most likely: keep the old */
+        snprintf(msg, sizeof(msg), "could not grow the Wintun rings of \"%.60s\" to %u bytes (%.80s); staying at %u "
+                 "bytes", d->name, w->capacity, start_err.msg, old_capacity);
+        w->capacity = old_capacity;
+        w->auto_ring = 0;
+        r = start_session(w, d->name, &start_err);
+        if (r == FT_OK)
+            ft_wintun_log_own(WINTUN_LOG_WARN, msg);
+    }
     if (r != FT_OK) {
         snprintf(msg, sizeof(msg), "%s, and restarting the session failed: %s", why, start_err.msg);
         r = mark_dead(w, e, r, start_err.errnum ? start_err.errnum : EIO, (DWORD)start_err.oserr, msg);
     }
-    int first = w->restarts == 1;
+    int grown = grow && r == FT_OK && w->capacity > old_capacity;
+    if (grown)
+        (void)ft_atomic_add(&w->grows, 1);
+    ft_atomic_store(&w->capacity_now, (int)w->capacity);
+    int first = !grow && w->restarts == 1;
     ReleaseSRWLockExclusive(&w->session_lock);
+    if (grown) { /* rare (at most MAX_GROWS per device): every one is logged */
+        snprintf(msg, sizeof(msg), "%s on \"%.60s\": restarted the Wintun session with %u-byte rings (was %u; the "
+                 "packets in the old rings are lost)", why, d->name, w->capacity, old_capacity);
+        ft_wintun_log_own(WINTUN_LOG_INFO, msg);
+    }
     if (r == FT_OK && first) { /* logged once per device; every restart is counted in rx_errors */
         snprintf(msg, sizeof(msg), "%s on \"%.60s\": restarted the Wintun session (the packets in its ring are "
                  "lost; restarts count in stats.rx_errors, at most %d)", why, d->name, MAX_RESTARTS);
         ft_wintun_log_own(WINTUN_LOG_WARN, msg);
     }
     return r;
+}
+
+/* Grows the rings if auto capacity is on and the last grow is long enough ago; the checks before the lock
+ * are cheap and keep the common case (no auto, or at the limit) from taking it. A failure is the device's
+ * death, which every later call reports: nothing to return here. */
+static void maybe_grow(ft_device *d, wt_dev *w, unsigned gen, const char *why)
+{
+    if (!w->auto_ring || (uint32_t)ft_atomic_load(&w->capacity_now) >= FT_WINTUN_MAX_RING_CAPACITY ||
+        GetTickCount64() - (ULONGLONG)ft_atomic_load64(&w->last_grow_ms) < GROW_INTERVAL_MS)
+        return;
+    ft_err ignored;
+    restart_session(d, w, gen, why, 1, &ignored);
 }
 
 static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
@@ -189,6 +270,8 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
         return status;
     }
     unsigned gen = w->generation;
+    uint64_t cap = w->capacity, ring_bytes = 0;
+    int empty = 0;
     while (b->count < b->max && b->cap - b->used >= d->max_packet) {
         DWORD size = 0;
         BYTE *p = w->api->ReceivePacket(w->session, &size);
@@ -198,6 +281,8 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
                 snprintf(corrupt, sizeof(corrupt), "Wintun reports its receive ring corrupt (ERROR_INVALID_DATA)");
             else if (err != ERROR_NO_MORE_ITEMS)
                 r = recv_error(w, err, e);
+            else
+                empty = 1;
             break;
         }
         if (size == 0 || size > WINTUN_MAX_IP_PACKET_SIZE) {
@@ -210,6 +295,7 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
             /* Windows hands Wintun IP packets only; anything else is counted and given back, never passed on. */
             w->api->ReleaseReceivePacket(w->session, p);
             ft_atomic_add64(&d->stats.rx_dropped_invalid, 1);
+            ring_bytes += RING_RECORD(size);
             continue;
         }
         memcpy(b->data + b->used, p, size);
@@ -218,13 +304,25 @@ static int wt_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
         b->lengths[b->count] = size;
         b->count++;
         b->used += size;
+        ring_bytes += RING_RECORD(size);
         n++;
     }
     ReleaseSRWLockShared(&w->session_lock);
+    if (w->auto_ring && !corrupt[0] && r == FT_OK) {
+        if (empty) {
+            uint64_t run = (uint64_t)InterlockedExchange64(&w->drained, 0) + ring_bytes;
+            if (run >= cap / 4 * 3)
+                maybe_grow(d, w, gen, "the Wintun receive ring was nearly full when the reader came to it");
+        } else if (ring_bytes > 0 &&
+                   (uint64_t)InterlockedExchangeAdd64(&w->drained, (LONG64)ring_bytes) + ring_bytes >= 2 * cap) {
+            InterlockedExchange64(&w->drained, 0);
+            maybe_grow(d, w, gen, "the reader never found the Wintun receive ring empty in twice its size");
+        }
+    }
     if (n > 0 && ft_atomic_load(&w->stall_100ns) != READ_STALL_MIN_100NS)
         ft_atomic_store(&w->stall_100ns, READ_STALL_MIN_100NS);
     if (corrupt[0])
-        r = restart_session(d, w, gen, corrupt, e); /* what was copied before stays good */
+        r = restart_session(d, w, gen, corrupt, 0, e); /* what was copied before stays good */
     if (n > 0)
         return n; /* a dead session reports itself again on the next call */
     return r != FT_OK ? r : FT_EAGAIN;
@@ -243,7 +341,8 @@ static int send_error(wt_dev *w, DWORD err, ft_err *e)
     return ft_fail_os(e, (long)err, "sending through the Wintun session failed");
 }
 
-static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, ft_err *e);
+static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
+static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
 
 static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
@@ -254,12 +353,17 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
         return status;
     AcquireSRWLockShared(&w->session_lock);
     status = session_dead(w, e); /* again: a restart may have failed while we waited for the lock */
-    int r = status ? status : send_locked(w, pkts, n, e);
+    unsigned gen = w->generation;
+    int full = 0;
+    int r = status ? status : w->co_buf && n > 1 ? send_coalesced(d, w, pkts, n, &full, e)
+                                                   : send_locked(w, pkts, n, &full, e);
     ReleaseSRWLockShared(&w->session_lock);
+    if (full)
+        maybe_grow(d, w, gen, "the Wintun send ring was full");
     return r;
 }
 
-static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, ft_err *e)
+static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e)
 {
     for (uint32_t i = 0; i < n; i++) {
         size_t len = pkts[i].len;
@@ -273,13 +377,87 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, ft_err *e)
         }
         BYTE *slot = w->api->AllocateSendPacket(w->session, (DWORD)len);
         if (!slot) {
-            int r = send_error(w, GetLastError(), e);
+            DWORD err = GetLastError();
+            *full = err == ERROR_BUFFER_OVERFLOW;
+            int r = send_error(w, err, e);
             return i > 0 ? (int)i : r;
         }
         memcpy(slot, pkts[i].data, len);
         w->api->SendPacket(w->session, slot);
     }
     return (int)n;
+}
+
+/* One unit of ft_offload_coalesce (a virtio-net header, then an IP packet) as the IP packet Wintun takes:
+ * the header is skipped and, for a merged packet, the TCP checksum finished. 0 for an impossible unit. */
+static size_t unit_to_ip(ft_pkt *u)
+{
+    if (u->len <= FT_VNET_HDR_LEN)
+        return 0;
+    ft_vnet_hdr h;
+    ft_vnet_hdr_decode(u->data, &h);
+    uint8_t *ip = (uint8_t *)u->data + FT_VNET_HDR_LEN;
+    size_t len = u->len - FT_VNET_HDR_LEN;
+    if ((h.flags & FT_VNET_F_NEEDS_CSUM) && ft_offload_complete_csum(ip, len, h.csum_start, h.csum_offset, NULL))
+        return 0;
+    u->data = ip;
+    u->len = len;
+    return len;
+}
+
+/* Like send_locked, for a device with coalesce: the units of a window are sent one by one. Flows may be
+ * reordered relative to each other, so a part of the batch is not a prefix of it: as on Linux with offload,
+ * a unit that finds the ring full is dropped and counted (tx_dropped_full, per packet it carries) and a unit
+ * that fails otherwise is counted in tx_errors; the call reports an error only when it sent nothing. */
+static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e)
+{
+    int result = (int)n, sent_any = 0;
+    AcquireSRWLockExclusive(&w->co_lock);
+    for (uint32_t i = 0; i < n;) {
+        uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
+        while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > COALESCE_BUF)
+            k /= 2;
+        for (uint32_t j = 0; j < k; j++) /* what ft_device_send checked; the unit size below relies on it */
+            if (pkts[i + j].len == 0 || pkts[i + j].len > WINTUN_MAX_IP_PACKET_SIZE) {
+                k = j;
+                break;
+            }
+        if (k == 0) { /* the packet at i is impossible: the plain path explains it */
+            result = i > 0 ? (int)i : send_locked(w, pkts + i, 1, full, e);
+            goto out;
+        }
+        int units = ft_offload_coalesce(pkts + i, k, FT_COALESCE_TCP, w->co_buf, COALESCE_BUF, w->co_units,
+                                        w->co_segs, FT_COALESCE_WINDOW, e);
+        if (units < 0) {
+            result = i > 0 ? (int)i : units;
+            goto out;
+        }
+        for (int u = 0; u < units; u++) {
+            size_t len = unit_to_ip(&w->co_units[u]);
+            BYTE *slot = len ? w->api->AllocateSendPacket(w->session, (DWORD)len) : NULL;
+            if (slot) {
+                memcpy(slot, w->co_units[u].data, len);
+                w->api->SendPacket(w->session, slot);
+                sent_any = 1;
+                continue;
+            }
+            DWORD err = len ? GetLastError() : ERROR_INVALID_DATA;
+            if (err == ERROR_BUFFER_OVERFLOW) {
+                *full = 1;
+                ft_device_count_tx_drops(d, w->co_segs[u]);
+                continue;
+            }
+            if (!sent_any && i == 0 && u == 0) {
+                result = send_error(w, err, e);
+                goto out;
+            }
+            ft_atomic_add64(&d->stats.tx_errors, w->co_segs[u]);
+        }
+        i += k;
+    }
+out:
+    ReleaseSRWLockExclusive(&w->co_lock);
+    return result;
 }
 
 /* ---- waiting ---------------------------------------------------------------------------------------- */
@@ -341,13 +519,14 @@ static void release(wt_dev *w)
         w->api->CloseAdapter(w->adapter);
     if (w->wait_event)
         CloseHandle(w->wait_event);
-    for (int i = 0; i < w->restarts; i++)
+    for (int i = 0; i < w->nold; i++)
         if (w->old_events[i])
             CloseHandle(w->old_events[i]);
     if (w->room_timer)
         CloseHandle(w->room_timer);
     if (w->read_timer)
         CloseHandle(w->read_timer);
+    free(w->co_buf);
     free(w);
 }
 
@@ -416,6 +595,9 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "open_existing %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
                        p->open_existing);
+    if (p->flags & ~(FT_WINTUN_AUTO_RING | FT_WINTUN_COALESCE))
+        return ft_fail(e, FT_EINVAL, EINVAL, "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce)",
+                       p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE);
     if (p->mtu != 0 && (p->mtu < FT_MIN_MTU || p->mtu > WINTUN_MAX_IP_PACKET_SIZE))
         return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u, or 0 to keep the adapter's",
                        p->mtu, FT_MIN_MTU, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
@@ -613,6 +795,18 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
     }
     w->api = ft_wintun_get_api();
     w->capacity = capacity;
+    w->capacity_now = (LONG)capacity;
+    w->auto_ring = (p->flags & FT_WINTUN_AUTO_RING) != 0;
+    InitializeSRWLock(&w->co_lock);
+    if (p->flags & FT_WINTUN_COALESCE) {
+        w->co_buf = malloc(COALESCE_BUF);
+        if (!w->co_buf) {
+            free(w);
+            free(d);
+            return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the coalescing buffer of a Wintun device");
+        }
+    }
+    w->last_grow_ms = (LONG64)(GetTickCount64() - GROW_INTERVAL_MS); /* the first overflow may grow at once */
     w->stall_100ns = READ_STALL_MIN_100NS;
     r = open_parts(w, p, &names, e);
     if (r != FT_OK) {
@@ -652,7 +846,8 @@ NET_LUID ft_wintun_net_luid(ft_device *d)
 }
 uint64_t ft_wintun_luid(ft_device *d) { return W(d) ? W(d)->luid.Value : 0; }
 int ft_wintun_created(ft_device *d) { return W(d) ? W(d)->created : 0; }
-uint32_t ft_wintun_ring_capacity(ft_device *d) { return W(d) ? W(d)->capacity : 0; }
+uint32_t ft_wintun_ring_capacity(ft_device *d) { return W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0; }
+uint32_t ft_wintun_ring_grows(ft_device *d) { return W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {

@@ -110,7 +110,12 @@ typedef struct ft_wintun_params {
     uint32_t ring_capacity;  /* bytes, a power of two in [MIN, MAX]; 0 for the default */
     int open_existing;       /* FT_WINTUN_CREATE, FT_WINTUN_OPEN or FT_WINTUN_OPEN_OR_CREATE */
     uint32_t mtu;            /* set on the interface (both IP families); 0 keeps the interface's MTU */
+    uint32_t flags;          /* FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE */
 } ft_wintun_params;
+
+/* ft_wintun_params.flags */
+#define FT_WINTUN_AUTO_RING 0x1u /* start at ring_capacity, double it (up to MAX) when the rings overflow */
+#define FT_WINTUN_COALESCE 0x2u  /* merge consecutive TCP segments of a flow into one packet on send */
 
 /* Wintun's log messages, converted to UTF-8. level: 0 info, 1 warning, 2 error. */
 typedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg);
@@ -138,7 +143,8 @@ uint64_t ft_wintun_luid(ft_device *d);
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e);
 /* 1 if this device created its adapter (closing it removes the adapter), 0 if it opened an existing one. */
 int ft_wintun_created(ft_device *d);
-uint32_t ft_wintun_ring_capacity(ft_device *d);
+uint32_t ft_wintun_ring_capacity(ft_device *d); /* of the current session: auto capacity changes it */
+uint32_t ft_wintun_ring_grows(ft_device *d);    /* times auto capacity doubled the rings */
 
 /* Routes through the adapter. family 4 or 6; dest and nexthop in network order (4 or 16 bytes used);
  * nexthop NULL for an on-link route; metric 0 lets Windows choose. An existing route: FT_ESYS, EEXIST. */
@@ -189,6 +195,11 @@ static inline int ft_wintun_created(ft_device *d)
     return 0;
 }
 static inline uint32_t ft_wintun_ring_capacity(ft_device *d)
+{
+    (void)d;
+    return 0;
+}
+static inline uint32_t ft_wintun_ring_grows(ft_device *d)
 {
     (void)d;
     return 0;

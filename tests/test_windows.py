@@ -88,3 +88,28 @@ def test_oversized_send_is_refused_before_the_ring(adapter):
     with pytest.raises(ValueError, match="MTU"):
         adapter.send(bytes([0x45]) + bytes(1500))
     assert adapter.stats.tx_rejected == 1
+
+
+def test_auto_ring_and_coalesce_work_with_the_real_driver():
+    """The real driver takes the options (the fake under Wine checks what they do; their speed only shows here,
+    with `fasttun bench` on Windows)."""
+    if under_wine():
+        pytest.skip("Wine 8 lacks GetIpInterfaceEntry, SetIpInterfaceEntry and CreateUnicastIpAddressEntry (IP "
+                    "Helper MTU, addresses, routes, DNS) and has no Wintun driver; a real Windows runner checks these")
+    if not is_admin():
+        pytest.skip("creating a Wintun adapter needs an elevated (Administrator) process")
+    try:
+        tun = fasttun.Tun(f"fasttun-auto-{os.getpid()}", guid=uuid.uuid4(), ring_capacity="auto", coalesce=True,
+                          addresses=["10.204.0.1/24"], up=True)
+    except fasttun.TunPermissionError as exc:
+        pytest.skip(f"the runner does not allow adapters: {exc}")
+    with tun:
+        assert (tun.ring_capacity, tun.ring_grows) == (4 << 20, 0)
+        got = []
+        with tun.start_reader(lambda batch: got.extend(bytes(p) for p in batch)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not any(p[9] == 17 and p[-5:] == b"hello" for p in got):
+                    s.sendto(b"hello", ("10.204.0.2", 9999))
+                    time.sleep(0.1)
+        assert any(p[9] == 17 and p[-5:] == b"hello" for p in got)

@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 
 import fasttun
-from packets import minimal_ipv4, seq_of
+import ipaddress
+import struct
+
+from packets import checksum, ipv4_udp, minimal_ipv4, seq_of
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (o
 FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
 # fake_wintun.h: enum fake_fault
 (SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED,
- RECV_INVALID_DATA_ONCE, MISSED_WAKEUP) = range(11)
+ RECV_INVALID_DATA_ONCE, MISSED_WAKEUP, SESSION_FAIL_ABOVE) = range(12)
 MAX_RESTARTS = 8  # ft_backend_wintun.c
 ERROR_ACCESS_DENIED = 5
 
@@ -483,6 +486,205 @@ def test_impossible_packet_size_restarts_the_session(tun, driver):
     assert tun.stats.rx_errors == 1 and tun.stats.rx_packets == 1
     driver.inject([minimal_ipv4(60, 2)])
     assert seq_of(tun.recv(timeout=1)) == 2
+
+
+# ---- ring_capacity="auto" ------------------------------------------------------------------------------
+
+MiB = 1 << 20
+GROW_INTERVAL = 2.0  # ft_backend_wintun.c GROW_INTERVAL_MS
+
+
+def fill_send_ring(tun: fasttun.Tun, first: int) -> int:
+    """Sends 1400-byte packets (nobody takes them off the fake's ring) until some are dropped as ring full."""
+    sent = first
+    for _ in range(200):  # 64 MiB / 1400 bytes is ~48000 packets: 256 a call, ~190 calls at most
+        dropped = tun.stats.tx_dropped_full
+        sent += tun.send_batch([minimal_ipv4(1400, sent + i) for i in range(256)])
+        if tun.stats.tx_dropped_full > dropped:
+            return sent
+    raise AssertionError("the send ring never filled")
+
+
+def test_auto_ring_doubles_when_the_send_ring_overflows_at_most_once_per_interval(driver, caplog):
+    caplog.set_level(logging.INFO, logger="fasttun.wintun")
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (4 * MiB, 0, 4 * MiB)
+        seq = fill_send_ring(tun, 0)
+        assert (tun.ring_capacity, tun.ring_grows) == (8 * MiB, 1)
+        c = driver.counters()
+        assert (c.last_capacity, c.sessions, c.event_misuse) == (8 * MiB, 1, 0)
+        grown = [r for r in caplog.records if "8388608-byte rings" in r.getMessage()]
+        assert len(grown) == 1 and "send ring was full" in grown[0].getMessage()
+        start = time.monotonic()
+        assert tun.send(minimal_ipv4(60, 999_999)) == 1  # the new session takes packets
+        sent = [seq_of(p) for p in driver.read_sent()]  # the rest of the overflowing batch, then this one
+        assert sent[-1] == 999_999 and sent[:-1] == list(range(sent[0], sent[0] + len(sent) - 1))
+        seq = fill_send_ring(tun, seq)  # overflowing again right away: no second grow yet
+        if time.monotonic() - start < GROW_INTERVAL * 0.9:
+            assert (tun.ring_capacity, tun.ring_grows) == (8 * MiB, 1)
+        time.sleep(max(0.0, GROW_INTERVAL + 0.1 - (time.monotonic() - start)))
+        fill_send_ring(tun, seq)
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (16 * MiB, 2, 16 * MiB)
+        assert tun.stats.rx_errors == 0  # a grow is not an error
+
+
+def test_a_grow_that_finds_no_memory_keeps_the_old_rings(driver, caplog):
+    caplog.set_level(logging.INFO, logger="fasttun.wintun")
+    driver.fault(SESSION_FAIL_ABOVE, True, 4 * MiB)
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        fill_send_ring(tun, 0)
+        assert (tun.ring_capacity, tun.ring_grows) == (4 * MiB, 0)
+        c = driver.counters()
+        assert (c.last_capacity, c.sessions) == (4 * MiB, 1)
+        warned = [r for r in caplog.records if "could not grow" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].levelno == logging.WARNING and "8388608" in warned[0].getMessage()
+        driver.read_sent()
+        assert tun.send(minimal_ipv4(60, 5)) == 1 and [seq_of(p) for p in driver.read_sent()] == [5]
+        assert tun.stats.rx_errors == 0
+
+
+def test_a_reader_keeps_receiving_across_a_grow(driver):
+    got: list[int] = []
+    with fasttun.Tun(new_name(), ring_capacity="auto") as tun:
+        with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b)) as reader:
+            driver.inject([minimal_ipv4(60, i) for i in range(10)])
+            assert wait_for(lambda: len(got) == 10)
+            fill_send_ring(tun, 0)  # the reader sleeps on the old session's event meanwhile
+            assert tun.ring_grows == 1
+            driver.inject([minimal_ipv4(60, i) for i in range(100, 110)])
+            assert wait_for(lambda: len(got) == 20)
+            assert reader.running
+    assert got == list(range(10)) + list(range(100, 110))
+
+
+def fill_receive_ring(driver: Fake) -> int:
+    """Injects 1400-byte packets until the fake's receive ring is full; returns how many went in."""
+    total = 0
+    for _ in range(200):
+        batch = [minimal_ipv4(1400, total + i) for i in range(256)]
+        got = driver.inject(batch)
+        total += got
+        if got < len(batch):
+            return total
+    raise AssertionError("the receive ring never filled")
+
+
+def drain(tun: fasttun.Tun) -> list[int]:
+    got: list[int] = []
+    for _ in range(1000):
+        batch = tun.recv_batch(256, timeout=0.05)
+        if not batch:
+            return got
+        got.extend(seq_of(p) for p in batch)
+    return got
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_auto_ring_doubles_when_the_reader_finds_the_receive_ring_full(driver, auto):
+    with fasttun.Tun(new_name(), ring_capacity="auto" if auto else None) as tun:
+        driver.inject([minimal_ipv4(1400, i) for i in range(100)])  # a little traffic: no grow
+        assert drain(tun) == list(range(100)) and tun.ring_grows == 0
+        n = fill_receive_ring(driver)  # the reader came late: the ring is full
+        assert drain(tun) == list(range(n))  # everything in the ring is delivered before the restart
+        want = (8 * MiB, 1) if auto else (4 * MiB, 0)
+        assert (tun.ring_capacity, tun.ring_grows, driver.counters().last_capacity) == (*want[:2], want[0])
+        driver.inject([minimal_ipv4(60, 7)])
+        assert drain(tun) == [7]
+
+
+def test_auto_ring_and_coalesce_arguments_are_checked(driver):
+    with pytest.raises(ValueError, match="auto"):
+        fasttun.Tun(new_name(), ring_capacity="big")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="coalesce"):
+        fasttun.Tun(new_name(), coalesce="yes")  # type: ignore[arg-type]
+    assert driver.counters().create_calls == 0
+
+
+# ---- coalesce=True -------------------------------------------------------------------------------------
+# Segments and their merge built here, with the standard library (packets.checksum), not by fasttun.
+
+TCP_ACK, TCP_PSH = 0x10, 0x08
+
+
+def tcp_segment(v6: bool, sport: int, seq: int, payload: bytes, ident: int = 0, flags: int = TCP_ACK) -> bytes:
+    src, dst = ("fd00::1", "fd00::2") if v6 else ("10.9.0.1", "10.9.0.2")
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq & 0xFFFFFFFF, 777, 5 << 4, flags, 5000, 0, 0) + payload
+    pseudo = s + d + (struct.pack("!IxxxB", len(tcp), 6) if v6 else struct.pack("!xBH", 6, len(tcp)))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    if v6:
+        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + s + d + tcp
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident & 0xFFFF, 0x4000, 64, 6, 0, s, d)
+    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + tcp
+
+
+def merge(segments: list[bytes]) -> bytes:
+    """One segment carrying the payloads of consecutive segments: the first's headers, lengths and checksums
+    recomputed, PSH from the last."""
+    first = segments[0]
+    v6 = first[0] >> 4 == 6
+    ip_hl = 40 if v6 else 20
+    payload = b"".join(seg[ip_hl + 20:] for seg in segments)
+    flags = first[ip_hl + 13] | (segments[-1][ip_hl + 13] & TCP_PSH)
+    sport, seq = struct.unpack("!HxxI", first[ip_hl:ip_hl + 8])
+    ident = 0 if v6 else struct.unpack("!H", first[4:6])[0]
+    return tcp_segment(v6, sport, seq, payload, ident, flags)
+
+
+def flow(v6: bool, sport: int, n: int, size: int, seq0: int = 1000, ident0: int = 100) -> list[bytes]:
+    return [tcp_segment(v6, sport, seq0 + i * size, bytes((i + j) & 0xFF for j in range(size)), ident0 + i,
+                        TCP_ACK | (TCP_PSH if i == n - 1 else 0)) for i in range(n)]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesce_merges_consecutive_segments_of_a_flow(driver, v6):
+    segs = flow(v6, 5001, 40, 1000)
+    with fasttun.Tun(new_name(), coalesce=True) as tun:
+        assert tun.send_batch(segs) == 40
+        got = driver.read_sent()
+        assert got == [merge(segs)]  # one packet: bytes, lengths and checksums as merged independently
+        assert tun.stats.tx_packets == 40 and driver.counters().sent == 1
+        assert tun.send(segs[0]) == 1 and driver.read_sent() == [segs[0]]  # one packet goes as it is
+    with fasttun.Tun(new_name()) as tun:  # without coalesce every segment goes on its own
+        assert tun.send_batch(segs) == 40 and driver.read_sent() == segs
+
+
+def test_coalesce_keeps_flows_apart_and_under_64_kib(driver):
+    a = flow(False, 6001, 100, 1200)  # 120000 payload bytes: more than one 64 KiB packet
+    b = flow(False, 6002, 10, 500, seq0=9, ident0=7)
+    udp = ipv4_udp("10.9.0.1", "10.9.0.2", 53, 53, b"q" * 100)
+    bad = bytearray(tcp_segment(False, 6003, 1, b"x" * 800, 1))
+    bad[-1] ^= 0xFF  # a wrong checksum: never merged, passed on as it is
+    bad2 = tcp_segment(False, 6003, 801, b"y" * 800, 2)
+    batch = [udp] + [p for pair in zip(a, b + [None] * 90) for p in pair if p is not None] + [bytes(bad), bad2]
+    with fasttun.Tun(new_name(), coalesce=True) as tun:
+        assert tun.send_batch(batch) == len(batch)
+        got = driver.read_sent()
+    assert all(len(p) <= 0xFFFF for p in got)
+    assert udp in got and bytes(bad) in got and bad2 in got
+    assert merge(b) in got
+
+    def seq(p: bytes) -> int:
+        return struct.unpack("!I", p[24:28])[0]
+
+    of_a = sorted((p for p in got if p[20:22] == struct.pack("!H", 6001)), key=seq)
+    assert len(of_a) >= 2 and len(got) == len(of_a) + 3 + 1  # a: a few packets; b, udp, bad, bad2: as said
+    i = 0
+    for p in of_a:  # each is the independent merge of the segments of a it covers
+        count = (len(p) - 40) // 1200
+        assert p == merge(a[i:i + count])
+        i += count
+    assert i == len(a)
+
+
+def test_coalesce_counts_a_full_ring_per_packet(driver):
+    segs = flow(False, 7001, 20, 1000)
+    with fasttun.Tun(new_name(), coalesce=True) as tun:
+        driver.fault(SEND_FULL)
+        assert tun.send_batch(segs) == 20  # a coalesced unit that finds the ring full is dropped and counted
+        assert tun.stats.tx_dropped_full == 20
+        driver.fault(SEND_FULL, False)
+        assert tun.send_batch(segs) == 20 and driver.read_sent() == [merge(segs)]
 
 
 def test_a_missed_wakeup_costs_milliseconds(tun, driver):

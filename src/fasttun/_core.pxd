@@ -207,6 +207,8 @@ cdef extern from "ft_backends.h" nogil:
         FT_WINTUN_CREATE
         FT_WINTUN_OPEN
         FT_WINTUN_OPEN_OR_CREATE
+        FT_WINTUN_AUTO_RING
+        FT_WINTUN_COALESCE
 
     ctypedef struct ft_wintun_params:
         const char *name
@@ -215,6 +217,7 @@ cdef extern from "ft_backends.h" nogil:
         uint32_t ring_capacity
         int open_existing
         uint32_t mtu
+        uint32_t flags
 
     ctypedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg) noexcept
 
@@ -228,6 +231,7 @@ cdef extern from "ft_backends.h" nogil:
     int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
     int ft_wintun_created(ft_device *d)
     uint32_t ft_wintun_ring_capacity(ft_device *d)
+    uint32_t ft_wintun_ring_grows(ft_device *d)
     int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
                             uint32_t metric, ft_err *e)
     int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,

@@ -990,8 +990,9 @@ cdef class Device:
     # -- Wintun --
 
     def wintun_info(self):
-        """(luid, created, ring_capacity) of a Wintun device."""
-        return ft_wintun_luid(self.dev), bool(ft_wintun_created(self.dev)), ft_wintun_ring_capacity(self.dev)
+        """(luid, created, ring_capacity, ring_grows) of a Wintun device."""
+        return (ft_wintun_luid(self.dev), bool(ft_wintun_created(self.dev)), ft_wintun_ring_capacity(self.dev),
+                ft_wintun_ring_grows(self.dev))
 
     def wintun_guid(self):
         cdef uint8_t g[16]
@@ -1097,8 +1098,10 @@ def open_linux(name, int queues, int persist, bint must_exist, bint must_create,
     return dev
 
 
-def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_existing, uint32_t mtu):
-    """open_existing: 0 create, 1 open an existing adapter, 2 open or create."""
+def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_existing, uint32_t mtu,
+                bint auto_ring=False, bint coalesce=False):
+    """open_existing: 0 create, 1 open an existing adapter, 2 open or create. auto_ring: start at
+    ring_capacity and double it when the rings overflow; coalesce: merge TCP segments on send."""
     cdef ft_wintun_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -1115,6 +1118,7 @@ def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int ope
     p.ring_capacity = ring_capacity
     p.open_existing = open_existing
     p.mtu = mtu
+    p.flags = (FT_WINTUN_AUTO_RING if auto_ring else 0) | (FT_WINTUN_COALESCE if coalesce else 0)
     with nogil:
         r = ft_wintun_open(&p, &d, &e)
     if r != FT_OK:

@@ -228,7 +228,8 @@ class Tun:
         send_timeout: float | None = None,
         tunnel_type: str = "fasttun",
         guid: uuid.UUID | str | None = None,
-        ring_capacity: int | None = None,
+        ring_capacity: int | Literal["auto"] | None = None,
+        coalesce: bool = False,
         offload: bool = False,
         offload_mode: OffloadMode = "segments",
     ) -> None:
@@ -252,7 +253,11 @@ class Tun:
         Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
         type, ``guid`` a fixed interface GUID (default: a UUIDv5 of ``tunnel_type`` and ``name``, the same
         every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default
-        4 MiB). ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
+        4 MiB), or ``"auto"``: 4 MiB, doubled (session restarted, up to 64 MiB, at most once per 2 s) when the
+        rings overflow (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow
+        into one packet of up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged
+        packet that finds the ring full is dropped and counted whatever ``on_full`` says.
+        ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if name == "":
@@ -269,8 +274,9 @@ class Tun:
         self._send_timeout = send_timeout
         _core._timeout_check(send_timeout)
         if sys.platform.startswith("linux"):
-            if guid is not None or ring_capacity is not None or tunnel_type != "fasttun":
-                raise ValueError("tunnel_type, guid and ring_capacity are Wintun (Windows) settings")
+            if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
+                raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
+                                 "(on Linux, offload=True coalesces on send)")
             if offload_mode not in _OFFLOAD_MODES:
                 raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
             dev = _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)),
@@ -280,7 +286,7 @@ class Tun:
             if offload:
                 raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
             dev = _open_wintun(name, queues, persist, txqueuelen, open_existing, mtu, tunnel_type, guid,
-                               ring_capacity)
+                               ring_capacity, coalesce)
             txqueuelen = None
         else:
             raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
@@ -445,9 +451,15 @@ class Tun:
 
     @property
     def ring_capacity(self) -> int:
-        """Windows: the size of the Wintun session ring in bytes."""
+        """Windows: the size of the Wintun session ring in bytes (with ``ring_capacity="auto"``: now)."""
         self._wintun_only("ring_capacity")
         return int(self._dev.wintun_info()[2])
+
+    @property
+    def ring_grows(self) -> int:
+        """Windows: how many times ``ring_capacity="auto"`` doubled the ring (each a session restart)."""
+        self._wintun_only("ring_grows")
+        return int(self._dev.wintun_info()[3])
 
     def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
         """Routes ``destination`` (e.g. "10.8.0.0/16" or "fd00::/8") through the device, optionally via a
@@ -660,7 +672,7 @@ class Tun:
 
 def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen: int | None,
                  open_existing: bool | None, mtu: int | None, tunnel_type: str, guid: uuid.UUID | str | None,
-                 ring_capacity: int | None) -> _core.Device:
+                 ring_capacity: int | Literal["auto"] | None, coalesce: bool) -> _core.Device:
     from fasttun import _wintun
 
     if not name:
@@ -672,13 +684,18 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
     if guid is None:
         guid = _wintun.adapter_guid(tunnel_type, name)  # stable: the same name reopens the same interface
     guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
-    capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None else ring_capacity
+    if not isinstance(coalesce, bool):
+        raise TypeError(f"coalesce must be True or False, not {coalesce!r}")
+    auto = ring_capacity == "auto"
+    capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None or auto else ring_capacity
+    if isinstance(capacity, str):
+        raise ValueError(f"ring_capacity must be a power of two (128 KiB..64 MiB), None or 'auto', not {capacity!r}")
     _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
     if capacity & (capacity - 1):
         raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
     mode = {None: 2, True: 1, False: 0}[open_existing]
     _wintun.ensure_loaded()
-    return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0)
+    return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
 
 
 def _logging_callback(callback: BatchCallback, name: str, queue: int) -> BatchCallback:

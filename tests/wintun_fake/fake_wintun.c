@@ -324,6 +324,8 @@ EXPORT WINTUN_SESSION_HANDLE WINAPI WintunStartSession(WINTUN_ADAPTER_HANDLE Ada
     DWORD err = ERROR_SUCCESS;
     if (faults[FAKE_SESSION_FAIL].on) {
         err = faults[FAKE_SESSION_FAIL].arg;
+    } else if (faults[FAKE_SESSION_FAIL_ABOVE].on && Capacity > faults[FAKE_SESSION_FAIL_ABOVE].arg) {
+        err = ERROR_NOT_ENOUGH_MEMORY;
     } else if (Adapter->rec->session) {
         err = ERROR_ALREADY_INITIALIZED; /* one session per adapter */
     } else {

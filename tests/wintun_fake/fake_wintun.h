@@ -19,6 +19,7 @@ enum fake_fault {
     FAKE_RECV_INVALID_DATA_ONCE, /* WintunReceivePacket: ERROR_INVALID_DATA once, after `arg` more packets
                                 * (Wintun 0.14.1's ring race); a new session is healthy */
     FAKE_MISSED_WAKEUP,        /* FakeWintunInject does not signal the read event while on (0.14.1's race) */
+    FAKE_SESSION_FAIL_ABOVE,   /* WintunStartSession with a capacity over `arg` fails (ERROR_NOT_ENOUGH_MEMORY) */
     FAKE_FAULT_COUNT
 };
 

@@ -415,6 +415,9 @@ static void test_open_params(void)
     expect_invalid(&p, "mtu", "mtu 20");
     p.mtu = 70000;
     expect_invalid(&p, "mtu", "mtu 70000");
+    p.mtu = 0;
+    p.flags = 0x4;
+    expect_invalid(&p, "unknown bits", "flags 0x4");
 }
 
 static void test_open_create(void)
@@ -954,6 +957,76 @@ static int fill_ring(ft_device *d, uint32_t first)
     }
 }
 
+/* ring_capacity auto from the smallest ring: a full send ring doubles it (the rate limit lets the first grow
+ * through at once and holds the second back), then the device sends into the new session. */
+static void test_auto_ring(void)
+{
+    SECTION("auto ring capacity: a full send ring doubles it, at most once per interval");
+    fake_reset();
+    ft_wintun_params p;
+    memset(&p, 0, sizeof(p));
+    p.name = "ft-auto";
+    p.ring_capacity = FT_WINTUN_MIN_RING_CAPACITY;
+    p.flags = FT_WINTUN_AUTO_RING;
+    ft_device *d = NULL;
+    ft_err e;
+    int r = ft_wintun_open(&p, &d, &e);
+    CHECK(r == FT_OK, "open: %s", e.msg);
+    if (r != FT_OK)
+        return;
+    CHECK(ft_wintun_ring_capacity(d) == FT_WINTUN_MIN_RING_CAPACITY && ft_wintun_ring_grows(d) == 0, "start: %u",
+          ft_wintun_ring_capacity(d));
+    int n = fill_ring(d, 0);
+    CHECK(n > 0 && ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "after %d packets: %u grows, %u bytes", n, ft_wintun_ring_grows(d), ft_wintun_ring_capacity(d));
+    fake_counters c = counters();
+    CHECK(c.last_capacity == 2 * FT_WINTUN_MIN_RING_CAPACITY && c.sessions == 1, "the fake's session: %lu bytes, %ld",
+          (unsigned long)c.last_capacity, c.sessions);
+    uint64_t start = ft_now_ns();
+    int m = fill_ring(d, 100000); /* into the new session; full again at once: no second grow yet */
+    CHECK(m > n && (ms_since(start) > 1500 || ft_wintun_ring_grows(d) == 1), "second fill: %d packets, %u grows", m,
+          ft_wintun_ring_grows(d));
+    ft_stats st;
+    ft_device_get_stats(d, &st);
+    CHECK(st.rx_errors == 0, "a grow is not an error: %llu", (unsigned long long)st.rx_errors);
+    ft_device_free(d);
+    check_released("auto ring");
+
+    /* A reader that never finds the receive ring empty (the network fills it as fast as it drains): after
+     * twice the ring's size the rings double too. The test injects more than it takes each round. */
+    p.name = "ft-auto-rx";
+    r = ft_wintun_open(&p, &d, &e);
+    CHECK(r == FT_OK, "open: %s", e.msg);
+    if (r != FT_OK)
+        return;
+    test_batch *t = batch_new(8);
+    rx_check rc = {0};
+    uint32_t seq = 0;
+    for (int round = 0; round < 400 && ft_wintun_ring_grows(d) == 0; round++) {
+        uint8_t bufs[16][1500];
+        const BYTE *ptrs[16];
+        DWORD sizes[16];
+        for (int k = 0; k < 16; k++) {
+            sizes[k] = (DWORD)packet_len(seq + (uint32_t)k);
+            make_packet(bufs[k], seq + (uint32_t)k, sizes[k]);
+            ptrs[k] = bufs[k];
+        }
+        LONG got = fake_inject(ptrs, sizes, 16);
+        seq += got > 0 ? (uint32_t)got : 0;
+        t->b.count = 0;
+        t->b.used = 0;
+        if (ft_device_recv(d, 0, &t->b, 100, NULL, &e) > 0)
+            check_batch(&rc, &t->b);
+    }
+    CHECK(ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "a never-empty receive ring: %u grows after %ld packets", ft_wintun_ring_grows(d), rc.got);
+    CHECK((uint32_t)rc.got * 1444u >= 2 * FT_WINTUN_MIN_RING_CAPACITY && rc.bad == 0, /* a record: 4 + at most 1439, aligned */
+          "about twice the ring's size was drained first, in order: %ld packets, %ld bad", rc.got, rc.bad);
+    batch_free(t);
+    ft_device_free(d);
+    check_released("auto ring, receive side");
+}
+
 static void test_send_full(void)
 {
     SECTION("send: full ring under the drop, raise and wait policies");
@@ -1278,6 +1351,7 @@ int main(void)
     test_recv_faults();
     test_send();
     test_send_full();
+    test_auto_ring();
     test_logger_forwarding();
     test_config();
     SECTION("throughput (indication only, never asserted)");
