@@ -5,7 +5,7 @@ Everything a user sees is re-exported and documented by the ``fasttun`` package;
 policy of its own beyond turning C status codes into Python exceptions."""
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT
-from cpython.buffer cimport PyBUF_ND
+from cpython.buffer cimport PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
@@ -330,13 +330,18 @@ cdef class Packet:
         buf.format = <char *>b"B" if (flags & PyBUF_FORMAT) else NULL
         buf.ndim = 1
         buf.shape = self.shape
-        buf.strides = NULL
+        # Strides too (consumers such as cryptography's Rust bindings refuse a buffer without them).
+        buf.strides = _UNIT_STRIDE if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
         buf.suboffsets = NULL
         buf.internal = NULL
         self.arena.exports += 1
 
     def __releasebuffer__(self, Py_buffer *buf):
         self.arena.exports -= 1
+
+
+cdef Py_ssize_t _UNIT_STRIDE[1]
+_UNIT_STRIDE[0] = 1
 
 
 @cython.freelist(8)
@@ -1467,3 +1472,6 @@ include "_events.pxi"
 
 # ---- UDP endpoints -------------------------------------------------------------------------------------
 include "_udp.pxi"
+
+# ---- batch builders ------------------------------------------------------------------------------------
+include "_builder.pxi"
