@@ -24,11 +24,17 @@ last 1024 counters: replays, datagrams older than the window, tampered or foreig
 direction, too short) are dropped and counted. There is no handshake: both ends share the key; use WireGuard
 where you need key exchange and forward secrecy.
 
+With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads:
+``fasttun.aio.batches`` for the TUN device (the loop waits on its descriptor) and ``loop.add_reader`` with
+``recv_batch(timeout=0)`` for the UDP socket; sends never wait there (a full socket buffer drops and counts).
+
 Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -38,9 +44,10 @@ import struct
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import fasttun
+from fasttun import aio
 
 log = logging.getLogger("udp_tunnel")
 
@@ -180,6 +187,82 @@ class Opener:
         return out.batch()
 
 
+Callback = Callable[[fasttun.Batch], None]
+
+
+def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback, udp_to_tun: Callback,
+                stop: threading.Event) -> int:
+    """Both directions on reader threads (the fast default): each thread waits in C, without the GIL."""
+    readers = [tun.start_reader(tun_to_udp, BATCH), endpoint.start_reader(udp_to_tun, BATCH)]
+    print("ready", flush=True)
+    failed = None
+    while not stop.wait(0.2):
+        if not all(r.running for r in readers):
+            failed = "a reader ended"
+            break
+    status = 0
+    for r in readers:
+        try:
+            r.stop(timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - report, then the other reader and the counters
+            log.error("reader failed: %r", exc)
+            status = 1
+    if failed and status == 0:
+        log.error("%s", failed)
+        status = 1
+    return status
+
+
+async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback,
+                      udp_to_tun: Callback) -> int:
+    """Both directions on the event loop, no thread: the TUN device through ``fasttun.aio.batches`` (the loop
+    waits on its descriptor), the UDP endpoint through ``loop.add_reader`` on its descriptor and
+    ``recv_batch(timeout=0)``. The callbacks are the threaded variant's."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    errors: list[BaseException] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def udp_readable() -> None:
+        try:
+            for _ in range(8):   # a bounded share of the loop, then the TUN side's turn
+                batch = endpoint.recv_batch(BATCH, timeout=0)
+                if not batch:
+                    return
+                udp_to_tun(batch)
+                del batch
+        except Exception as exc:  # noqa: BLE001 - ends the tunnel with the error reported
+            errors.append(exc)
+            stop.set()
+
+    async def tun_side() -> None:
+        try:
+            async with aio.batches(tun, BATCH) as stream:
+                async for batch in stream:
+                    tun_to_udp(batch)
+                    del batch   # lets the next receive reuse this batch's arena instead of allocating one
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    fd = endpoint.fileno()
+    loop.add_reader(fd, udp_readable)
+    task = asyncio.create_task(tun_side())
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(fd)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for exc in errors:
+        log.error("tunnel failed: %r", exc)
+    return 1 if errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A point-to-point IP-over-UDP tunnel on fasttun.")
     parser.add_argument("--tun-addr", required=True, help="the TUN device's address, e.g. 10.99.0.1/24")
@@ -190,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", help="seal datagrams with ChaCha20-Poly1305 under this 32-byte key")
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="TUN TSO/USO segments and UDP GSO/GRO where the kernel has them (default on)")
+    parser.add_argument("--asyncio", action="store_true",
+                        help="run both directions on one asyncio event loop (fasttun.aio for the TUN device, "
+                             "loop.add_reader for the UDP socket) instead of two reader threads")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -212,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
 
     offload = args.offload == "on"
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    if not args.asyncio:   # the asyncio variant gets them from its loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
 
     tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True, txqueuelen=10000)
     try:
@@ -224,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("TUN offload unavailable (%s); running without it", exc)
         tun = fasttun.Tun(args.name, **tun_options)
     overhead = OVERHEAD if key else 0
+    # On the event loop a send must never wait for room (it would stall the loop): a full socket buffer
+    # drops, and counts, what does not fit, as the network itself would.
     endpoint = fasttun.UdpEndpoint(bind=args.bind, peer=args.peer, offload=offload,
-                                   max_datagram=args.mtu + overhead, rcvbuf=8 << 20, sndbuf=8 << 20)
+                                   max_datagram=args.mtu + overhead, rcvbuf=8 << 20, sndbuf=8 << 20,
+                                   on_full="drop" if args.asyncio else "wait")
     counters = Counters()
     ours = 0 if args.bind < args.peer else 1
 
@@ -249,27 +339,15 @@ def main(argv: list[str] | None = None) -> int:
             if len(packets):
                 deliver(tun, packets, counters)
 
-    readers = [tun.start_reader(tun_to_udp, BATCH), endpoint.start_reader(udp_to_tun, BATCH)]
-    log.info("tunnel %s %s <-> %s:%d (%s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
-             "ChaCha20-Poly1305" if key else "plain", tun.offload_mode or "off",
+    log.info("tunnel %s %s <-> %s:%d (%s, %s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
+             "ChaCha20-Poly1305" if key else "plain", "asyncio" if args.asyncio else "reader threads",
+             tun.offload_mode or "off",
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))
-    print("ready", flush=True)
-    failed = None
-    while not stop.wait(0.2):
-        if not all(r.running for r in readers):
-            failed = "a reader ended"
-            break
-    status = 0
-    for r in readers:
-        try:
-            r.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001 - report, then the other reader and the counters
-            log.error("reader failed: %r", exc)
-            status = 1
-    if failed and status == 0:
-        log.error("%s", failed)
-        status = 1
+    if args.asyncio:
+        status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun))
+    else:
+        status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
                                            "tun": dataclasses.asdict(tun.stats)}
     report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")
