@@ -24,9 +24,10 @@ last 1024 counters: replays, datagrams older than the window, tampered or foreig
 direction, too short) are dropped and counted. There is no handshake: both ends share the key; use WireGuard
 where you need key exchange and forward secrecy.
 
-With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads:
-``fasttun.aio.batches`` for the TUN device (the loop waits on its descriptor) and ``loop.add_reader`` with
-``recv_batch(timeout=0)`` for the UDP socket; sends never wait there (a full socket buffer drops and counts).
+With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
+on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
+``recv_batch(timeout=0)``; ``--asyncio aio`` takes the TUN device's batches from ``fasttun.aio.batches``
+instead (slower: see ``fasttun bench tunnel``). Sends never wait there (a full socket buffer drops and counts).
 
 Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 
@@ -214,27 +215,29 @@ def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Cal
 
 
 async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback,
-                      udp_to_tun: Callback) -> int:
-    """Both directions on the event loop, no thread: the TUN device through ``fasttun.aio.batches`` (the loop
-    waits on its descriptor), the UDP endpoint through ``loop.add_reader`` on its descriptor and
-    ``recv_batch(timeout=0)``. The callbacks are the threaded variant's."""
+                      udp_to_tun: Callback, mode: str) -> int:
+    """Both directions on the event loop, no thread. The UDP endpoint through ``loop.add_reader`` on its
+    descriptor and ``recv_batch(timeout=0)``; the TUN device the same way (mode "fd", the fast one), or through
+    ``fasttun.aio.batches`` (mode "aio"). The callbacks are the threaded variant's."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    def udp_readable() -> None:
-        try:
-            for _ in range(8):   # a bounded share of the loop, then the TUN side's turn
-                batch = endpoint.recv_batch(BATCH, timeout=0)
-                if not batch:
-                    return
-                udp_to_tun(batch)
-                del batch
-        except Exception as exc:  # noqa: BLE001 - ends the tunnel with the error reported
-            errors.append(exc)
-            stop.set()
+    def drain(recv: Callable[..., fasttun.Batch], forward: Callback) -> Callable[[], None]:
+        def readable() -> None:
+            try:
+                for _ in range(8):   # a bounded share of the loop, then the other direction's turn
+                    batch = recv(BATCH, timeout=0)
+                    if not batch:
+                        return
+                    forward(batch)
+                    del batch        # the next receive reuses this batch's arena
+            except Exception as exc:  # noqa: BLE001 - ends the tunnel with the error reported
+                errors.append(exc)
+                stop.set()
+        return readable
 
     async def tun_side() -> None:
         try:
@@ -247,17 +250,24 @@ async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_ud
         finally:
             stop.set()
 
-    fd = endpoint.fileno()
-    loop.add_reader(fd, udp_readable)
-    task = asyncio.create_task(tun_side())
+    fds = [endpoint.fileno()]
+    loop.add_reader(fds[0], drain(endpoint.recv_batch, udp_to_tun))
+    task = None
+    if mode == "aio":
+        task = asyncio.create_task(tun_side())
+    else:
+        fds.append(tun.fileno())
+        loop.add_reader(fds[1], drain(tun.recv_batch, tun_to_udp))
     print("ready", flush=True)
     try:
         await stop.wait()
     finally:
-        loop.remove_reader(fd)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for fd in fds:
+            loop.remove_reader(fd)   # before the descriptors close
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     for exc in errors:
         log.error("tunnel failed: %r", exc)
     return 1 if errors else 0
@@ -273,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", help="seal datagrams with ChaCha20-Poly1305 under this 32-byte key")
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="TUN TSO/USO segments and UDP GSO/GRO where the kernel has them (default on)")
-    parser.add_argument("--asyncio", action="store_true",
-                        help="run both directions on one asyncio event loop (fasttun.aio for the TUN device, "
-                             "loop.add_reader for the UDP socket) instead of two reader threads")
+    parser.add_argument("--asyncio", nargs="?", const="fd", choices=("fd", "aio"),
+                        help="run both directions on one asyncio event loop instead of two reader threads: "
+                             "loop.add_reader on both descriptors (fd, the default), or fasttun.aio.batches for "
+                             "the TUN device (aio)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -345,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))
     if args.asyncio:
-        status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun))
+        status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
     else:
         status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),

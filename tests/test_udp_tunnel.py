@@ -248,11 +248,11 @@ def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_s
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 
-@pytest.mark.parametrize("offload", ["on", "off"])
-def test_asyncio_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link, offload):
-    """The same tunnel on one event loop (fasttun.aio for the TUN device, add_reader for the socket)."""
+@pytest.mark.parametrize("mode, offload", [("fd", "on"), ("fd", "off"), ("aio", "on")])
+def test_asyncio_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link, mode, offload):
+    """The same tunnel on one event loop (add_reader on both descriptors, or fasttun.aio for the TUN device)."""
     names, start = link
-    a, b = start("--asyncio", "--offload", offload)
+    a, b = start("--asyncio", mode, "--offload", offload)
     _ping(names[0])
     _transfer(names)
     _inject(names, b"this is not an IP packet either")

@@ -76,8 +76,10 @@ class TunnelScenario:
         return [
             Variant("fasttun tunnel (TUN segments + UDP GSO/GRO), plain", lambda: self._fasttun([]),
                     missing=no_iperf or no_example),
-            Variant("fasttun tunnel on asyncio (fasttun.aio + add_reader), plain",
+            Variant("fasttun tunnel on asyncio (add_reader on both fds), plain",
                     lambda: self._fasttun(["--asyncio"]), missing=no_iperf or no_example),
+            Variant("fasttun tunnel on asyncio (fasttun.aio.batches for the TUN), plain",
+                    lambda: self._fasttun(["--asyncio", "aio"]), missing=no_iperf or no_example),
             Variant("fasttun tunnel, ChaCha20-Poly1305 in Python", lambda: self._fasttun(["--key-file", self.key_file]),
                     missing=no_iperf or no_example or no_crypto),
             Variant("fasttun tunnel, plain, offload off", lambda: self._fasttun(["--offload", "off"]),
