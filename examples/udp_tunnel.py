@@ -155,9 +155,10 @@ class Opener:
         self.out = fasttun.BatchBuilder(max_packets=BATCH, capacity=BATCH * mtu)
 
     def open(self, batch: fasttun.Batch) -> fasttun.Batch:
-        out, slot, c = self.out, self.slot, self.counters
-        unpack, decrypt_into, invalid = HEADER.unpack_from, self.aead.decrypt_into, self.invalid
+        out, slot, c, ours = self.out, self.slot, self.counters, self.direction
+        unpack, pack, decrypt_into, invalid = HEADER.unpack_from, HEADER.pack, self.aead.decrypt_into, self.invalid
         reserve = out.reserve
+        top, seen, mask = self.top, self.seen, (1 << WINDOW) - 1
         out.clear()
         for datagram in batch:
             n = len(datagram) - OVERHEAD
@@ -165,26 +166,26 @@ class Opener:
                 c.foreign += 1
                 continue
             direction, counter = unpack(datagram)
-            if direction != self.direction:
+            if direction != ours:
                 c.foreign += 1
                 continue
-            top = self.top
-            if counter <= top and (top - counter >= WINDOW or self.seen >> (top - counter) & 1):
+            if counter <= top and (top - counter >= WINDOW or seen >> (top - counter) & 1):
                 c.replayed += 1
                 continue
-            head = datagram[:12]
+            nonce = pack(direction, counter)   # the datagram's first 12 bytes, as one small bytes object
             try:
-                decrypt_into(head, datagram[12:], head, reserve(n))
+                decrypt_into(nonce, datagram[12:], nonce, reserve(n))
             except invalid:
                 out.pop()   # the reserved packet is not a packet
                 c.auth_failed += 1
                 continue
             if counter > top:
                 shift = counter - top
-                self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
-                self.top = counter
+                seen = ((seen << shift) | 1) & mask if shift < WINDOW else 1
+                top = counter
             else:
-                self.seen |= 1 << (top - counter)
+                seen |= 1 << (top - counter)
+        self.top, self.seen = top, seen
         return out.batch()
 
 
