@@ -229,3 +229,20 @@ def test_the_builder_behaves_like_a_list_and_held_batches_never_change(max_packe
         for batch, expected in held:
             assert batch.copy() == expected
     assert b.batch().copy() == model
+
+
+def test_packets_are_buffers_that_strict_consumers_take():
+    """cryptography's Rust bindings refuse a buffer without strides: a Packet (of any batch) must carry them,
+    as input and as output of encrypt_into/decrypt_into."""
+    batch = fasttun.make_batch([b"abcdefgh" * 4])
+    assert memoryview(batch[0]).strides == (1,)
+    crypto = pytest.importorskip("cryptography.hazmat.primitives.ciphers.aead")
+    aead = crypto.ChaCha20Poly1305(os.urandom(32))
+    nonce = bytes(12)
+    b = fasttun.BatchBuilder(2, 200)
+    aead.encrypt_into(nonce, batch[0], None, b.reserve(32 + 16))
+    sealed = b.batch()[0]
+    assert aead.decrypt(nonce, bytes(sealed), None) == b"abcdefgh" * 4
+    out = bytearray(32)
+    aead.decrypt_into(nonce, sealed, None, out)
+    assert out == b"abcdefgh" * 4
