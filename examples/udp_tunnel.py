@@ -24,11 +24,18 @@ last 1024 counters: replays, datagrams older than the window, tampered or foreig
 direction, too short) are dropped and counted. There is no handshake: both ends share the key; use WireGuard
 where you need key exchange and forward secrecy.
 
+With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
+on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
+``recv_batch(timeout=0)``; ``--asyncio aio`` takes the TUN device's batches from ``fasttun.aio.batches``
+instead (slower: see ``fasttun bench tunnel``). Sends never wait there (a full socket buffer drops and counts).
+
 Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -38,9 +45,10 @@ import struct
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import fasttun
+from fasttun import aio
 
 log = logging.getLogger("udp_tunnel")
 
@@ -104,8 +112,9 @@ def deliver(tun: fasttun.Tun, packets: Any, counters: Counters) -> None:
 
 
 class Sealer:
-    """Seals the packets of one TUN batch into an output arena allocated once (the fastest correct pattern in
-    Python: one encrypt_into per packet, no per-packet allocation of the ciphertext)."""
+    """Seals the packets of one TUN batch into a BatchBuilder (the fastest correct pattern in Python: one
+    ``encrypt_into`` per packet straight into the arena the datagrams leave from, no per-packet copy, list or
+    ciphertext object)."""
 
     def __init__(self, key: bytes, direction: int, mtu: int) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -113,30 +122,24 @@ class Sealer:
         self.aead = ChaCha20Poly1305(key)
         self.direction = direction
         self.counter = time.time_ns()
-        self.slot = mtu + OVERHEAD
-        self.out = bytearray(self.slot * BATCH)
-        self.view = memoryview(self.out)
+        self.out = fasttun.BatchBuilder(max_packets=BATCH, capacity=BATCH * (mtu + OVERHEAD))
 
-    def seal(self, batch: fasttun.Batch) -> list[memoryview]:
-        out, view, slot, aead, direction = self.out, self.view, self.slot, self.aead, self.direction
-        pack, encrypt_into = HEADER.pack, aead.encrypt_into
+    def seal(self, batch: fasttun.Batch) -> fasttun.Batch:
+        out, pack, encrypt_into, direction = self.out, HEADER.pack, self.aead.encrypt_into, self.direction
+        reserve = out.reserve
+        out.clear()
         counter = self.counter
-        datagrams = []
-        off = 0
         for packet in batch:
             counter += 1
             nonce = pack(direction, counter)
-            n = len(packet)
-            out[off:off + 12] = nonce
-            encrypt_into(nonce, packet, nonce, view[off + 12:off + 12 + n + TAG])
-            datagrams.append(view[off:off + 12 + n + TAG])
-            off += slot
+            # the nonce goes in front as the datagram's header; the ciphertext and tag are written after it
+            encrypt_into(nonce, packet, nonce, reserve(len(packet) + TAG, nonce))
         self.counter = counter
-        return datagrams
+        return out.batch()
 
 
 class Opener:
-    """Checks and opens sealed datagrams, with a sliding replay window."""
+    """Checks and opens sealed datagrams into a BatchBuilder, with a sliding replay window."""
 
     def __init__(self, key: bytes, direction: int, mtu: int, counters: Counters) -> None:
         from cryptography.exceptions import InvalidTag
@@ -149,42 +152,126 @@ class Opener:
         self.top = 0        # the highest counter accepted
         self.seen = 0       # bit k: counter top - k was accepted
         self.slot = mtu
-        self.out = bytearray(self.slot * BATCH)
-        self.view = memoryview(self.out)
+        self.out = fasttun.BatchBuilder(max_packets=BATCH, capacity=BATCH * mtu)
 
-    def open(self, batch: fasttun.Batch) -> list[memoryview]:
-        view, slot, c = self.view, self.slot, self.counters
-        unpack, decrypt_into, invalid = HEADER.unpack_from, self.aead.decrypt_into, self.invalid
-        packets = []
-        off = 0
+    def open(self, batch: fasttun.Batch) -> fasttun.Batch:
+        out, slot, c, ours = self.out, self.slot, self.counters, self.direction
+        unpack, pack, decrypt_into, invalid = HEADER.unpack_from, HEADER.pack, self.aead.decrypt_into, self.invalid
+        reserve = out.reserve
+        top, seen, mask = self.top, self.seen, (1 << WINDOW) - 1
+        out.clear()
         for datagram in batch:
             n = len(datagram) - OVERHEAD
             if n < 0 or n > slot:
                 c.foreign += 1
                 continue
             direction, counter = unpack(datagram)
-            if direction != self.direction:
+            if direction != ours:
                 c.foreign += 1
                 continue
-            top = self.top
-            if counter <= top and (top - counter >= WINDOW or self.seen >> (top - counter) & 1):
+            if counter <= top and (top - counter >= WINDOW or seen >> (top - counter) & 1):
                 c.replayed += 1
                 continue
-            nonce = bytes(datagram[:12])
+            nonce = pack(direction, counter)   # the datagram's first 12 bytes, as one small bytes object
             try:
-                decrypt_into(nonce, datagram[12:], nonce, view[off:off + n])
+                decrypt_into(nonce, datagram[12:], nonce, reserve(n))
             except invalid:
+                out.pop()   # the reserved packet is not a packet
                 c.auth_failed += 1
                 continue
             if counter > top:
                 shift = counter - top
-                self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
-                self.top = counter
+                seen = ((seen << shift) | 1) & mask if shift < WINDOW else 1
+                top = counter
             else:
-                self.seen |= 1 << (top - counter)
-            packets.append(view[off:off + n])
-            off += slot
-        return packets
+                seen |= 1 << (top - counter)
+        self.top, self.seen = top, seen
+        return out.batch()
+
+
+Callback = Callable[[fasttun.Batch], None]
+
+
+def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback, udp_to_tun: Callback,
+                stop: threading.Event) -> int:
+    """Both directions on reader threads (the fast default): each thread waits in C, without the GIL."""
+    readers = [tun.start_reader(tun_to_udp, BATCH), endpoint.start_reader(udp_to_tun, BATCH)]
+    print("ready", flush=True)
+    failed = None
+    while not stop.wait(0.2):
+        if not all(r.running for r in readers):
+            failed = "a reader ended"
+            break
+    status = 0
+    for r in readers:
+        try:
+            r.stop(timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - report, then the other reader and the counters
+            log.error("reader failed: %r", exc)
+            status = 1
+    if failed and status == 0:
+        log.error("%s", failed)
+        status = 1
+    return status
+
+
+async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback,
+                      udp_to_tun: Callback, mode: str) -> int:
+    """Both directions on the event loop, no thread. The UDP endpoint through ``loop.add_reader`` on its
+    descriptor and ``recv_batch(timeout=0)``; the TUN device the same way (mode "fd", the fast one), or through
+    ``fasttun.aio.batches`` (mode "aio"). The callbacks are the threaded variant's."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    errors: list[BaseException] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def drain(recv: Callable[..., fasttun.Batch], forward: Callback) -> Callable[[], None]:
+        def readable() -> None:
+            try:
+                for _ in range(8):   # a bounded share of the loop, then the other direction's turn
+                    batch = recv(BATCH, timeout=0)
+                    if not batch:
+                        return
+                    forward(batch)
+                    del batch        # the next receive reuses this batch's arena
+            except Exception as exc:  # noqa: BLE001 - ends the tunnel with the error reported
+                errors.append(exc)
+                stop.set()
+        return readable
+
+    async def tun_side() -> None:
+        try:
+            async with aio.batches(tun, BATCH) as stream:
+                async for batch in stream:
+                    tun_to_udp(batch)
+                    del batch   # lets the next receive reuse this batch's arena instead of allocating one
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    fds = [endpoint.fileno()]
+    loop.add_reader(fds[0], drain(endpoint.recv_batch, udp_to_tun))
+    task = None
+    if mode == "aio":
+        task = asyncio.create_task(tun_side())
+    else:
+        fds.append(tun.fileno())
+        loop.add_reader(fds[1], drain(tun.recv_batch, tun_to_udp))
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)   # before the descriptors close
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    for exc in errors:
+        log.error("tunnel failed: %r", exc)
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", help="seal datagrams with ChaCha20-Poly1305 under this 32-byte key")
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="TUN TSO/USO segments and UDP GSO/GRO where the kernel has them (default on)")
+    parser.add_argument("--asyncio", nargs="?", const="fd", choices=("fd", "aio"),
+                        help="run both directions on one asyncio event loop instead of two reader threads: "
+                             "loop.add_reader on both descriptors (fd, the default), or fasttun.aio.batches for "
+                             "the TUN device (aio)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -219,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
 
     offload = args.offload == "on"
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    if not args.asyncio:   # the asyncio variant gets them from its loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
 
     tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True, txqueuelen=10000)
     try:
@@ -231,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("TUN offload unavailable (%s); running without it", exc)
         tun = fasttun.Tun(args.name, **tun_options)
     overhead = OVERHEAD if key else 0
+    # On the event loop a send must never wait for room (it would stall the loop): a full socket buffer
+    # drops, and counts, what does not fit, as the network itself would.
     endpoint = fasttun.UdpEndpoint(bind=args.bind, peer=args.peer, offload=offload,
-                                   max_datagram=args.mtu + overhead, rcvbuf=8 << 20, sndbuf=8 << 20)
+                                   max_datagram=args.mtu + overhead, rcvbuf=8 << 20, sndbuf=8 << 20,
+                                   on_full="drop" if args.asyncio else "wait")
     counters = Counters()
     ours = 0 if args.bind < args.peer else 1
 
@@ -253,30 +348,18 @@ def main(argv: list[str] | None = None) -> int:
 
         def udp_to_tun(batch: fasttun.Batch) -> None:
             packets = opener.open(batch)
-            if packets:
+            if len(packets):
                 deliver(tun, packets, counters)
 
-    readers = [tun.start_reader(tun_to_udp, BATCH), endpoint.start_reader(udp_to_tun, BATCH)]
-    log.info("tunnel %s %s <-> %s:%d (%s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
-             "ChaCha20-Poly1305" if key else "plain", tun.offload_mode or "off",
+    log.info("tunnel %s %s <-> %s:%d (%s, %s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
+             "ChaCha20-Poly1305" if key else "plain", "asyncio" if args.asyncio else "reader threads",
+             tun.offload_mode or "off",
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))
-    print("ready", flush=True)
-    failed = None
-    while not stop.wait(0.2):
-        if not all(r.running for r in readers):
-            failed = "a reader ended"
-            break
-    status = 0
-    for r in readers:
-        try:
-            r.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001 - report, then the other reader and the counters
-            log.error("reader failed: %r", exc)
-            status = 1
-    if failed and status == 0:
-        log.error("%s", failed)
-        status = 1
+    if args.asyncio:
+        status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
+    else:
+        status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
                                            "tun": dataclasses.asdict(tun.stats)}
     report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")

@@ -212,17 +212,22 @@ def test_plain_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link):
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 
-def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_strangers(link, tmp_path):
+def _require_cryptography() -> None:
     try:
         import cryptography  # noqa: F401
     except ImportError:
         if os.environ.get("CI"):
             pytest.fail("CI must run the encrypted tunnel, but cryptography is missing (it is in the [test] extra)")
         pytest.skip("cryptography is not installed (pip install cryptography; it is in the [test] extra)")
+
+
+@pytest.mark.parametrize("variant", [[], ["--asyncio"]], ids=["threads", "asyncio"])
+def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_strangers(link, tmp_path, variant):
+    _require_cryptography()
     key = tmp_path / "key"
     key.write_bytes(os.urandom(32))
     names, start = link
-    a, b = start("--key-file", str(key))
+    a, b = start("--key-file", str(key), *variant)
     _ping(names[0])
     _transfer(names)
     sealed = _capture_sealed_datagram(names)
@@ -240,6 +245,21 @@ def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_s
     tb = counters_b["tunnel"]
     assert tb["replayed"] >= 1 and tb["auth_failed"] >= 2 and tb["foreign"] >= 1
     assert counters_a["tunnel"] == {"not_ip": 0, "foreign": 0, "auth_failed": 0, "replayed": 0}
+    assert counters_b["tun"]["tx_bytes"] >= TRANSFER
+
+
+@pytest.mark.parametrize("mode, offload", [("fd", "on"), ("fd", "off"), ("aio", "on")])
+def test_asyncio_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link, mode, offload):
+    """The same tunnel on one event loop (add_reader on both descriptors, or fasttun.aio for the TUN device)."""
+    names, start = link
+    a, b = start("--asyncio", mode, "--offload", offload)
+    _ping(names[0])
+    _transfer(names)
+    _inject(names, b"this is not an IP packet either")
+    time.sleep(0.3)
+    counters_a, counters_b = a.stop(), b.stop()
+    assert counters_b["tunnel"]["not_ip"] == 1
+    assert counters_a["udp"]["tx_bytes"] >= TRANSFER
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 

@@ -11,7 +11,7 @@ Linux uses /dev/net/tun; ``fasttun.pair()`` gives two connected in-memory device
 
 from __future__ import annotations
 
-from fasttun._core import MAX_PACKET, MIN_MTU, Batch, Packet, make_batch
+from fasttun._core import MAX_PACKET, MIN_MTU, Batch, BatchBuilder, Packet, make_batch
 from fasttun._tun import Reader, ReaderStats, Stats, Tun, pair
 from fasttun._info import features
 from fasttun._udp import UdpEndpoint, UdpStats, udp_offloads
@@ -32,6 +32,7 @@ __all__ = [
     "MAX_PACKET",
     "MIN_MTU",
     "Batch",
+    "BatchBuilder",
     "Packet",
     "Reader",
     "ReaderStats",

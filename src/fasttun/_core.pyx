@@ -5,7 +5,7 @@ Everything a user sees is re-exported and documented by the ``fasttun`` package;
 policy of its own beyond turning C status codes into Python exceptions."""
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT
-from cpython.buffer cimport PyBUF_ND
+from cpython.buffer cimport PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
@@ -1475,3 +1475,6 @@ include "_events.pxi"
 
 # ---- UDP endpoints -------------------------------------------------------------------------------------
 include "_udp.pxi"
+
+# ---- batch builders ------------------------------------------------------------------------------------
+include "_builder.pxi"

@@ -1,8 +1,8 @@
 """tunnel: iperf3 TCP through a point-to-point IP-over-UDP tunnel between two namespaces joined by a veth.
 
 Each namespace runs one side of the tunnel as its own process (as two hosts would): examples/udp_tunnel.py
-(fasttun: TUN reader -> UdpEndpoint.send_batch, endpoint reader -> Tun.send_batch; plain, encrypted with
-ChaCha20-Poly1305, and with offload off), the C per-packet tunnel bench/ftb_udp_tunnel.c (one read+send and one
+(fasttun: TUN reader -> UdpEndpoint.send_batch, endpoint reader -> Tun.send_batch; plain, on one asyncio event
+loop instead of reader threads, encrypted with ChaCha20-Poly1305, and with offload off), the C per-packet tunnel bench/ftb_udp_tunnel.c (one read+send and one
 recv+write per packet: the baseline), and a python-pytun tunnel (two Python threads per side, one syscall per
 packet, what a pytun user writes). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
 
@@ -76,6 +76,10 @@ class TunnelScenario:
         return [
             Variant("fasttun tunnel (TUN segments + UDP GSO/GRO), plain", lambda: self._fasttun([]),
                     missing=no_iperf or no_example),
+            Variant("fasttun tunnel on asyncio (add_reader on both fds), plain",
+                    lambda: self._fasttun(["--asyncio"]), missing=no_iperf or no_example),
+            Variant("fasttun tunnel on asyncio (fasttun.aio.batches for the TUN), plain",
+                    lambda: self._fasttun(["--asyncio", "aio"]), missing=no_iperf or no_example),
             Variant("fasttun tunnel, ChaCha20-Poly1305 in Python", lambda: self._fasttun(["--key-file", self.key_file]),
                     missing=no_iperf or no_example or no_crypto),
             Variant("fasttun tunnel, plain, offload off", lambda: self._fasttun(["--offload", "off"]),

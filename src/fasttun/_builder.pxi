@@ -1,0 +1,181 @@
+# ---- batch builders (pure Cython over an Arena), included at the end of _core.pyx ----------------------------
+# A builder writes transformed packets (an encrypted datagram, an encapsulated packet) back to back into one
+# arena allocated once, and hands them out as a Batch that send_batch takes: no Python object per packet
+# beyond the writable Packet view that reserve() returns.
+
+BUILDER_MAX_PACKET = 65535
+BUILDER_MAX_PACKETS = 65536
+BUILDER_MAX_CAPACITY = 1 << 31
+
+
+cdef class BatchBuilder:
+    """Builds a Batch in a preallocated arena: ``reserve(n, prefix)`` appends a packet and returns a writable
+    view of its ``n`` bytes after ``prefix`` to fill in place (e.g. ``aead.encrypt_into(..., view)``),
+    ``append(data)`` copies one, ``batch()`` hands the packets out as a Batch, ``clear()`` starts again.
+
+    A Batch handed out is never overwritten: while anybody holds it (or one of its packets, or a buffer of
+    them), ``clear()`` moves the builder to a fresh arena instead of reusing this one. Views from ``reserve()``
+    expire (ValueError on use) when ``clear()`` reuses the arena."""
+
+    cdef Arena arena
+    cdef uint32_t count
+    cdef size_t used
+    cdef uint32_t frozen        # the most packets of a Batch handed out since clear()
+    cdef list handed            # the Batches handed out from this arena
+    cdef readonly uint32_t max_packets
+    cdef readonly size_t capacity
+    cdef readonly uint64_t arena_swaps   # times clear() found a batch still held and took a fresh arena
+
+    def __cinit__(self, max_packets=64, capacity=65536):
+        if isinstance(max_packets, bool) or not isinstance(max_packets, int):
+            raise TypeError(f"max_packets must be an int, not {type(max_packets).__name__}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+        if not 1 <= max_packets <= BUILDER_MAX_PACKETS:
+            raise ValueError(f"max_packets {max_packets} is out of range; allowed: 1..{BUILDER_MAX_PACKETS}")
+        if not 1 <= capacity <= BUILDER_MAX_CAPACITY:
+            raise ValueError(f"capacity {capacity} is out of range; allowed: 1..{BUILDER_MAX_CAPACITY} bytes")
+        self.max_packets = <uint32_t>max_packets
+        self.capacity = <size_t>capacity
+        self.arena = Arena(self.max_packets, self.capacity)
+        self.handed = []
+
+    cdef bint _held(self):
+        """True while a Batch handed out from this arena, one of its packets or a buffer of the arena is alive
+        outside the builder."""
+        cdef Batch b
+        if self.arena.exports != 0:
+            return True
+        for b in self.handed:
+            if _refcount(b) > 2:   # the list's reference and the loop variable's
+                return True
+        return False
+
+    cdef uint8_t *_slot(self, Py_ssize_t n, Py_ssize_t extra) except NULL:
+        """Room for one more packet of n + extra bytes, added to the tables; its first byte."""
+        cdef Py_ssize_t total
+        if n < 0:
+            raise ValueError(f"a packet cannot have {n} bytes")
+        total = n + extra
+        if total > BUILDER_MAX_PACKET:
+            raise ValueError(f"a packet of {total} bytes is larger than {BUILDER_MAX_PACKET}")
+        if self.count >= self.max_packets:
+            raise ValueError(f"the builder is full: it holds at most {self.max_packets} packets "
+                             f"(call batch() and clear())")
+        if <size_t>total > self.capacity - self.used:
+            raise ValueError(f"a packet of {total} bytes does not fit: {self.capacity - self.used} of "
+                             f"{self.capacity} bytes are left (call batch() and clear())")
+        cdef Arena a = self.arena
+        cdef uint8_t *p = a.data + self.used
+        a.offsets[self.count] = <uint32_t>self.used
+        a.lengths[self.count] = <uint32_t>total
+        self.count += 1
+        self.used += <size_t>total
+        return p
+
+    def reserve(self, Py_ssize_t n, prefix=None):
+        """Appends a packet of ``len(prefix) + n`` bytes, the prefix (a header, a nonce) copied in front, and
+        returns a writable Packet view of its last ``n`` bytes to fill in place. Until written they hold
+        whatever the arena held: fill them, or take the packet back with ``pop()`` (e.g. when a decryption
+        fails)."""
+        cdef Py_buffer view
+        cdef uint8_t *p
+        cdef Packet out
+        if prefix is None:
+            p = self._slot(n, 0)
+        else:
+            _get_buffer(prefix, &view, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object or None")
+            try:
+                p = self._slot(n, view.len)
+                memcpy(p, view.buf, <size_t>view.len)
+                p += view.len
+            finally:
+                PyBuffer_Release(&view)
+        out = Packet.__new__(Packet)
+        out.arena = self.arena
+        out.generation = self.arena.generation
+        out.ptr = p
+        out.shape[0] = n
+        return out
+
+    def append(self, data, prefix=None):
+        """Appends a copy of ``data`` (a bytes-like object) as one packet, after ``prefix`` if given."""
+        cdef Py_buffer view, head
+        cdef uint8_t *p
+        cdef Py_ssize_t hlen = 0
+        _get_buffer(data, &view, PyBUF_SIMPLE, "a packet must be a contiguous bytes-like object")
+        try:
+            if prefix is None:
+                p = self._slot(view.len, 0)
+            else:
+                _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object or None")
+                try:
+                    hlen = head.len
+                    p = self._slot(view.len, hlen)
+                    memcpy(p, head.buf, <size_t>hlen)
+                finally:
+                    PyBuffer_Release(&head)
+            memcpy(p + hlen, view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef uint32_t _frozen(self):
+        """How many of the first packets belong to a Batch still held: pop() must not take them back."""
+        cdef Batch b
+        cdef uint32_t m = 0
+        if self.arena.exports != 0:
+            return self.frozen   # a buffer of some batch handed out: of which one is unknown
+        for b in self.handed:
+            if _refcount(b) > 2 and b.count > m:
+                m = b.count
+        return m
+
+    def pop(self):
+        """Takes the last packet back (one whose filling failed). A packet of a Batch still held cannot be."""
+        if self.count == 0:
+            raise IndexError("pop from an empty builder")
+        if self.count <= self._frozen():
+            raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
+        self.count -= 1
+        self.used = self.arena.offsets[self.count]
+
+    def batch(self):
+        """The packets so far as a Batch (for send_batch). It stays valid, unchanged, as long as you hold it."""
+        cdef Batch b = _new_batch(self.arena, self.count, self.used, False)
+        if len(self.handed) >= 8:   # only the ones still held matter
+            self.handed = [h for h in self.handed if _refcount(h) > 2]
+        self.handed.append(b)
+        if self.count > self.frozen:
+            self.frozen = self.count
+        return b
+
+    def clear(self):
+        """Empties the builder. Its arena is reused when no Batch of it is held any more; otherwise the held
+        batches keep it and the builder takes a fresh one."""
+        if self.count == 0 and not self.handed:
+            return
+        if self._held():
+            self.arena = Arena(self.max_packets, self.capacity)
+            self.arena_swaps += 1
+        else:
+            self.arena.generation += 1   # the views reserve() returned expire
+        self.handed.clear()
+        self.count = 0
+        self.used = 0
+        self.frozen = 0
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def nbytes(self):
+        """Bytes of all packets so far."""
+        return self.used
+
+    @property
+    def room(self):
+        """Bytes left in the arena."""
+        return self.capacity - self.used
+
+    def __repr__(self):
+        return f"<fasttun.BatchBuilder {self.count}/{self.max_packets} packets, {self.used}/{self.capacity} bytes>"
