@@ -88,8 +88,10 @@ cdef int _timeout_ms(object timeout) except -2:
     """None -> -1 (forever); seconds (>= 0) -> milliseconds."""
     if timeout is None:
         return -1
-    if isinstance(timeout, bool) or not isinstance(timeout, _numbers.Real):
-        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
+    cdef type kind = type(timeout)
+    if kind is not float and kind is not int:  # the common cases first: the ABC check costs a microsecond
+        if isinstance(timeout, bool) or not isinstance(timeout, _numbers.Real):
+            raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}")
     t = float(timeout)
     if not (t >= 0.0):
         raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
