@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -38,7 +39,11 @@ def test_workflows_pass_actionlint():
     ("linux", {"cp311-manylinux_x86_64", "cp311-manylinux_aarch64"}),
 ])
 def test_cibuildwheel_lists_the_intended_builds(platform, expected):
-    tool("cibuildwheel")
+    # Run as a module of this interpreter: a cibuildwheel on PATH may belong to another environment.
+    if importlib.util.find_spec("cibuildwheel") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have cibuildwheel (.ci/run installs the dev extra: pip install '.[dev]')")
+        pytest.skip("cibuildwheel is not installed for this Python (a maintainer's tool: pip install '.[dev]')")
     result = subprocess.run([sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
