@@ -1,29 +1,15 @@
 """Builds fasttun's extension: the Cython wrappers in src/fasttun/_core.pyx over the C core in csrc/."""
 
 import os
+import runpy
 import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-COMMON = ["ft_device.c", "ft_reader.c", "ft_backend_memory.c", "ft_offload.c", "ft_icmp.c",
-          "ft_linux_events.c"]
-PLATFORM = {
-    "win32": ["ft_os_win32.c", "ft_wintun_loader.c", "ft_backend_wintun.c", "ft_win_config.c", "ft_backend_udp.c"],
-    "linux": ["ft_os_posix.c", "ft_backend_linux.c", "ft_linux_netlink.c", "ft_backend_udp.c"],
-}
-
-
-def platform_key():
-    if sys.platform == "win32":
-        return "win32"
-    if sys.platform.startswith("linux"):
-        return "linux"
-    return "posix"
-
-
-key = platform_key()
-sources = ["src/fasttun/_core.pyx"] + [os.path.join("csrc", f) for f in COMMON + PLATFORM.get(key, ["ft_os_posix.c"])]
+# The C sources come from the one manifest, csrc/sources.py (folders per part, per platform).
+_manifest = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "sources.py"))
+sources = ["src/fasttun/_core.pyx"] + [os.path.relpath(str(p)) for p in _manifest["sources"](sys.platform)]
 
 if sys.platform == "win32":
     compile_args = ["/O2", "/W3", "/std:c11"] if "GCC" not in sys.version else ["-O2", "-std=c11"]

@@ -6,7 +6,6 @@ added there is built here too. A build is reused while its inputs (sources, flag
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import shutil
@@ -14,6 +13,8 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import cbuild
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tests" / ".build"
@@ -24,17 +25,8 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "
 
 
 def c_sources() -> list[Path]:
-    """The C files setup.py compiles on Linux (its COMMON and PLATFORM['linux'] lists)."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    found: dict[str, object] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("COMMON", "PLATFORM"):
-                found[node.targets[0].id] = ast.literal_eval(node.value)
-    common = found["COMMON"]
-    platform = found["PLATFORM"]
-    assert isinstance(common, list) and isinstance(platform, dict), "setup.py no longer lists its sources"
-    return [ROOT / "csrc" / f for f in common + platform["linux"]]
+    """The C files setup.py compiles on Linux: csrc/sources.py's list."""
+    return cbuild.c_sources("linux")
 
 
 def _digest(paths: list[Path], flags: list[str]) -> str:

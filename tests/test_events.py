@@ -4,8 +4,6 @@ rtnetlink groups announce them for a real device in a namespace of the test's ow
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 
 import pytest
@@ -13,25 +11,16 @@ import pytest
 import fasttun
 from fasttun.events import DeviceEvent, DeviceEvents
 from test_aio import DefaultLoop, Loop, UVLoop
-from test_c_core import BUILD, CSRC, ROOT, compiler, passed_line
+from cbuild import ROOT, SANITIZE_ASAN, build_and_run, c_sources, compiler
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="rtnetlink is Linux's")]
 
 
 def test_the_decoder_under_address_and_undefined_behaviour_sanitizers():
-    """csrc/ft_linux_events.c's parser on well-formed, foreign, malformed and random messages (tests/c)."""
-    BUILD.mkdir(parents=True, exist_ok=True)
-    exe = BUILD / "events_asan"
-    sources = [CSRC / "ft_linux_events.c", CSRC / "ft_device.c", CSRC / "ft_os_posix.c",
-               ROOT / "tests" / "c" / "test_events.c"]
-    subprocess.run([compiler("gcc"), "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{CSRC}", *map(str, sources),
-                    "-o", str(exe), "-lpthread"], check=True, capture_output=True, text=True)
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
-    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    passed, failed = passed_line(result.stdout)
+    """csrc/events/ft_events.c's parser on well-formed, foreign, malformed and random messages (tests/c)."""
+    sources = [*c_sources("linux", "core", "offload", "events", "posix"), ROOT / "tests" / "c" / "test_events.c"]
+    passed, failed = build_and_run(compiler("gcc"), SANITIZE_ASAN, sources, "events_asan", timeout=120)
     assert failed == 0 and passed >= 18
 
 

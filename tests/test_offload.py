@@ -1,4 +1,4 @@
-"""The virtio-net offload functions (csrc/ft_offload.c): split super-packets, coalesce flows.
+"""The virtio-net offload functions (csrc/offload/ft_offload.c): split super-packets, coalesce flows.
 
 Three views of the same code:
   - its C tests (tests/c/test_offload.c) under AddressSanitizer and UBSan;
@@ -20,27 +20,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CSRC = ROOT / "csrc"
-BUILD = ROOT / "tests" / ".build"
-SOURCES = ["ft_offload.c", "ft_device.c", "ft_os_posix.c"]
+from cbuild import CSRC, IN_CI, ROOT, SANITIZE_ASAN, build_and_run, c_sources, compiler
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="native C builds run on Linux")
 
-IN_CI = bool(os.environ.get("CI"))
-
-
-def compiler(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"CI must have {name}")
-        pytest.skip(f"{name} is not installed")
-    return path
-
 
 def sources() -> list[str]:
-    return [str(CSRC / f) for f in SOURCES]
+    return [str(p) for p in c_sources("linux", "core", "offload", "posix")]
 
 
 # ---- packets, built independently of fasttun -----------------------------------------------------------
@@ -153,24 +139,9 @@ def expected_segments(s: Spec, gso_size: int) -> list[bytes]:
 # ---- (a) the C tests under the sanitizers ----------------------------------------------------------------
 
 
-def passed_line(output: str) -> tuple[int, int]:
-    m = re.search(r"^(\d+) passed, (\d+) failed$", output, re.M)
-    assert m, output
-    return int(m.group(1)), int(m.group(2))
-
-
 def test_offload_c_tests_under_address_and_undefined_behaviour_sanitizers():
-    gcc = compiler("gcc")
-    BUILD.mkdir(parents=True, exist_ok=True)
-    exe = BUILD / "offload_asan"
-    cmd = [gcc, "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", f"-I{CSRC}", *sources(),
-           str(ROOT / "tests" / "c" / "test_offload.c"), "-o", str(exe), "-lpthread"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1")
-    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    passed, failed = passed_line(result.stdout)
+    passed, failed = build_and_run(compiler("gcc"), SANITIZE_ASAN,
+                                   [*sources(), ROOT / "tests" / "c" / "test_offload.c"], "offload_asan")
     assert failed == 0 and passed > 300
 
 
@@ -178,7 +149,7 @@ def test_offload_c_tests_under_address_and_undefined_behaviour_sanitizers():
 def test_offload_builds_without_warnings(cc):
     path = compiler(cc)
     subprocess.run([path, "-std=c11", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror", f"-I{CSRC}", "-c",
-                    str(CSRC / "ft_offload.c"), "-o", os.devnull], check=True, capture_output=True, text=True)
+                    str(CSRC / "offload" / "ft_offload.c"), "-o", os.devnull], check=True, capture_output=True, text=True)
 
 
 # ---- (b) a bounded fuzz run --------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
 # fake_wintun.h: enum fake_fault
 (SEND_FULL, RECV_EOF, RECV_INVALID_DATA, SEND_EOF, ALLOC_FAIL, SESSION_FAIL, CREATE_FAIL, OPEN_FAIL, DRIVER_NOT_LOADED,
  RECV_INVALID_DATA_ONCE, MISSED_WAKEUP, SESSION_FAIL_ABOVE) = range(12)
-MAX_RESTARTS = 8  # ft_backend_wintun.c
+MAX_RESTARTS = 8  # wintun/ft_wintun.c
 ERROR_ACCESS_DENIED = 5
 
 
@@ -491,7 +491,7 @@ def test_impossible_packet_size_restarts_the_session(tun, driver):
 # ---- ring_capacity="auto" ------------------------------------------------------------------------------
 
 MiB = 1 << 20
-GROW_INTERVAL = 2.0  # ft_backend_wintun.c GROW_INTERVAL_MS
+GROW_INTERVAL = 2.0  # wintun/ft_wintun.c GROW_INTERVAL_MS
 
 
 def fill_send_ring(tun: fasttun.Tun, first: int) -> int:

@@ -3,7 +3,7 @@ from libc.stddef cimport wchar_t
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 
-cdef extern from "ft_os.h" nogil:
+cdef extern from "core/ft_os.h" nogil:
     ctypedef struct ft_event:
         pass
     ft_event *ft_event_create()
@@ -12,7 +12,7 @@ cdef extern from "ft_os.h" nogil:
     void ft_event_reset(ft_event *ev)
 
 
-cdef extern from "ft_device.h" nogil:
+cdef extern from "core/ft_device.h" nogil:
     enum:
         FT_OK
         FT_EAGAIN
@@ -126,7 +126,7 @@ cdef extern from "ft_device.h" nogil:
     int ft_packet_check(const uint8_t *p, size_t len, uint32_t mtu, ft_err *e)
 
 
-cdef extern from "ft_reader.h" nogil:
+cdef extern from "core/ft_reader.h" nogil:
     ctypedef struct ft_reader_config:
         uint32_t batch_size
         uint32_t spin_us
@@ -167,7 +167,7 @@ cdef extern from "ft_reader.h" nogil:
     int ft_reader_on_reader_thread()
 
 
-cdef extern from "ft_backends.h" nogil:
+cdef extern from "core/ft_backends.h" nogil:
     enum:
         FT_PAIR_DEFAULT_CAPACITY
         FT_PAIR_DEFAULT_CAPACITY_BYTES
@@ -239,12 +239,12 @@ cdef extern from "ft_backends.h" nogil:
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 
-cdef extern from "ft_icmp.h" nogil:
+cdef extern from "core/ft_icmp.h" nogil:
     uint16_t ft_inet_checksum(const uint8_t *data, size_t len, uint32_t initial)
     size_t ft_icmp_echo_reply(const uint8_t *p, size_t len, uint8_t *out, size_t cap)
 
 
-cdef extern from "ft_udp.h" nogil:
+cdef extern from "udp/ft_udp.h" nogil:
     enum:
         FT_UDP_MAX_PAYLOAD4
         FT_UDP_MAX_PAYLOAD6

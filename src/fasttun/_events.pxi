@@ -1,7 +1,7 @@
-# Device events (included by _core.pyx): a thin wrapper over csrc/ft_linux_events.c. The policy (which change
+# Device events (included by _core.pyx): a thin wrapper over csrc/events/ft_events.c. The policy (which change
 # is which event, the async iterator) lives in fasttun/events.py.
 
-cdef extern from "ft_linux_events.h" nogil:
+cdef extern from "events/ft_events.h" nogil:
     enum:
         FT_EV_LINK
         FT_EV_LINK_REMOVED

@@ -1,4 +1,4 @@
-# ---- UDP endpoints (csrc/ft_backend_udp.c), included at the end of _core.pyx --------------------------------
+# ---- UDP endpoints (csrc/udp/ft_udp.c), included at the end of _core.pyx --------------------------------
 # A UDP socket is one more backend of the C device interface: receiving, readers, batches and arenas are the
 # Device code above; what differs is sending (destinations, no IP validation) and the offload report.
 

@@ -1,7 +1,7 @@
 /* test_core.c - C tests of the core (validation, in-memory pair, device calls, reader thread), meant to run
  * under AddressSanitizer+UBSan and ThreadSanitizer. Prints "N passed, N failed" and exits non-zero on failure. */
-#include "ft_backends.h"
-#include "ft_reader.h"
+#include "core/ft_backends.h"
+#include "core/ft_reader.h"
 
 #include <stdio.h>
 #include <stdlib.h>

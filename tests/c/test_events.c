@@ -1,4 +1,4 @@
-/* test_events.c - the rtnetlink notification decoder of ft_linux_events.c on messages built here: well-formed
+/* test_events.c - the rtnetlink notification decoder of events/ft_events.c on messages built here: well-formed
  * link and address messages, other interfaces' messages, and malformed ones (short, lying lengths, attributes
  * past the end, random bytes). Run under ASan/UBSan by tests/test_events.py. */
 #define _DEFAULT_SOURCE
@@ -11,7 +11,7 @@
 #include <linux/rtnetlink.h>
 
 #include "check.h"
-#include "ft_linux_events.h"
+#include "events/ft_events.h"
 
 static uint32_t storage[4096];  /* 16 KiB, aligned like the kernel's datagrams */
 #define BUF ((unsigned char *)storage)

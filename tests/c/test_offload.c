@@ -2,7 +2,7 @@
  * coalescing flows, and refusing malformed input. Packets are built here, with a deliberately simple
  * byte-at-a-time checksum, independently of the code under test. Meant to run under ASan+UBSan.
  * Prints "N passed, N failed" and exits non-zero on failure. */
-#include "ft_offload.h"
+#include "offload/ft_offload.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
-/* test_udp.c - the UDP endpoint backend (csrc/ft_backend_udp.c) through the device interface, over loopback:
+/* test_udp.c - the UDP endpoint backend (csrc/udp/ft_udp.c) through the device interface, over loopback:
  * runs both ways with and without GSO/GRO, a batch table smaller than a coalesced read, sources of an
  * unconnected endpoint, datagrams above max_datagram, bad input, a reader thread and close under it. */
 #ifndef _WIN32
 #define _GNU_SOURCE
 #endif
-#include "ft_reader.h"
-#include "ft_udp.h"
+#include "core/ft_reader.h"
+#include "udp/ft_udp.h"
 #include "check.h"
 
 #include <stdlib.h>

@@ -12,9 +12,9 @@
  *   - coalesce writes only within out_buf/out[], its units account for every input packet, units of one
  *     packet are that packet behind an all-zero header, merged units split into their packets, and (unless
  *     checksums are trusted) splitting all units gives back exactly the input packets, in order per flow.
- * Build: clang -fsanitize=fuzzer,address,undefined -Icsrc csrc/ft_offload.c csrc/ft_device.c
- *        csrc/ft_os_posix.c tests/fuzz/fuzz_offload.c */
-#include "ft_offload.h"
+ * Build: clang -fsanitize=fuzzer,address,undefined -Icsrc csrc/offload/ft_offload.c csrc/core/ft_device.c
+ *        csrc/posix/ft_posix_os.c tests/fuzz/fuzz_offload.c */
+#include "offload/ft_offload.h"
 
 #include <stdio.h>
 #include <stdlib.h>

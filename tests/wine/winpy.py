@@ -25,10 +25,10 @@ download from PyPI failed, 124 when python.exe was killed after the timeout."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -191,18 +191,10 @@ def site_packages() -> Path:
 
 # ---- the extension -----------------------------------------------------------------------------------------
 
-def setup_sources() -> list[str]:
-    """COMMON + PLATFORM["win32"] from setup.py, read without running it."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    values: dict[str, object] = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("COMMON", "PLATFORM"):
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-    common = values["COMMON"]
-    platform = values["PLATFORM"]
-    assert isinstance(common, list) and isinstance(platform, dict)
-    return [str(f) for f in common + platform["win32"]]
+def setup_sources() -> list[Path]:
+    """The C files setup.py compiles on Windows: csrc/sources.py's list."""
+    manifest = runpy.run_path(str(ROOT / "csrc" / "sources.py"))
+    return list(manifest["sources"]("win32"))
 
 
 def include_dir() -> Path:
@@ -284,9 +276,10 @@ def imported_dlls(pyd: Path) -> list[str]:
 
 def extension(python: Path, crt_name: str) -> Path:
     includes = [include_dir(), ROOT / "csrc", ROOT / "include"]
-    headers = [*(ROOT / "csrc").glob("*.h"), *(ROOT / "include").glob("*.h"), HERE / "pyconfig.h"]
+    headers = [*(ROOT / "csrc").rglob("*.h"), ROOT / "csrc" / "sources.py", *(ROOT / "include").glob("*.h"),
+               HERE / "pyconfig.h"]
     header_key = tree_hash(headers)
-    sources = [cythonize()] + [ROOT / "csrc" / f for f in setup_sources()]
+    sources = [cythonize()] + setup_sources()
     crt = crt_flags(crt_name)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         objects = list(pool.map(lambda s: compile_object(s, includes, header_key, crt), sources))

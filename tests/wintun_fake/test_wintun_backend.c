@@ -1,9 +1,9 @@
 /* test_wintun_backend.c - the Wintun backend, ft_device and ft_reader against our fake wintun.dll, run
  * under Wine (or Windows). Expects beside the exe: fake\wintun.dll, noexport\wintun.dll, garbage\wintun.dll
  * and, when an i686 compiler was there, x86\wintun.dll. Ends with "N passed, N failed". */
-#include "ft_backends.h"
-#include "ft_reader.h"
-#include "ft_wintun_internal.h"
+#include "core/ft_backends.h"
+#include "core/ft_reader.h"
+#include "wintun/ft_wintun_internal.h"
 
 #include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
 #include <ws2ipdef.h>

@@ -1,5 +1,5 @@
-/* ft_backend_memory.c - two connected in-process devices: a bounded ring each way, no privileges. */
-#include "ft_backends.h"
+/* core/ft_memory.c - two connected in-process devices: a bounded ring each way, no privileges. */
+#include "core/ft_backends.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,11 @@
-/* ft_backend_linux.c - /dev/net/tun: open (named, kernel-chosen, attach, multi-queue, persist), read and
+/* linux/ft_linux_tun.c - /dev/net/tun: open (named, kernel-chosen, attach, multi-queue, persist), read and
  * write whole IP packets, and link configuration through ioctl. Addresses go through rtnetlink
  * (ft_linux_netlink.c). No shell, no external program. */
 #ifdef __linux__
 #define _GNU_SOURCE
-#include "ft_backends.h"
-#include "ft_linux_netlink.h"
-#include "ft_offload.h"
+#include "core/ft_backends.h"
+#include "linux/ft_linux_netlink.h"
+#include "offload/ft_offload.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,10 +1,10 @@
-/* ft_wintun_internal.h - what the Wintun files share among themselves (not part of the core's API):
+/* wintun/ft_wintun_internal.h - what the Wintun files share among themselves (not part of the core's API):
  * the table of wintun.dll's exports filled by the loader, and the IP Helper configuration hooks that
- * ft_backend_wintun.c puts in its ft_backend_ops. */
+ * wintun/ft_wintun.c puts in its ft_backend_ops. */
 #ifndef FT_WINTUN_INTERNAL_H
 #define FT_WINTUN_INTERNAL_H
 
-#include "ft_backends.h"
+#include "core/ft_backends.h"
 
 #include "wintun.h" /* include/ */
 
@@ -39,7 +39,7 @@ void ft_wintun_log_own(int level, const char *utf8_msg);
 /* The adapter's LUID as IP Helper wants it. */
 NET_LUID ft_wintun_net_luid(ft_device *d);
 
-/* ft_backend_ops configuration hooks, in ft_win_config.c. */
+/* ft_backend_ops configuration hooks, in wintun/ft_wintun_config.c. */
 int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);
 int ft_win_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
 int ft_win_set_up(ft_device *d, int up, ft_err *e);

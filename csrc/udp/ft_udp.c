@@ -1,4 +1,4 @@
-/* ft_backend_udp.c - a UDP socket as a batch endpoint.
+/* udp/ft_udp.c - a UDP socket as a batch endpoint.
  *
  * Linux: receive with recvmmsg into a staging area owned by the endpoint, then datagrams are copied into the
  * caller's batch as room allows (a coalesced UDP_GRO read is split there using the segment size of its control
@@ -14,7 +14,7 @@
 #ifdef __linux__
 #define _GNU_SOURCE
 #endif
-#include "ft_udp.h" /* elsewhere: only its stubs, so that every compiler checks them */
+#include "udp/ft_udp.h" /* elsewhere: only its stubs, so that every compiler checks them */
 #if defined(__linux__) || defined(_WIN32)
 
 #include <errno.h>

@@ -1,6 +1,6 @@
-/* ft_os_win32.c - ft_os.h for Windows (MSVC and mingw-w64). */
+/* windows/ft_win_os.c - ft_os.h for Windows (MSVC and mingw-w64). */
 #ifdef _WIN32
-#include "ft_os.h"
+#include "core/ft_os.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
-/* ft_linux_events.c - device events from rtnetlink's multicast groups: RTM_NEWLINK/RTM_DELLINK and
+/* events/ft_events.c - device events from rtnetlink's multicast groups: RTM_NEWLINK/RTM_DELLINK and
  * RTM_NEWADDR/RTM_DELADDR for one interface, each message checked against its own length fields before a field
  * is read. One datagram may hold several messages; what does not fit the caller's array is kept for the next
  * call, so nothing is dropped silently (an overflowing socket buffer is reported as FT_EV_OVERFLOW). */
-#include "ft_linux_events.h"
+#include "events/ft_events.h"
 
 #include <errno.h>
 #include <stdlib.h>

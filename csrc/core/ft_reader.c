@@ -1,5 +1,5 @@
-/* ft_reader.c - the batching reader thread. */
-#include "ft_reader.h"
+/* core/ft_reader.c - the batching reader thread. */
+#include "core/ft_reader.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-/* ft_icmp.c - the Internet checksum and echo replies. */
-#include "ft_icmp.h"
+/* core/ft_icmp.c - the Internet checksum and echo replies. */
+#include "core/ft_icmp.h"
 
 #include <string.h>
 

@@ -1,11 +1,11 @@
-/* ft_offload.h - offload for a tun fd opened with IFF_VNET_HDR: the virtio-net header that precedes every
+/* offload/ft_offload.h - offload for a tun fd opened with IFF_VNET_HDR: the virtio-net header that precedes every
  * packet, splitting the TCP/UDP super-packets the kernel hands us into ordinary IP packets (software GSO),
  * and coalescing ordinary packets of one flow into super-packets the kernel segments for us (software GRO).
  * Pure functions: no I/O, no allocation, no global state; every input is treated as hostile. */
 #ifndef FT_OFFLOAD_H
 #define FT_OFFLOAD_H
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 /* ---- the virtio-net header ------------------------------------------------------------------------ */
 #define FT_VNET_HDR_LEN 10

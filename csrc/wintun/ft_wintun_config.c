@@ -1,8 +1,8 @@
-/* ft_win_config.c - configuring a Wintun adapter through the IP Helper API, keyed by the adapter's LUID:
+/* wintun/ft_wintun_config.c - configuring a Wintun adapter through the IP Helper API, keyed by the adapter's LUID:
  * MTU, index, link state, addresses, routes and DNS servers. No netsh, no PowerShell: plain calls that
  * return an error code we can explain. */
 #ifdef _WIN32
-#include "ft_wintun_internal.h"
+#include "wintun/ft_wintun_internal.h"
 
 #include <winsock2.h>
 #include <ws2ipdef.h>

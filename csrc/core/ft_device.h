@@ -1,14 +1,14 @@
-/* ft_device.h - a TUN device as the core sees it: one small backend interface (a table of functions) and
+/* core/ft_device.h - a TUN device as the core sees it: one small backend interface (a table of functions) and
  * the few device-level operations built on it (receive with a timeout, validated send with a full-queue
- * policy, close that wakes every waiter). Backends: ft_backend_linux.c, ft_backend_memory.c,
- * ft_backend_wintun.c. Nothing here knows Python. */
+ * policy, close that wakes every waiter). Backends: linux/ft_linux_tun.c, core/ft_memory.c,
+ * wintun/ft_wintun.c. Nothing here knows Python. */
 #ifndef FT_DEVICE_H
 #define FT_DEVICE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ft_os.h"
+#include "core/ft_os.h"
 
 /* ---- status codes: 0 or a positive count is success, these are failures -------------------------- */
 enum {

@@ -1,6 +1,6 @@
-/* ft_os.h - the few operating-system primitives the core needs: a wakeable event, waiting on several
+/* core/ft_os.h - the few operating-system primitives the core needs: a wakeable event, waiting on several
  * handles at once, a thread, a mutex, a monotonic clock and relaxed atomic counters.
- * Implemented once per platform: ft_os_posix.c and ft_os_win32.c. */
+ * Implemented once per platform: posix/ft_posix_os.c and windows/ft_win_os.c. */
 #ifndef FT_OS_H
 #define FT_OS_H
 

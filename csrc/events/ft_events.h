@@ -1,4 +1,4 @@
-/* ft_linux_events.h - device events from rtnetlink's multicast groups (link changes, removal, addresses).
+/* events/ft_events.h - device events from rtnetlink's multicast groups (link changes, removal, addresses).
  * Linux only; elsewhere ft_events_open fails with FT_EUNSUPPORTED. Nothing here knows Python. */
 #ifndef FT_LINUX_EVENTS_H
 #define FT_LINUX_EVENTS_H
@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 enum {
     FT_EV_LINK = 1,          /* the link's state as the kernel announced it: flags (IFF_*) and mtu */

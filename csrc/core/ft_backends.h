@@ -1,8 +1,8 @@
-/* ft_backends.h - how each backend is opened. Each returns a device ready for ft_device.h calls. */
+/* core/ft_backends.h - how each backend is opened. Each returns a device ready for ft_device.h calls. */
 #ifndef FT_BACKENDS_H
 #define FT_BACKENDS_H
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 /* ---- in-memory pair (every platform) --------------------------------------------------------------- */
 #define FT_PAIR_DEFAULT_CAPACITY 4096u              /* packets each direction holds */

@@ -1,7 +1,7 @@
-/* ft_offload.c - virtio-net header, super-packet splitting and flow coalescing (see ft_offload.h).
+/* offload/ft_offload.c - virtio-net header, super-packet splitting and flow coalescing (see ft_offload.h).
  * Everything read from a packet is bounds-checked against its length before it is used: the kernel's
  * headers are hints, a caller's packets are arbitrary bytes. */
-#include "ft_offload.h"
+#include "offload/ft_offload.h"
 
 #include <errno.h>
 #include <string.h>

@@ -1,10 +1,10 @@
-/* ft_reader.h - the batching reader thread: spin briefly, then wait on the device; fill a batch of up to N
+/* core/ft_reader.h - the batching reader thread: spin briefly, then wait on the device; fill a batch of up to N
  * packets into a preallocated arena; hand the batch to a callback; repeat until stopped. It talks only to
  * the backend interface in ft_device.h. */
 #ifndef FT_READER_H
 #define FT_READER_H
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 typedef struct ft_reader_config {
     uint32_t batch_size;   /* packets per batch, 1..batch->max */

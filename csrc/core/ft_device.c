@@ -1,6 +1,6 @@
-/* ft_device.c - what every backend shares: errors, packet validation, receive with a timeout, send with a
+/* core/ft_device.c - what every backend shares: errors, packet validation, receive with a timeout, send with a
  * full-queue policy, and a close that wakes waiters and waits for calls in progress. */
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 #include <stdarg.h>
 #include <stdio.h>

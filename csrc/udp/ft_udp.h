@@ -1,4 +1,4 @@
-/* ft_udp.h - a UDP socket as a batch endpoint: one more backend behind ft_device.h, so the reader, batches,
+/* udp/ft_udp.h - a UDP socket as a batch endpoint: one more backend behind ft_device.h, so the reader, batches,
  * arenas and statistics are the same code as for a TUN device. Linux: recvmmsg/sendmmsg, UDP_SEGMENT (GSO)
  * on send and UDP_GRO on receive, each probed at open and dropped back to one datagram per message when the
  * kernel lacks or refuses it. Windows: one datagram per recvfrom/sendto, in C. Elsewhere the same names exist
@@ -6,7 +6,7 @@
 #ifndef FT_UDP_H
 #define FT_UDP_H
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 /* The largest UDP payload: 65535 minus the IPv4 header (20) and the UDP header (8); IPv6 has no IP header in
  * its 16-bit payload length, so 65535 - 8. */

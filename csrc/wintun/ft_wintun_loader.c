@@ -1,8 +1,8 @@
-/* ft_wintun_loader.c - finds and loads wintun.dll once per process, resolves its 14 exports, and forwards
+/* wintun/ft_wintun_loader.c - finds and loads wintun.dll once per process, resolves its 14 exports, and forwards
  * its log messages (UTF-16) to a UTF-8 callback. The search is always restricted (an explicit absolute
  * path, or System32): letting the current directory or PATH pick the DLL would allow DLL planting. */
 #ifdef _WIN32
-#include "ft_wintun_internal.h"
+#include "wintun/ft_wintun_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

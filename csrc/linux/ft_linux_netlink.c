@@ -1,8 +1,8 @@
-/* ft_linux_netlink.c - a minimal rtnetlink client for interface addresses. Every reply is checked against
+/* linux/ft_linux_netlink.c - a minimal rtnetlink client for interface addresses. Every reply is checked against
  * its own length fields before it is read. */
 #ifdef __linux__
 #define _GNU_SOURCE
-#include "ft_linux_netlink.h"
+#include "linux/ft_linux_netlink.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
-/* ft_backend_wintun.c - a TUN device on a Wintun adapter: open or create the adapter, run one session
+/* wintun/ft_wintun.c - a TUN device on a Wintun adapter: open or create the adapter, run one session
  * (its two rings are the device's one queue), receive and send through wintun.dll, close in the safe
- * order. Configuration hooks live in ft_win_config.c; loading the DLL in ft_wintun_loader.c. */
+ * order. Configuration hooks live in wintun/ft_wintun_config.c; loading the DLL in wintun/ft_wintun_loader.c. */
 #ifdef _WIN32
-#include "ft_wintun_internal.h"
-#include "ft_offload.h"
+#include "wintun/ft_wintun_internal.h"
+#include "offload/ft_offload.h"
 
 #include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
 #include <ws2ipdef.h>

@@ -1,7 +1,7 @@
-/* ft_os_posix.c - ft_os.h for Linux and other POSIX systems. */
+/* posix/ft_posix_os.c - ft_os.h for Linux and other POSIX systems. */
 #ifndef _WIN32
 #define _GNU_SOURCE
-#include "ft_os.h"
+#include "core/ft_os.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
-/* ft_linux_netlink.h - IPv4/IPv6 addresses through rtnetlink (what `ip address` does), without a shell. */
+/* linux/ft_linux_netlink.h - IPv4/IPv6 addresses through rtnetlink (what `ip address` does), without a shell. */
 #ifndef FT_LINUX_NETLINK_H
 #define FT_LINUX_NETLINK_H
 
-#include "ft_device.h"
+#include "core/ft_device.h"
 
 /* Every call takes the NETLINK_ROUTE socket `s` to talk through: opened where the device was created, it speaks
  * to that network namespace whichever namespace the calling thread is in. One request at a time per socket. */

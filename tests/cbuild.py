@@ -1,0 +1,61 @@
+"""What the C test drivers share: the source manifest, the compiler lookup, one build-and-run under sanitizers,
+and the "N passed, M failed" line that tests/c/check.h prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+BUILD = ROOT / "tests" / ".build"
+IN_CI = bool(os.environ.get("CI"))
+SANITIZE_ASAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+SANITIZE_TSAN = ["-fsanitize=thread"]
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1",
+                 "TSAN_OPTIONS": "halt_on_error=1"}
+
+_MANIFEST = runpy.run_path(str(CSRC / "sources.py"))
+
+
+def c_sources(platform: str, *parts: str) -> list[Path]:
+    """The .c files of csrc/sources.py for a platform (linux, win32), optionally only some of its parts."""
+    return list(_MANIFEST["sources"](platform, list(parts) or None))
+
+
+def compiler(name: str) -> str:
+    """The tool's path; skips with the install hint where it is missing, fails in CI."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"CI must have {name}")
+        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    return path
+
+
+def passed_line(output: str) -> tuple[int, int]:
+    m = re.search(r"^(\d+) passed, (\d+) failed$", output, re.M)
+    assert m, output
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_and_run(cc: str, sanitize: Sequence[str], sources: Sequence[Path], out: str, timeout: float = 300,
+                  libs: Sequence[str] = ("-lpthread",)) -> tuple[int, int]:
+    """Builds the test program under the sanitizers, runs it and returns its (passed, failed) counts."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    exe = BUILD / out
+    cmd = [cc, "-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer", *sanitize,
+           f"-I{CSRC}", *map(str, sources), "-o", str(exe), *libs]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    assert built.returncode == 0, " ".join(cmd) + "\n" + built.stdout + built.stderr
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout,
+                            env=dict(os.environ, **SANITIZER_ENV))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return passed_line(result.stdout)
