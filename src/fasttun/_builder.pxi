@@ -47,7 +47,7 @@ cdef class BatchBuilder:
         if self.arena.exports != 0:
             return True
         for b in self.handed:
-            if _refcount(b) > 2:   # the list's reference and the loop variable's
+            if Py_REFCNT(b) > 2:   # the list's reference and the loop variable's
                 return True
         return False
 
@@ -126,7 +126,7 @@ cdef class BatchBuilder:
         if self.arena.exports != 0:
             return self.frozen   # a buffer of some batch handed out: of which one is unknown
         for b in self.handed:
-            if _refcount(b) > 2 and b.count > m:
+            if Py_REFCNT(b) > 2 and b.count > m:
                 m = b.count
         return m
 
@@ -143,7 +143,7 @@ cdef class BatchBuilder:
         """The packets so far as a Batch (for send_batch). It stays valid, unchanged, as long as you hold it."""
         cdef Batch b = _new_batch(self.arena, self.count, self.used, False)
         if len(self.handed) >= 8:   # only the ones still held matter
-            self.handed = [h for h in self.handed if _refcount(h) > 2]
+            self.handed = [h for h in self.handed if Py_REFCNT(h) > 2]
         self.handed.append(b)
         if self.count > self.frozen:
             self.frozen = self.count

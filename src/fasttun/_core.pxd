@@ -6,10 +6,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 cdef extern from "core/ft_os.h" nogil:
     ctypedef struct ft_event:
         pass
-    ft_event *ft_event_create()
-    void ft_event_destroy(ft_event *ev)
-    void ft_event_set(ft_event *ev)
-    void ft_event_reset(ft_event *ev)
+    uint64_t ft_now_ns()
 
 
 cdef extern from "core/ft_device.h" nogil:

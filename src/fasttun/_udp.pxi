@@ -81,14 +81,10 @@ cdef class UdpDevice(Device):
         cdef int r
         cdef ft_err e
         cdef const ft_endpoint *dst
-        deadline = None if total_ms < 0 else _time.monotonic() + total_ms / 1000.0
+        cdef Deadline deadline = _deadline(total_ms)
         while True:
             if policy == FT_FULL_WAIT:
-                if deadline is None:
-                    slice_ms = SLICE_MS
-                else:
-                    left = deadline - _time.monotonic()
-                    slice_ms = 0 if left <= 0 else min(SLICE_MS, <int>(left * 1000.0 + 0.999))
+                slice_ms = _slice_ms(&deadline)
             dst = to if to_count <= 1 else to + sent
             with nogil:
                 r = ft_udp_send(self.dev, pkts + sent, n - sent, dst, to_count if to_count <= 1 else n - sent,
@@ -105,7 +101,7 @@ cdef class UdpDevice(Device):
             except BaseException as exc:
                 exc.sent = sent
                 raise
-            if slice_ms == 0 or (deadline is not None and _time.monotonic() >= deadline):
+            if _expired(&deadline, slice_ms):
                 ft_device_count_tx_drops(self.dev, n - sent)
                 return <int>sent
 

@@ -1,0 +1,213 @@
+# Reader threads: the C thread calling back into Python, the registry of running readers. Included by _core.pyx.
+
+# Declared here rather than cimported: Cython's cpython.pystate declares these without nogil, and the reader
+# thread calls them without holding the GIL (that is what they are for).
+cdef extern from "Python.h":
+    ctypedef int PyGILState_STATE
+    ctypedef struct PyThreadState:
+        pass
+    PyGILState_STATE PyGILState_Ensure() nogil
+    void PyGILState_Release(PyGILState_STATE state) nogil
+    PyThreadState *PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState *tstate) nogil
+
+
+cdef struct ReaderGlue:
+    PyObject *reader          # the QueueReader (kept alive by _running while the thread runs)
+    PyGILState_STATE gil_state
+    PyThreadState *tstate
+
+
+# Every reader whose thread has started and not yet ended, owned here: a thread must never run on a freed
+# object, and at exit and after fork() we need them all. The thread removes its reader when it ends.
+cdef set _running = set()
+# Every open device, for fork(): the child's copies must forget the parent's readers and calls.
+_devices = _weakref.WeakSet()
+
+
+cdef int _on_batch(void *user, ft_batch *b) noexcept nogil:
+    with gil:
+        return (<QueueReader>(<ReaderGlue *>user).reader)._deliver(b)
+
+
+# The reader thread keeps one Python thread state for its whole life; without it every batch would create and
+# destroy one inside `with gil` (several microseconds each).
+cdef void _reader_thread_start(void *user) noexcept nogil:
+    cdef ReaderGlue *g = <ReaderGlue *>user
+    g.gil_state = PyGILState_Ensure()
+    g.tstate = PyEval_SaveThread()
+
+
+cdef void _reader_thread_end(void *user) noexcept nogil:
+    cdef ReaderGlue *g = <ReaderGlue *>user
+    cdef PyGILState_STATE state = g.gil_state
+    PyEval_RestoreThread(g.tstate)
+    with gil:  # held already; this only tells Cython so
+        # This may free the reader (and g with it), even the device: nothing of theirs is touched afterwards.
+        _running.discard(<object>g.reader)
+    PyGILState_Release(state)
+
+
+def _after_fork_in_child():
+    """The child of a fork() has none of the parent's reader threads: forget them and every call in progress,
+    so that nothing in the child waits for them (close() returns, every use raises TunClosedError)."""
+    cdef QueueReader q
+    cdef Device d
+    for q in list(_running):
+        if q.reader != NULL:
+            ft_reader_forget_after_fork(q.reader)
+    _running.clear()
+    for d in list(_devices):
+        if d.dev != NULL:
+            ft_device_forget_after_fork(d.dev)
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def running_readers():
+    """The readers whose threads are running (for the exit handler)."""
+    return list(_running)
+
+
+def on_reader_thread():
+    """True on a reader thread of any device: code there must not wait for a device to close."""
+    return bool(ft_reader_on_reader_thread())
+
+
+cdef class QueueReader:
+    """One reader thread on one queue of a device."""
+
+    cdef ft_reader *reader
+    cdef ft_batch bs[FT_READER_MAX_PIPELINE]   # one per batch in flight
+    cdef list arenas                            # the Arena behind each of bs
+    cdef uint32_t batch_size
+    cdef Device device
+    cdef Batch batch
+    cdef object callback
+    cdef readonly int queue
+    cdef readonly object exception
+    cdef readonly uint64_t arena_swaps
+    cdef ReaderGlue glue
+
+    @staticmethod
+    cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
+                            bint adaptive, uint32_t adaptive_pps, int pipeline):
+        cdef QueueReader q = QueueReader.__new__(QueueReader)
+        cdef ft_reader_config cfg
+        cdef ft_err e
+        if batch_size < 1 or batch_size > 65536:
+            raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..65536")
+        if pipeline < 0 or pipeline > FT_READER_MAX_PIPELINE:
+            raise ValueError(f"pipeline {pipeline} is out of range; allowed: 0..{FT_READER_MAX_PIPELINE}")
+        q.device = device
+        q.queue = queue
+        q.callback = callback
+        q.batch_size = batch_size
+        q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1))]
+        for k in range(len(q.arenas)):
+            (<Arena>q.arenas[k]).attach(&q.bs[k])
+        cfg.batch_size = batch_size
+        cfg.pipeline = <uint32_t>pipeline
+        cfg.spin_us = spin_us
+        cfg.adaptive = adaptive
+        cfg.adaptive_pps = adaptive_pps
+        cfg.thread_start = _reader_thread_start
+        cfg.thread_end = _reader_thread_end
+        # The thread refers to q without owning a Python reference: _running owns one until the thread ends.
+        _running.add(q)
+        q.glue.reader = <PyObject *>q
+        q.reader = ft_reader_start(device.dev, queue, &cfg, q.bs, _on_batch, &q.glue, &e)
+        if q.reader == NULL:
+            _running.discard(q)
+            _raise(&e)
+        return q
+
+    def __dealloc__(self):
+        # Runs once the thread has ended (or on the thread itself, at its very end): never waits for long.
+        if self.reader != NULL:
+            with nogil:
+                ft_reader_free(self.reader)
+            self.reader = NULL
+
+    cdef int _deliver(self, ft_batch *b):
+        cdef Py_ssize_t slot = b - self.bs
+        cdef Arena arena = <Arena>self.arenas[slot]
+        cdef Batch batch = self.batch
+        if batch is None or batch.valid:
+            batch = _new_batch(arena, b.count, b.used, True, self.device.super_mode)
+        else:
+            batch.arena = arena
+            batch.count = b.count
+            batch.used = b.used
+            batch.valid = True
+        self.batch = None
+        cdef int stop = 0
+        try:
+            self.callback(batch)
+        except BaseException as exc:
+            self.exception = exc
+            stop = 1
+        if batch._expire():
+            # Somebody still holds a buffer into this arena: leave it to them and read into a new one.
+            arena = _receive_arena(arena.max, self.device.dev.max_packet)
+            self.arenas[slot] = arena
+            arena.attach(b)
+            b.max = self.batch_size
+            self.arena_swaps += 1
+            batch.arena = arena
+        # Reuse the Batch object next time unless the callback kept a reference to it.
+        if Py_REFCNT(batch) == 1:
+            self.batch = batch
+        return stop
+
+    def request_stop(self):
+        if self.reader != NULL:
+            ft_reader_request_stop(self.reader)
+
+    def join(self, timeout=None):
+        """Waits for the thread to end; True once it has. Handles Ctrl-C between slices."""
+        cdef int r
+        cdef int slice_ms
+        if self.reader == NULL:
+            return True
+        if ft_reader_is_current_thread(self.reader):
+            raise RuntimeError("a reader cannot wait for itself: call stop() from another thread, or return "
+                               "from the callback after requesting the stop")
+        cdef Deadline deadline = _deadline(_timeout_ms(timeout))
+        while True:
+            slice_ms = _slice_ms(&deadline)
+            with nogil:
+                r = ft_reader_join(self.reader, slice_ms)
+            if r == FT_OK:
+                return True
+            PyErr_CheckSignals()
+            if _expired(&deadline, slice_ms):
+                return False
+
+    @property
+    def state(self):
+        return ft_reader_state(self.reader) if self.reader != NULL else FT_READER_STOPPED
+
+    def error(self):
+        """The exception for a reader that ended because of the device (None otherwise)."""
+        cdef ft_err e
+        if self.reader == NULL or ft_reader_state(self.reader) != FT_READER_FAILED:
+            return None
+        ft_reader_error(self.reader, &e)
+        return _exception(&e)
+
+    def stats(self):
+        cdef ft_reader_stats s
+        ft_reader_get_stats(self.reader, &s)
+        return s
+
+    def is_current_thread(self):
+        return self.reader != NULL and ft_reader_is_current_thread(self.reader)
+
+
+READER_RUNNING = FT_READER_RUNNING
+READER_STOPPED = FT_READER_STOPPED
+READER_CALLBACK_STOPPED = FT_READER_CALLBACK_STOPPED
+READER_FAILED = FT_READER_FAILED
