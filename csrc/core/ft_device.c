@@ -1,6 +1,7 @@
 /* core/ft_device.c - what every backend shares: errors, packet validation, receive with a timeout, send with a
  * full-queue policy, and a close that wakes waiters and waits for calls in progress. */
 #include "core/ft_device.h"
+#include "offload/ft_offload.h" /* ft_vnet_check */
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -277,7 +278,7 @@ static int recv_some(ft_device *d, int q, ft_batch *b, ft_err *e)
     return total > 0 ? total : FT_EAGAIN;
 }
 
-int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e)
+int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
 {
     if (b->max == 0 || b->cap < d->max_packet)
         return ft_fail(e, FT_EINVAL, EINVAL, "batch of %u packets and %zu bytes cannot hold a %u-byte packet",
@@ -310,7 +311,7 @@ int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *w
             break;
         }
         ft_atomic_add64(&d->stats.waits, 1);
-        r = ft_device_wait(d, q, FT_WAIT_READ, left, wake, e);
+        r = ft_device_wait(d, q, FT_WAIT_READ, left, NULL, e);
         if (r != FT_OK && r != FT_ETIMEDOUT)
             break;
     }
@@ -335,7 +336,7 @@ static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
 
 /* Sends pkts (with their virtio-net headers when hdrs is set) under the full-queue policy; see ft_device_send. */
 static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
-                     int timeout_ms, ft_event *wake, ft_err *e)
+                     int timeout_ms, ft_err *e)
 {
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
@@ -390,7 +391,7 @@ static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdr
             break;
         }
         ft_atomic_add64(&d->stats.tx_waits, 1);
-        r = ft_device_wait(d, q, FT_WAIT_WRITE, left, wake, e);
+        r = ft_device_wait(d, q, FT_WAIT_WRITE, left, NULL, e);
         if (r != FT_OK && r != FT_ETIMEDOUT) {
             result = r;
             break;
@@ -417,8 +418,7 @@ static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdr
     return (int)(done - refused);
 }
 
-int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
-                   ft_event *wake, ft_err *e)
+int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
 {
     if (q < 0 || q >= d->nqueues)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
@@ -429,7 +429,7 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         if (ok != FT_OK)
             return reject(d, i, n, e);
     }
-    return send_loop(d, q, pkts, NULL, n, policy, timeout_ms, wake, e);
+    return send_loop(d, q, pkts, NULL, n, policy, timeout_ms, e);
 }
 
 /* ---- configuration -------------------------------------------------------------------------------- */
@@ -520,39 +520,8 @@ int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 
 /* What a super-packet's virtio-net header may say: checked so that a forwarded header cannot make the kernel
  * read past the packet (it validates too, but a clear error beats a silent drop). */
-static int check_vnet(const uint8_t *p, size_t len, const uint8_t *h, ft_err *e)
-{
-    uint8_t flags = h[0], gso = (uint8_t)(h[1] & 0x7f);
-    uint16_t gso_size, csum_start, csum_offset;
-    memcpy(&gso_size, h + 4, 2);
-    memcpy(&csum_start, h + 6, 2);
-    memcpy(&csum_offset, h + 8, 2);
-    if (len == 0 || len > FT_MAX_SUPER_PACKET)
-        return ft_fail(e, FT_EPACKET, EMSGSIZE, "super-packet of %zu bytes; 1..%u are allowed", len,
-                       FT_MAX_SUPER_PACKET);
-    unsigned version = p[0] >> 4;
-    if ((version != 4 || len < 20) && (version != 6 || len < 40))
-        return ft_fail(e, FT_EPACKET, EINVAL, "super-packet does not start with an IPv4 or IPv6 header");
-    if (gso != 0 && gso != 1 && gso != 4 && gso != 5)
-        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net GSO type %u is not TCPv4 (1), TCPv6 (4) or UDP (5)", gso);
-    if (gso != 0 && gso_size == 0)
-        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net header asks for segmentation with a segment size of 0");
-    uint16_t hdr_len;
-    memcpy(&hdr_len, h + 2, 2);
-    if (gso != 0 && (hdr_len == 0 || hdr_len > len))
-        return ft_fail(e, FT_EPACKET, EINVAL,
-                       "virtio-net header length %u must cover the packet's headers, within the %zu-byte packet",
-                       hdr_len, len);
-    if ((flags & 1) && ((size_t)csum_start + csum_offset + 2 > len))
-        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net checksum offsets %u+%u point past the %zu-byte packet",
-                       csum_start, csum_offset, len);
-    if (gso == 0 && len > FT_MAX_PACKET)
-        return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet without segmentation is at most %u bytes", FT_MAX_PACKET);
-    return FT_OK;
-}
-
 int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
-                        int timeout_ms, ft_event *wake, ft_err *e)
+                        int timeout_ms, ft_err *e)
 {
     if (!d->ops->send_vnet)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
@@ -560,8 +529,8 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     if (q < 0 || q >= d->nqueues)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     for (uint32_t i = 0; i < n; i++) {
-        if (check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
+        if (ft_vnet_check(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
             return reject(d, i, n, e);
     }
-    return send_loop(d, q, pkts, hdrs, n, policy, timeout_ms, wake, e);
+    return send_loop(d, q, pkts, hdrs, n, policy, timeout_ms, e);
 }

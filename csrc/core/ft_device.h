@@ -196,9 +196,9 @@ int ft_device_enter(ft_device *d, ft_err *e); /* FT_ECLOSED once closing */
 void ft_device_leave(ft_device *d);
 
 /* Receive into b (b->count/used are reset first): waits up to timeout_ms (negative: forever, 0: poll)
- * for the first packet, also returning early with FT_EWOKEN if `wake` (may be NULL) is set. Returns the
- * number of packets, FT_ETIMEDOUT, FT_EWOKEN, FT_ECLOSED or a failure. */
-int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e);
+ * for the first packet. Returns the number of packets, FT_ETIMEDOUT, FT_ECLOSED or a failure. (A thread that
+ * must also wake on an event of its own, like the reader's stop, waits with ft_device_wait first.) */
+int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e);
 
 /* Wait until queue q (or all) is ready in the given direction. Returns FT_OK (ready), FT_ETIMEDOUT,
  * FT_EWOKEN, FT_ECLOSED or a failure. */
@@ -210,8 +210,7 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
  * after that, e->index telling how many went (the caller may wait again, or drop the rest and count them
  * with ft_device_count_tx_drops); under FT_FULL_RAISE it returns FT_EFULL at once, e->index telling how
  * many went. Returns the number of packets sent or a failure. */
-int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
-                   ft_event *wake, ft_err *e);
+int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e);
 /* Every failure of a send sets e->sent. A packet the OS refuses on its own (the backend fails with FT_EREFUSED
  * for it) is skipped and counted in tx_errors, and the rest still go; the call then fails with FT_EREFUSED,
  * e->index naming the first refused packet and e->sent how many went. */
@@ -234,7 +233,7 @@ void ft_device_forget_after_fork(ft_device *d);
  * whose GSO type, header length, segment size and checksum offsets fit the packet); nothing is sent if one is
  * bad. Otherwise as ft_device_send. */
 int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
-                        int timeout_ms, ft_event *wake, ft_err *e);
+                        int timeout_ms, ft_err *e);
 
 void ft_device_get_stats(ft_device *d, ft_stats *out);
 void ft_device_count_tx_drops(ft_device *d, uint64_t n);
@@ -255,6 +254,8 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 
 /* ---- packets -------------------------------------------------------------------------------------- */
 #define FT_MAX_PACKET 65535u
+/* The most packets one batch (an arena, a send_batch call, a reader's batch) holds. */
+#define FT_MAX_BATCH 65536u
 #define FT_MIN_MTU 68u     /* IPv4's minimum; IPv6 needs 1280 (checked where addresses are added) */
 
 /* FT_OK if p looks like an IPv4 or IPv6 packet the device accepts (version nibble, minimum header length,

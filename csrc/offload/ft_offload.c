@@ -65,6 +65,34 @@ void ft_vnet_hdr_encode(const ft_vnet_hdr *h, uint8_t *p)
     memcpy(p + 8, &h->csum_offset, 2);
 }
 
+int ft_vnet_check(const uint8_t *p, size_t len, const uint8_t *hdr, ft_err *e)
+{
+    ft_vnet_hdr h;
+    ft_vnet_hdr_decode(hdr, &h);
+    unsigned gso = h.gso_type & (unsigned)~FT_VNET_GSO_ECN;
+    if (len == 0 || len > FT_MAX_SUPER_PACKET)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "super-packet of %zu bytes; 1..%u are allowed", len,
+                       FT_MAX_SUPER_PACKET);
+    unsigned version = p[0] >> 4;
+    if ((version != 4 || len < 20) && (version != 6 || len < 40))
+        return ft_fail(e, FT_EPACKET, EINVAL, "super-packet does not start with an IPv4 or IPv6 header");
+    if (gso != FT_VNET_GSO_NONE && gso != FT_VNET_GSO_TCPV4 && gso != FT_VNET_GSO_TCPV6 && gso != FT_VNET_GSO_UDP_L4)
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net GSO type %u is not TCPv4 (%u), TCPv6 (%u) or UDP (%u)", gso,
+                       FT_VNET_GSO_TCPV4, FT_VNET_GSO_TCPV6, FT_VNET_GSO_UDP_L4);
+    if (gso != FT_VNET_GSO_NONE && h.gso_size == 0)
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net header asks for segmentation with a segment size of 0");
+    if (gso != FT_VNET_GSO_NONE && (h.hdr_len == 0 || h.hdr_len > len))
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "virtio-net header length %u must cover the packet's headers, within the %zu-byte packet",
+                       h.hdr_len, len);
+    if ((h.flags & FT_VNET_F_NEEDS_CSUM) && ((size_t)h.csum_start + h.csum_offset + 2 > len))
+        return ft_fail(e, FT_EPACKET, EINVAL, "virtio-net checksum offsets %u+%u point past the %zu-byte packet",
+                       h.csum_start, h.csum_offset, len);
+    if (gso == FT_VNET_GSO_NONE && len > FT_MAX_PACKET)
+        return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet without segmentation is at most %u bytes", FT_MAX_PACKET);
+    return FT_OK;
+}
+
 /* ---- Internet checksum ---------------------------------------------------------------------------- */
 /* The ones'-complement sum does not care about word order as long as it is consistent (RFC 1071), so we
  * add the data as host-order 32-bit halves of 64-bit loads into 64-bit accumulators (no carries lost for
@@ -361,13 +389,13 @@ int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
     if (out->count > out->max || out->used > out->cap)
         return ft_fail(e, FT_EINVAL, EINVAL, "batch is inconsistent: %u of %u packets, %zu of %zu bytes used",
                        out->count, out->max, out->used, out->cap);
-    if (len < FT_VNET_HDR_LEN)
+    if (len < FT_VNET_HDR_SIZE)
         return ft_fail(e, FT_EPACKET, EINVAL, "read of %zu bytes is shorter than the %d-byte virtio-net header",
-                       len, FT_VNET_HDR_LEN);
+                       len, FT_VNET_HDR_SIZE);
     ft_vnet_hdr h;
     ft_vnet_hdr_decode(pkt, &h);
-    const uint8_t *ip = pkt + FT_VNET_HDR_LEN;
-    size_t iplen = len - FT_VNET_HDR_LEN;
+    const uint8_t *ip = pkt + FT_VNET_HDR_SIZE;
+    size_t iplen = len - FT_VNET_HDR_SIZE;
     unsigned type = h.gso_type & ~FT_VNET_GSO_ECN;
     int ecn = (h.gso_type & FT_VNET_GSO_ECN) != 0;
     if (ecn && type != FT_VNET_GSO_TCPV4 && type != FT_VNET_GSO_TCPV6)
@@ -620,10 +648,10 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
 {
     const ft_pkt *first = &w->pkts[u->first];
     if (u->kind == KIND_PASS || u->count == 1) {
-        memset(o, 0, FT_VNET_HDR_LEN);
+        memset(o, 0, FT_VNET_HDR_SIZE);
         if (first->len)
-            memcpy(o + FT_VNET_HDR_LEN, first->data, first->len);
-        return FT_VNET_HDR_LEN + first->len;
+            memcpy(o + FT_VNET_HDR_SIZE, first->data, first->len);
+        return FT_VNET_HDR_SIZE + first->len;
     }
     const pkt_info *fi = &w->info[u->first];
     int tcp = u->kind == KIND_TCP;
@@ -636,7 +664,7 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
     h.csum_offset = tcp ? 16 : 6;
     ft_vnet_hdr_encode(&h, o);
 
-    uint8_t *ip = o + FT_VNET_HDR_LEN;
+    uint8_t *ip = o + FT_VNET_HDR_SIZE;
     memcpy(ip, first->data, fi->hl);
     size_t pos = fi->hl;
     for (uint16_t m = u->first;; m = w->next[m]) {
@@ -661,14 +689,14 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
         put16(l4 + 4, l4len);
         put16(l4 + 6, ft_csum_pseudo(ip, proto, l4len));
     }
-    return FT_VNET_HDR_LEN + pos;
+    return FT_VNET_HDR_SIZE + pos;
 }
 
 size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
 {
     size_t need = 0;
     for (uint32_t i = 0; in && i < n; i++) {
-        size_t add = in[i].len + FT_VNET_HDR_LEN;
+        size_t add = in[i].len + FT_VNET_HDR_SIZE;
         if (add < in[i].len || need + add < need)
             return SIZE_MAX;
         need += add;
@@ -695,7 +723,7 @@ int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *o
     if (out_cap < need)
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "the output buffer has %zu bytes; %u packets need up to %zu (their bytes plus %d each)",
-                       out_cap, n, need, FT_VNET_HDR_LEN);
+                       out_cap, n, need, FT_VNET_HDR_SIZE);
 
     window w;
     size_t used = 0;

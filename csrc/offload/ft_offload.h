@@ -8,7 +8,7 @@
 #include "core/ft_device.h"
 
 /* ---- the virtio-net header ------------------------------------------------------------------------ */
-#define FT_VNET_HDR_LEN 10
+/* Its size, FT_VNET_HDR_SIZE, is in core/ft_device.h: batches carry a table of headers. */
 
 #define FT_VNET_F_NEEDS_CSUM 0x01u   /* finish the checksum at csum_start + csum_offset */
 #define FT_VNET_F_DATA_VALID 0x02u   /* the checksum was already verified (receive side hint) */
@@ -30,8 +30,14 @@ typedef struct ft_vnet_hdr {
     uint16_t csum_offset; /* offset of the checksum field from csum_start (TCP 16, UDP 6) */
 } ft_vnet_hdr;
 
-void ft_vnet_hdr_decode(const uint8_t *p, ft_vnet_hdr *h);  /* p: FT_VNET_HDR_LEN readable bytes */
-void ft_vnet_hdr_encode(const ft_vnet_hdr *h, uint8_t *p);  /* p: FT_VNET_HDR_LEN writable bytes */
+void ft_vnet_hdr_decode(const uint8_t *p, ft_vnet_hdr *h);  /* p: FT_VNET_HDR_SIZE readable bytes */
+void ft_vnet_hdr_encode(const ft_vnet_hdr *h, uint8_t *p);  /* p: FT_VNET_HDR_SIZE writable bytes */
+
+/* FT_OK if the super-packet p (len bytes) and its header hdr (FT_VNET_HDR_SIZE bytes) can be handed to the
+ * kernel: an IPv4 or IPv6 start, a GSO type we enable (none, TCPv4, TCPv6, UDP_L4) with a segment size,
+ * a header length within the packet, checksum offsets within it, and at most FT_MAX_PACKET bytes without
+ * segmentation. Else FT_EPACKET saying what is wrong and what is allowed. */
+int ft_vnet_check(const uint8_t *p, size_t len, const uint8_t *hdr, ft_err *e);
 
 /* ---- Internet checksum ---------------------------------------------------------------------------- */
 /* Ones'-complement sum of data read as big-endian 16-bit words (an odd last byte is padded with zero),

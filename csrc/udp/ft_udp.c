@@ -603,7 +603,7 @@ static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
 }
 
 int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
-                int policy, int timeout_ms, ft_event *wake, ft_err *e)
+                int policy, int timeout_ms, ft_err *e)
 {
     if (!is_udp(d))
         return ft_fail(e, FT_EINVAL, EINVAL, "not a UDP endpoint");
@@ -660,7 +660,7 @@ int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint 
             break;
         }
         ft_atomic_add64(&d->stats.tx_waits, 1);
-        r = ft_device_wait(d, 0, FT_WAIT_WRITE, left, wake, e);
+        r = ft_device_wait(d, 0, FT_WAIT_WRITE, left, NULL, e);
         if (r != FT_OK && r != FT_ETIMEDOUT) {
             result = r;
             break;

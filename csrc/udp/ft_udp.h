@@ -57,7 +57,7 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *out);
  * (to_count n). Every datagram and destination is checked first (nothing is sent if one is bad: FT_EPACKET or
  * FT_EINVAL with e->index). The full-queue policy and the return convention are those of ft_device_send. */
 int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
-                int policy, int timeout_ms, ft_event *wake, ft_err *e);
+                int policy, int timeout_ms, ft_err *e);
 #else
 #include <errno.h>
 #define FT_UDP_LINUX_ONLY_ "UDP batch endpoints are implemented on Linux and Windows only"
@@ -79,9 +79,9 @@ static inline int ft_udp_get_info(ft_device *d, ft_udp_info *out)
     return FT_EINVAL;
 }
 static inline int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to,
-                              uint32_t to_count, int policy, int timeout_ms, ft_event *wake, ft_err *e)
+                              uint32_t to_count, int policy, int timeout_ms, ft_err *e)
 {
-    (void)d, (void)pkts, (void)n, (void)to, (void)to_count, (void)policy, (void)timeout_ms, (void)wake;
+    (void)d, (void)pkts, (void)n, (void)to, (void)to_count, (void)policy, (void)timeout_ms;
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_UDP_LINUX_ONLY_);
 }
 #endif

@@ -392,12 +392,12 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
  * the header is skipped and, for a merged packet, the TCP checksum finished. 0 for an impossible unit. */
 static size_t unit_to_ip(ft_pkt *u)
 {
-    if (u->len <= FT_VNET_HDR_LEN)
+    if (u->len <= FT_VNET_HDR_SIZE)
         return 0;
     ft_vnet_hdr h;
     ft_vnet_hdr_decode(u->data, &h);
-    uint8_t *ip = (uint8_t *)u->data + FT_VNET_HDR_LEN;
-    size_t len = u->len - FT_VNET_HDR_LEN;
+    uint8_t *ip = (uint8_t *)u->data + FT_VNET_HDR_SIZE;
+    size_t len = u->len - FT_VNET_HDR_SIZE;
     if ((h.flags & FT_VNET_F_NEEDS_CSUM) && ft_offload_complete_csum(ip, len, h.csum_start, h.csum_offset, NULL))
         return 0;
     u->data = ip;

@@ -435,8 +435,8 @@ def make_batch(packets, gso=None):
     cdef list seq = list(packets)
     cdef uint32_t n = len(seq), i
     cdef uint16_t f[4]
-    if n < 1 or n > 65536:
-        raise ValueError(f"a batch holds 1..65536 packets, got {n}")
+    if n < 1 or n > FT_MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{FT_MAX_BATCH} packets, got {n}")
     cdef list meta = None if gso is None else [tuple(g) for g in gso]
     if meta is not None:
         if len(meta) != n:

@@ -4,7 +4,7 @@
 # beyond the writable Packet view that reserve() returns.
 
 BUILDER_MAX_PACKET = 65535
-BUILDER_MAX_PACKETS = 65536
+BUILDER_MAX_PACKETS = FT_MAX_BATCH
 BUILDER_MAX_CAPACITY = 1 << 31
 
 

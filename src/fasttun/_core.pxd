@@ -30,6 +30,7 @@ cdef extern from "core/ft_device.h" nogil:
         FT_FULL_WAIT
         FT_FULL_RAISE
         FT_MAX_PACKET
+        FT_MAX_BATCH
         FT_MIN_MTU
 
     ctypedef struct ft_err:
@@ -97,12 +98,11 @@ cdef extern from "core/ft_device.h" nogil:
         char name[64]
 
     size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet)
-    int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_event *wake, ft_err *e)
-    int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms,
-                       ft_event *wake, ft_err *e)
+    int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
+    int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
     void ft_device_count_tx_drops(ft_device *d, uint64_t n)
     int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
-                            int timeout_ms, ft_event *wake, ft_err *e)
+                            int timeout_ms, ft_err *e)
     void ft_device_shutdown(ft_device *d)
     void ft_device_forget_after_fork(ft_device *d)
     void ft_device_close(ft_device *d)
@@ -270,4 +270,4 @@ cdef extern from "udp/ft_udp.h" nogil:
     int ft_udp_fd(ft_device *d)
     int ft_udp_get_info(ft_device *d, ft_udp_info *out)
     int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
-                    int policy, int timeout_ms, ft_event *wake, ft_err *e)
+                    int policy, int timeout_ms, ft_err *e)

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
 MAX_PACKET: int
+MAX_BATCH: int
 MIN_MTU: int
 DEFAULT_SPIN_US: int
 DEFAULT_ADAPTIVE_PPS: int

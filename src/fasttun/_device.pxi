@@ -115,7 +115,7 @@ cdef class Device:
         while True:
             slice_ms = _slice_ms(&deadline)
             with nogil:
-                r = ft_device_recv(self.dev, queue, b, slice_ms, NULL, &e)
+                r = ft_device_recv(self.dev, queue, b, slice_ms, &e)
             if r > 0:
                 return r
             if r != FT_ETIMEDOUT:
@@ -193,9 +193,9 @@ cdef class Device:
             with nogil:
                 if hdrs != NULL:
                     r = ft_device_send_vnet(self.dev, queue, pkts + done, hdrs + <size_t>done * FT_VNET_HDR_SIZE,
-                                            n - done, policy, slice_ms, NULL, &e)
+                                            n - done, policy, slice_ms, &e)
                 else:
-                    r = ft_device_send(self.dev, queue, pkts + done, n - done, policy, slice_ms, NULL, &e)
+                    r = ft_device_send(self.dev, queue, pkts + done, n - done, policy, slice_ms, &e)
             if r >= 0:
                 return <int>(sent + <uint32_t>r)
             if r != FT_ETIMEDOUT:

@@ -97,8 +97,8 @@ cdef class QueueReader:
         cdef QueueReader q = QueueReader.__new__(QueueReader)
         cdef ft_reader_config cfg
         cdef ft_err e
-        if batch_size < 1 or batch_size > 65536:
-            raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..65536")
+        if batch_size < 1 or batch_size > FT_MAX_BATCH:
+            raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..{FT_MAX_BATCH}")
         if pipeline < 0 or pipeline > FT_READER_MAX_PIPELINE:
             raise ValueError(f"pipeline {pipeline} is out of range; allowed: 0..{FT_READER_MAX_PIPELINE}")
         q.device = device

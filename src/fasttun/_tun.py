@@ -28,7 +28,7 @@ _TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x2
 BatchCallback = Callable[[_core.Batch], Any]
 
 _POLICIES = {"drop": _core.POLICY_DROP, "wait": _core.POLICY_WAIT, "raise": _core.POLICY_RAISE}
-MAX_BATCH = 65536
+MAX_BATCH = _core.MAX_BATCH
 IPV6_MIN_MTU = 1280
 
 

@@ -88,7 +88,7 @@ cdef class UdpDevice(Device):
             dst = to if to_count <= 1 else to + sent
             with nogil:
                 r = ft_udp_send(self.dev, pkts + sent, n - sent, dst, to_count if to_count <= 1 else n - sent,
-                                policy, slice_ms, NULL, &e)
+                                policy, slice_ms, &e)
             if r >= 0:
                 return <int>(sent + <uint32_t>r)
             if r != FT_ETIMEDOUT:

@@ -24,7 +24,6 @@ log = logging.getLogger("fasttun")
 Address = Union[tuple[str, int], tuple[str, int, int, int]]
 """(host, port), or for IPv6 (host, port, flowinfo, scope_id); hosts in send calls are numeric addresses."""
 
-MAX_BATCH = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,7 +284,7 @@ class UdpEndpoint:
     def recv_batch(self, max_datagrams: int = 64, timeout: float | None = None) -> _core.Batch:
         """Up to ``max_datagrams`` datagrams as a Batch (empty after ``timeout`` seconds; None waits as long as
         it takes). ``batch.address(i)`` tells where datagram i came from."""
-        _ranged_int(max_datagrams, "max_datagrams", 1, MAX_BATCH)
+        _ranged_int(max_datagrams, "max_datagrams", 1, _core.MAX_BATCH)
         self._check_open()
         return self._dev.recv_batch(max_datagrams, 0, timeout)
 
@@ -323,7 +322,7 @@ class UdpEndpoint:
         :meth:`fasttun.Tun.start_reader` does; the batch's views are valid only during the call."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
+        _ranged_int(batch_size, "batch_size", 1, _core.MAX_BATCH)
         spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
         pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
                else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))

@@ -70,7 +70,7 @@ static int send_seq(ft_device *d, uint32_t first, uint32_t n, int policy)
             pkts[i].data = buf[i];
             pkts[i].len = size_for(first + i);
         }
-        int r = ft_device_send(d, 0, pkts, k, policy, 5000, NULL, &e);
+        int r = ft_device_send(d, 0, pkts, k, policy, 5000, &e);
         if (r < 0)
             return r;
         total += r;
@@ -135,7 +135,7 @@ static void test_pair_order_and_wraparound(void)
             /* Drops happen when the ring is full: resend the dropped ones (the drop counter tells how many). */
             next_send += (uint32_t)(r > 0 ? r : 0);
         }
-        int n = ft_device_recv(b, 0, &ob.b, 0, NULL, &e);
+        int n = ft_device_recv(b, 0, &ob.b, 0, &e);
         if (n == FT_ETIMEDOUT)
             continue;
         CHECK(n > 0);
@@ -166,14 +166,14 @@ static void test_full_policies(void)
     uint8_t p[60];
     make_packet(p, 60, 99);
     ft_pkt pkt = {p, 60};
-    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_RAISE, 0, NULL, &e) == FT_EFULL && e.sent == 0);
+    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_RAISE, 0, &e) == FT_EFULL && e.sent == 0);
     uint64_t t0 = ft_now_ns();
-    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_WAIT, 50, NULL, &e) == FT_ETIMEDOUT && e.index == 0);
+    CHECK(ft_device_send(a, 0, &pkt, 1, FT_FULL_WAIT, 50, &e) == FT_ETIMEDOUT && e.index == 0);
     CHECK(ft_now_ns() - t0 >= 40000000u);
     /* Invalid packets are refused before anything is sent. */
     uint8_t bad[10] = {0x45};
     ft_pkt two[2] = {{p, 60}, {bad, 10}};
-    CHECK(ft_device_send(b, 0, two, 2, FT_FULL_DROP, 0, NULL, &e) == FT_EPACKET && e.index == 1);
+    CHECK(ft_device_send(b, 0, two, 2, FT_FULL_DROP, 0, &e) == FT_EPACKET && e.index == 1);
     CHECK(strstr(e.msg, "packet 1 of 2") != NULL);
     ft_device_free(a);
     ft_device_free(b);
@@ -338,7 +338,7 @@ static void blocked_main(void *p)
     owned_batch ob;
     batch_init(&ob, 4);
     ft_err e;
-    a->result = ft_device_recv(a->d, 0, &ob.b, -1, NULL, &e);
+    a->result = ft_device_recv(a->d, 0, &ob.b, -1, &e);
     batch_free(&ob);
 }
 
@@ -366,7 +366,7 @@ static void test_close_wakes_blocked_recv_and_reader(void)
     ft_err why;
     ft_reader_error(r, &why);
     CHECK(why.status == FT_ECLOSED);
-    CHECK(ft_device_recv(b, 0, &ob.b, 0, NULL, &e) == FT_ECLOSED);
+    CHECK(ft_device_recv(b, 0, &ob.b, 0, &e) == FT_ECLOSED);
     ft_reader_free(r);
     batch_free(&ob);
     /* The other end sees the close: what it sends has nowhere to go. */

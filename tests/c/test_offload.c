@@ -190,10 +190,10 @@ static size_t build_super(const pdesc *d, uint16_t gso, uint8_t *buf)
 {
     pdesc s = *d;
     s.partial = 1;
-    size_t len = build_ip(&s, buf + FT_VNET_HDR_LEN);
+    size_t len = build_ip(&s, buf + FT_VNET_HDR_SIZE);
     uint8_t type = d->udp ? 5 : (d->v6 ? 4 : 1);
     put_vnet(buf, 1, type, (uint16_t)(ip_hl(d) + l4_hl(d)), gso, (uint16_t)ip_hl(d), d->udp ? 6 : 16);
-    return FT_VNET_HDR_LEN + len;
+    return FT_VNET_HDR_SIZE + len;
 }
 
 /* Segment i of the super-packet d split at gso bytes, as it should come out. */
@@ -269,10 +269,10 @@ static int split_exact(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
 static void test_vnet_header_layout(void)
 {
     ft_vnet_hdr h = {1, 0x81, 0x1234, 1448, 20, 16}, back;
-    uint8_t raw[FT_VNET_HDR_LEN], expect[FT_VNET_HDR_LEN];
+    uint8_t raw[FT_VNET_HDR_SIZE], expect[FT_VNET_HDR_SIZE];
     ft_vnet_hdr_encode(&h, raw);
     put_vnet(expect, 1, 0x81, 0x1234, 1448, 20, 16);
-    CHECK(memcmp(raw, expect, FT_VNET_HDR_LEN) == 0);
+    CHECK(memcmp(raw, expect, FT_VNET_HDR_SIZE) == 0);
     ft_vnet_hdr_decode(raw, &back);
     CHECK(back.flags == 1 && back.gso_type == 0x81 && back.hdr_len == 0x1234 && back.gso_size == 1448 &&
           back.csum_start == 20 && back.csum_offset == 16);
@@ -389,7 +389,7 @@ static size_t case_super(const split_case *c, uint8_t *buf)
     size_t len = build_super(&d, c->gso, buf);
     if (c->no_needs_csum) {
         buf[0] = 0;
-        uint8_t *l4 = buf + FT_VNET_HDR_LEN + ip_hl(&d);
+        uint8_t *l4 = buf + FT_VNET_HDR_SIZE + ip_hl(&d);
         be16(l4 + (c->udp ? 6 : 16), 0xbeef); /* whatever was there must not matter */
     }
     if (c->ecn)
@@ -771,7 +771,7 @@ static void test_round_trip_split_coalesce_split(void)
         int cwr = !sc->udp && (sc->flags & 0x80);
         /* One unit (a CWR first segment is not merged: it goes alone ahead of the rest). */
         /* An IPv6 super-packet may exceed 65535 bytes; ours never do. */
-        int too_long = len - FT_VNET_HDR_LEN > 65535;
+        int too_long = len - FT_VNET_HDR_SIZE > 65535;
         int want_units = n == 1 ? 1 : 1 + cwr + too_long;
         if (want_units > 0 && c.n != want_units)
             fprintf(stderr, "  %s: %d units, expected %d\n", sc->name, c.n, want_units);
@@ -783,8 +783,8 @@ static void test_round_trip_split_coalesce_split(void)
             CHECK(c.out[0].len == len && memcmp(c.out[0].data, super, len) == 0);
         }
         if (n == 1) {
-            uint8_t zero[FT_VNET_HDR_LEN] = {0};
-            CHECK(c.segs[0] == 1 && memcmp(c.out[0].data, zero, FT_VNET_HDR_LEN) == 0);
+            uint8_t zero[FT_VNET_HDR_SIZE] = {0};
+            CHECK(c.segs[0] == 1 && memcmp(c.out[0].data, zero, FT_VNET_HDR_SIZE) == 0);
         }
     }
     /* A long run of one flow: windows of FT_COALESCE_WINDOW packets, super-packets of at most 65535 bytes. */
@@ -811,7 +811,7 @@ static void test_round_trip_split_coalesce_split(void)
         CHECK(units > 1);
         int too_big = 0, too_many = 0;
         for (int i = 0; i < units; i++) {
-            if (c.out[i].len - FT_VNET_HDR_LEN > 65535)
+            if (c.out[i].len - FT_VNET_HDR_SIZE > 65535)
                 too_big++;
             if (c.segs[i] > (udp ? FT_COALESCE_UDP_MAX_SEGS : FT_COALESCE_WINDOW))
                 too_many++;
@@ -853,10 +853,10 @@ static void add_packet(tbatch *t, const uint8_t *p, size_t len)
 
 static int unit_is_packet(const coal *c, int u, const uint8_t *p, size_t len)
 {
-    static const uint8_t zero[FT_VNET_HDR_LEN] = {0};
-    return u < c->n && c->segs[u] == 1 && c->out[u].len == len + FT_VNET_HDR_LEN &&
-           memcmp(c->out[u].data, zero, FT_VNET_HDR_LEN) == 0 &&
-           memcmp(c->out[u].data + FT_VNET_HDR_LEN, p, len) == 0;
+    static const uint8_t zero[FT_VNET_HDR_SIZE] = {0};
+    return u < c->n && c->segs[u] == 1 && c->out[u].len == len + FT_VNET_HDR_SIZE &&
+           memcmp(c->out[u].data, zero, FT_VNET_HDR_SIZE) == 0 &&
+           memcmp(c->out[u].data + FT_VNET_HDR_SIZE, p, len) == 0;
 }
 
 static void test_coalesce_interleaved_flows_keep_order(void)
@@ -1126,8 +1126,8 @@ static void test_coalesce_header_fields(void)
             CHECK(h.gso_type == (udp ? 5 : (v6 ? 4 : 1)));
             CHECK(h.hdr_len == ihl + thl && h.gso_size == 1300 && h.csum_start == ihl);
             CHECK(h.csum_offset == (udp ? 6 : 16));
-            uint8_t *ip = (uint8_t *)c.out[0].data + FT_VNET_HDR_LEN; /* our own buffer */
-            size_t len = c.out[0].len - FT_VNET_HDR_LEN;
+            uint8_t *ip = (uint8_t *)c.out[0].data + FT_VNET_HDR_SIZE; /* our own buffer */
+            size_t len = c.out[0].len - FT_VNET_HDR_SIZE;
             CHECK(len == ihl + thl + d.pay_len);
             if (v6)
                 CHECK(rd16(ip + 4) == len - 40);
@@ -1223,7 +1223,7 @@ static void test_coalesce_random_soup(void)
         tb_reset(&got);
         for (int u = 0; u < c.n; u++) {
             if (c.segs[u] == 1) {
-                add_packet(&got, c.out[u].data + FT_VNET_HDR_LEN, c.out[u].len - FT_VNET_HDR_LEN);
+                add_packet(&got, c.out[u].data + FT_VNET_HDR_SIZE, c.out[u].len - FT_VNET_HDR_SIZE);
                 continue;
             }
             ft_err e;
@@ -1265,7 +1265,7 @@ static void test_udp_checksum_zero_is_sent_as_ffff(void)
     size_t n0 = build_segment(&d, 100, 0, seg);
     be16(seg + 26, 0);
     uint32_t s = ref_fold(ref_pseudo(seg, 17, (uint32_t)(n0 - 20)) + ref_add(0, seg + 20, n0 - 20));
-    uint8_t *word = super + FT_VNET_HDR_LEN + 28 + 98;
+    uint8_t *word = super + FT_VNET_HDR_SIZE + 28 + 98;
     be16(word, ref_fold(rd16(word) + (0xffff - s)));
     tbatch t, again;
     coal c;

@@ -103,7 +103,7 @@ static void test_runs_both_ways(int offload, uint32_t table)
     pkts[N].data = (const uint8_t *)"tail";
     pkts[N].len = 4;
     ft_err e;
-    CHECK(ft_udp_send(a, pkts, N + 1, NULL, 0, FT_FULL_WAIT, 1000, NULL, &e) == N + 1);
+    CHECK(ft_udp_send(a, pkts, N + 1, NULL, 0, FT_FULL_WAIT, 1000, &e) == N + 1);
     ft_udp_info info;
     CHECK(ft_udp_get_info(a, &info) == FT_OK);
     CHECK(info.gso == offload || !info.gso_supported);
@@ -114,7 +114,7 @@ static void test_runs_both_ways(int offload, uint32_t table)
     uint32_t got = 0;
     int order_ok = 1, sources_ok = 1;
     for (int tries = 0; got < N + 1 && tries < 1000; tries++) {
-        int r = ft_device_recv(b, 0, &m.b, 1000, NULL, &e);
+        int r = ft_device_recv(b, 0, &m.b, 1000, &e);
         if (r <= 0)
             break;
         CHECK((uint32_t)r <= table);
@@ -156,7 +156,7 @@ static void test_unconnected_sources_and_oversize(void)
     batch_mem m;
     batch_alloc(&m, 8, 8 * 2048 + 1000);
     ft_err e;
-    int r = ft_device_recv(server, 0, &m.b, 1000, NULL, &e);
+    int r = ft_device_recv(server, 0, &m.b, 1000, &e);
     CHECK(r == 1 && m.b.lengths[0] == 1000);
     CHECK(m.addrs[0].family == 4 && m.addrs[0].port == ntohs(ac.sin_port));
     ft_stats s;
@@ -165,18 +165,18 @@ static void test_unconnected_sources_and_oversize(void)
 
     /* answer to the source, then refuse bad destinations and sizes without sending anything */
     ft_pkt reply = {(const uint8_t *)"pong", 4};
-    CHECK(ft_udp_send(server, &reply, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == 1);
+    CHECK(ft_udp_send(server, &reply, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, &e) == 1);
     char back[8];
     CHECK(recv(fc, back, sizeof(back), 0) == 4 && memcmp(back, "pong", 4) == 0); /* fc blocks: it waits */
-    CHECK(ft_udp_send(server, &reply, 1, NULL, 0, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL);
+    CHECK(ft_udp_send(server, &reply, 1, NULL, 0, FT_FULL_DROP, 0, &e) == FT_EINVAL);
     ft_endpoint port0 = m.addrs[0];
     port0.port = 0;
-    CHECK(ft_udp_send(server, &reply, 1, &port0, 1, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL && e.index == 0);
+    CHECK(ft_udp_send(server, &reply, 1, &port0, 1, FT_FULL_DROP, 0, &e) == FT_EINVAL && e.index == 0);
     static uint8_t huge[FT_UDP_MAX_PAYLOAD4 + 1];
     ft_pkt two[2] = {{(const uint8_t *)"ok", 2}, {huge, sizeof(huge)}};
-    CHECK(ft_udp_send(server, two, 2, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == FT_EPACKET && e.index == 1);
+    CHECK(ft_udp_send(server, two, 2, &m.addrs[0], 1, FT_FULL_DROP, 0, &e) == FT_EPACKET && e.index == 1);
     /* the generic send path carries datagrams too, without the IP check (connected endpoints only) */
-    CHECK(ft_device_send(server, 0, &reply, 1, FT_FULL_DROP, 0, NULL, &e) == FT_EINVAL);
+    CHECK(ft_device_send(server, 0, &reply, 1, FT_FULL_DROP, 0, &e) == FT_EINVAL);
     batch_free(&m);
     close_socket(fc);
     ft_device_free(server);
@@ -196,7 +196,7 @@ static void test_reader_and_close_under_it(void)
     ft_device *a = open_endpoint(fa, 0, 1), *b = open_endpoint(fb, 2048, 1);
     if (!a || !b)
         return;
-    CHECK(ft_device_send(a, 0, &(ft_pkt){(const uint8_t *)"not an IP packet", 16}, 1, FT_FULL_WAIT, 1000, NULL,
+    CHECK(ft_device_send(a, 0, &(ft_pkt){(const uint8_t *)"not an IP packet", 16}, 1, FT_FULL_WAIT, 1000,
                          &(ft_err){0}) == 1);
     batch_mem m;
     batch_alloc(&m, 64, 64 * 2048 + 2048);
@@ -208,7 +208,7 @@ static void test_reader_and_close_under_it(void)
     enum { N = 300 };
     ft_pkt pkts[N];
     uint8_t *buf = make_datagrams(N, 500, pkts);
-    CHECK(ft_udp_send(a, pkts, N, NULL, 0, FT_FULL_WAIT, 1000, NULL, &e) == N);
+    CHECK(ft_udp_send(a, pkts, N, NULL, 0, FT_FULL_WAIT, 1000, &e) == N);
     for (int i = 0; i < 2000 && ft_atomic_load(&((ft_device *)b)->stats.rx_packets) < N + 1; i++)
         ft_sleep_us(1000);
     ft_device_close(b); /* wakes the reader, which ends with FT_ECLOSED */
@@ -216,7 +216,7 @@ static void test_reader_and_close_under_it(void)
     ft_udp_info info;
     CHECK(ft_udp_get_info(b, &info) == FT_OK && info.rx_messages > 0); /* counters outlive the socket */
     CHECK(ft_udp_fd(b) == -1);
-    CHECK(ft_udp_send(b, pkts, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, NULL, &e) == FT_ECLOSED);
+    CHECK(ft_udp_send(b, pkts, 1, &m.addrs[0], 1, FT_FULL_DROP, 0, &e) == FT_ECLOSED);
     CHECK(seen == N + 1);
     CHECK(ft_reader_state(r) == FT_READER_FAILED || ft_reader_state(r) == FT_READER_STOPPED);
     ft_reader_free(r);

@@ -137,8 +137,8 @@ static void fuzz_split(const uint8_t *data, size_t size)
     ft_vnet_hdr h;
     ft_vnet_hdr_decode(data, &h);
     unsigned type = h.gso_type & 0x7fu;
-    const uint8_t *ip = data + FT_VNET_HDR_LEN;
-    size_t iplen = size - FT_VNET_HDR_LEN;
+    const uint8_t *ip = data + FT_VNET_HDR_SIZE;
+    size_t iplen = size - FT_VNET_HDR_SIZE;
     if (type == FT_VNET_GSO_NONE) {
         REQUIRE(r == 1 && first_split.b.lengths[0] == iplen);
         REQUIRE(ft_packet_check(arena1, iplen, FT_MAX_PACKET, &e) == FT_OK);
@@ -246,18 +246,18 @@ static void fuzz_coalesce(const uint8_t *data, size_t size)
     const uint8_t *expect_at = out;
     batch_setup(&second_split, arena2, MAX_SEGS, ARENA);
     for (int k = 0; k < r; k++) {
-        REQUIRE(units[k].data == expect_at && units[k].len >= FT_VNET_HDR_LEN);
+        REQUIRE(units[k].data == expect_at && units[k].len >= FT_VNET_HDR_SIZE);
         REQUIRE((size_t)(units[k].data - out) + units[k].len <= bound);
         expect_at += units[k].len;
         REQUIRE(segs[k] >= 1);
         total += segs[k];
         ft_vnet_hdr h;
         ft_vnet_hdr_decode(units[k].data, &h);
-        const uint8_t *p = units[k].data + FT_VNET_HDR_LEN;
-        size_t len = units[k].len - FT_VNET_HDR_LEN;
+        const uint8_t *p = units[k].data + FT_VNET_HDR_SIZE;
+        size_t len = units[k].len - FT_VNET_HDR_SIZE;
         if (segs[k] == 1) {
-            static const uint8_t zero[FT_VNET_HDR_LEN] = {0};
-            REQUIRE(memcmp(units[k].data, zero, FT_VNET_HDR_LEN) == 0);
+            static const uint8_t zero[FT_VNET_HDR_SIZE] = {0};
+            REQUIRE(memcmp(units[k].data, zero, FT_VNET_HDR_SIZE) == 0);
             REQUIRE(second_split.b.count < MAX_SEGS && second_split.b.used + len <= ARENA);
             memcpy(arena2 + second_split.b.used, p, len);
             second_split.offsets[second_split.b.count] = (uint32_t)second_split.b.used;

@@ -611,7 +611,7 @@ static void test_recv_device(void)
         return;
     test_batch *t = batch_new(64);
     uint64_t t0 = ft_now_ns();
-    int r = ft_device_recv(d, 0, &t->b, 50, NULL, &e);
+    int r = ft_device_recv(d, 0, &t->b, 50, &e);
     double waited = ms_since(t0);
     CHECK(r == FT_ETIMEDOUT && waited >= 40 && waited < 1000, "empty ring times out after ~50 ms: %d %.1f ms", r,
           waited);
@@ -622,7 +622,7 @@ static void test_recv_device(void)
     rx_check c = {0};
     uint32_t batches = 0;
     while (c.got < (LONG)N) {
-        r = ft_device_recv(d, 0, &t->b, 2000, NULL, &e);
+        r = ft_device_recv(d, 0, &t->b, 2000, &e);
         if (r <= 0)
             break;
         batches++;
@@ -782,13 +782,13 @@ static void test_recv_faults(void)
     LONG errs = counters().receive_errors;
     CHECK(errs <= 2, "no spinning on EOF: %ld failing receive calls", errs);
     test_batch *t = batch_new(8);
-    int r = ft_device_recv(d, 0, &t->b, 1000, NULL, &e);
+    int r = ft_device_recv(d, 0, &t->b, 1000, &e);
     CHECK(r == FT_EEOF, "receive after EOF reports it at once: %d", r);
     uint8_t pkt[100];
     make_packet(pkt, 1, sizeof(pkt));
     ft_pkt one = {pkt, sizeof(pkt)};
     LONG allocs = counters().alloc_calls;
-    r = ft_device_send(d, 0, &one, 1, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, &one, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EEOF && counters().alloc_calls == allocs, "send after EOF fails without calling Wintun: %d", r);
     CHECK(counters().receive_errors == errs, "the DLL is not asked again once the session is dead");
     fake_fault(FAKE_RECV_EOF, FALSE, 0);
@@ -814,17 +814,17 @@ static void test_recv_faults(void)
         d = open_dev("ft-bogus", 0, &e);
         inject_range(0, 3);
         fake_inject_bogus(bogus[i]);
-        r = ft_device_recv(d, 0, &t->b, 1000, NULL, &e);
+        r = ft_device_recv(d, 0, &t->b, 1000, &e);
         CHECK(r == 3, "the good packets before a bad size arrive first: %d", r);
         /* The size is never read: the session is restarted instead (counted), and the new one works. */
-        r = ft_device_recv(d, 0, &t->b, 100, NULL, &e);
+        r = ft_device_recv(d, 0, &t->b, 100, &e);
         ft_stats st;
         ft_device_get_stats(d, &st);
         CHECK(r == FT_ETIMEDOUT && st.rx_errors == 1, "size %lu restarts the session: %d, %llu restarts", bogus[i],
               r, (unsigned long long)st.rx_errors);
         CHECK(counters().sessions == 1, "one session after the restart: %ld", counters().sessions);
         inject_range(3, 2);
-        r = ft_device_recv(d, 0, &t->b, 1000, NULL, &e);
+        r = ft_device_recv(d, 0, &t->b, 1000, &e);
         CHECK(r == 2, "the new session delivers: %d %s", r, e.msg);
         ft_device_free(d);
         check_released("after bogus size");
@@ -877,7 +877,7 @@ static void test_send(void)
     ft_pkt *pk = make_packets(0, N, &arena);
     int total = 0;
     for (uint32_t i = 0; i < N; i += 32) {
-        int r = ft_device_send(d, 0, pk + i, N - i < 32 ? N - i : 32, FT_FULL_RAISE, 0, NULL, &e);
+        int r = ft_device_send(d, 0, pk + i, N - i < 32 ? N - i : 32, FT_FULL_RAISE, 0, &e);
         if (r < 0) {
             printf("  send failed: %d %s\n", r, e.msg);
             break;
@@ -901,20 +901,20 @@ static void test_send(void)
     static uint8_t big[70000];
     make_packet(big, 1, 1500);
     ft_pkt over_mtu = {big, 1500};
-    int r = ft_device_send(d, 0, &over_mtu, 1, FT_FULL_DROP, 0, NULL, &e);
+    int r = ft_device_send(d, 0, &over_mtu, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EPACKET && strstr(e.msg, "MTU"), "larger than the MTU: %d %s", r, e.msg);
     ft_pkt over_ip = {big, sizeof(big)};
     big[0] = 0x45;
-    r = ft_device_send(d, 0, &over_ip, 1, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, &over_ip, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EPACKET, "larger than 65535: %d %s", r, e.msg);
     uint8_t junk[100] = {0};
     ft_pkt not_ip = {junk, sizeof(junk)};
-    r = ft_device_send(d, 0, &not_ip, 1, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, &not_ip, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EPACKET && strstr(e.msg, "version"), "not IP: %d %s", r, e.msg);
     uint8_t good[60];
     make_packet(good, 5, sizeof(good));
     ft_pkt mixed[3] = {{good, sizeof(good)}, {junk, sizeof(junk)}, {good, sizeof(good)}};
-    r = ft_device_send(d, 0, mixed, 3, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, mixed, 3, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EPACKET && e.index == 1, "one bad packet in a batch: %d index %ld %s", r, e.index, e.msg);
     r = d->ops->send(d, 0, &over_ip, 1, &e); /* the backend's own guard, past ft_device_send's checks */
     CHECK(r == FT_EPACKET, "the backend refuses > 0xFFFF itself: %d %s", r, e.msg);
@@ -951,7 +951,7 @@ static int fill_ring(ft_device *d, uint32_t first)
         size_t len = packet_len(first + (uint32_t)n);
         make_packet(p, first + (uint32_t)n, len);
         ft_pkt one = {p, len};
-        if (ft_device_send(d, 0, &one, 1, FT_FULL_RAISE, 0, NULL, &e) != 1)
+        if (ft_device_send(d, 0, &one, 1, FT_FULL_RAISE, 0, &e) != 1)
             return n;
         n++;
     }
@@ -1015,7 +1015,7 @@ static void test_auto_ring(void)
         seq += got > 0 ? (uint32_t)got : 0;
         t->b.count = 0;
         t->b.used = 0;
-        if (ft_device_recv(d, 0, &t->b, 100, NULL, &e) > 0)
+        if (ft_device_recv(d, 0, &t->b, 100, &e) > 0)
             check_batch(&rc, &t->b);
     }
     CHECK(ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
@@ -1039,12 +1039,12 @@ static void test_send_full(void)
     uint8_t *arena;
     ft_pkt *pk = make_packets(0, 10, &arena);
     fake_fault(FAKE_SEND_FULL, TRUE, 0);
-    int r = ft_device_send(d, 0, pk, 10, FT_FULL_DROP, 0, NULL, &e);
+    int r = ft_device_send(d, 0, pk, 10, FT_FULL_DROP, 0, &e);
     ft_stats s;
     ft_device_get_stats(d, &s);
     CHECK(r == 0 && s.tx_dropped_full == 10, "drop policy: %d sent, %llu dropped", r,
           (unsigned long long)s.tx_dropped_full);
-    r = ft_device_send(d, 0, pk, 10, FT_FULL_RAISE, 0, NULL, &e);
+    r = ft_device_send(d, 0, pk, 10, FT_FULL_RAISE, 0, &e);
     CHECK(r == FT_EFULL && e.sent == 0, "raise policy: %d sent %u %s", r, e.sent, e.msg);
     fake_fault(FAKE_SEND_FULL, FALSE, 0);
     CHECK(counters().sent == 0, "nothing sent while full");
@@ -1057,7 +1057,7 @@ static void test_send_full(void)
     free(arena);
     pk = make_packets((uint32_t)fit, 10, &arena);
     uint64_t t0 = ft_now_ns();
-    r = ft_device_send(d, 0, pk, 10, FT_FULL_WAIT, 2000, NULL, &e);
+    r = ft_device_send(d, 0, pk, 10, FT_FULL_WAIT, 2000, &e);
     double ms = ms_since(t0);
     WaitForSingleObject(dr.thread, INFINITE);
     CloseHandle(dr.thread);
@@ -1074,7 +1074,7 @@ static void test_send_full(void)
     fit = fill_ring(d, 0);
     uint64_t waits_before = s.tx_waits;
     t0 = ft_now_ns();
-    r = ft_device_send(d, 0, pk, 10, FT_FULL_WAIT, 50, NULL, &e);
+    r = ft_device_send(d, 0, pk, 10, FT_FULL_WAIT, 50, &e);
     ms = ms_since(t0);
     ft_device_get_stats(d, &s);
     CHECK(r == FT_ETIMEDOUT && e.index == 0 && ms >= 45 && ms < 1000, "wait policy times out: %d index %ld %.1f ms",
@@ -1085,18 +1085,18 @@ static void test_send_full(void)
     read_back_all(&rest);
 
     fake_fault(FAKE_ALLOC_FAIL, TRUE, ERROR_NOT_ENOUGH_MEMORY);
-    r = ft_device_send(d, 0, pk, 1, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, pk, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_ESYS && e.errnum == ENOMEM, "allocation failure: %d %d %s", r, e.errnum, e.msg);
     fake_fault(FAKE_ALLOC_FAIL, FALSE, 0);
-    r = ft_device_send(d, 0, pk, 1, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, pk, 1, FT_FULL_DROP, 0, &e);
     CHECK(r == 1, "a failed allocation is not fatal: %d %s", r, e.msg);
 
     fake_fault(FAKE_SEND_EOF, TRUE, 0);
-    r = ft_device_send(d, 0, pk, 3, FT_FULL_DROP, 0, NULL, &e);
+    r = ft_device_send(d, 0, pk, 3, FT_FULL_DROP, 0, &e);
     CHECK(r == FT_EEOF && strstr(e.msg, "ERROR_HANDLE_EOF"), "EOF on send: %d %s", r, e.msg);
     fake_fault(FAKE_SEND_EOF, FALSE, 0);
     test_batch *t = batch_new(8);
-    r = ft_device_recv(d, 0, &t->b, 1000, NULL, &e);
+    r = ft_device_recv(d, 0, &t->b, 1000, &e);
     CHECK(r == FT_EEOF, "the session is dead for receiving too: %d", r);
     uint64_t w0 = ft_now_ns();
     r = ft_device_wait(d, 0, FT_WAIT_READ, 1000, NULL, &e);
