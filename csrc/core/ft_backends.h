@@ -146,12 +146,6 @@ int ft_wintun_created(ft_device *d);
 uint32_t ft_wintun_ring_capacity(ft_device *d); /* of the current session: auto capacity changes it */
 uint32_t ft_wintun_ring_grows(ft_device *d);    /* times auto capacity doubled the rings */
 
-/* Routes through the adapter. family 4 or 6; dest and nexthop in network order (4 or 16 bytes used);
- * nexthop NULL for an on-link route; metric 0 lets Windows choose. An existing route: FT_ESYS, EEXIST. */
-int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                        uint32_t metric, ft_err *e);
-int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                        uint32_t metric, ft_err *e);
 /* Replaces the adapter's DNS servers, both families (n = 0 clears them). Needs SetInterfaceDnsSettings
  * (Windows 10 2004 or later): FT_EUNSUPPORTED where it is absent. */
 int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e);
@@ -203,18 +197,6 @@ static inline uint32_t ft_wintun_ring_grows(ft_device *d)
 {
     (void)d;
     return 0;
-}
-static inline int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix,
-                                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
-{
-    (void)d, (void)family, (void)dest, (void)prefix, (void)nexthop, (void)metric;
-    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
-}
-static inline int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix,
-                                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
-{
-    (void)d, (void)family, (void)dest, (void)prefix, (void)nexthop, (void)metric;
-    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
 }
 static inline int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 {

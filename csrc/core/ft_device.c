@@ -484,13 +484,9 @@ int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
 {
     CONFIG_CALL(get_index, "report an interface index", index);
 }
-int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
 {
-    CONFIG_CALL(add_address, "add addresses", a);
-}
-int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e)
-{
-    CONFIG_CALL(del_address, "remove addresses", a);
+    CONFIG_CALL(address, add ? "add addresses" : "remove addresses", add, a);
 }
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
 {

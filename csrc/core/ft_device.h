@@ -153,8 +153,7 @@ typedef struct ft_backend_ops {
     int (*set_up)(ft_device *d, int up, ft_err *e);
     int (*is_up)(ft_device *d, int *up, ft_err *e);
     int (*get_index)(ft_device *d, uint32_t *index, ft_err *e);
-    int (*add_address)(ft_device *d, const ft_addr *a, ft_err *e);
-    int (*del_address)(ft_device *d, const ft_addr *a, ft_err *e);
+    int (*address)(ft_device *d, int add, const ft_addr *a, ft_err *e);   /* add (1) or remove (0), like route */
     int (*list_addresses)(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
     int (*get_txqueuelen)(ft_device *d, uint32_t *len, ft_err *e);
     int (*set_txqueuelen)(ft_device *d, uint32_t len, ft_err *e);
@@ -244,8 +243,7 @@ int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
 int ft_device_set_up(ft_device *d, int up, ft_err *e);
 int ft_device_is_up(ft_device *d, int *up, ft_err *e);
 int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e);
-int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e);
-int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e);
+int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e); /* add (1) or remove (0) */
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
 int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);

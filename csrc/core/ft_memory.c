@@ -245,9 +245,18 @@ static int addr_equal(const ft_addr *a, const ft_addr *b)
            memcmp(a->bytes, b->bytes, a->family == 4 ? 4 : 16) == 0;
 }
 
-static int mem_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+static int mem_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
 {
     mem_dev *m = M(d);
+    if (!add) {
+        for (uint32_t i = 0; i < m->naddrs; i++) {
+            if (addr_equal(&m->addrs[i], a)) {
+                m->addrs[i] = m->addrs[--m->naddrs];
+                return FT_OK;
+            }
+        }
+        return ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on the device");
+    }
     for (uint32_t i = 0; i < m->naddrs; i++)
         if (addr_equal(&m->addrs[i], a))
             return ft_fail(e, FT_ESYS, EEXIST, "the address is already on the device");
@@ -255,18 +264,6 @@ static int mem_add_address(ft_device *d, const ft_addr *a, ft_err *e)
         return ft_fail(e, FT_EINVAL, ENOSPC, "an in-memory device holds at most %d addresses", MAX_ADDRS);
     m->addrs[m->naddrs++] = *a;
     return FT_OK;
-}
-
-static int mem_del_address(ft_device *d, const ft_addr *a, ft_err *e)
-{
-    mem_dev *m = M(d);
-    for (uint32_t i = 0; i < m->naddrs; i++) {
-        if (addr_equal(&m->addrs[i], a)) {
-            m->addrs[i] = m->addrs[--m->naddrs];
-            return FT_OK;
-        }
-    }
-    return ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on the device");
 }
 
 static int mem_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
@@ -288,8 +285,7 @@ static const ft_backend_ops memory_ops = {
     .close = mem_close,
     .set_up = mem_set_up,
     .is_up = mem_is_up,
-    .add_address = mem_add_address,
-    .del_address = mem_del_address,
+    .address = mem_address,
     .list_addresses = mem_list_addresses,
 };
 

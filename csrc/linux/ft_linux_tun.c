@@ -302,15 +302,13 @@ static int address_call(ft_device *d, const ft_addr *a, int add, ft_err *e)
     NETLINK_CALL(ft_netlink_address(L(d)->nl_fd, L(d)->ifindex, d->name, a, add, e));
 }
 
-static int lx_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+static int lx_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
 {
-    int r = address_call(d, a, 1, e);
-    if (r == FT_OK)
+    int r = address_call(d, a, add, e);
+    if (r == FT_OK && add)
         wait_usable(d, a);
     return r;
 }
-
-static int lx_del_address(ft_device *d, const ft_addr *a, ft_err *e) { return address_call(d, a, 0, e); }
 
 static int lx_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 {
@@ -639,8 +637,7 @@ static const ft_backend_ops linux_ops = {
     .set_up = lx_set_up,
     .is_up = lx_is_up,
     .get_index = lx_get_index,
-    .add_address = lx_add_address,
-    .del_address = lx_del_address,
+    .address = lx_address,
     .list_addresses = lx_list_addresses,
     .get_txqueuelen = lx_get_txqueuelen,
     .set_txqueuelen = lx_set_txqueuelen,

@@ -3,6 +3,7 @@
  * order. Configuration hooks live in wintun/ft_wintun_config.c; loading the DLL in wintun/ft_wintun_loader.c. */
 #ifdef _WIN32
 #include "wintun/ft_wintun_internal.h"
+#include "wintun/ft_wintun_config.h"
 #include "offload/ft_offload.h"
 
 #include <winsock2.h> /* before iphlpapi.h, which declares the netioapi calls only after it */
@@ -536,21 +537,96 @@ static void wt_close(ft_device *d)
     d->impl = NULL;
 }
 
+/* ---- configuration: IP Helper on the adapter's LUID (wintun/ft_wintun_config.c) --------------------- */
+
+static NET_LUID luid_of(ft_device *d)
+{
+    NET_LUID none;
+    none.Value = 0;
+    return W(d) ? W(d)->luid : none;
+}
+
+/* When IP Helper cannot tell (the interface is not bound yet right after creation, or the system lacks the
+ * call, as Wine does), the MTU the device enforces on sends is the answer: the one it was opened or last
+ * set with. Only before that is known does the failure reach the caller. */
+static int wt_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    ft_err why;
+    int r = ft_wintun_cfg_get_mtu(luid_of(d), d->name, mtu, &why);
+    if (r == FT_OK)
+        return FT_OK;
+    int cached = ft_atomic_load(&d->mtu);
+    if (cached > 0) {
+        *mtu = (uint32_t)cached;
+        return FT_OK;
+    }
+    if (e)
+        *e = why;
+    return r;
+}
+
+static int wt_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+{
+    return ft_wintun_cfg_set_mtu(luid_of(d), d->name, mtu, e);
+}
+
+static int wt_set_up(ft_device *d, int up, ft_err *e)
+{
+    /* Wintun brings the link up when a session starts and down when it ends; there is no switch. */
+    if (up)
+        return FT_OK;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                   "a Wintun adapter is up while its session runs and cannot be taken down on its own; close the "
+                   "device \"%.60s\" to take it down",
+                   d->name);
+}
+
+static int wt_is_up(ft_device *d, int *up, ft_err *e) { return ft_wintun_cfg_is_up(luid_of(d), d->name, up, e); }
+
+static int wt_get_index(ft_device *d, uint32_t *index, ft_err *e)
+{
+    return ft_wintun_cfg_index(luid_of(d), d->name, index, e);
+}
+
+static int wt_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
+{
+    return ft_wintun_cfg_address(luid_of(d), d->name, add, a, e);
+}
+
+static int wt_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+{
+    return ft_wintun_cfg_list_addresses(luid_of(d), d->name, out, max, n, e);
+}
+
+static int wt_route(ft_device *d, int add, const ft_route *r, ft_err *e)
+{
+    return ft_wintun_cfg_route(luid_of(d), d->name, add, r, e);
+}
+
+int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = ft_wintun_cfg_dns(luid_of(d), d->name, servers, n, e);
+    ft_device_leave(d);
+    return r;
+}
+
 static const ft_backend_ops wintun_ops = {
     .name = "wintun",
     .recv = wt_recv,
     .send = wt_send,
     .wait_handles = wt_wait_handles,
     .close = wt_close,
-    .get_mtu = ft_win_get_mtu,
-    .set_mtu = ft_win_set_mtu,
-    .set_up = ft_win_set_up,
-    .is_up = ft_win_is_up,
-    .get_index = ft_win_get_index,
-    .add_address = ft_win_add_address,
-    .del_address = ft_win_del_address,
-    .list_addresses = ft_win_list_addresses,
-    .route = ft_win_route,
+    .get_mtu = wt_get_mtu,
+    .set_mtu = wt_set_mtu,
+    .set_up = wt_set_up,
+    .is_up = wt_is_up,
+    .get_index = wt_get_index,
+    .address = wt_address,
+    .list_addresses = wt_list_addresses,
+    .route = wt_route,
 };
 
 /* ---- parameters ------------------------------------------------------------------------------------- */
@@ -746,7 +822,7 @@ static void copy_name(char *dst, size_t cap, const char *src)
 static int apply_mtu(ft_device *d, uint32_t mtu, ft_err *e)
 {
     if (mtu != 0) {
-        int r = ft_win_set_mtu(d, mtu, e);
+        int r = wt_set_mtu(d, mtu, e);
         if (r != FT_OK)
             return r;
         ft_atomic_store(&d->mtu, (int)mtu);
@@ -754,7 +830,7 @@ static int apply_mtu(ft_device *d, uint32_t mtu, ft_err *e)
     }
     uint32_t current = 0;
     ft_err ignored;
-    if (ft_win_get_mtu(d, &current, &ignored) != FT_OK || current < FT_MIN_MTU ||
+    if (wt_get_mtu(d, &current, &ignored) != FT_OK || current < FT_MIN_MTU ||
         current > WINTUN_MAX_IP_PACKET_SIZE)
         current = WINTUN_MAX_IP_PACKET_SIZE;
     ft_atomic_store(&d->mtu, (int)current);
@@ -838,12 +914,6 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
 /* ---- accessors -------------------------------------------------------------------------------------- */
 
 /* Plain values, readable until the device is closed (then 0). */
-NET_LUID ft_wintun_net_luid(ft_device *d)
-{
-    NET_LUID none;
-    none.Value = 0;
-    return W(d) ? W(d)->luid : none;
-}
 uint64_t ft_wintun_luid(ft_device *d) { return W(d) ? W(d)->luid.Value : 0; }
 int ft_wintun_created(ft_device *d) { return W(d) ? W(d)->created : 0; }
 uint32_t ft_wintun_ring_capacity(ft_device *d) { return W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0; }

@@ -1,12 +1,10 @@
 /* wintun/ft_wintun_config.c - configuring a Wintun adapter through the IP Helper API, keyed by the adapter's LUID:
  * MTU, index, link state, addresses, routes and DNS servers. No netsh, no PowerShell: plain calls that
- * return an error code we can explain. */
+ * return an error code we can explain. Nothing here knows the Wintun session or ft_device: the backend
+ * (wintun/ft_wintun.c) passes the LUID and the name its messages use. */
 #ifdef _WIN32
-#include "wintun/ft_wintun_internal.h"
+#include "wintun/ft_wintun_config.h"
 
-#include <winsock2.h>
-#include <ws2ipdef.h>
-#include <iphlpapi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,11 +97,11 @@ static int fail_missing(ft_err *e, const char *fn)
             return fail_missing(e, #fn);      \
     } while (0)
 
-static int fail_ip(ft_err *e, DWORD err, const char *what, ft_device *d)
+static int fail_ip(ft_err *e, DWORD err, const char *what, const char *name)
 {
     if (err == ERROR_ACCESS_DENIED)
-        return ft_fail_os(e, (long)err, "%s on \"%.60s\" needs administrator elevation", what, d->name);
-    return ft_fail_os(e, (long)err, "%s on \"%.60s\" failed", what, d->name);
+        return ft_fail_os(e, (long)err, "%s on \"%.60s\" needs administrator elevation", what, name);
+    return ft_fail_os(e, (long)err, "%s on \"%.60s\" failed", what, name);
 }
 
 /* The family has no IP interface on this adapter (IPv6 disabled, or not bound yet). */
@@ -111,120 +109,90 @@ static int family_absent(DWORD err) { return err == ERROR_NOT_FOUND || err == ER
 
 /* GetIpInterfaceEntry fills every field of the row, so it needs only the key; this also spares us
  * InitializeIpInterfaceEntry, which Wine lacks. */
-static DWORD read_interface(ft_device *d, ADDRESS_FAMILY family, MIB_IPINTERFACE_ROW *row)
+static DWORD read_interface(NET_LUID luid, ADDRESS_FAMILY family, MIB_IPINTERFACE_ROW *row)
 {
     memset(row, 0, sizeof(*row));
     row->Family = family;
-    row->InterfaceLuid = ft_wintun_net_luid(d);
+    row->InterfaceLuid = luid;
     return iphlp()->GetIpInterfaceEntry(row);
 }
 
 /* ---- MTU -------------------------------------------------------------------------------------------- */
 
-static int read_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+int ft_wintun_cfg_get_mtu(NET_LUID luid, const char *name, uint32_t *mtu, ft_err *e)
 {
     NEED(GetIpInterfaceEntry);
     static const ADDRESS_FAMILY families[] = {AF_INET, AF_INET6};
     for (int i = 0; i < 2; i++) {
         MIB_IPINTERFACE_ROW row;
-        DWORD err = read_interface(d, families[i], &row);
+        DWORD err = read_interface(luid, families[i], &row);
         if (err == NO_ERROR) {
             *mtu = row.NlMtu;
             return FT_OK;
         }
         if (!family_absent(err))
-            return fail_ip(e, err, "reading the MTU", d);
+            return fail_ip(e, err, "reading the MTU", name);
     }
     return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has neither an IPv4 nor an IPv6 interface to read the MTU of",
-                   d->name);
+                   name);
 }
 
-/* When IP Helper cannot tell (the interface is not bound yet right after creation, or the system lacks
- * the call, as Wine does), the MTU the device enforces on sends is the answer: the one it was opened or
- * last set with. Only before that is known does the failure reach the caller. */
-int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
-{
-    ft_err why;
-    int r = read_mtu(d, mtu, &why);
-    if (r == FT_OK)
-        return FT_OK;
-    int cached = ft_atomic_load(&d->mtu);
-    if (cached > 0) {
-        *mtu = (uint32_t)cached;
-        return FT_OK;
-    }
-    if (e)
-        *e = why;
-    return r;
-}
-
-static int set_family_mtu(ft_device *d, ADDRESS_FAMILY family, uint32_t mtu, int *done, ft_err *e)
+static int set_family_mtu(NET_LUID luid, const char *name, ADDRESS_FAMILY family, uint32_t mtu, int *done,
+                          ft_err *e)
 {
     MIB_IPINTERFACE_ROW row;
-    DWORD err = read_interface(d, family, &row);
+    DWORD err = read_interface(luid, family, &row);
     if (family_absent(err))
         return FT_OK;
     if (err != NO_ERROR)
-        return fail_ip(e, err, "reading the MTU", d);
+        return fail_ip(e, err, "reading the MTU", name);
     row.NlMtu = mtu;
     if (family == AF_INET)
         row.SitePrefixLength = 0; /* SetIpInterfaceEntry rejects an IPv4 row that carries one */
     err = iphlp()->SetIpInterfaceEntry(&row);
     if (err != NO_ERROR)
-        return fail_ip(e, err, family == AF_INET ? "setting the IPv4 MTU" : "setting the IPv6 MTU", d);
+        return fail_ip(e, err, family == AF_INET ? "setting the IPv4 MTU" : "setting the IPv6 MTU", name);
     (*done)++;
     return FT_OK;
 }
 
-int ft_win_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
+int ft_wintun_cfg_set_mtu(NET_LUID luid, const char *name, uint32_t mtu, ft_err *e)
 {
     NEED(GetIpInterfaceEntry);
     NEED(SetIpInterfaceEntry);
     int done = 0;
-    int r = set_family_mtu(d, AF_INET, mtu, &done, e);
+    int r = set_family_mtu(luid, name, AF_INET, mtu, &done, e);
     /* IPv6 cannot run below 1280 bytes; Windows refuses such an MTU, so IPv6 keeps its own then. */
     if (r == FT_OK && mtu >= IPV6_MIN_MTU)
-        r = set_family_mtu(d, AF_INET6, mtu, &done, e);
+        r = set_family_mtu(luid, name, AF_INET6, mtu, &done, e);
     if (r == FT_OK && done == 0)
-        return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has no IP interface to set the MTU on%s", d->name,
+        return ft_fail(e, FT_ESYS, ENODEV, "\"%.60s\" has no IP interface to set the MTU on%s", name,
                        mtu < IPV6_MIN_MTU ? " (an MTU below 1280 applies to IPv4 only)" : "");
     return r;
 }
 
 /* ---- index and link state --------------------------------------------------------------------------- */
 
-int ft_win_get_index(ft_device *d, uint32_t *index, ft_err *e)
+int ft_wintun_cfg_index(NET_LUID luid, const char *name, uint32_t *index, ft_err *e)
 {
-    NET_LUID luid = ft_wintun_net_luid(d);
     NET_IFINDEX i = 0;
     DWORD err = ConvertInterfaceLuidToIndex(&luid, &i);
     if (err != NO_ERROR)
-        return fail_ip(e, err, "reading the interface index", d);
+        return fail_ip(e, err, "reading the interface index", name);
     *index = i;
     return FT_OK;
 }
 
-int ft_win_is_up(ft_device *d, int *up, ft_err *e)
+int ft_wintun_cfg_is_up(NET_LUID luid, const char *name, int *up, ft_err *e)
 {
     MIB_IF_ROW2 row;
     memset(&row, 0, sizeof(row));
-    row.InterfaceLuid = ft_wintun_net_luid(d);
+    row.InterfaceLuid = luid;
     DWORD err = GetIfEntry2(&row);
     if (err != NO_ERROR)
-        return fail_ip(e, err, "reading the link state", d);
+        return fail_ip(e, err, "reading the link state", name);
     *up = row.OperStatus == IfOperStatusUp;
     return FT_OK;
-}
-
-int ft_win_set_up(ft_device *d, int up, ft_err *e)
-{
-    /* Wintun brings the link up when a session starts and down when it ends; there is no switch. */
-    if (up)
-        return FT_OK;
-    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
-                   "a Wintun adapter is up while its session runs and cannot be taken down on its own; close the "
-                   "device \"%.60s\" to take it down",
-                   d->name);
 }
 
 /* ---- addresses -------------------------------------------------------------------------------------- */
@@ -253,53 +221,42 @@ static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
     }
 }
 
-static void address_row(ft_device *d, const ft_addr *a, MIB_UNICASTIPADDRESS_ROW *row)
+static void address_row(NET_LUID luid, const ft_addr *a, MIB_UNICASTIPADDRESS_ROW *row)
 {
     iphlp()->InitializeUnicastIpAddressEntry(row);
-    row->InterfaceLuid = ft_wintun_net_luid(d);
+    row->InterfaceLuid = luid;
     to_sockaddr(a->family, a->bytes, &row->Address);
     row->OnLinkPrefixLength = a->prefix;
     row->DadState = IpDadStatePreferred; /* usable at once: a point-to-point link has no one to clash with */
 }
 
-int ft_win_add_address(ft_device *d, const ft_addr *a, ft_err *e)
+int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_addr *a, ft_err *e)
 {
     if (check_addr(a, e) != FT_OK)
         return FT_EINVAL;
     NEED(InitializeUnicastIpAddressEntry);
-    NEED(CreateUnicastIpAddressEntry);
+    if (add)
+        NEED(CreateUnicastIpAddressEntry);
+    else
+        NEED(DeleteUnicastIpAddressEntry);
     MIB_UNICASTIPADDRESS_ROW row;
-    address_row(d, a, &row);
-    DWORD err = iphlp()->CreateUnicastIpAddressEntry(&row);
-    if (err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the address is already on \"%.60s\"", d->name);
+    address_row(luid, a, &row);
+    DWORD err = add ? iphlp()->CreateUnicastIpAddressEntry(&row) : iphlp()->DeleteUnicastIpAddressEntry(&row);
+    if (err == NO_ERROR)
+        return FT_OK;
+    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
+        ft_fail(e, FT_ESYS, EEXIST, "the address is already on \"%.60s\"", name);
         if (e)
             e->oserr = (long)err;
         return FT_ESYS;
     }
-    if (err != NO_ERROR)
-        return fail_ip(e, err, "adding an address", d);
-    return FT_OK;
-}
-
-int ft_win_del_address(ft_device *d, const ft_addr *a, ft_err *e)
-{
-    if (check_addr(a, e) != FT_OK)
-        return FT_EINVAL;
-    NEED(InitializeUnicastIpAddressEntry);
-    NEED(DeleteUnicastIpAddressEntry);
-    MIB_UNICASTIPADDRESS_ROW row;
-    address_row(d, a, &row);
-    DWORD err = iphlp()->DeleteUnicastIpAddressEntry(&row);
-    if (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND) {
-        ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on \"%.60s\"", d->name);
+    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
+        ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on \"%.60s\"", name);
         if (e)
             e->oserr = (long)err;
         return FT_ESYS;
     }
-    if (err != NO_ERROR)
-        return fail_ip(e, err, "removing an address", d);
-    return FT_OK;
+    return fail_ip(e, err, add ? "adding an address" : "removing an address", name);
 }
 
 static void from_row(const MIB_UNICASTIPADDRESS_ROW *row, ft_addr *out)
@@ -315,7 +272,8 @@ static void from_row(const MIB_UNICASTIPADDRESS_ROW *row, ft_addr *out)
     }
 }
 
-int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
+int ft_wintun_cfg_list_addresses(NET_LUID luid, const char *name, ft_addr *out, uint32_t max, uint32_t *n,
+                                 ft_err *e)
 {
     MIB_UNICASTIPADDRESS_TABLE *table = NULL;
     DWORD err = GetUnicastIpAddressTable(AF_UNSPEC, &table);
@@ -324,8 +282,7 @@ int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n,
         return FT_OK;
     }
     if (err != NO_ERROR)
-        return fail_ip(e, err, "listing addresses", d);
-    NET_LUID luid = ft_wintun_net_luid(d);
+        return fail_ip(e, err, "listing addresses", name);
     uint32_t count = 0;
     for (ULONG i = 0; i < table->NumEntries; i++) {
         const MIB_UNICASTIPADDRESS_ROW *row = &table->Table[i];
@@ -344,32 +301,28 @@ int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n,
 
 /* ---- routes ----------------------------------------------------------------------------------------- */
 
-static int route_row(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                     uint32_t metric, MIB_IPFORWARD_ROW2 *row, ft_err *e)
+static int route_row(NET_LUID luid, const ft_route *r, MIB_IPFORWARD_ROW2 *row, ft_err *e)
 {
     ft_addr check;
-    check.family = family;
-    check.prefix = prefix;
+    check.family = r->family;
+    check.prefix = r->prefix;
     if (check_addr(&check, e) != FT_OK)
         return FT_EINVAL;
-    if (!dest)
-        return ft_fail(e, FT_EINVAL, EINVAL, "a route needs a destination address");
     NEED(InitializeIpForwardEntry);
     iphlp()->InitializeIpForwardEntry(row);
-    row->InterfaceLuid = ft_wintun_net_luid(d);
-    to_sockaddr(family, dest, &row->DestinationPrefix.Prefix);
-    row->DestinationPrefix.PrefixLength = prefix;
-    to_sockaddr(family, nexthop, &row->NextHop); /* all zeros: on-link */
-    row->Metric = metric;
+    row->InterfaceLuid = luid;
+    to_sockaddr(r->family, r->dest, &row->DestinationPrefix.Prefix);
+    row->DestinationPrefix.PrefixLength = r->prefix;
+    to_sockaddr(r->family, r->has_gateway ? r->gateway : NULL, &row->NextHop); /* all zeros: on-link */
+    row->Metric = r->metric;
     row->Protocol = MIB_IPPROTO_NETMGMT; /* a static route set by management, like `route add` */
     return FT_OK;
 }
 
-static int route_call(ft_device *d, int add, int family, const uint8_t *dest, uint8_t prefix,
-                      const uint8_t *nexthop, uint32_t metric, ft_err *e)
+int ft_wintun_cfg_route(NET_LUID luid, const char *name, int add, const ft_route *route, ft_err *e)
 {
     MIB_IPFORWARD_ROW2 row;
-    int r = route_row(d, family, dest, prefix, nexthop, metric, &row, e);
+    int r = route_row(luid, route, &row, e);
     if (r != FT_OK)
         return r;
     if (add)
@@ -380,45 +333,18 @@ static int route_call(ft_device *d, int add, int family, const uint8_t *dest, ui
     if (err == NO_ERROR)
         return FT_OK;
     if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the route is already on \"%.60s\"", d->name);
+        ft_fail(e, FT_ESYS, EEXIST, "the route is already on \"%.60s\"", name);
         if (e)
             e->oserr = (long)err;
         return FT_ESYS;
     }
     if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
-        ft_fail(e, FT_ESYS, ESRCH, "there is no such route on \"%.60s\"", d->name);
+        ft_fail(e, FT_ESYS, ESRCH, "there is no such route on \"%.60s\"", name);
         if (e)
             e->oserr = (long)err;
         return FT_ESYS;
     }
-    return fail_ip(e, err, add ? "adding a route" : "removing a route", d);
-}
-
-int ft_win_route(ft_device *d, int add, const ft_route *r, ft_err *e)
-{
-    return route_call(d, add, r->family, r->dest, r->prefix, r->has_gateway ? r->gateway : NULL, r->metric, e);
-}
-
-int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                        uint32_t metric, ft_err *e)
-{
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
-    r = route_call(d, 1, family, dest, prefix, nexthop, metric, e);
-    ft_device_leave(d);
-    return r;
-}
-
-int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                        uint32_t metric, ft_err *e)
-{
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
-    r = route_call(d, 0, family, dest, prefix, nexthop, metric, e);
-    ft_device_leave(d);
-    return r;
+    return fail_ip(e, err, add ? "adding a route" : "removing a route", name);
 }
 
 /* ---- DNS -------------------------------------------------------------------------------------------- */
@@ -447,8 +373,8 @@ static int append_server(wchar_t *list, size_t cap, const ft_addr *a)
 
 #define MAX_DNS_SERVERS 16
 
-static int set_family_dns(GUID guid, int family, const ft_addr *servers, uint32_t n,
-                          ft_device *d, ft_err *e)
+static int set_family_dns(GUID guid, int family, const ft_addr *servers, uint32_t n, const char *name,
+                          ft_err *e)
 {
     wchar_t list[MAX_DNS_SERVERS * 48] = L"";
     for (uint32_t i = 0; i < n; i++)
@@ -461,11 +387,11 @@ static int set_family_dns(GUID guid, int family, const ft_addr *servers, uint32_
     s.NameServer = list; /* empty: no static servers for this family */
     DWORD err = iphlp()->SetInterfaceDnsSettings(guid, &s);
     if (err != NO_ERROR)
-        return fail_ip(e, err, family == 4 ? "setting IPv4 DNS servers" : "setting IPv6 DNS servers", d);
+        return fail_ip(e, err, family == 4 ? "setting IPv4 DNS servers" : "setting IPv6 DNS servers", name);
     return FT_OK;
 }
 
-static int set_dns_locked(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+int ft_wintun_cfg_dns(NET_LUID luid, const char *name, const ft_addr *servers, uint32_t n, ft_err *e)
 {
     if (n > MAX_DNS_SERVERS)
         return ft_fail(e, FT_EINVAL, EINVAL, "%u DNS servers given; at most %d are allowed", n, MAX_DNS_SERVERS);
@@ -477,24 +403,14 @@ static int set_dns_locked(ft_device *d, const ft_addr *servers, uint32_t n, ft_e
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
                        "setting DNS servers needs SetInterfaceDnsSettings, which this Windows lacks (it came with "
                        "Windows 10 version 2004); configure DNS another way, e.g. with netsh");
-    NET_LUID luid = ft_wintun_net_luid(d);
     GUID guid;
     DWORD err = ConvertInterfaceLuidToGuid(&luid, &guid);
     if (err != NO_ERROR)
-        return fail_ip(e, err, "reading the interface GUID", d);
-    int r = set_family_dns(guid, 4, servers, n, d, e);
+        return fail_ip(e, err, "reading the interface GUID", name);
+    int r = set_family_dns(guid, 4, servers, n, name, e);
     if (r == FT_OK)
-        r = set_family_dns(guid, 6, servers, n, d, e);
+        r = set_family_dns(guid, 6, servers, n, name, e);
     return r;
 }
 
-int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
-{
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
-    r = set_dns_locked(d, servers, n, e);
-    ft_device_leave(d);
-    return r;
-}
 #endif

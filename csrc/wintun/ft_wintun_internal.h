@@ -1,6 +1,6 @@
-/* wintun/ft_wintun_internal.h - what the Wintun files share among themselves (not part of the core's API):
- * the table of wintun.dll's exports filled by the loader, and the IP Helper configuration hooks that
- * wintun/ft_wintun.c puts in its ft_backend_ops. */
+/* wintun/ft_wintun_internal.h - what the backend and the loader share (not part of the core's API): the table
+ * of wintun.dll's exports the loader fills, and the logger. IP Helper configuration is apart, keyed by the
+ * LUID, in wintun/ft_wintun_config.h. */
 #ifndef FT_WINTUN_INTERNAL_H
 #define FT_WINTUN_INTERNAL_H
 
@@ -36,18 +36,5 @@ const ft_wintun_api *ft_wintun_get_api(void);
  * (level: WINTUN_LOGGER_LEVEL). Does nothing without a logger. */
 void ft_wintun_log_own(int level, const char *utf8_msg);
 
-/* The adapter's LUID as IP Helper wants it. */
-NET_LUID ft_wintun_net_luid(ft_device *d);
-
-/* ft_backend_ops configuration hooks, in wintun/ft_wintun_config.c. */
-int ft_win_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);
-int ft_win_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
-int ft_win_set_up(ft_device *d, int up, ft_err *e);
-int ft_win_is_up(ft_device *d, int *up, ft_err *e);
-int ft_win_get_index(ft_device *d, uint32_t *index, ft_err *e);
-int ft_win_add_address(ft_device *d, const ft_addr *a, ft_err *e);
-int ft_win_del_address(ft_device *d, const ft_addr *a, ft_err *e);
-int ft_win_route(ft_device *d, int add, const ft_route *r, ft_err *e);
-int ft_win_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 
 #endif

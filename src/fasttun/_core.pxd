@@ -113,8 +113,7 @@ cdef extern from "core/ft_device.h" nogil:
     int ft_device_set_up(ft_device *d, int up, ft_err *e)
     int ft_device_is_up(ft_device *d, int *up, ft_err *e)
     int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
-    int ft_device_add_address(ft_device *d, const ft_addr *a, ft_err *e)
-    int ft_device_del_address(ft_device *d, const ft_addr *a, ft_err *e)
+    int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
     int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
     int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
     int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
@@ -229,10 +228,6 @@ cdef extern from "core/ft_backends.h" nogil:
     int ft_wintun_created(ft_device *d)
     uint32_t ft_wintun_ring_capacity(ft_device *d)
     uint32_t ft_wintun_ring_grows(ft_device *d)
-    int ft_wintun_add_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                            uint32_t metric, ft_err *e)
-    int ft_wintun_del_route(ft_device *d, int family, const uint8_t *dest, uint8_t prefix, const uint8_t *nexthop,
-                            uint32_t metric, ft_err *e)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 

@@ -337,7 +337,7 @@ cdef class Device:
         a.prefix = <uint8_t>prefix
         memcpy(a.bytes, <const char *>packed, len(packed))
         with nogil:
-            r = ft_device_add_address(self.dev, &a, &e) if add else ft_device_del_address(self.dev, &a, &e)
+            r = ft_device_address(self.dev, add, &a, &e)
         if r != FT_OK:
             _raise(&e)
 
