@@ -100,4 +100,5 @@ class Plan:
         self.runs[index] = max(0, self.runs[index] - runs_not_done)
 
     def done(self, took: float, planned: float) -> None:
-        print(f"fasttun bench: done in {duration(took)} (planned ~{duration(planned)})", file=self.out, flush=True)
+        plan = f" (planned ~{duration(planned)})" if planned > 0 else ""
+        print(f"fasttun bench: done in {duration(took)}{plan}", file=self.out, flush=True)
