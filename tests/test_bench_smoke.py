@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,43 @@ def test_unknown_scenario_is_refused(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown scenario 'nonsense'" in proc.stderr
+
+
+def test_progress_gives_the_plan_then_each_scenario_with_the_time_left(
+        smoke: tuple[subprocess.CompletedProcess[str], dict]) -> None:
+    proc, _ = smoke
+    lines = proc.stderr.splitlines()
+    duration = r"(\d+ s|\d+ min \d\d s|\d+ h \d\d min)"
+    runnable = ALL if is_root() else [n for n in ALL if n not in NEEDS_ROOT]
+    plan = re.fullmatch(rf"fasttun bench: (\d+) scenarios?, about (\d+) variants x 1 run of 0\.3 s: ~{duration} "
+                        r"in all \(estimated\)", lines[0])
+    assert plan, lines[0]
+    assert int(plan.group(1)) == len(runnable)
+    # One header per scenario, in order, before that scenario's first run; skipped ones say why.
+    headers = [i for i, line in enumerate(lines) if re.match(r"\[\d+/\d+\] ", line)]
+    assert [lines[i].split()[:2] for i in headers] == [[f"[{k + 1}/{len(ALL)}]", f"{n}:"] for k, n in
+                                                       enumerate(ALL)], proc.stderr
+    for k, (i, name) in enumerate(zip(headers, ALL)):
+        if name in runnable:
+            assert re.fullmatch(rf"\[{k + 1}/{len(ALL)}\] {re.escape(name)}: \d+ variants? x 1 run, ~{duration}; "
+                                rf"~{duration} left in all", lines[i]), lines[i]
+            first_run = next(j for j, line in enumerate(lines) if line.startswith(f"{name} [1/1] "))
+            assert first_run > i, (name, proc.stderr)
+        else:
+            assert "skipped" in lines[i], lines[i]
+    assert re.fullmatch(rf"fasttun bench: done in {duration} \(planned ~{duration}\)", lines[-1]), lines[-1]
+
+
+def test_the_plan_expects_the_variants_the_scenarios_have(
+        smoke: tuple[subprocess.CompletedProcess[str], dict]) -> None:
+    # The plan before the first run counts variants from a table (setting a scenario up is what tells the real
+    # number): it must match what the scenarios measure with the default --batch.
+    from fasttun._bench.progress import EXPECTED_VARIANTS
+
+    _, doc = smoke
+    assert set(EXPECTED_VARIANTS) == set(ALL) | {"soak"}
+    for name in ALL:
+        rows = [r for r in doc["rows"] if r["scenario"] == name]
+        if any(r["status"] == "skipped" or r["variant"] == "(setup)" for r in rows):
+            continue
+        assert len(rows) == EXPECTED_VARIANTS[name], (name, [r["variant"] for r in rows])

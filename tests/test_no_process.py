@@ -25,6 +25,10 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out):
     assert _cli.run(["info"]) == 0
 assert "backend" in out.getvalue(), out.getvalue()
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert _cli.run(["info", "--json"]) == 0
+assert '"backend"' in out.getvalue(), out.getvalue()
 a, b = fasttun.pair()
 pkt = bytes([0x45, 0, 0, 60]) + bytes(56)  # an IPv4 header whose total length is the 60 bytes given
 assert a.send(pkt) == 1 and b.recv(timeout=1) == pkt

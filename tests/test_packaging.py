@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ast
+import os
+import shlex
 import shutil
+import struct
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
+import pytest
+
 import fasttun
+from conftest import require_tool
 from fasttun import _core
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +56,60 @@ def test_stub_names_every_public_name_of_the_extension():
 
 def test_package_is_typed():
     assert (Path(fasttun.__file__).parent / "py.typed").exists()
+
+
+def elf_sections(path: Path) -> set[str]:
+    """The section names of an ELF file (32 or 64 bit, either byte order)."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF", path
+    wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
+    (shoff,) = struct.unpack_from(order + ("Q" if wide else "I"), data, 0x28 if wide else 0x20)
+    shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x3A if wide else 0x2E)
+
+    def section(i: int) -> tuple[int, int, int]:
+        name, _, _, _, offset, size = struct.unpack_from(order + ("IIQQQQ" if wide else "IIIIII"), data,
+                                                         shoff + i * shentsize)
+        return name, offset, size
+
+    _, names_at, names_size = section(shstrndx)
+    names = data[names_at:names_at + names_size]
+    return {names[n:names.index(b"\0", n)].decode() for n, _, _ in map(section, range(shnum))}
+
+
+def wheel_ldflags() -> list[str]:
+    """The LDFLAGS that [tool.cibuildwheel.linux] gives the wheel builds, with $LDFLAGS as empty."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+ (tomllib)")
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        env = tomllib.load(f)["tool"]["cibuildwheel"]["linux"]["environment"]
+    return shlex.split(env["LDFLAGS"].replace("$LDFLAGS", ""))
+
+
+def test_linux_wheels_are_linked_without_debug_information(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the wheels' link flags are Linux's (ELF)")
+    flags = wheel_ldflags()
+    assert "-Wl,--strip-debug" in flags or "-s" in flags, flags
+    # What those flags do to a shared object built with -g, as setuptools links the extension (flags appended).
+    cc = require_tool("cc", "gcc")
+    source = tmp_path / "probe.c"
+    source.write_text("int ft_probe(int x) { return x + 1; }\n")
+    for name, extra in (("plain.so", []), ("wheel.so", flags)):
+        subprocess.run([cc, "-g", "-O2", "-fPIC", "-shared", str(source), "-o", str(tmp_path / name), *extra],
+                       check=True, capture_output=True, timeout=60)
+    assert ".debug_info" in elf_sections(tmp_path / "plain.so")
+    stripped = elf_sections(tmp_path / "wheel.so")
+    assert ".debug_info" not in stripped and ".dynsym" in stripped, stripped
+    # Only the wheels: the build everyone else runs (setup.py, pip install -e .) keeps what gdb needs.
+    assert "strip" not in (ROOT / "setup.py").read_text()
+
+
+def test_the_installed_extension_is_stripped_exactly_when_it_comes_from_a_wheel_build():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the wheels' link flags are Linux's (ELF)")
+    sections = elf_sections(Path(_core.__file__))
+    if os.environ.get("CIBUILDWHEEL") == "1":   # cibuildwheel's test step, on the wheel it built
+        assert ".debug_info" not in sections
+    elif "-g" in (sysconfig.get_config_var("CFLAGS") or "").split() and "strip" not in os.environ.get("LDFLAGS", ""):
+        assert ".debug_info" in sections, "a local build lost its debug information"
+    else:
+        pytest.skip("this Python compiles without -g, so a local build has no debug information to keep")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import logging
 import os
 import shutil
@@ -848,6 +849,19 @@ def test_fasttun_info_on_windows():
         assert "wintun driver" in out and "0.14" in out, out
     if under_wine():
         assert "(Wine " in out, out
+
+
+def test_fasttun_info_json_on_windows():
+    proc = run_python("import sys; from fasttun.__main__ import main; sys.exit(main(['info', '--json']))",
+                      env=fake_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["backend"] == "wintun" and doc["sys_platform"] == "win32", doc
+    assert doc["tun_features"]["tun"] and not doc["tun_features"]["tap"], doc
+    assert doc["offloads"] is None and doc["tools"] is None, doc
+    if FAKE_DIR:
+        assert doc["wintun"]["dll_loaded"] and doc["wintun"]["driver_version"] == "0.14", doc
+    assert (doc["wine"] is not None) == under_wine(), doc
 
 
 def test_fasttun_bench_pair_on_windows():

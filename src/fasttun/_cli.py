@@ -10,17 +10,34 @@ from types import FrameType
 from typing import Optional
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fasttun", description="Fast TUN interfaces for Python: tools.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log diagnostics to stderr (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _global_options(dest_prefix: str) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (``fasttun -v demo``, ``fasttun demo -v``):
+    the main parser and each subcommand's parser keep them under their own dest, and ``run`` adds them up."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument("-v", "--verbose", dest=dest_prefix + "verbose", action="count", default=0,
+                       help="log diagnostics to stderr (-vv: debug)")
+    return common
 
-    sub.add_parser("info", help="platform, backend, versions, kernel TUN features and privileges")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fasttun", description="Fast TUN interfaces for Python: tools.",
+                                     parents=[_global_options("")])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    after = [_global_options("sub_")]
+
+    info = sub.add_parser("info", help="platform, backend, versions, kernel TUN features and privileges",
+                          description="What this machine offers fasttun: platform, backend, versions, the TUN "
+                                      "driver's features, offloads, privileges and the tools the benchmarks use.",
+                          parents=after)
+    info.add_argument("--json", action="store_true",
+                      help="print the same facts as one JSON object (the keys are listed in the README)")
 
     from fasttun._bench.catalog import NAMES, ONLY_WHEN_NAMED
 
     bench = sub.add_parser(
         "bench",
+        parents=after,
         help="measure fasttun next to its baselines on this machine",
         description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
                     "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
@@ -45,23 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--smoke", action="store_true",
                        help="a short run that checks every scenario works (0.3 s, 1 repeat; not for numbers)")
 
-    demo = sub.add_parser("demo", help="a guided demonstration", add_help=False)
-    demo.add_argument("args", nargs=argparse.REMAINDER)
+    from fasttun import _demo
+
+    demo = sub.add_parser("demo", help="a guided demonstration", description=_demo.__doc__, parents=after)
+    _demo.add_arguments(demo)
     return parser
 
 
 def run(argv: list[str]) -> int:
-    if argv[:1] == ["demo"]:
-        from fasttun import _demo
-        return int(_demo.main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "info":
-        from fasttun._bench.info import print_info
-        return print_info()
+        from fasttun._info import print_info
+        return print_info(as_json=args.json)
     if args.command == "bench":
         return _bench(args, argv)
+    if args.command == "demo":
+        from fasttun import _demo
+        return _demo.run(args)
     _parser().print_help()
     return 2
 

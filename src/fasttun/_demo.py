@@ -12,6 +12,8 @@ import statistics
 import struct
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import fasttun
 from fasttun import _netns, icmp
@@ -63,15 +65,27 @@ def _summary(address: str, count: int, rtts: list[float]) -> str:
             f"{min(rtts):.3f}/{statistics.median(rtts):.3f}/{max(rtts):.3f} ms")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fasttun demo", description=__doc__)
-    parser.add_argument("--count", type=int, default=20, help="pings per address family (default 20)")
-    parser.add_argument("--interval", type=float, default=0.02, help="seconds between pings (default 0.02)")
-    args = parser.parse_args(argv)
-    if not 1 <= args.count <= 10000:
-        parser.error("--count must be 1..10000")
-    if not 0 <= args.interval <= 10:
-        parser.error("--interval must be 0..10 seconds")
+def _ranged(kind: type, low: float, high: float, unit: str = "") -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}{unit}, not {text}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, on ``fasttun demo``'s parser (``run`` takes what it parsed)."""
+    parser.add_argument("--count", type=_ranged(int, 1, 10000), default=20,
+                        help="pings per address family, 1..10000 (default 20)")
+    parser.add_argument("--interval", type=_ranged(float, 0, 10, " seconds"), default=0.02,
+                        help="seconds between pings, 0..10 (default 0.02)")
+
+
+def run(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print("fasttun demo runs on Linux (it needs network namespaces)", file=sys.stderr)
         return 2

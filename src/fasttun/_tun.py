@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Union
 
-from fasttun import _core
+from fasttun import _core, _if_tun
 from fasttun.errors import TunClosedError, TunError, _TooSmall
 
 log = logging.getLogger("fasttun")
@@ -24,7 +24,7 @@ FullPolicy = Literal["drop", "wait", "raise"]
 OffloadMode = Literal["segments", "super"]
 _OFFLOAD_MODES = {"segments": 1, "super": 2}
 # TUN_F_* bits of linux/if_tun.h, as TUNSETOFFLOAD accepted them.
-_TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x20, "uso6": 0x40}
+_TUN_F = _if_tun.TUN_F
 BatchCallback = Callable[[_core.Batch], Any]
 
 _POLICIES = {"drop": _core.POLICY_DROP, "wait": _core.POLICY_WAIT, "raise": _core.POLICY_RAISE}

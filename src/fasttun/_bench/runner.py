@@ -9,6 +9,7 @@ import sys
 import time
 from typing import TextIO
 
+from fasttun._bench.progress import Plan
 from fasttun._bench.results import FAILED, MISSING, OK, SKIPPED, Row, fill_ratios
 from fasttun._bench.scenario import Scenario, Settings
 from fasttun._bench.system import remove_stale_namespaces, root_problem
@@ -25,37 +26,46 @@ def run_scenarios(scenarios: list[Scenario], settings: Settings, progress: TextI
     problem = root_problem()
     if problem is None and any(s.needs_root for s in scenarios):
         remove_stale_namespaces()
-    for scenario in scenarios:
+    plan = Plan([s.name for s in scenarios], [not (s.needs_root and problem is not None) for s in scenarios],
+                settings.seconds, settings.repeat, progress)
+    began, planned = time.monotonic(), plan.start()
+    for index, scenario in enumerate(scenarios):
         if scenario.needs_root and problem is not None:
-            print(f"{scenario.name}: skipped: {problem}", file=progress, flush=True)
+            print(f"{plan.label(index)}: skipped: {problem}", file=progress, flush=True)
+            plan.skipped(index)
             rows.append(Row(scenario.name, "(all variants)", baseline=False, status=SKIPPED, reason=problem,
                             key=scenario.key))
             continue
-        rows.extend(_run_one(scenario, settings, progress))
+        rows.extend(_run_one(scenario, settings, progress, plan, index))
+    plan.done(time.monotonic() - began, planned)
     fill_ratios(rows)
     return rows
 
 
-def _run_one(scenario: Scenario, settings: Settings, progress: TextIO) -> list[Row]:
+def _run_one(scenario: Scenario, settings: Settings, progress: TextIO, plan: Plan, index: int) -> list[Row]:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         try:
             variants = scenario.variants(settings, stack)
         except Exception as exc:  # noqa: BLE001 - reported as the scenario's failure, the others still run
             log.debug("setting up %s failed", scenario.name, exc_info=True)
-            print(f"{scenario.name}: setup failed: {exc}", file=progress, flush=True)
+            print(f"{plan.label(index)}: setup failed: {exc}", file=progress, flush=True)
+            plan.setup_failed(index, time.monotonic() - started)
             return [Row(scenario.name, "(setup)", baseline=False, status=FAILED, reason=str(exc), key=scenario.key)]
+        plan.setup_took(time.monotonic() - started)
         rows = [Row(scenario.name, v.name, baseline=v.baseline, key=scenario.key) for v in variants]
         for v, row in zip(variants, rows):
             if v.missing:
                 row.status, row.reason = MISSING, v.missing
                 print(f"{scenario.name}: {v.name}: missing: {v.missing}", file=progress, flush=True)
+        plan.scenario(index, sum(1 for row in rows if row.status == OK))
         for r in range(settings.repeat):
             for v, row in zip(variants, rows):
                 if row.status != OK:
                     continue
                 print(f"{scenario.name} [{r + 1}/{settings.repeat}] {v.name} ...", end="", file=progress,
                       flush=True)
+                run_began = time.monotonic()
                 try:
                     sample = v.run()
                 except KeyboardInterrupt:
@@ -65,7 +75,10 @@ def _run_one(scenario: Scenario, settings: Settings, progress: TextIO) -> list[R
                     log.debug("%s / %s failed", scenario.name, v.name, exc_info=True)
                     row.status, row.reason = FAILED, f"{type(exc).__name__}: {exc}"
                     print(f" failed: {row.reason}", file=progress, flush=True)
+                    plan.run_took(index, time.monotonic() - run_began)
+                    plan.variant_failed(index, settings.repeat - r - 1)
                     continue
+                plan.run_took(index, time.monotonic() - run_began)
                 row.samples.append(sample)
                 detail = ""
                 if "p50_us" in sample.extra:
