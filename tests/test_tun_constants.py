@@ -1,5 +1,5 @@
 """The linux/if_tun.h values that the Python side writes once (fasttun._if_tun) agree with the system's header and
-with the C core's copy of the TUN_F_* bits (csrc/ft_backends.h), and are the ones features(), Tun.offloads and
+with the C core's TUN_F_* bits (csrc/core/ft_backends.h, exported as _core.TUN_F), and are the ones features(), Tun.offloads and
 ``fasttun info`` use."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fasttun import _if_tun, _info, _tun
+from fasttun import _core, _if_tun, _info, _tun
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = Path("/usr/include/linux/if_tun.h")
@@ -25,7 +25,8 @@ def test_the_values_are_the_kernels() -> None:
         pytest.skip(f"{HEADER} is missing (apt-get install linux-libc-dev)")
     text = HEADER.read_text()
     kernel = defines(text, "")
-    ours = {n: v for n, v in vars(_if_tun).items() if n.startswith(("IFF_", "TUN_F_")) and isinstance(v, int)}
+    ours = {n: v for n, v in vars(_if_tun).items() if n.startswith("IFF_") and isinstance(v, int)}
+    ours.update({"TUN_F_" + n.upper(): v for n, v in _if_tun.TUN_F.items()})
     # Headers older than Linux 6.2 have no TUN_F_USO4/USO6; every other value must be there.
     assert set(ours) - set(kernel) <= {"TUN_F_USO4", "TUN_F_USO6"}, set(ours) - set(kernel)
     for name, value in ours.items():
@@ -38,12 +39,12 @@ def test_the_values_are_the_kernels() -> None:
 
 
 def test_the_c_core_has_the_same_offload_bits() -> None:
-    c_bits = defines((ROOT / "csrc" / "ft_backends.h").read_text(), "FT_TUN_F_")
+    c_bits = defines((ROOT / "csrc" / "core" / "ft_backends.h").read_text(), "FT_TUN_F_")
     assert c_bits == {name.upper(): bit for name, bit in _if_tun.TUN_F.items()}
 
 
 def test_the_tables_name_each_constant_once() -> None:
     assert _if_tun.IFF_FLAGS == {n: getattr(_if_tun, "IFF_" + n.upper()) for n in _if_tun.IFF_FLAGS}
-    assert _if_tun.TUN_F == {n: getattr(_if_tun, "TUN_F_" + n.upper()) for n in _if_tun.TUN_F}
+    assert _if_tun.TUN_F is _core.TUN_F
     assert _tun._TUN_F is _if_tun.TUN_F
     assert set(_info._WINTUN_FEATURES) == set(_if_tun.IFF_FLAGS)   # features() has the same keys everywhere

@@ -114,8 +114,9 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         print("fasttun bench: --size must be between 28 and 1500 bytes (an IPv4/UDP packet within the MTU)",
               file=sys.stderr)
         return 2
-    if not 1 <= args.batch <= 65536:
-        print("fasttun bench: --batch must be between 1 and 65536", file=sys.stderr)
+    from fasttun._core import MAX_BATCH
+    if not 1 <= args.batch <= MAX_BATCH:
+        print(f"fasttun bench: --batch must be between 1 and {MAX_BATCH}", file=sys.stderr)
         return 2
     unknown = [n for n in args.scenarios if n not in catalog.KNOWN]
     if unknown:

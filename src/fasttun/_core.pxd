@@ -165,6 +165,12 @@ cdef extern from "core/ft_reader.h" nogil:
 
 cdef extern from "core/ft_backends.h" nogil:
     enum:
+        FT_TUN_F_CSUM
+        FT_TUN_F_TSO4
+        FT_TUN_F_TSO6
+        FT_TUN_F_TSO_ECN
+        FT_TUN_F_USO4
+        FT_TUN_F_USO6
         FT_PAIR_DEFAULT_CAPACITY
         FT_PAIR_DEFAULT_CAPACITY_BYTES
         FT_LINUX_MAX_QUEUES

@@ -5,6 +5,7 @@ from typing import Any, overload
 
 MAX_PACKET: int
 MAX_BATCH: int
+TUN_F: dict[str, int]
 MIN_MTU: int
 DEFAULT_SPIN_US: int
 DEFAULT_ADAPTIVE_PPS: int

@@ -1,9 +1,12 @@
-"""The values of linux/if_tun.h that the Python side uses, written once (the C side has its own copy of the
-TUN_F_* bits in csrc/ft_backends.h and takes the IFF_* flags from the system's linux/if_tun.h).
+"""The values of linux/if_tun.h that the Python side uses, written once. The TUN_F_* offload bits come from the C
+core (csrc/core/ft_backends.h, through _core.TUN_F); the IFF_* flags and ioctl numbers are only Python's (the C side
+takes them from the system's linux/if_tun.h).
 
 Plain numbers, so that this module imports on every platform: ``features()`` reports the same keys on Windows."""
 
 from __future__ import annotations
+
+from fasttun import _core
 
 # ioctl requests (_IOW('T', 202, int) and _IOW('T', 208, unsigned int)).
 TUNSETIFF = 0x400454CA
@@ -32,20 +35,6 @@ IFF_FLAGS = {
 }
 """The IFF_* flags that TUNGETFEATURES reports, by the names ``fasttun.features()`` uses."""
 
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
-TUN_F_TSO6 = 0x04
-TUN_F_TSO_ECN = 0x08
-TUN_F_USO4 = 0x20
-TUN_F_USO6 = 0x40
-
-TUN_F = {
-    "csum": TUN_F_CSUM,
-    "tso4": TUN_F_TSO4,
-    "tso6": TUN_F_TSO6,
-    "tso_ecn": TUN_F_TSO_ECN,
-    "uso4": TUN_F_USO4,
-    "uso6": TUN_F_USO6,
-}
+TUN_F: dict[str, int] = _core.TUN_F
 """The TUN_F_* offload bits as TUNSETOFFLOAD accepts them, by the names ``Tun.offloads`` uses (USO4/USO6 only on
 Linux 6.2+)."""

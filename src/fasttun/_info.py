@@ -15,8 +15,7 @@ import sys
 from typing import Any, Optional
 
 from fasttun import _core
-from fasttun._if_tun import IFF_FLAGS, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, \
-    TUN_F_USO4, TUN_F_USO6, TUNSETIFF, TUNSETOFFLOAD
+from fasttun._if_tun import IFF_FLAGS, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F, TUNSETIFF, TUNSETOFFLOAD
 
 # What a Wintun adapter is, in the same terms: layer 3 (no TAP), packets without a packet-information header,
 # one session (one queue), no virtio-net header offload.
@@ -48,7 +47,7 @@ def probe_offloads() -> dict[str, Optional[bool]]:
 
     from fasttun._bench.system import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap
 
-    names = {"tso": TUN_F_TSO4 | TUN_F_TSO6, "uso": TUN_F_USO4 | TUN_F_USO6}
+    names = {"tso": TUN_F["tso4"] | TUN_F["tso6"], "uso": TUN_F["uso4"] | TUN_F["uso6"]}
     if not (has_cap(CAP_NET_ADMIN) and has_cap(CAP_SYS_ADMIN)) or not os.path.exists("/dev/net/tun"):
         return {k: None for k in names}
     from fasttun import _netns
@@ -60,7 +59,7 @@ def probe_offloads() -> dict[str, Optional[bool]]:
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", b"", IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
             for name, flags in names.items():
                 try:
-                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | flags)
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F["csum"] | flags)
                     out[name] = True
                 except OSError:
                     out[name] = False

@@ -9,7 +9,7 @@ import sys
 from typing import Any, Optional
 
 import fasttun
-from fasttun._bench.info import platform_text
+from fasttun._info import platform_text
 from fasttun._bench.results import OK, Row
 from fasttun._bench.scenario import Settings
 
