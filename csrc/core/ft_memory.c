@@ -8,7 +8,7 @@
 #define WRAP_MARK 0xffffffffu
 #define MAX_ADDRS 64
 
-static size_t record_size(size_t len) { return (4u + len + 7u) & ~(size_t)7u; }
+static size_t record_size(size_t len) { return FT_PAIR_RECORD_SIZE(len); }
 
 /* One direction: a byte ring of length-prefixed records; a record never wraps (a mark sends the reader
  * back to the start). Sleeper counts let a producer skip the wake-up syscall when nobody sleeps. */
@@ -298,10 +298,9 @@ int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_
     if (capacity < 1 || capacity > FT_PAIR_MAX_CAPACITY)
         return ft_fail(e, FT_EINVAL, EINVAL, "capacity %u is out of range; allowed: 1..%u packets", capacity,
                        FT_PAIR_MAX_CAPACITY);
-    size_t min_bytes = 2 * record_size(FT_MAX_PACKET);
-    if (capacity_bytes < min_bytes || capacity_bytes > FT_PAIR_MAX_CAPACITY_BYTES)
-        return ft_fail(e, FT_EINVAL, EINVAL, "capacity_bytes %u is out of range; allowed: %zu..%u", capacity_bytes,
-                       min_bytes, FT_PAIR_MAX_CAPACITY_BYTES);
+    if (capacity_bytes < FT_PAIR_MIN_CAPACITY_BYTES || capacity_bytes > FT_PAIR_MAX_CAPACITY_BYTES)
+        return ft_fail(e, FT_EINVAL, EINVAL, "capacity_bytes %u is out of range; allowed: %u..%u", capacity_bytes,
+                       FT_PAIR_MIN_CAPACITY_BYTES, FT_PAIR_MAX_CAPACITY_BYTES);
     pair_shared *s = calloc(1, sizeof(*s));
     ft_device *dev[2] = {calloc(1, sizeof(ft_device)), calloc(1, sizeof(ft_device))};
     mem_dev *m[2] = {calloc(1, sizeof(mem_dev)), calloc(1, sizeof(mem_dev))};

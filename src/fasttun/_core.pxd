@@ -173,6 +173,9 @@ cdef extern from "core/ft_backends.h" nogil:
         FT_TUN_F_USO6
         FT_PAIR_DEFAULT_CAPACITY
         FT_PAIR_DEFAULT_CAPACITY_BYTES
+        FT_PAIR_MAX_CAPACITY
+        FT_PAIR_MIN_CAPACITY_BYTES
+        FT_PAIR_MAX_CAPACITY_BYTES
         FT_LINUX_MAX_QUEUES
 
     int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,

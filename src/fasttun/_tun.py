@@ -723,8 +723,8 @@ def pair(
     full pair makes senders wait by default (``on_full="wait"``), so pipelines under test lose nothing.
     When one end is closed, the other reads what is left and then gets TunClosedError."""
     _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-    _ranged_int(capacity, "capacity", 1, 1 << 20)
-    _ranged_int(capacity_bytes, "capacity_bytes", 2 * ((4 + _core.MAX_PACKET + 7) & ~7), 1 << 30)
+    _ranged_int(capacity, "capacity", 1, _core.PAIR_MAX_CAPACITY)
+    _ranged_int(capacity_bytes, "capacity_bytes", _core.PAIR_MIN_CAPACITY_BYTES, _core.PAIR_MAX_CAPACITY_BYTES)
     _core._timeout_check(send_timeout)
     a, b = _core.open_pair(mtu, capacity, capacity_bytes)
     return Tun._wrap(a, on_full, send_timeout), Tun._wrap(b, on_full, send_timeout)
