@@ -22,12 +22,16 @@ int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_
 /* ---- Linux /dev/net/tun ------------------------------------------------------------------------------ */
 #define FT_LINUX_MAX_QUEUES 256
 
+/* How a named device is opened, on every backend that has names: create it or open the existing one (ANY),
+ * only open an existing one (EXISTING), or only create a new one (CREATE). */
+enum { FT_OPEN_CREATE = 0, FT_OPEN_EXISTING = 1, FT_OPEN_ANY = 2 };
+
 typedef struct ft_linux_params {
     const char *name;    /* NULL or "" lets the kernel choose; may contain one %d */
     int queues;          /* 1..FT_LINUX_MAX_QUEUES; > 1 opens a multi-queue device */
     int persist;         /* -1 leave as is, 0 clear, 1 set */
-    int must_exist;      /* fail with ENODEV unless the device already exists (attach to a persistent one) */
-    int must_create;     /* fail with EEXIST if a device of that name already exists */
+    int open_mode;       /* FT_OPEN_ANY, FT_OPEN_EXISTING (attach to a persistent device: ENODEV if there is
+                          * none) or FT_OPEN_CREATE (EEXIST if a device of that name exists) */
     uint32_t mtu;        /* 0 keeps the current MTU */
     const char *dev_path;/* NULL for /dev/net/tun (tests point it elsewhere) */
     int offload;         /* FT_OFFLOAD_OFF, _SEGMENTS (split on read, coalesce on write) or _SUPER (whole) */
@@ -105,14 +109,13 @@ static inline uint32_t ft_linux_offloads(ft_device *d, int *mode)
 #define FT_WINTUN_DRIVER_NOT_LOADED 1
 
 /* How ft_wintun_open finds its adapter. */
-enum { FT_WINTUN_CREATE = 0, FT_WINTUN_OPEN = 1, FT_WINTUN_OPEN_OR_CREATE = 2 };
 
 typedef struct ft_wintun_params {
     const char *name;        /* UTF-8, 1..FT_WINTUN_MAX_NAME UTF-16 units */
     const char *tunnel_type; /* UTF-8; NULL or "" for FT_WINTUN_DEFAULT_TUNNEL_TYPE */
     const uint8_t *guid;     /* 16 bytes in GUID memory order (Python's uuid.bytes_le), or NULL */
     uint32_t ring_capacity;  /* bytes, a power of two in [MIN, MAX]; 0 for the default */
-    int open_existing;       /* FT_WINTUN_CREATE, FT_WINTUN_OPEN or FT_WINTUN_OPEN_OR_CREATE */
+    int open_mode;           /* FT_OPEN_ANY, FT_OPEN_EXISTING or FT_OPEN_CREATE */
     uint32_t mtu;            /* set on the interface (both IP families); 0 keeps the interface's MTU */
     uint32_t flags;          /* FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE */
 } ft_wintun_params;

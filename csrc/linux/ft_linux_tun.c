@@ -726,14 +726,17 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     if (check_name(name, e) != FT_OK)
         return e->status;
     int fixed_name = name[0] && !strchr(name, '%');
-    if ((p->must_exist || p->must_create) && !fixed_name)
+    if (p->open_mode < FT_OPEN_CREATE || p->open_mode > FT_OPEN_ANY)
+        return ft_fail(e, FT_EINVAL, EINVAL, "open mode %d is not allowed: 0 creates, 1 attaches, 2 does either",
+                       p->open_mode);
+    if (p->open_mode != FT_OPEN_ANY && !fixed_name)
         return ft_fail(e, FT_EINVAL, EINVAL, "attaching or exclusive creation needs a fixed interface name");
     if (fixed_name) {
         unsigned existing = if_nametoindex(name);
-        if (p->must_exist && !existing)
+        if (p->open_mode == FT_OPEN_EXISTING && !existing)
             return ft_fail(e, FT_ESYS, ENODEV,
                            "no interface named '%s' exists to attach to (create it with persist=True first)", name);
-        if (p->must_create && existing)
+        if (p->open_mode == FT_OPEN_CREATE && existing)
             return ft_fail(e, FT_ESYS, EEXIST, "an interface named '%s' already exists", name);
     }
 

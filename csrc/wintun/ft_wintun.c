@@ -667,10 +667,10 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
                        "ring_capacity %u is not allowed: it must be a power of two from 0x%x (128 KiB) to 0x%x "
                        "(64 MiB), or 0 for the default 4 MiB",
                        p->ring_capacity, FT_WINTUN_MIN_RING_CAPACITY, FT_WINTUN_MAX_RING_CAPACITY);
-    if (p->open_existing < FT_WINTUN_CREATE || p->open_existing > FT_WINTUN_OPEN_OR_CREATE)
+    if (p->open_mode < FT_OPEN_CREATE || p->open_mode > FT_OPEN_ANY)
         return ft_fail(e, FT_EINVAL, EINVAL,
-                       "open_existing %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
-                       p->open_existing);
+                       "open mode %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
+                       p->open_mode);
     if (p->flags & ~(FT_WINTUN_AUTO_RING | FT_WINTUN_COALESCE))
         return ft_fail(e, FT_EINVAL, EINVAL, "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce)",
                        p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE);
@@ -748,9 +748,9 @@ static int get_adapter(wt_dev *w, const ft_wintun_params *p, const wchar_t *name
     if (p->guid)
         memcpy(&guid, p->guid, sizeof(guid));
     const GUID *want = p->guid ? &guid : NULL;
-    if (p->open_existing == FT_WINTUN_OPEN)
+    if (p->open_mode == FT_OPEN_EXISTING)
         return open_adapter(w, name, p->name, e);
-    if (p->open_existing == FT_WINTUN_OPEN_OR_CREATE) {
+    if (p->open_mode == FT_OPEN_ANY) {
         w->adapter = w->api->OpenAdapter(name);
         if (w->adapter)
             return FT_OK;

@@ -165,6 +165,9 @@ cdef extern from "core/ft_reader.h" nogil:
 
 cdef extern from "core/ft_backends.h" nogil:
     enum:
+        FT_OPEN_CREATE
+        FT_OPEN_EXISTING
+        FT_OPEN_ANY
         FT_TUN_F_CSUM
         FT_TUN_F_TSO4
         FT_TUN_F_TSO6
@@ -185,8 +188,7 @@ cdef extern from "core/ft_backends.h" nogil:
         const char *name
         int queues
         int persist
-        int must_exist
-        int must_create
+        int open_mode
         uint32_t mtu
         const char *dev_path
         int offload
@@ -209,9 +211,6 @@ cdef extern from "core/ft_backends.h" nogil:
         FT_WINTUN_MAX_RING_CAPACITY
         FT_WINTUN_MAX_NAME
         FT_WINTUN_DRIVER_NOT_LOADED
-        FT_WINTUN_CREATE
-        FT_WINTUN_OPEN
-        FT_WINTUN_OPEN_OR_CREATE
         FT_WINTUN_AUTO_RING
         FT_WINTUN_COALESCE
 
@@ -220,7 +219,7 @@ cdef extern from "core/ft_backends.h" nogil:
         const char *tunnel_type
         const uint8_t *guid
         uint32_t ring_capacity
-        int open_existing
+        int open_mode
         uint32_t mtu
         uint32_t flags
 

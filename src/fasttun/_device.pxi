@@ -452,7 +452,7 @@ def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
     return da, db
 
 
-def open_linux(name, int queues, int persist, bint must_exist, bint must_create, uint32_t mtu, dev_path=None,
+def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_path=None,
                int offload=0):
     cdef ft_linux_params p
     cdef ft_device *d = NULL
@@ -467,8 +467,7 @@ def open_linux(name, int queues, int persist, bint must_exist, bint must_create,
     p.name = bname
     p.queues = queues
     p.persist = persist
-    p.must_exist = must_exist
-    p.must_create = must_create
+    p.open_mode = open_mode
     p.mtu = mtu
     p.dev_path = NULL if bpath is None else <const char *>bpath
     p.offload = offload

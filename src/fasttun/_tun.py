@@ -274,14 +274,8 @@ class Tun:
         self._send_timeout = send_timeout
         _core._timeout_check(send_timeout)
         if sys.platform.startswith("linux"):
-            if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
-                raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
-                                 "(on Linux, offload=True coalesces on send)")
-            if offload_mode not in _OFFLOAD_MODES:
-                raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
-            dev = _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)),
-                                   open_existing is True, open_existing is False, mtu or 0, None,
-                                   _OFFLOAD_MODES[offload_mode] if offload else 0)
+            dev = _open_linux(name, queues, persist, open_existing, mtu, tunnel_type, guid, ring_capacity, coalesce,
+                              offload, offload_mode)
         elif sys.platform == "win32":
             if offload:
                 raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
@@ -670,6 +664,29 @@ class Tun:
         return reader
 
 
+def _open_mode(open_existing: bool | None) -> int:
+    """open_existing as the C core's one open mode (the same on every backend)."""
+    if open_existing is None:
+        return _core.OPEN_ANY
+    if open_existing is True:
+        return _core.OPEN_EXISTING
+    if open_existing is False:
+        return _core.OPEN_CREATE
+    raise TypeError(f"open_existing must be True, False or None, not {open_existing!r}")
+
+
+def _open_linux(name: str | None, queues: int, persist: bool | None, open_existing: bool | None, mtu: int | None,
+                tunnel_type: str, guid: uuid.UUID | str | None, ring_capacity: int | Literal["auto"] | None,
+                coalesce: bool, offload: bool, offload_mode: OffloadMode) -> _core.Device:
+    if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
+        raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
+                         "(on Linux, offload=True coalesces on send)")
+    if offload_mode not in _OFFLOAD_MODES:
+        raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
+    return _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)), _open_mode(open_existing),
+                            mtu or 0, None, _OFFLOAD_MODES[offload_mode] if offload else 0)
+
+
 def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen: int | None,
                  open_existing: bool | None, mtu: int | None, tunnel_type: str, guid: uuid.UUID | str | None,
                  ring_capacity: int | Literal["auto"] | None, coalesce: bool) -> _core.Device:
@@ -693,7 +710,7 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
     _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
     if capacity & (capacity - 1):
         raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
-    mode = {None: 2, True: 1, False: 0}[open_existing]
+    mode = _open_mode(open_existing)
     _wintun.ensure_loaded()
     return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
 

@@ -1,8 +1,8 @@
 # Wintun: opening adapters, loading the DLL, the driver version and its log. Included by _core.pyx.
 
-def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_existing, uint32_t mtu,
+def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_mode, uint32_t mtu,
                 bint auto_ring=False, bint coalesce=False):
-    """open_existing: 0 create, 1 open an existing adapter, 2 open or create. auto_ring: start at
+    """open_mode: OPEN_CREATE, OPEN_EXISTING or OPEN_ANY. auto_ring: start at
     ring_capacity and double it when the rings overflow; coalesce: merge TCP segments on send."""
     cdef ft_wintun_params p
     cdef ft_device *d = NULL
@@ -18,7 +18,7 @@ def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int ope
     p.tunnel_type = btype
     p.guid = NULL if bguid is None else <const uint8_t *><const char *>bguid
     p.ring_capacity = ring_capacity
-    p.open_existing = open_existing
+    p.open_mode = open_mode
     p.mtu = mtu
     p.flags = (FT_WINTUN_AUTO_RING if auto_ring else 0) | (FT_WINTUN_COALESCE if coalesce else 0)
     with nogil:

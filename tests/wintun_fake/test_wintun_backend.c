@@ -408,9 +408,9 @@ static void test_open_params(void)
     p.ring_capacity = 0x8000000;
     expect_invalid(&p, "0x4000000", "ring capacity too large");
     p.ring_capacity = 0;
-    p.open_existing = 3;
-    expect_invalid(&p, "open_existing", "open_existing 3");
-    p.open_existing = 0;
+    p.open_mode = 3;
+    expect_invalid(&p, "open mode 3", "open mode 3");
+    p.open_mode = 0;
     p.mtu = 20;
     expect_invalid(&p, "mtu", "mtu 20");
     p.mtu = 70000;
@@ -485,12 +485,12 @@ static void test_open_modes(void)
     ft_device *d = NULL, *d2 = NULL;
 
     p.name = "ft-none";
-    p.open_existing = FT_WINTUN_OPEN;
+    p.open_mode = FT_OPEN_EXISTING;
     int r = ft_wintun_open(&p, &d, &e);
     CHECK(r == FT_ESYS && e.errnum == ENOENT && strstr(e.msg, "no Wintun adapter named"), "open missing: %d %s", r,
           e.msg);
 
-    p.open_existing = FT_WINTUN_OPEN_OR_CREATE;
+    p.open_mode = FT_OPEN_ANY;
     r = ft_wintun_open(&p, &d, &e);
     CHECK(r == FT_OK && ft_wintun_created(d) == 1, "open-or-create creates: %d %s", r, e.msg);
     r = ft_wintun_open(&p, &d2, &e);
@@ -504,7 +504,7 @@ static void test_open_modes(void)
 
     CHECK(fake_add_leftover(L"ft-left0", 0), "leftover");
     p.name = "ft-left0";
-    p.open_existing = FT_WINTUN_OPEN;
+    p.open_mode = FT_OPEN_EXISTING;
     r = ft_wintun_open(&p, &d, &e);
     CHECK(r == FT_OK && ft_wintun_created(d) == 0, "open an existing adapter: %d %s", r, e.msg);
     ft_device_free(d);
@@ -512,7 +512,7 @@ static void test_open_modes(void)
     CHECK(counters().adapters == 1, "closing an opened adapter leaves it in place");
     fake_reset();
 
-    p.open_existing = FT_WINTUN_CREATE;
+    p.open_mode = FT_OPEN_CREATE;
     p.name = "ft-denied";
     fake_fault(FAKE_CREATE_FAIL, TRUE, ERROR_ACCESS_DENIED);
     r = ft_wintun_open(&p, &d, &e);
