@@ -11,7 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from fasttun import _core, _if_tun
 from fasttun.errors import TunClosedError, TunError, _TooSmall
@@ -135,7 +135,7 @@ class Reader:
     The callback gets a :class:`Batch` whose views are valid only during the call. A callback that raises
     stops the reader; :meth:`stop` and :meth:`join` raise that exception again, traceback included."""
 
-    def __init__(self, tun: Tun, queues: list[_core.QueueReader]) -> None:
+    def __init__(self, tun: _Endpoint, queues: list[_core.QueueReader]) -> None:
         self._tun = tun
         self._queues = queues
         self._reported = False
@@ -166,6 +166,10 @@ class Reader:
         for q in self._queues:
             q.request_stop()
 
+    def _on_own_thread(self) -> bool:
+        """True on one of this reader's threads (in its callback), where waiting for it would wait for itself."""
+        return any(q.is_current_thread() for q in self._queues)
+
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stops the reader threads and waits up to ``timeout`` seconds for them (None: as long as it takes).
 
@@ -173,14 +177,14 @@ class Reader:
         callback's exception, or the device error that ended the reader. Called from inside the callback,
         it only asks for the stop (the reader ends when the callback returns) and returns False."""
         self._request_stop()
-        if any(q.is_current_thread() for q in self._queues):
+        if self._on_own_thread():
             return False
         return self.join(timeout)
 
     def join(self, timeout: float | None = None) -> bool:
         """Waits for the reader threads to end on their own (callback raised, device closed), without asking
         them to stop. Raises as :meth:`stop` does. Returns False if they still run after ``timeout``."""
-        if any(q.is_current_thread() for q in self._queues):
+        if self._on_own_thread():
             raise RuntimeError("join() called from the reader's own callback would wait forever")
         done = all(q.join(timeout) for q in self._queues)
         if done:
@@ -204,7 +208,116 @@ class Reader:
             raise err
 
 
-class Tun:
+class _Endpoint:
+    """What a device (Tun) and a UDP endpoint share: the readers they started, the context manager, close()
+    that stops the readers before releasing, and a finalizer that never waits. Subclasses set ``_dev``."""
+
+    _dev: Any
+    _closed: bool
+    _readers: list[Reader]
+    _lock: threading.Lock
+    _close_hooks: list[Callable[[], None]]
+
+    def _init_lifecycle(self) -> None:
+        self._closed = False
+        self._readers = []
+        self._lock = threading.Lock()
+        # run by close() once readers are asked to stop, before the release (fasttun.aio wakes its waiters)
+        self._close_hooks = []
+
+    def __enter__(self: _E) -> _E:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A finalizer never waits: it may run on the reader's own thread (the garbage collector runs wherever
+        # objects are allocated), and waiting there would wait for itself. The readers stop and the device is
+        # released by the last of them to leave it.
+        if getattr(self, "_closed", True) is False:
+            self._closed = True
+            for reader in self._readers:
+                reader._request_stop()
+            self._dev.shutdown()
+
+    @property
+    def name(self) -> str:
+        return str(self._dev.name)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stops the readers, wakes blocked calls in other threads (they raise TunClosedError) and releases the
+        device; a TUN device we created and did not make persistent disappears. Called on a reader thread (from
+        a callback), it does not wait: the device is released once the callback returns and its reader has
+        stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        readers = list(self._readers)
+        for reader in readers:
+            reader._request_stop()
+        for hook in list(self._close_hooks):  # never raise
+            hook()
+        if _core.on_reader_thread():  # a callback's: waiting here could wait for itself
+            self._dev.shutdown()
+            log.debug("closing %s once the readers using it have left", self.name)
+            return
+        self._dev.close()
+        for reader in readers:
+            try:
+                reader.stop(timeout=5.0)
+            except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
+                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
+        log.debug("closed %s", self.name)
+
+    def _forget_reader(self, reader: Reader) -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
+    def _check_open(self) -> None:
+        """For members that answer from state kept here: after close() they say closed, as the device would."""
+        if self._closed:
+            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
+
+    def _start_readers(self, queues: int, callback: BatchCallback, batch_size: int, spin_us: int | None,
+                       adaptive: bool, adaptive_pps: int | None, pipeline: int) -> Reader:
+        """One reader thread per queue; the arguments are checked here for every kind of endpoint."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
+        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
+        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
+               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
+        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
+            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
+        self._check_open()
+        started: list[_core.QueueReader] = []
+        try:
+            for q in range(queues):
+                started.append(self._dev.start_reader(q, _logging_callback(callback, self.name, q), batch_size,
+                                                      spin, bool(adaptive), pps, pipeline))
+        except BaseException:
+            for qr in started:
+                qr.request_stop()
+                qr.join(None)
+            raise
+        reader = Reader(self, started)
+        with self._lock:
+            self._readers.append(reader)
+        log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
+                  batch_size, spin)
+        return reader
+
+
+_E = TypeVar("_E", bound=_Endpoint)
+
+
+class Tun(_Endpoint):
     """A TUN device: whole IPv4/IPv6 packets in and out.
 
     On Linux it opens ``/dev/net/tun`` (creating the device, or attaching to an existing persistent one);
@@ -308,76 +421,17 @@ class Tun:
 
     def _setup(self, dev: _core.Device) -> None:
         self._dev = dev
-        self._closed = False
-        self._readers: list[Reader] = []
+        self._init_lifecycle()
         self._pending: bytes | None = None
         self._os_drops = (0, 0)  # the last OS drop counters read, for stats once the interface is gone
-        self._lock = threading.Lock()
-        # -- hook for fasttun.aio: run by close() once readers are asked to stop, before the release --
-        self._close_hooks: list[Callable[[], None]] = []
 
-    # ---- lifecycle ----
-
-    def __enter__(self) -> Tun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A finalizer never waits: it may run on the reader's own thread (the garbage collector runs wherever
-        # objects are allocated), and waiting there would wait for itself. The readers stop and the device is
-        # released by the last of them to leave it.
-        if getattr(self, "_closed", True) is False:
-            self._closed = True
-            for reader in self._readers:
-                reader._request_stop()
-            self._dev.shutdown()
+    # ---- lifecycle: the context manager, close() and the finalizer are _Endpoint's ----
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<fasttun.Tun {self.name!r} ({self._dev.backend}, {state})>"
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Stops this device's readers, wakes blocked calls in other threads (they raise TunClosedError) and
-        releases the device. A device we created and did not make persistent disappears.
-
-        Called on a reader thread (from a callback), it does not wait: the device is released once the callback
-        returns and its reader has stopped."""
-        if self._closed:
-            return
-        self._closed = True
-        readers = list(self._readers)
-        for reader in readers:
-            reader._request_stop()
-        for hook in list(self._close_hooks):  # -- hook for fasttun.aio (wakes event-loop waiters; never raises)
-            hook()
-        if _core.on_reader_thread():
-            self._dev.shutdown()
-            log.debug("closing %s once the readers using it have left", self.name)
-            return
-        self._dev.close()
-        for reader in readers:
-            try:
-                reader.stop(timeout=5.0)
-            except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
-                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
-        log.debug("closed %s", self.name)
-
-    def _forget_reader(self, reader: Reader) -> None:
-        with self._lock:
-            if reader in self._readers:
-                self._readers.remove(reader)
-
     # ---- properties and configuration ----
-
-    @property
-    def name(self) -> str:
-        return self._dev.name
 
     @property
     def backend(self) -> str:
@@ -419,11 +473,6 @@ class Tun:
         self._check_open()
         mode = self._dev.offloads()[0]
         return {1: "segments", 2: "super"}.get(mode)
-
-    def _check_open(self) -> None:
-        """For members that answer from state kept here: after close() they say closed, as the device would."""
-        if self._closed:
-            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
 
     def _wintun_only(self, what: str) -> None:
         self._check_open()
@@ -636,32 +685,7 @@ class Tun:
         second thread reads the next batch while the callback runs on the previous one, so the kernel's work and
         Python's overlap on a machine with cores to spare; batches keep their order, and when every batch is in
         flight the device's own queue absorbs the back-pressure (its drops are counted as usual)."""
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
-        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
-        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
-               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
-            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
-        if self._closed:
-            raise TunClosedError(9, f"{self.name} is closed")
-        started: list[_core.QueueReader] = []
-        try:
-            for q in range(self.queues):
-                started.append(self._dev.start_reader(q, _logging_callback(callback, self.name, q), batch_size,
-                                                      spin, bool(adaptive), pps, pipeline))
-        except BaseException:
-            for qr in started:
-                qr.request_stop()
-                qr.join(None)
-            raise
-        reader = Reader(self, started)
-        with self._lock:
-            self._readers.append(reader)
-        log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
-                  batch_size, spin)
-        return reader
+        return self._start_readers(self.queues, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
 def _open_mode(open_existing: bool | None) -> int:

@@ -7,17 +7,14 @@ C (no USO/URO yet)."""
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import socket
 import sys
-import threading
 from collections.abc import Iterable
 from typing import Any, Union
 
 from fasttun import _core
-from fasttun._tun import BatchCallback, FullPolicy, Reader, _logging_callback, _policy, _ranged_int
-from fasttun.errors import TunClosedError
+from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _policy, _ranged_int
 
 log = logging.getLogger("fasttun")
 
@@ -97,7 +94,7 @@ def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None
     sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
-class UdpEndpoint:
+class UdpEndpoint(_Endpoint):
     """A UDP socket that sends and receives batches of datagrams in C.
 
     ``UdpEndpoint(bind=("10.0.0.1", 5555), peer=("10.0.0.2", 5555))`` opens a socket bound to ``bind`` and,
@@ -183,62 +180,14 @@ class UdpEndpoint:
         own.detach()  # the device owns the descriptor now
         self._dev: _core.UdpDevice = dev
         self._family = family
-        self._readers: list[Reader] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self._init_lifecycle()
         info = dev.info()
         log.debug("opened %s: gso %s, gro %s", dev.name, bool(info["gso"]), bool(info["gro"]))
 
-    # ---- lifecycle ----
-
-    def __enter__(self) -> UdpEndpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # Never waits (it may run on our own reader thread): readers stop, the last to leave releases the socket.
-        if getattr(self, "_closed", True) is False:
-            self._closed = True
-            for reader in self._readers:
-                reader._request_stop()
-            self._dev.shutdown()
+    # ---- lifecycle (context manager, close, finalizer: _Endpoint) ----
 
     def __repr__(self) -> str:
         return f"<fasttun.UdpEndpoint {self.name} ({'closed' if self._closed else 'open'})>"
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Stops the readers, wakes blocked calls in other threads (they raise TunClosedError) and closes the
-        socket."""
-        if self._closed:
-            return
-        self._closed = True
-        readers = list(self._readers)
-        for reader in readers:
-            reader._request_stop()
-        if _core.on_reader_thread():  # a callback's: waiting here could wait for itself
-            self._dev.shutdown()
-            return
-        self._dev.close()
-        for reader in readers:
-            try:
-                reader.stop(timeout=5.0)
-            except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
-                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
-
-    def _forget_reader(self, reader: Reader) -> None:
-        with self._lock:
-            if reader in self._readers:
-                self._readers.remove(reader)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
 
     # ---- properties ----
 
@@ -320,21 +269,7 @@ class UdpEndpoint:
                      adaptive: bool = True, adaptive_pps: int | None = None, pipeline: int = 0) -> Reader:
         """Starts a reader thread that calls ``callback(batch)`` with up to ``batch_size`` datagrams, exactly as
         :meth:`fasttun.Tun.start_reader` does; the batch's views are valid only during the call."""
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        _ranged_int(batch_size, "batch_size", 1, _core.MAX_BATCH)
-        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
-        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
-               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
-        self._check_open()
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
-            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
-        queue = self._dev.start_reader(0, _logging_callback(callback, self.name, 0), batch_size, spin,
-                                       bool(adaptive), pps, pipeline)
-        reader = Reader(self, [queue])  # type: ignore[arg-type]
-        with self._lock:
-            self._readers.append(reader)
-        return reader
+        return self._start_readers(1, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
 def udp_offloads() -> dict[str, bool]:
