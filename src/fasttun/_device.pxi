@@ -42,6 +42,7 @@ cdef class Device:
 
     cdef ft_device *dev
     cdef Arena spare          # reused by recv/recv_batch when nobody holds it any more
+    cdef bytes kept           # a packet recv_into could not fit: the next receive of any kind returns it
     cdef readonly str backend
     cdef readonly bint super_mode
     cdef object __weakref__
@@ -124,8 +125,14 @@ cdef class Device:
             if _expired(&deadline, slice_ms):
                 return 0
 
+    cdef bytes _take_kept(self):
+        kept, self.kept = self.kept, None
+        return kept
+
     def recv(self, int queue=FT_ALL_QUEUES, timeout=None):
         cdef ft_batch b
+        if self.kept is not None:
+            return self._take_kept()
         cdef Arena a = self._arena(1)
         try:
             a.attach(&b)
@@ -142,26 +149,36 @@ cdef class Device:
         cdef Py_buffer view
         cdef ft_batch b
         cdef Arena a
+        cdef Py_ssize_t n
         _get_buffer(buffer, &view, PyBUF_SIMPLE | PyBUF_WRITABLE, "recv_into needs a writable contiguous buffer")
         try:
-            a = self._arena(1)
-            try:
-                a.attach(&b)
-                b.max = 1
-                if self._recv(queue, &b, timeout) == 0:
-                    return 0
-                if b.lengths[0] > <size_t>view.len:
-                    packet = PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
-                    raise _errors._TooSmall(packet, view.len)
-                memcpy(view.buf, b.data + b.offsets[0], b.lengths[0])
-                return b.lengths[0]
-            finally:
-                a.in_batch = False
+            if self.kept is None:
+                a = self._arena(1)
+                try:
+                    a.attach(&b)
+                    b.max = 1
+                    if self._recv(queue, &b, timeout) == 0:
+                        return 0
+                    if b.lengths[0] <= <size_t>view.len:
+                        memcpy(view.buf, b.data + b.offsets[0], b.lengths[0])
+                        return b.lengths[0]
+                    self.kept = PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
+                finally:
+                    a.in_batch = False
+            n = len(self.kept)
+            if n > view.len:
+                raise ValueError(f"the next packet is {n} bytes and the buffer only {view.len}; it is kept for the "
+                                 f"next receive")
+            memcpy(view.buf, PyBytes_AS_STRING(self.kept), <size_t>n)
+            self.kept = None
+            return n
         finally:
             PyBuffer_Release(&view)
 
     def recv_batch(self, uint32_t max_packets, int queue=FT_ALL_QUEUES, timeout=None):
         cdef ft_batch b
+        if self.kept is not None:
+            return make_batch([self._take_kept()])
         cdef Arena a = self._arena(max_packets)
         a.attach(&b)
         b.max = max_packets

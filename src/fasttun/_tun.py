@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar, Union
 
 from fasttun import _core, _if_tun
-from fasttun.errors import TunClosedError, TunError, _TooSmall
+from fasttun.errors import TunClosedError, TunError
 
 log = logging.getLogger("fasttun")
 
@@ -422,7 +422,6 @@ class Tun(_Endpoint):
     def _setup(self, dev: _core.Device) -> None:
         self._dev = dev
         self._init_lifecycle()
-        self._pending: bytes | None = None
         self._os_drops = (0, 0)  # the last OS drop counters read, for stats once the interface is gone
 
     # ---- lifecycle: the context manager, close() and the finalizer are _Endpoint's ----
@@ -603,47 +602,21 @@ class Tun(_Endpoint):
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         """One packet as bytes, or None when ``timeout`` seconds pass first (None: wait as long as it takes)."""
-        pending = self._take_pending()
-        if pending is not None:
-            return pending
+        self._check_open()
         return self._dev.recv(_core.ALL_QUEUES, timeout)
 
     def recv_into(self, buffer: Any, timeout: float | None = None) -> int:
         """Receives one packet into a writable buffer; returns its length (0 on timeout). If the packet does not
-        fit, ValueError says how large it is and the packet is kept for the next receive."""
-        pending = self._take_pending()
-        if pending is not None:
-            view = memoryview(buffer).cast("B")
-            if len(pending) > view.nbytes:
-                self._pending = pending
-                raise ValueError(f"the next packet is {len(pending)} bytes and the buffer only "
-                                 f"{view.nbytes}; it is kept for the next receive")
-            view[: len(pending)] = pending
-            return len(pending)
-        try:
-            return self._dev.recv_into(buffer, _core.ALL_QUEUES, timeout)
-        except _TooSmall as small:
-            self._pending = small.packet
-            raise ValueError(f"the next packet is {len(small.packet)} bytes and the buffer only {small.size}; "
-                             f"it is kept for the next receive") from None
+        fit, ValueError says how large it is and the device keeps the packet for the next receive."""
+        self._check_open()
+        return self._dev.recv_into(buffer, _core.ALL_QUEUES, timeout)
 
     def recv_batch(self, max_packets: int = 64, timeout: float | None = None) -> _core.Batch:
         """Up to ``max_packets`` packets that are waiting (at least one unless ``timeout`` passes, then an empty
         batch). The batch stays valid as long as you keep it."""
         _ranged_int(max_packets, "max_packets", 1, MAX_BATCH)
-        pending = self._take_pending()
-        if pending is not None:
-            return _core.make_batch([pending])
+        self._check_open()
         return self._dev.recv_batch(max_packets, _core.ALL_QUEUES, timeout)
-
-    def _take_pending(self) -> bytes | None:
-        if self._closed:
-            raise TunClosedError(errno.EBADF, f"{self.name} is closed")
-        if self._pending is None:
-            return None
-        with self._lock:
-            pending, self._pending = self._pending, None
-        return pending
 
     # ---- sending ----
 

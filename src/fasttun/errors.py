@@ -56,12 +56,3 @@ def from_errno(code: int, message: str, oserr: int = 0) -> TunError:
     if oserr and oserr != code:
         exc.winerror_code = oserr  # type: ignore[attr-defined]
     return exc
-
-
-class _TooSmall(Exception):
-    """Internal: recv_into met a packet larger than the caller's buffer."""
-
-    def __init__(self, packet: bytes, size: int) -> None:
-        super().__init__(packet, size)
-        self.packet = packet
-        self.size = size
