@@ -327,11 +327,12 @@ static int lx_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 
 /* One packet per system call, straight to the kernel. glibc's read()/write() are thread-cancellation points:
  * in a process with more than one thread (every Python program with a reader) each call also switches the
- * thread's cancellation state on and off with atomic operations, measured at about 3% of a prefilled queue's
- * drain. Our threads are never cancelled, so the plain system call does the same work without that. */
+ * thread's cancellation state on and off with atomic operations: 35-50 ns per call measured here, about 5% of
+ * a packet drained from a prefilled queue (~750 ns). Our threads are never cancelled, so the plain system call
+ * does the same work without that. */
 static ssize_t tun_read(int fd, void *buf, size_t len) { return (ssize_t)syscall(SYS_read, fd, buf, len); }
-static ssize_t tun_readv(int fd, const struct iovec *iov, int n) { return (ssize_t)syscall(SYS_readv, fd, iov, n); }
 static ssize_t tun_write(int fd, const void *buf, size_t len) { return (ssize_t)syscall(SYS_write, fd, buf, len); }
+static ssize_t tun_readv(int fd, const struct iovec *iov, int n) { return (ssize_t)syscall(SYS_readv, fd, iov, n); }
 static ssize_t tun_writev(int fd, const struct iovec *iov, int n)
 {
     return (ssize_t)syscall(SYS_writev, fd, iov, n);
