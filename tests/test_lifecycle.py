@@ -145,7 +145,10 @@ def round_():
         hb.close()
     else:
         while not done.is_set():
-            poke()
+            try:
+                poke()
+            except fasttun.TunClosedError:
+                pass  # the callback's collection already closed the device (it sets done right after)
             done.wait(0.05)
     cleanup()
     gc.collect()
