@@ -322,39 +322,37 @@ int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
 /* ---- send ----------------------------------------------------------------------------------------- */
 
 /* Packet i of n failed validation (e says why): count it, say which one, and that nothing was sent. */
-static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
+int ft_device_reject(ft_device *d, uint32_t i, uint32_t n, const char *unit, ft_err *e)
 {
     ft_atomic_add64(&d->stats.tx_rejected, 1);
     if (n > 1) {
         char m[200];
         snprintf(m, sizeof(m), "%.199s", e->msg);
-        snprintf(e->msg, sizeof(e->msg), "packet %u of %u: %.199s (nothing was sent)", i, n, m);
+        snprintf(e->msg, sizeof(e->msg), "%s %u of %u: %.199s (nothing was sent)", unit, i, n, m);
     }
     e->index = (long)i;
-    return FT_EPACKET;
+    return e->status;
 }
 
-/* Sends pkts (with their virtio-net headers when hdrs is set) under the full-queue policy; see ft_device_send. */
-static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
-                     int timeout_ms, ft_err *e)
+int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_send_step step, void *ctx,
+                        int policy, int timeout_ms, const char *full, ft_err *e)
 {
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
     uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
-    uint32_t done = 0, refused = 0;
+    uint32_t done = 0, refused = 0, went = 0;
     long first_refused = -1;
     ft_err refusal;
     int result = 0;
     while (done < n) {
-        r = hdrs ? d->ops->send_vnet(d, q, pkts + done, hdrs + (size_t)done * FT_VNET_HDR_SIZE, n - done, e)
-                 : d->ops->send(d, q, pkts + done, n - done, e);
+        uint32_t sent = 0;
+        uint64_t bytes = 0;
+        r = step(d, q, ctx, pkts, done, n, &sent, &bytes, e);
         if (r > 0) {
-            uint64_t bytes = 0;
-            for (uint32_t i = done; i < done + (uint32_t)r; i++)
-                bytes += pkts[i].len;
-            ft_atomic_add64(&d->stats.tx_packets, (uint64_t)r);
+            ft_atomic_add64(&d->stats.tx_packets, sent);
             ft_atomic_add64(&d->stats.tx_bytes, bytes);
+            went += (uint32_t)r; /* handled: sent, or dropped and counted by the step (UDP: unreachable) */
             done += (uint32_t)r;
             continue;
         }
@@ -376,8 +374,7 @@ static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdr
             break;
         }
         if (policy == FT_FULL_RAISE) {
-            ft_fail(e, FT_EFULL, ENOBUFS, "the device's send queue is full; %u of %u packets were sent",
-                    done - refused, n);
+            ft_fail(e, FT_EFULL, ENOBUFS, "%s; %u of %u were sent", full, went, n);
             result = FT_EFULL;
             break;
         }
@@ -409,13 +406,28 @@ static int send_loop(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdr
         result = FT_EREFUSED;
     }
     if (result < 0) {
-        /* How many went before the failure. For a timeout the caller resumes at e->sent + refused ones. */
-        e->sent = done - refused;
-        if (result == FT_ETIMEDOUT)
+        /* How many went before the failure; after a timeout or a full device, where the caller resumes. */
+        e->sent = went;
+        if (result == FT_ETIMEDOUT || result == FT_EFULL)
             e->index = (long)done;
         return result;
     }
-    return (int)(done - refused);
+    return (int)went;
+}
+
+/* The device's own step: the backend's send (or send_vnet with the headers in ctx). */
+static int device_step(ft_device *d, int q, void *ctx, const ft_pkt *pkts, uint32_t done, uint32_t n, uint32_t *sent,
+                       uint64_t *bytes, ft_err *e)
+{
+    const uint8_t *hdrs = ctx;
+    int r = hdrs ? d->ops->send_vnet(d, q, pkts + done, hdrs + (size_t)done * FT_VNET_HDR_SIZE, n - done, e)
+                 : d->ops->send(d, q, pkts + done, n - done, e);
+    if (r > 0) {
+        *sent = (uint32_t)r;
+        for (uint32_t i = done; i < done + (uint32_t)r; i++)
+            *bytes += pkts[i].len;
+    }
+    return r;
 }
 
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
@@ -427,9 +439,10 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
         int ok = d->ops->check ? d->ops->check(d, pkts[i].data, pkts[i].len, e)
                                : ft_packet_check(pkts[i].data, pkts[i].len, mtu, e);
         if (ok != FT_OK)
-            return reject(d, i, n, e);
+            return ft_device_reject(d, i, n, "packet", e);
     }
-    return send_loop(d, q, pkts, NULL, n, policy, timeout_ms, e);
+    return ft_device_send_loop(d, q, pkts, n, device_step, NULL, policy, timeout_ms, "the device's send queue is full",
+                               e);
 }
 
 /* ---- configuration -------------------------------------------------------------------------------- */
@@ -526,7 +539,8 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     for (uint32_t i = 0; i < n; i++) {
         if (ft_vnet_check(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
-            return reject(d, i, n, e);
+            return ft_device_reject(d, i, n, "packet", e);
     }
-    return send_loop(d, q, pkts, hdrs, n, policy, timeout_ms, e);
+    return ft_device_send_loop(d, q, pkts, n, device_step, (void *)hdrs, policy, timeout_ms,
+                              "the device's send queue is full", e);
 }

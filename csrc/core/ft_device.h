@@ -33,7 +33,10 @@ typedef struct ft_err {
     int status;      /* one of the codes above */
     int errnum;      /* a POSIX errno describing it (0 if none) */
     long oserr;      /* the raw OS error (errno or GetLastError()), 0 if none */
-    long index;      /* the packet of a batch the failure is about (FT_EPACKET, FT_EREFUSED), else -1 */
+    /* Where in a batch a failed call stopped, else -1: the packet the failure is about (FT_EPACKET, FT_EREFUSED),
+     * or, for a send that timed out or found the device full (FT_ETIMEDOUT, FT_EFULL), the first packet not yet
+     * handled, where the caller resumes. Never a count: how many went is `sent`. */
+    long index;
     uint32_t sent;   /* for a failed send: how many packets of the call went before it failed */
     char msg[256];   /* what went wrong and what is allowed */
 } ft_err;
@@ -206,9 +209,9 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
 /* Validate all n packets first (nothing is sent if one is bad: FT_EPACKET with e->index), then send them
  * on queue q. Under FT_FULL_DROP packets that find the queue full are dropped and counted; under
  * FT_FULL_WAIT the sender waits up to timeout_ms (negative: forever) for room and returns FT_ETIMEDOUT
- * after that, e->index telling how many went (the caller may wait again, or drop the rest and count them
- * with ft_device_count_tx_drops); under FT_FULL_RAISE it returns FT_EFULL at once, e->index telling how
- * many went. Returns the number of packets sent or a failure. */
+ * after that, e->sent telling how many went and e->index where to resume (the caller may wait again, or
+ * drop the rest and count them with ft_device_count_tx_drops); under FT_FULL_RAISE it returns FT_EFULL at
+ * once, the same way. Returns the number of packets sent or a failure. */
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e);
 /* Every failure of a send sets e->sent. A packet the OS refuses on its own (the backend fails with FT_EREFUSED
  * for it) is skipped and counted in tx_errors, and the rest still go; the call then fails with FT_EREFUSED,
@@ -236,6 +239,20 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
 
 void ft_device_get_stats(ft_device *d, ft_stats *out);
 void ft_device_count_tx_drops(ft_device *d, uint64_t n);
+
+/* ---- for a backend with a send call of its own (the UDP endpoint's ft_udp_send) -------------------------- */
+/* One attempt: hand over what fits of pkts[done..n) and return how many were handled (> 0; *sent of them went,
+ * *bytes long; the rest were dropped and counted by the step), FT_EREFUSED for the one packet at done (skipped,
+ * reported at the end), 0 or FT_EFULL when nothing fitted, or a failure. */
+typedef int (*ft_send_step)(ft_device *d, int q, void *ctx, const ft_pkt *pkts, uint32_t done, uint32_t n,
+                            uint32_t *sent, uint64_t *bytes, ft_err *e);
+/* ft_device_send's loop around a step: the full-queue policy (waiting on queue q, dropping and counting, or
+ * FT_EFULL whose message starts with `full`), the counters, e->sent and e->index. Enters the device itself. */
+int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_send_step step, void *ctx,
+                        int policy, int timeout_ms, const char *full, ft_err *e);
+/* A packet (or "datagram": the unit) i of n that failed validation in *e: counted in tx_rejected and named in
+ * the message. Returns e->status. */
+int ft_device_reject(ft_device *d, uint32_t i, uint32_t n, const char *unit, ft_err *e);
 
 /* Configuration wrappers: enter/leave plus FT_EUNSUPPORTED where the backend has no hook. */
 int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e);

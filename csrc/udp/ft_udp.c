@@ -580,26 +580,18 @@ static int udp_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err 
     return send_some(d, pkts, n, NULL, 0, 0, &sent, &bytes, e);
 }
 
-static int remaining_ms(int timeout_ms, uint64_t deadline)
-{
-    if (timeout_ms < 0)
-        return -1;
-    uint64_t now = ft_now_ns();
-    if (now >= deadline)
-        return 0;
-    return (int)((deadline - now + 999999u) / 1000000u);
-}
+/* ft_device_send_loop's step for ft_udp_send: the destinations ride in ctx. */
+typedef struct udp_send_ctx {
+    const ft_endpoint *to;
+    uint32_t to_count;
+} udp_send_ctx;
 
-static int reject(ft_device *d, uint32_t i, uint32_t n, ft_err *e)
+static int udp_step(ft_device *d, int q, void *ctx, const ft_pkt *pkts, uint32_t done, uint32_t n, uint32_t *sent,
+                    uint64_t *bytes, ft_err *e)
 {
-    ft_atomic_add64(&d->stats.tx_rejected, 1);
-    if (n > 1) {
-        char m[200];
-        snprintf(m, sizeof(m), "%.199s", e->msg);
-        snprintf(e->msg, sizeof(e->msg), "datagram %u of %u: %.199s (nothing was sent)", i, n, m);
-    }
-    e->index = (long)i;
-    return e->status;
+    (void)q;
+    const udp_send_ctx *c = ctx;
+    return send_some(d, pkts + done, n - done, c->to, c->to_count, done, sent, bytes, e);
 }
 
 int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count,
@@ -618,61 +610,13 @@ int ft_udp_send(ft_device *d, const ft_pkt *pkts, uint32_t n, const ft_endpoint 
                        "UDP endpoint %s is not connected: give a destination address", d->name);
     for (uint32_t i = 0; i < to_count; i++)
         if (check_endpoint(u, &to[i], e) != FT_OK)
-            return reject(d, i, n, e);
+            return ft_device_reject(d, i, n, "datagram", e);
     for (uint32_t i = 0; i < n; i++)
         if (udp_check(d, pkts[i].data, pkts[i].len, e) != FT_OK)
-            return reject(d, i, n, e);
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
-    uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
-    uint32_t done = 0;
-    int result = 0;
-    while (done < n) {
-        uint32_t sent;
-        uint64_t bytes;
-        r = send_some(d, pkts + done, n - done, to, to_count, done, &sent, &bytes, e);
-        if (r > 0) {
-            ft_atomic_add64(&d->stats.tx_packets, sent);
-            ft_atomic_add64(&d->stats.tx_bytes, bytes);
-            done += (uint32_t)r;
-            continue;
-        }
-        if (r != FT_EFULL) {
-            if (r != FT_ECLOSED)
-                ft_atomic_add64(&d->stats.tx_errors, 1);
-            result = r;
-            break;
-        }
-        if (policy == FT_FULL_RAISE) {
-            ft_fail(e, FT_EFULL, ENOBUFS, "the socket's send buffer is full; %u of %u datagrams were sent", done,
-                    n);
-            result = FT_EFULL;
-            break;
-        }
-        if (policy == FT_FULL_DROP) {
-            ft_atomic_add64(&d->stats.tx_dropped_full, n - done);
-            break;
-        }
-        int left = remaining_ms(timeout_ms, deadline);
-        if (left == 0) {
-            result = FT_ETIMEDOUT;
-            break;
-        }
-        ft_atomic_add64(&d->stats.tx_waits, 1);
-        r = ft_device_wait(d, 0, FT_WAIT_WRITE, left, NULL, e);
-        if (r != FT_OK && r != FT_ETIMEDOUT) {
-            result = r;
-            break;
-        }
-    }
-    ft_device_leave(d);
-    if (result < 0) {
-        e->sent = done;
-        e->index = (long)done; /* where a caller resumes after a timeout */
-        return result;
-    }
-    return (int)done;
+            return ft_device_reject(d, i, n, "datagram", e);
+    udp_send_ctx ctx = {to, to_count};
+    return ft_device_send_loop(d, 0, pkts, n, udp_step, &ctx, policy, timeout_ms, "the socket's send buffer is full",
+                               e);
 }
 
 /* ---- the rest of the backend ---------------------------------------------------------------------------- */
