@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import re
 import runpy
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Sequence
 
-import pytest
+
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -31,13 +31,8 @@ def c_sources(platform: str, *parts: str) -> list[Path]:
 
 
 def compiler(name: str) -> str:
-    """The tool's path; skips with the install hint where it is missing, fails in CI."""
-    path = shutil.which(name)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"CI must have {name}")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
-    return path
+    """The compiler's path; skips with the install hint where it is missing, fails in CI."""
+    return require_tool(name, name)
 
 
 def passed_line(output: str) -> tuple[int, int]:

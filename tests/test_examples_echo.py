@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,22 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI
+from conftest import IN_CI, require_tool
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PEER4, PEER6 = "10.97.0.2", "fd00:97::2"
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"CI must run the example tests, but {tool} is missing (apt-get install {package})")
-        pytest.skip(f"{tool} is not installed (apt-get install {package})")
-    return path
 
 
 class Example:
@@ -71,7 +61,7 @@ class Example:
 
 
 def ping(netns, address: str, count: int = 3) -> str:
-    need("ping", "iputils-ping")
+    require_tool("ping", "iputils-ping")
     v6 = ["-6"] if ":" in address else []
     result = netns.run("ping", *v6, "-c", str(count), "-i", "0.2", "-W", "2", address, check=False, timeout=20)
     return result.stdout
@@ -100,7 +90,7 @@ def test_ping_and_ping6_get_answers(netns, script, options, signum):
 
 
 def test_capture_records_pings_and_replies_for_tcpdump_and_scapy(netns, tmp_path):
-    tcpdump = need("tcpdump", "tcpdump")
+    tcpdump = require_tool("tcpdump", "tcpdump")
     path = tmp_path / "cap.pcapng"
     example = Example(netns.name, "capture.py", "--name", "ftcap0", "--address", "10.96.0.1/24",
                       "--write", str(path), "--answer-pings")
