@@ -123,8 +123,8 @@ class TunLink(Link):
 class WintunLink(Link):
     """The fake wintun.dll's ring is the other side (tests/wintun_fake)."""
 
-    def __init__(self, fake: Any, name: str) -> None:
-        self.fake = fake
+    def __init__(self, the_fake: Any, name: str) -> None:
+        self.fake = the_fake
         self.dev = fasttun.Tun(name)
 
     def inject(self, seqs: range) -> None:
