@@ -37,6 +37,8 @@ def test_sdist_holds_everything_needed_to_build(tmp_path):
     # Every C source and header, and every Cython file, whatever is added later.
     needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.[ch]")}
     needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun").glob("*.p[xy][dix]")}
+    needed |= {"csrc/sources.py"}  # the manifest setup.py reads
+    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun" / "_bench" / "baselines").glob("*.c")}
     assert needed <= names, needed - names
     assert not any(n.endswith(".so") for n in names)
 
@@ -52,6 +54,16 @@ def test_stub_names_every_public_name_of_the_extension():
     public = {n for n in dir(_core) if not n.startswith("__") and n not in {"Arena"} | {"_timeout_check"}}
     public = {n for n in public if not n.startswith("_")}
     assert public <= declared | {"Arena"}, public - declared
+
+
+def test_the_benchmark_baselines_ship_with_the_package(monkeypatch):
+    """`fasttun bench` from a wheel compiles its C baselines from the package, not from a checkout."""
+    from fasttun._bench import system
+
+    monkeypatch.delenv("FASTTUN_BENCH_DIR", raising=False)
+    src = system.bench_sources()
+    assert src is not None and src.is_relative_to(Path(fasttun.__file__).parent)
+    assert {f"{p}.c" for p in system.C_PROGRAMS} <= {p.name for p in src.glob("*.c")}
 
 
 def test_package_is_typed():

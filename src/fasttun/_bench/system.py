@@ -1,9 +1,10 @@
 """What the harness needs from the machine: privileges, tools, network namespaces, link counters and the
-C baselines (compiled from bench/*.c with the system compiler on first use)."""
+C baselines (compiled from fasttun/_bench/baselines/*.c with the system compiler on first use)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -213,13 +214,12 @@ def udp_counters() -> dict[str, int]:
 # ---- C baselines --------------------------------------------------------------------------------------
 
 def bench_sources() -> Optional[Path]:
-    """The folder with the C baselines: $FASTTUN_BENCH_DIR, or bench/ of the source checkout fasttun runs from,
-    or ./bench."""
+    """The folder with the C baselines: $FASTTUN_BENCH_DIR, else the sources shipped in the package
+    (fasttun/_bench/baselines/), so that `fasttun bench` works from an installed wheel too."""
     candidates = []
     if os.environ.get("FASTTUN_BENCH_DIR"):
         candidates.append(Path(os.environ["FASTTUN_BENCH_DIR"]))
-    package = Path(__file__).resolve().parent.parent          # .../src/fasttun
-    candidates += [package.parent.parent / "bench", Path.cwd() / "bench"]
+    candidates.append(Path(__file__).resolve().parent / "baselines")
     for c in candidates:
         if (c / f"{C_PROGRAMS[0]}.c").is_file():
             return c
@@ -227,7 +227,7 @@ def bench_sources() -> Optional[Path]:
 
 
 class Baselines:
-    """Compiles the C baselines once per process (cached across runs under bench/.build/ or a temp dir) and
+    """Compiles the C baselines once per process (cached across runs in a temp dir of the user's) and
     tells why one is missing."""
 
     def __init__(self) -> None:
@@ -257,28 +257,26 @@ class Baselines:
         return None
 
     @staticmethod
-    def _cache_dir(src: Path) -> Path:
-        build = src / ".build"
-        try:
-            build.mkdir(exist_ok=True)
-            if os.access(build, os.W_OK):
-                return build
-        except OSError:
-            pass
+    def _cache_dir() -> Path:
+        """Binaries go to a folder of this user's in the temp dir, never next to the sources (an installed
+        package's folder is often read-only, and a checkout stays clean)."""
         tmp = Path(tempfile.gettempdir()) / f"fasttun-bench-{os.getuid()}"
-        tmp.mkdir(exist_ok=True)
+        tmp.mkdir(mode=0o700, exist_ok=True)
+        if tmp.stat().st_uid != os.getuid():
+            raise LookupError(f"{tmp} belongs to another user; set TMPDIR to a folder of your own")
         return tmp
 
     def _build(self, program: str) -> Path:
         src_dir = bench_sources()
         if src_dir is None:
-            raise LookupError("C baseline sources (bench/*.c) not found: run from a fasttun source checkout or "
-                              "set FASTTUN_BENCH_DIR")
+            raise LookupError("the C baseline sources (fasttun/_bench/baselines/*.c) are missing from this "
+                              "installation; set FASTTUN_BENCH_DIR to a folder that has them")
         source = src_dir / f"{program}.c"
         if not source.is_file():
             raise LookupError(f"{source} not found")
-        binary = self._cache_dir(src_dir) / program
-        if binary.is_file() and binary.stat().st_mtime >= source.stat().st_mtime:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]  # one binary per source text
+        binary = self._cache_dir() / f"{program}-{digest}"
+        if binary.is_file():
             return binary
         cc = os.environ.get("CC") or tool("cc") or tool("gcc") or tool("clang")
         if cc is None:

@@ -2,7 +2,7 @@
 
 Each namespace runs one side of the tunnel as its own process (as two hosts would): examples/udp_tunnel.py
 (fasttun: TUN reader -> UdpEndpoint.send_batch, endpoint reader -> Tun.send_batch; plain, on one asyncio event
-loop instead of reader threads, encrypted with ChaCha20-Poly1305, and with offload off), the C per-packet tunnel bench/ftb_udp_tunnel.c (one read+send and one
+loop instead of reader threads, encrypted with ChaCha20-Poly1305, and with offload off), the C per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one read+send and one
 recv+write per packet: the baseline), and a python-pytun tunnel (two Python threads per side, one syscall per
 packet, what a pytun user writes). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
 
@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
-from fasttun._bench.system import Child, bench_sources, ip, json_line, namespace, run, tool
+from fasttun._bench.system import Child, ip, json_line, namespace, run, tool
 
 UNDERLAY = ("10.201.6.1", "10.201.6.2")
 OVERLAY = ("10.201.7.1", "10.201.7.2")
@@ -37,12 +37,13 @@ DEVICE = "ftbtun0"
 
 
 def example_path() -> Optional[Path]:
-    """examples/udp_tunnel.py of the source checkout next to the C baselines."""
-    src = bench_sources()
-    if src is None:
-        return None
-    path = src.parent / "examples" / "udp_tunnel.py"
-    return path if path.is_file() else None
+    """examples/udp_tunnel.py of the source checkout fasttun runs from, or of the current directory (the
+    examples are not part of the package)."""
+    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
+        path = root / "examples" / "udp_tunnel.py"
+        if path.is_file():
+            return path
+    return None
 
 
 class TunnelScenario:
