@@ -321,11 +321,12 @@ def fake_dlls() -> Path:
 
 
 def stage(pyd: Path, crt: str) -> Path:
-    """The fasttun package as a Windows install would hold it: the sources plus the .pyd (no wintun.dll)."""
+    """The fasttun package as a Windows install would hold it: the sources and package data (the C baselines)
+    plus the .pyd (no wintun.dll, no generated _core.c)."""
     target = BUILD / f"stage-{crt}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(ROOT / "src" / "fasttun", target / "fasttun",
-                    ignore=shutil.ignore_patterns("*.so", "*.c", "*.pyd", "*.dll", "__pycache__"))
+                    ignore=shutil.ignore_patterns("*.so", "_core.c", "*.pyd", "*.dll", "__pycache__"))
     shutil.copyfile(pyd, target / "fasttun" / PYD)
     return target
 
