@@ -2,7 +2,8 @@
 
     python -m pytest bench/ --benchmark-columns=median,iqr,ops --benchmark-sort=name
 
-- batch hand-off: a reader thread delivering batches to a Python callback (per batch and per packet), and
+- batch hand-off: a reader thread delivering batches to a Python callback (per batch, and touching every packet
+  of a reader's batch, `for p in batch` and `batch[i]`), and
   what a callback pays to look at the packets (Packet objects, struct.unpack_from, bytes(p), memoryview(p),
   lengths, copy);
 - send validation: send_batch of good packets (validated, then sent through an in-memory pair), of a batch
@@ -66,6 +67,52 @@ def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
 
     benchmark.pedantic(drain, setup=setup, rounds=15)
     benchmark.extra_info["batches"] = -(-total // batch_size)
+    benchmark.extra_info["packets"] = total
+
+
+def _touch_every_packet(batch: fasttun.Batch) -> int:
+    n = 0
+    for p in batch:
+        n += p[0]
+    return n
+
+
+def _index_every_packet(batch: fasttun.Batch) -> int:
+    n = 0
+    for i in range(len(batch)):
+        n += batch[i][0]
+    return n
+
+
+@pytest.mark.parametrize(("batch_size", "touch"), [(64, _touch_every_packet), (1024, _touch_every_packet),
+                                                   (1024, _index_every_packet)],
+                         ids=["iterate-64", "iterate-1024", "index-1024"])
+def test_reader_per_packet(benchmark: Any, batch_size: int, touch: Callable[[fasttun.Batch], int]) -> None:
+    """Reader thread -> callback that looks at every packet (`for p in batch: p[0]`, or `batch[i][0]`), for
+    8192 queued packets: the per-packet path of a reader's batches, whose Packet objects are reused."""
+    total = 8192
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        a, b = prefilled_pair(total)
+        return (a, b), {}
+
+    def drain(a: fasttun.Tun, b: fasttun.Tun) -> None:
+        done = threading.Event()
+        seen = [0]
+
+        def on_batch(batch: fasttun.Batch) -> None:
+            touch(batch)
+            seen[0] += len(batch)
+            if seen[0] >= total:
+                done.set()
+
+        reader = b.start_reader(on_batch, batch_size=batch_size)
+        assert done.wait(30)
+        reader.stop()
+        a.close()
+        b.close()
+
+    benchmark.pedantic(drain, setup=setup, rounds=15)
     benchmark.extra_info["packets"] = total
 
 

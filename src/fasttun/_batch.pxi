@@ -1,12 +1,24 @@
 # Arenas, batches and the packets in them. Included by _core.pyx.
 
+# Declared here rather than cimported: cpython.long's PyLong_AsSsize_t raises OverflowError itself, and the fast
+# index paths below turn an overflow into IndexError without the cost of an exception frame.
+cdef extern from "Python.h":
+    Py_ssize_t _long_as_ssize "PyLong_AsSsize_t"(object o)   # -1 with an error set on overflow: caller checks
+
+
 cdef Py_ssize_t _index(object index, Py_ssize_t n, str what) except -1:
     """index (negative counts from the end) as a position in 0..n-1, else IndexError (also for huge ints)."""
     cdef Py_ssize_t i
-    try:
-        i = index
-    except OverflowError:
-        raise IndexError(f"{what} index {index} out of range for {n}") from None
+    if PyLong_CheckExact(index):   # the common case, without an exception frame
+        i = _long_as_ssize(index)
+        if i == -1 and PyErr_Occurred():
+            PyErr_Clear()
+            raise IndexError(f"{what} index {index} out of range for {n}")
+    else:
+        try:
+            i = index
+        except OverflowError:
+            raise IndexError(f"{what} index {index} out of range for {n}") from None
     if i < 0:
         i += n
     if i < 0 or i >= n:
@@ -153,7 +165,17 @@ cdef class Packet:
     def __getitem__(self, index):
         cdef Py_ssize_t i
         self._check()
-        if isinstance(index, slice):
+        if PyLong_CheckExact(index):
+            # The common p[0]: no exception frame; anything unusual (huge, out of range) takes the checked path.
+            i = _long_as_ssize(index)
+            if i < 0:
+                if i == -1 and PyErr_Occurred():
+                    PyErr_Clear()
+                else:
+                    i += self.shape[0]
+            if 0 <= i < self.shape[0]:
+                return self.ptr[i]
+        elif isinstance(index, slice):
             return memoryview(self)[index]
         i = _index(index, self.shape[0], "packet byte")
         return self.ptr[i]
@@ -171,10 +193,6 @@ cdef class Packet:
 
     def __iter__(self):
         return iter(self.tobytes())
-
-    def __bytes__(self):
-        self._check()
-        return PyBytes_FromStringAndSize(<char *>self.ptr, self.shape[0])
 
     def tobytes(self):
         """The packet as bytes (a copy that stays valid)."""
@@ -218,22 +236,52 @@ cdef Py_ssize_t _UNIT_STRIDE[1]
 _UNIT_STRIDE[0] = 1
 
 
+@cython.final
 @cython.freelist(8)
 cdef class _BatchIterator:
+    # Hands out Packet objects, reusing one whose only reference is this iterator's own: nobody else can see it
+    # change. In `for p in batch`, p still holds the last packet while the next is made, so the one before the
+    # last is the candidate; a packet kept anywhere (a list, a buffer export, a variable) has more references and
+    # is never touched again, so it keeps its generation and expires with its batch.
     cdef Batch batch
     cdef uint32_t i
+    cdef Packet last            # returned by the previous call
+    cdef Packet prev            # returned by the call before that: reused if nobody else holds it
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        cdef Batch b = self.batch
-        if not b.valid:
+        cdef Packet p
+        cdef uint32_t i = self.i
+        if not self.batch.valid:
             raise ValueError(_EPHEMERAL_MSG)
-        if self.i >= b.count:
+        if i >= self.batch.count:
             raise StopIteration
-        self.i += 1
-        return b._packet(self.i - 1)
+        self.i = i + 1
+        if _sole_reference(<PyObject *>self.prev):
+            p = self.prev
+            _refill(p, self.batch.arena, i)
+            self.prev, self.last = self.last, p     # a swap of the two: no references change hands
+        else:
+            p = self.batch._packet(i)
+            self.prev = self.last
+            self.last = p
+        return p
+
+
+cdef inline bint _sole_reference(PyObject *o) noexcept:
+    """True if the one reference to o is the caller's (a borrowed look at an attribute, no new reference taken)."""
+    return _Py_REFCNT(o) == 1
+
+
+cdef inline void _refill(Packet p, Arena a, uint32_t i) noexcept:
+    """Points a Packet that nobody else holds at packet i of arena a, in the arena's current generation."""
+    if p.arena is not a:
+        p.arena = a
+    p.generation = a.generation
+    p.ptr = a.data + a.offsets[i]
+    p.shape[0] = a.lengths[i]
 
 
 cdef Arena _receive_arena(uint32_t max_packets, uint32_t max_packet):
@@ -271,6 +319,10 @@ cdef class Batch:
     cdef readonly bint is_super  # super-packets with their virtio-net headers (offload_mode="super")
     cdef object base          # memoryview over the arena, made on first use
     cdef list views           # every view handed out (ephemeral batches only)
+    # batch[i] of an ephemeral batch reuses a Packet that only this batch still holds (see _BatchIterator);
+    # not for other batches, whose packets refer to the batch (that would be a reference cycle).
+    cdef Packet spare_last
+    cdef Packet spare_prev
 
     def __init__(self):
         raise TypeError("Batch objects come from recv_batch() and readers; they cannot be created directly")
@@ -315,7 +367,17 @@ cdef class Batch:
         if isinstance(index, slice):
             return [self._packet(i) for i in range(*index.indices(self.count))]
         cdef Py_ssize_t i = _index(index, self.count, "batch")
-        return self._packet(<uint32_t>i)
+        if not self.ephemeral:
+            return self._packet(<uint32_t>i)
+        cdef Packet p
+        if _sole_reference(<PyObject *>self.spare_prev):
+            p = self.spare_prev
+            _refill(p, self.arena, <uint32_t>i)
+        else:
+            p = self._packet(<uint32_t>i)
+        self.spare_prev = self.spare_last
+        self.spare_last = p
+        return p
 
     def __iter__(self):
         self._check()

@@ -7,10 +7,11 @@ policy of its own beyond turning C status codes into Python exceptions."""
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT
 from cpython.buffer cimport PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_Occurred
+from cpython.long cimport PyLong_CheckExact
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
 from cpython.memoryview cimport PyMemoryView_FromObject
-from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT, PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT, PyObject, _Py_REFCNT
 from cpython.unicode cimport PyUnicode_AsWideCharString
 cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
