@@ -484,3 +484,38 @@ def test_no_permission_on_a_private_dev_net_tun_says_what_works(netns):
         shutil.rmtree(folder)
     assert "PERM" in out.stdout, out.stdout + out.stderr
     assert "mode 0600" in out.stdout and "chmod 0666" in out.stdout, out.stdout
+
+
+def test_txqueuelen_auto_doubles_the_queue_when_the_kernel_drops(netns):
+    """A slow reader under a flood: with txqueuelen="auto" the kernel's drops make the queue grow (once per 2 s at
+    most); with a fixed txqueuelen the same flood leaves it alone."""
+
+    def flood_until(tun, done, seconds):
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            udp_flood(3000)
+            time.sleep(0.2)
+
+    def slow(batch):
+        time.sleep(0.005)
+
+    with open_tun("fttq0", txqueuelen="auto") as tun:
+        start = tun.txqueuelen
+        with tun.start_reader(slow, batch_size=16):
+            flood_until(tun, lambda: tun.txqueuelen_grows >= 2, 12)
+        assert tun.stats.rx_dropped_os > 0, "the flood was not fast enough to make the kernel drop"
+        assert tun.txqueuelen_grows >= 1
+        assert tun.txqueuelen == min(65536, start * 2 ** tun.txqueuelen_grows)
+
+    with open_tun("fttq1", txqueuelen=500) as tun:
+        with tun.start_reader(slow, batch_size=16):
+            flood_until(tun, lambda: False, 2.5)
+        assert tun.stats.rx_dropped_os > 0
+        assert tun.txqueuelen == 500 and tun.txqueuelen_grows == 0
+
+
+def test_txqueuelen_takes_a_number_or_auto(netns):
+    with pytest.raises(ValueError, match="None or 'auto'"):
+        fasttun.Tun("fttq2", txqueuelen="big")
+    with fasttun.Tun("fttq2") as tun:
+        assert tun.txqueuelen_grows == 0

@@ -50,6 +50,12 @@ typedef struct linux_dev {
     uint8_t *tx_buf;
     ft_pkt tx_units[FT_COALESCE_WINDOW];
     uint32_t tx_segs[FT_COALESCE_WINDOW];
+    /* txqueuelen "auto": see auto_txqueuelen */
+    int auto_txq;
+    ft_atomic_int txq_busy;      /* one receiving thread checks at a time */
+    ft_atomic_u64 txq_checked;   /* ft_now_ns of the last check */
+    uint64_t txq_drops;          /* the kernel's drop counter then (valid once txq_checked is set) */
+    ft_atomic_int txq_grows;
 } linux_dev;
 
 static linux_dev *L(ft_device *d) { return d->impl; }
@@ -419,8 +425,45 @@ static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
+/* txqueuelen "auto" (ft_linux_params.auto_txqueuelen): the kernel queues packets for us in a queue of
+ * txqueuelen packets per queue and drops (and counts) what does not fit. At most once per
+ * AUTO_TXQ_INTERVAL_NS a receive reads that counter, and when it grew since the last look doubles txqueuelen,
+ * up to AUTO_TXQ_MAX; the kernel resizes the queue at once. The check costs one clock read per batch; the
+ * netlink request runs on one receiving thread, never on two at once. */
+#define AUTO_TXQ_INTERVAL_NS (2000ull * 1000000ull)
+#define AUTO_TXQ_MAX 65536u
+
+static void auto_txqueuelen(ft_device *d)
+{
+    linux_dev *l = L(d);
+    uint64_t now = ft_now_ns();
+    uint64_t last = ft_atomic_load64(&l->txq_checked);
+    if (last != 0 && now - last < AUTO_TXQ_INTERVAL_NS)
+        return;
+    if (!ft_atomic_cas(&l->txq_busy, 0, 1))
+        return;
+    ft_err ignored;
+    uint64_t drops = 0, tx_drops = 0;
+    if (lx_os_drops(d, &drops, &tx_drops, &ignored) == FT_OK) {
+        uint32_t len = 0;
+        if (last != 0 && drops > l->txq_drops && lx_get_txqueuelen(d, &len, &ignored) == FT_OK &&
+            len < AUTO_TXQ_MAX) {
+            uint32_t next = len < 64 ? 128 : len * 2;
+            if (next > AUTO_TXQ_MAX)
+                next = AUTO_TXQ_MAX;
+            if (lx_set_txqueuelen(d, next, &ignored) == FT_OK)
+                ft_atomic_add(&l->txq_grows, 1);
+        }
+        l->txq_drops = drops;
+    }
+    ft_atomic_store64(&l->txq_checked, now ? now : 1);
+    ft_atomic_store(&l->txq_busy, 0);
+}
+
 static int lx_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
+    if (L(d)->auto_txq)
+        auto_txqueuelen(d);
     if (L(d)->offload_mode == FT_OFFLOAD_SUPER)
         return recv_super(d, q, b, e);
     if (L(d)->offload_mode == FT_OFFLOAD_SEGMENTS)
@@ -776,6 +819,7 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     d->ops = &linux_ops;
     d->impl = l;
     d->max_packet = FT_MAX_PACKET;
+    l->auto_txq = p->auto_txqueuelen != 0;
 
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
@@ -826,6 +870,8 @@ fail:
 }
 
 static int is_linux(ft_device *d) { return d->ops == &linux_ops; }
+
+int ft_linux_txqueuelen_grows(ft_device *d) { return is_linux(d) && L(d) ? ft_atomic_load(&L(d)->txq_grows) : 0; }
 
 uint32_t ft_linux_offloads(ft_device *d, int *mode)
 {

@@ -189,6 +189,7 @@ cdef extern from "core/ft_backends.h" nogil:
         int queues
         int persist
         int open_mode
+        int auto_txqueuelen
         uint32_t mtu
         const char *dev_path
         int offload
@@ -203,6 +204,7 @@ cdef extern from "core/ft_backends.h" nogil:
     int ft_linux_features(uint32_t *flags, ft_err *e)
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     uint32_t ft_linux_offloads(ft_device *d, int *mode)
+    int ft_linux_txqueuelen_grows(ft_device *d)
 
     # Wintun (Windows); elsewhere the same names exist and fail with FT_EUNSUPPORTED.
     enum:

@@ -62,6 +62,10 @@ cdef class Device:
         _devices.add(self)
         return 0
 
+    def txqueuelen_grows(self):
+        """How many times txqueuelen "auto" doubled the kernel's queue (0 for other devices)."""
+        return ft_linux_txqueuelen_grows(self.dev)
+
     def offloads(self):
         """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""
         cdef int mode = 0
@@ -470,7 +474,7 @@ def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
 
 
 def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_path=None,
-               int offload=0):
+               int offload=0, bint auto_txqueuelen=False):
     cdef ft_linux_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -488,6 +492,7 @@ def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_p
     p.mtu = mtu
     p.dev_path = NULL if bpath is None else <const char *>bpath
     p.offload = offload
+    p.auto_txqueuelen = auto_txqueuelen
     with nogil:
         r = ft_linux_open(&p, &d, &e)
     if r != FT_OK:

@@ -336,7 +336,7 @@ class Tun(_Endpoint):
         persist: bool | None = None,
         open_existing: bool | None = None,
         up: bool = False,
-        txqueuelen: int | None = None,
+        txqueuelen: int | Literal["auto"] | None = None,
         on_full: FullPolicy = "drop",
         send_timeout: float | None = None,
         tunnel_type: str = "fasttun",
@@ -370,7 +370,10 @@ class Tun(_Endpoint):
         rings overflow (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow
         into one packet of up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged
         packet that finds the ring full is dropped and counted whatever ``on_full`` says.
-        ``queues``, ``persist`` and ``txqueuelen`` are Linux notions."""
+        ``queues``, ``persist`` and ``txqueuelen`` are Linux notions. ``txqueuelen``: the kernel's queue of packets
+        waiting to be read, in packets per queue; ``"auto"`` keeps the default and doubles it (up to 65536, at most
+        once per 2 s) whenever the kernel counts packets it had to drop because the queue was full (see
+        :attr:`txqueuelen_grows`); the check rides on the receives, so it needs a reader or receive calls."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if name == "":
@@ -378,8 +381,10 @@ class Tun(_Endpoint):
         _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
         if mtu is not None:
             _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-        if txqueuelen is not None:
-            _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
+        auto_txq = txqueuelen == "auto"
+        if isinstance(txqueuelen, str) and not auto_txq:
+            raise ValueError(f"txqueuelen must be a number of packets, None or 'auto', not {txqueuelen!r}")
+        queue_len = None if auto_txq or txqueuelen is None else _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
         if isinstance(addresses, (str, bytes)):
             raise TypeError(f"addresses must be a list of addresses like ['10.0.0.1/24'], not one {type(addresses).__name__}")
         ifaces = [_interface(a) for a in addresses]
@@ -388,20 +393,22 @@ class Tun(_Endpoint):
         _core._timeout_check(send_timeout)
         if sys.platform.startswith("linux"):
             dev = _open_linux(name, queues, persist, open_existing, mtu, tunnel_type, guid, ring_capacity, coalesce,
-                              offload, offload_mode)
+                              offload, offload_mode, auto_txq)
         elif sys.platform == "win32":
             if offload:
                 raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
-            dev = _open_wintun(name, queues, persist, txqueuelen, open_existing, mtu, tunnel_type, guid,
+            if auto_txq:
+                raise ValueError("txqueuelen is a Linux setting; on Windows, ring_capacity='auto' grows the rings")
+            dev = _open_wintun(name, queues, persist, queue_len, open_existing, mtu, tunnel_type, guid,
                                ring_capacity, coalesce)
-            txqueuelen = None
+            queue_len = None
         else:
             raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
                                f"in-memory device")
         self._setup(dev)
         try:
-            if txqueuelen is not None:
-                dev.set_txqueuelen(txqueuelen)
+            if queue_len is not None:
+                dev.set_txqueuelen(queue_len)
             for iface in ifaces:
                 self.add_address(iface)
             if up:
@@ -542,6 +549,12 @@ class Tun(_Endpoint):
         self._dev.set_txqueuelen(value)
 
     @property
+    def txqueuelen_grows(self) -> int:
+        """Linux, with ``txqueuelen="auto"``: how many times the queue was doubled because the kernel dropped
+        packets (0 otherwise)."""
+        return int(self._dev.txqueuelen_grows())
+
+    @property
     def is_up(self) -> bool:
         return self._dev.is_up()
 
@@ -674,14 +687,14 @@ def _open_mode(open_existing: bool | None) -> int:
 
 def _open_linux(name: str | None, queues: int, persist: bool | None, open_existing: bool | None, mtu: int | None,
                 tunnel_type: str, guid: uuid.UUID | str | None, ring_capacity: int | Literal["auto"] | None,
-                coalesce: bool, offload: bool, offload_mode: OffloadMode) -> _core.Device:
+                coalesce: bool, offload: bool, offload_mode: OffloadMode, auto_txqueuelen: bool) -> _core.Device:
     if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
         raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
                          "(on Linux, offload=True coalesces on send)")
     if offload_mode not in _OFFLOAD_MODES:
         raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
     return _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)), _open_mode(open_existing),
-                            mtu or 0, None, _OFFLOAD_MODES[offload_mode] if offload else 0)
+                            mtu or 0, None, _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txqueuelen)
 
 
 def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen: int | None,
