@@ -8,6 +8,18 @@ BUILDER_MAX_PACKETS = 65536
 BUILDER_MAX_CAPACITY = 1 << 31
 
 
+cdef inline size_t _ip_length(const uint8_t *p, size_t room) noexcept nogil:
+    """The length of the IPv4/IPv6 packet at p as its header gives it, or 0 unless a whole one lies in room."""
+    cdef size_t n
+    if room >= 20 and p[0] >> 4 == 4:
+        n = (<size_t>p[2] << 8) | p[3]
+        return n if 20 <= n <= room else 0
+    if room >= 40 and p[0] >> 4 == 6:
+        n = 40 + ((<size_t>p[4] << 8) | p[5])
+        return n if n <= room else 0
+    return 0
+
+
 cdef class BatchBuilder:
     """Builds a Batch in a preallocated arena: ``reserve(n, prefix)`` appends a packet and returns a writable
     view of its ``n`` bytes after ``prefix`` to fill in place (e.g. ``aead.encrypt_into(..., view)``),
@@ -138,6 +150,43 @@ cdef class BatchBuilder:
             raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
         self.count -= 1
         self.used = self.arena.offsets[self.count]
+
+    def split_ip(self):
+        """Splits the last packet into the IPv4/IPv6 packets it holds back to back, each as long as its header
+        says (e.g. a decrypted tunnel datagram that carried several), and returns how many there are. If it is
+        not a whole number of IP packets, or they would not fit in ``max_packets``, ValueError and nothing
+        changes. A packet of a Batch still held cannot be split."""
+        cdef uint32_t last, k = 0, i
+        cdef size_t pos, end, start, length
+        cdef uint8_t *p = self.arena.data
+        if self.count == 0:
+            raise IndexError("split_ip on an empty builder")
+        if self.count <= self._frozen():
+            raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
+        last = self.count - 1
+        start = self.arena.offsets[last]
+        end = start + self.arena.lengths[last]
+        pos = start
+        while pos < end:
+            length = _ip_length(p + pos, end - pos)
+            if length == 0:
+                raise ValueError(f"byte {pos - start} of the last packet does not start an IPv4/IPv6 packet "
+                                 f"that ends within it")
+            pos += length
+            k += 1
+        if k == 0:
+            raise ValueError("the last packet is empty: it holds no IP packet")
+        if k - 1 > self.max_packets - self.count:
+            raise ValueError(f"the last packet holds {k} IP packets: more than the {self.max_packets} the "
+                             f"builder holds")
+        pos = start
+        for i in range(k):
+            length = _ip_length(p + pos, end - pos)
+            self.arena.offsets[last + i] = <uint32_t>pos
+            self.arena.lengths[last + i] = <uint32_t>length
+            pos += length
+        self.count = last + k
+        return k
 
     def batch(self):
         """The packets so far as a Batch (for send_batch). It stays valid, unchanged, as long as you hold it."""
