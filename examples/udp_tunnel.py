@@ -153,12 +153,9 @@ class Sealer:
         if count == 1:   # ciphertext and tag straight into the datagram, after its header
             self.aead.encrypt_into(nonce, plain, nonce, out.reserve(size, nonce))
             return
-        sealed = self.scratch[:size]
-        self.aead.encrypt_into(nonce, plain, nonce, sealed)
-        append, pack = out.append, HEADER.pack
-        for i in range(count):
-            append(sealed[i * chunk:(i + 1) * chunk], pack(direction, i, count, counter))
-        sealed.release()
+        with self.scratch[:size] as sealed:
+            self.aead.encrypt_into(nonce, plain, nonce, sealed)
+            out.append_split(sealed, chunk, nonce, 1)   # each piece after the header, byte 1: its index
 
 
 class Opener:
@@ -177,12 +174,10 @@ class Opener:
         self.seen = 0       # bit k: counter top - k was accepted
         self.chunk = mtu + TAG
         self.max_count = max(train, -(-(65535 + TAG) // self.chunk))
-        self.asm = bytearray(self.max_count * self.chunk)   # the ciphertext of the train being reassembled
-        self.asm_view = memoryview(self.asm)
+        # the ciphertext of the train being reassembled: its datagrams' payloads as packets, back to back
+        self.asm = fasttun.BatchBuilder(max_packets=self.max_count, capacity=self.max_count * self.chunk)
         self.pending = 0    # datagrams of that train received so far (0: none under way)
-        self.pending_count = 0
         self.pending_counter = -1
-        self.pending_size = 0
         # Room for a whole batch of datagrams and the train a previous batch began, split into IP packets of
         # at least 20 bytes each.
         capacity = (BATCH + self.max_count) * self.chunk
@@ -219,11 +214,16 @@ class Opener:
     def open(self, batch: fasttun.Batch) -> fasttun.Batch:
         out, c, ours, chunk, asm, max_count = self.out, self.counters, self.direction, self.chunk, self.asm, \
             self.max_count
-        unpack, pack, hsize, fresh, seal_open = HEADER.unpack_from, HEADER.pack, HEADER.size, self._fresh, self._open
-        pending, pending_counter, size = self.pending, self.pending_counter, self.pending_size
+        unpack, pack, hsize, fresh, unseal = HEADER.unpack_from, HEADER.pack, HEADER.size, self._fresh, self._open
+        joined = asm.append_joined
+        pending, pending_counter = self.pending, self.pending_counter
+        skip = 0
         out.clear()
         with batch.buffer as buf, batch.offsets as offsets, batch.lengths as lengths:
-            for here, n in zip(offsets, lengths):
+            for j, (here, n) in enumerate(zip(offsets, lengths)):
+                if skip:   # joined with the train's first datagram already
+                    skip -= 1
+                    continue
                 n -= hsize
                 if n <= 0 or n > chunk:
                     c.foreign += 1
@@ -232,38 +232,45 @@ class Opener:
                 if direction != ours or index >= count or count > max_count:
                     c.foreign += 1
                     continue
-                here += hsize
                 if index == 0:
                     if pending:   # the train under way lost a datagram: what it had is dropped
                         c.incomplete += pending
                         pending = 0
                     if not fresh(counter):
                         c.replayed += 1
-                    elif count == 1:
+                        continue
+                    header = pack(direction, 0, count, counter)
+                    if count == 1:
                         if n > TAG:
-                            seal_open(pack(direction, 0, 1, counter), buf[here:here + n], 1, counter)
+                            unseal(header, buf[here + hsize:here + hsize + n], 1, counter)
                         else:
                             c.foreign += 1
-                    elif n == chunk:   # only a train's last datagram may be shorter
-                        asm[:n] = buf[here:here + n]
-                        pending, pending_counter, size = 1, counter, n
-                    else:
-                        c.foreign += 1
-                elif pending != index or counter != pending_counter or (index + 1 < count and n != chunk):
+                        continue
+                    asm.clear()
+                    if joined(batch, j, count, header, 1):   # the whole train in this batch, in order
+                        skip = count - 1
+                        self._open_train(header, count, counter)
+                        continue
+                    asm.append(buf[here + hsize:here + hsize + n])   # the rest comes later
+                    pending, pending_counter = 1, counter
+                elif pending != index or counter != pending_counter:
                     c.incomplete += 1   # out of order, or its train's first datagram was lost
                 else:
-                    asm[size:size + n] = buf[here:here + n]
-                    size += n
+                    asm.append(buf[here + hsize:here + hsize + n])
                     pending += 1
                     if pending == count:
                         pending = 0
-                        if size > TAG:
-                            with self.asm_view[:size] as sealed:
-                                seal_open(pack(direction, 0, count, counter), sealed, count, counter)
-                        else:
-                            c.foreign += count
-        self.pending, self.pending_counter, self.pending_size = pending, pending_counter, size
+                        self._open_train(pack(direction, 0, count, counter), count, counter)
+        self.pending, self.pending_counter = pending, pending_counter
         return out.batch()
+
+    def _open_train(self, header: bytes, count: int, counter: int) -> None:
+        sealed = self.asm.batch()
+        if sealed.nbytes <= TAG:
+            self.counters.foreign += count
+            return
+        with sealed.buffer as ciphertext:
+            self._open(header, ciphertext, count, counter)
 
 
 Callback = Callable[[fasttun.Batch], None]

@@ -131,6 +131,94 @@ cdef class BatchBuilder:
         finally:
             PyBuffer_Release(&view)
 
+    def append_split(self, data, Py_ssize_t size, prefix=None, Py_ssize_t index_at=-1):
+        """Appends ``data`` cut into packets of ``size`` bytes (the last one may be shorter), each after a copy
+        of ``prefix``; with ``index_at``, byte ``index_at`` of each copy holds the piece's number (0, 1, ...,
+        at most 256 pieces). Returns how many packets it appended (0 for empty data). Everything is checked
+        first: ValueError and nothing changes."""
+        cdef Py_buffer view, head
+        cdef Py_ssize_t pieces, i, plen = 0, piece
+        cdef uint8_t *p
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size}")
+        _get_buffer(data, &view, PyBUF_SIMPLE, "data must be a contiguous bytes-like object")
+        head.buf = NULL
+        head.len = 0
+        try:
+            if prefix is not None:
+                _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object or None")
+            plen = head.len
+            pieces = (view.len + size - 1) // size
+            if index_at >= plen or index_at < -1:
+                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
+            if index_at >= 0 and pieces > 256:
+                raise ValueError(f"{pieces} pieces: a one-byte index numbers at most 256")
+            if plen + min(size, view.len) > BUILDER_MAX_PACKET:
+                raise ValueError(f"a packet of {plen + min(size, view.len)} bytes is larger than {BUILDER_MAX_PACKET}")
+            if pieces > self.max_packets - self.count:
+                raise ValueError(f"{pieces} packets do not fit: the builder holds {self.count} of at most "
+                                 f"{self.max_packets}")
+            if <size_t>(pieces * plen + view.len) > self.capacity - self.used:
+                raise ValueError(f"{pieces * plen + view.len} bytes do not fit: {self.capacity - self.used} of "
+                                 f"{self.capacity} bytes are left")
+            for i in range(pieces):
+                piece = min(size, view.len - i * size)
+                p = self._slot(piece, plen)
+                if plen:
+                    memcpy(p, head.buf, <size_t>plen)
+                    if index_at >= 0:
+                        p[index_at] = <uint8_t>i
+                memcpy(p + plen, <uint8_t *>view.buf + i * size, <size_t>piece)
+            return pieces
+        finally:
+            if head.buf != NULL:
+                PyBuffer_Release(&head)
+            PyBuffer_Release(&view)
+
+    def append_joined(self, Batch batch, Py_ssize_t start, Py_ssize_t count, prefix, Py_ssize_t index_at=-1):
+        """If packets ``start`` .. ``start + count - 1`` of ``batch`` each begin with ``prefix`` (byte
+        ``index_at`` of it, if given, holding the packet's number 0, 1, ... instead), appends what follows the
+        prefix in each, joined, as one packet and returns True (fragments back into what was split); otherwise
+        (or if it does not fit) returns False and changes nothing."""
+        cdef Py_buffer head
+        cdef Py_ssize_t i, plen, total = 0
+        cdef uint8_t *p
+        cdef uint8_t *src
+        cdef uint32_t n
+        cdef Arena a
+        batch._check()
+        if count < 1 or start < 0 or start > <Py_ssize_t>batch.count - count:
+            return False
+        a = batch.arena
+        _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object")
+        try:
+            plen = head.len
+            if index_at >= plen or index_at < -1:
+                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
+            for i in range(count):
+                n = a.lengths[start + i]
+                src = a.data + a.offsets[start + i]
+                if n < plen or (index_at >= 0 and src[index_at] != <uint8_t>(i & 255)):
+                    return False
+                if index_at < 0:
+                    if memcmp(src, head.buf, <size_t>plen) != 0:
+                        return False
+                elif memcmp(src, head.buf, <size_t>index_at) != 0 or memcmp(
+                        src + index_at + 1, <uint8_t *>head.buf + index_at + 1, <size_t>(plen - index_at - 1)) != 0:
+                    return False
+                total += n - plen
+            if total > BUILDER_MAX_PACKET or self.count >= self.max_packets or \
+                    <size_t>total > self.capacity - self.used:
+                return False
+            p = self._slot(total, 0)
+            for i in range(count):
+                n = a.lengths[start + i]
+                memcpy(p, a.data + a.offsets[start + i] + plen, n - plen)
+                p += n - plen
+            return True
+        finally:
+            PyBuffer_Release(&head)
+
     cdef uint32_t _frozen(self):
         """How many of the first packets belong to a Batch still held: pop() must not take them back."""
         cdef Batch b
