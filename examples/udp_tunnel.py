@@ -264,6 +264,11 @@ class Opener:
         self.pending, self.pending_counter = pending, pending_counter
         return out.batch()
 
+    def abandon(self) -> None:
+        """Counts the datagrams of a train still under way as lost (at the end)."""
+        self.counters.incomplete += self.pending
+        self.pending = 0
+
     def _open_train(self, header: bytes, count: int, counter: int) -> None:
         sealed = self.asm.batch()
         if sealed.nbytes <= TAG:
@@ -419,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                                    on_full="drop" if args.asyncio else "wait")
     counters = Counters()
     ours = 0 if args.bind < args.peer else 1
+    opener = None
 
     if key is None:
         send_out = endpoint.send_batch
@@ -449,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
     else:
         status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
+    if opener is not None:
+        opener.abandon()
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
                                            "tun": dataclasses.asdict(tun.stats)}
     report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")
