@@ -12,17 +12,28 @@ split into MTU-sized packets that lie back to back in one arena, the endpoint se
 ``UDP_SEGMENT`` message, the peer receives them coalesced (``UDP_GRO``) and its TUN device takes them merged back
 into super-packets.
 
-With ``--key-file FILE`` (32 raw bytes, or 64 hex digits) every datagram is sealed with ChaCha20-Poly1305:
+With ``--key-file FILE`` (32 raw bytes, or 64 hex digits) the datagrams are sealed with ChaCha20-Poly1305, one
+AEAD call per *train* instead of per packet (the per-call cost of ``cryptography``, 2-3 us, is what limits a
+per-packet tunnel in Python). A train is a run of consecutive packets of one TUN batch (they lie back to back in
+its arena: one slice), at most ``--train`` datagrams' worth (default 16), sealed as one message and cut into
+datagrams:
 
-    datagram = direction (4 bytes) | counter (8 bytes, big-endian) | ciphertext | tag (16 bytes)
+    datagram = direction (1 byte) | index (1) | count (1) | zero (1) | counter (8, big-endian) | piece
 
-The first 12 bytes are the nonce and the associated data. The direction word (0 or 1, from comparing the two
-UDP addresses) keeps the two directions' nonces apart under one key; the counter starts at the current time
-in nanoseconds and grows by one per datagram, so a restarted tunnel never reuses a nonce (unless the clock went
-back) and its counters are above everything the peer saw before. The receiver keeps a sliding window of the
-last 1024 counters: replays, datagrams older than the window, tampered or foreign ones (wrong key, wrong
-direction, too short) are dropped and counted. There is no handshake: both ends share the key; use WireGuard
-where you need key exchange and forward secrecy.
+The pieces are the train's ciphertext and tag cut every MTU + 16 bytes (so a lone MTU-sized packet is one
+datagram of MTU + 28 bytes, as per-packet sealing would make it; small packets share a datagram). The header
+of the train's first datagram (index 0) is the nonce and the associated data: the counter grows by one per
+train and starts at the current time in nanoseconds (a restarted tunnel never reuses a nonce unless the clock
+went back), the direction byte (0 or 1, from comparing the two UDP addresses) keeps the two ends' nonces apart
+under one key, and count and counter are authenticated with the ciphertext, whose length the AEAD covers
+itself. The receiver joins the pieces in index order (in C when the whole train is in one receive batch, as it
+is with UDP GRO), opens the train, splits it back into its IP packets by their headers' lengths, and keeps a
+sliding window of the last 1024 train counters. Replays, trains older than the window, tampered or foreign
+datagrams (wrong key, wrong direction, too short) are dropped and counted, and so is every datagram of a train
+that lost one of its datagrams or got them out of order (``incomplete``): a lost datagram costs its whole train
+(``--train 1``: one datagram per train). Trains are made of what one TUN read returned: nothing waits for a
+train to fill. There is no handshake: both ends share the key; use WireGuard where you need key exchange and
+forward secrecy.
 
 With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
 on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
