@@ -390,6 +390,34 @@ class LinuxTests(Loop):
 
             assert self.run(main()) == list(range(2000))
 
+    def test_a_stream_that_never_waits_still_lets_other_tasks_run(self, quiet_netns):
+        with open_tun() as tun:
+            async def main() -> tuple[list[int], list[int]]:
+                turns = [0]
+                seen: list[int] = []   # how often the other task had run, at each batch
+
+                async def other() -> None:
+                    while True:
+                        turns[0] += 1
+                        await asyncio.sleep(0)
+
+                flood(400)   # queued before the loop reads: every batch is there at once
+                task = asyncio.create_task(other())
+                await asyncio.sleep(0)
+                got: list[int] = []
+                async for batch in aio.batches(tun, batch_size=4):
+                    seen.append(turns[0])
+                    got.extend(udp_seqs(batch))
+                    if len(got) >= 400:
+                        break
+                task.cancel()
+                return got, seen
+
+            got, seen = self.run(main())
+            assert got == list(range(400))
+            assert len(seen) >= 100
+            assert seen[-1] - seen[0] >= len(seen) // 16, seen   # without it: no turn before the device is empty
+
     def test_leaving_the_loop_leaves_the_other_packets_on_the_device(self, quiet_netns):
         with open_tun() as tun:
             async def main() -> list[int]:

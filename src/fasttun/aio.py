@@ -368,6 +368,10 @@ def _end_feeds_at_exit() -> None:
 # ---- the stream of batches ------------------------------------------------------------------------------
 
 
+_FAIR_SHARE = 8
+"""Batches a stream hands out in a row, without waiting, before it lets the loop run other callbacks once."""
+
+
 class BatchStream:
     """An async iterator of a device's batches (see :func:`batches`); also an async context manager."""
 
@@ -387,6 +391,7 @@ class BatchStream:
         self._feed: Optional[_ThreadFeed] = None
         self._waiter: Optional[asyncio.Future[bool]] = None  # a pending wait on the descriptors
         self._loop: Optional[asyncio.AbstractEventLoop] = None  # where the descriptors may still be registered
+        self._streak = 0  # batches handed out since the loop last ran anything else
         self._closed = False
 
     def __repr__(self) -> str:
@@ -464,6 +469,11 @@ class BatchStream:
 
     async def _next_from_fds(self) -> Batch:
         tun = self._tun
+        if self._streak >= _FAIR_SHARE:
+            # A device that always has packets would otherwise never let the loop run anything else (the
+            # iteration does not wait): one turn of the loop every few batches.
+            self._streak = 0
+            await asyncio.sleep(0)
         while True:
             if self._closed or tun.closed:
                 self._closed = True
@@ -471,7 +481,9 @@ class BatchStream:
             try:
                 batch = tun.recv_batch(self._size, timeout=0)
                 if batch:
+                    self._streak += 1
                     return batch
+                self._streak = 0
                 if self._fds is None:
                     self._fds = [tun.fileno(q) for q in range(tun.queues)]
                 self._waiter = waiter = asyncio.get_running_loop().create_future()
