@@ -189,6 +189,7 @@ class Opener:
         self.asm = fasttun.BatchBuilder(max_packets=self.max_count, capacity=self.max_count * self.chunk)
         self.pending = 0    # datagrams of that train received so far (0: none under way)
         self.pending_counter = -1
+        self.pending_count = 0
         # Room for a whole batch of datagrams and the train a previous batch began, split into IP packets of
         # at least 20 bytes each.
         capacity = (BATCH + self.max_count) * self.chunk
@@ -227,7 +228,7 @@ class Opener:
             self.max_count
         unpack, pack, hsize, fresh, unseal = HEADER.unpack_from, HEADER.pack, HEADER.size, self._fresh, self._open
         joined = asm.append_joined
-        pending, pending_counter = self.pending, self.pending_counter
+        pending, pending_counter, pending_count = self.pending, self.pending_counter, self.pending_count
         skip = 0
         out.clear()
         with batch.buffer as buf, batch.offsets as offsets, batch.lengths as lengths:
@@ -263,8 +264,8 @@ class Opener:
                         self._open_train(header, count, counter)
                         continue
                     asm.append(buf[here + hsize:here + hsize + n])   # the rest comes later
-                    pending, pending_counter = 1, counter
-                elif pending != index or counter != pending_counter:
+                    pending, pending_counter, pending_count = 1, counter, count
+                elif pending != index or counter != pending_counter or count != pending_count:
                     c.incomplete += 1   # out of order, or its train's first datagram was lost
                 else:
                     asm.append(buf[here + hsize:here + hsize + n])
@@ -272,7 +273,7 @@ class Opener:
                     if pending == count:
                         pending = 0
                         self._open_train(pack(direction, 0, count, counter), count, counter)
-        self.pending, self.pending_counter = pending, pending_counter
+        self.pending, self.pending_counter, self.pending_count = pending, pending_counter, pending_count
         return out.batch()
 
     def abandon(self) -> None:
