@@ -540,6 +540,24 @@ class TestLinuxOnDefaultLoop(LinuxTests, DefaultLoop):
             assert self.run(main()) == [0]
         assert len(sleeps) <= 4, sleeps  # one wake-up per 100 ms would be 6 or more in the first wait alone
 
+    def test_a_stream_leaves_the_loop_watching_nothing_when_it_ends(self, quiet_netns):
+        with open_tun() as tun:
+            async def main() -> tuple[list[int], bool]:
+                loop = asyncio.get_running_loop()
+                watched = loop._selector.get_map  # type: ignore[attr-defined]
+                got: list[int] = []
+                loop.call_later(0.05, flood, 1)
+                async for batch in aio.batches(tun):   # waits first: the descriptor is registered
+                    got.extend(udp_seqs(batch))
+                    loop.call_later(0.05, flood, 1)
+                    if len(got) >= 2:
+                        break
+                await asyncio.sleep(0)
+                return got, tun.fileno() in watched()
+
+            got, still_watched = self.run(main())
+            assert got == [0, 0] and not still_watched
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
 class TestLinuxOnUvloop(LinuxTests, UVLoop):
