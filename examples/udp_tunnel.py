@@ -12,22 +12,33 @@ split into MTU-sized packets that lie back to back in one arena, the endpoint se
 ``UDP_SEGMENT`` message, the peer receives them coalesced (``UDP_GRO``) and its TUN device takes them merged back
 into super-packets.
 
-With ``--key-file FILE`` (32 raw bytes, or 64 hex digits) every datagram is sealed with ChaCha20-Poly1305:
+With ``--key-file FILE`` (32 raw bytes, or 64 hex digits) the datagrams are sealed with ChaCha20-Poly1305, one
+AEAD call per *train* instead of per packet (the per-call cost of ``cryptography``, 2-3 us, is what limits a
+per-packet tunnel in Python). A train is a run of consecutive packets of one TUN batch (they lie back to back in
+its arena: one slice), at most ``--train`` datagrams' worth (default 16), sealed as one message and cut into
+datagrams:
 
-    datagram = direction (4 bytes) | counter (8 bytes, big-endian) | ciphertext | tag (16 bytes)
+    datagram = direction (1 byte) | index (1) | count (1) | zero (1) | counter (8, big-endian) | piece
 
-The first 12 bytes are the nonce and the associated data. The direction word (0 or 1, from comparing the two
-UDP addresses) keeps the two directions' nonces apart under one key; the counter starts at the current time
-in nanoseconds and grows by one per datagram, so a restarted tunnel never reuses a nonce (unless the clock went
-back) and its counters are above everything the peer saw before. The receiver keeps a sliding window of the
-last 1024 counters: replays, datagrams older than the window, tampered or foreign ones (wrong key, wrong
-direction, too short) are dropped and counted. There is no handshake: both ends share the key; use WireGuard
-where you need key exchange and forward secrecy.
+The pieces are the train's ciphertext and tag cut every MTU + 16 bytes (so a lone MTU-sized packet is one
+datagram of MTU + 28 bytes, as per-packet sealing would make it; small packets share a datagram). The header
+of the train's first datagram (index 0) is the nonce and the associated data: the counter grows by one per
+train and starts at the current time in nanoseconds (a restarted tunnel never reuses a nonce unless the clock
+went back), the direction byte (0 or 1, from comparing the two UDP addresses) keeps the two ends' nonces apart
+under one key, and count and counter are authenticated with the ciphertext, whose length the AEAD covers
+itself. The receiver joins the pieces in index order (in C when the whole train is in one receive batch, as it
+is with UDP GRO), opens the train, splits it back into its IP packets by their headers' lengths, and keeps a
+sliding window of the last 1024 train counters. Replays, trains older than the window, tampered or foreign
+datagrams (wrong key, wrong direction, too short) are dropped and counted, and so is every datagram of a train
+that lost one of its datagrams or got them out of order (``incomplete``): a lost datagram costs its whole train
+(``--train 1``: one datagram per train). Trains are made of what one TUN read returned: nothing waits for a
+train to fill. There is no handshake: both ends share the key; use WireGuard where you need key exchange and
+forward secrecy.
 
 With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
 on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
 ``recv_batch(timeout=0)``; ``--asyncio aio`` takes the TUN device's batches from ``fasttun.aio.batches``
-instead (slower: see ``fasttun bench tunnel``). Sends never wait there (a full socket buffer drops and counts).
+instead (see ``fasttun bench tunnel`` and the README for how the two compare). Sends never wait there (a full socket buffer drops and counts).
 
 Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 
@@ -52,10 +63,11 @@ from fasttun import aio
 
 log = logging.getLogger("udp_tunnel")
 
-HEADER = struct.Struct("!IQ")   # direction, counter: the nonce
+HEADER = struct.Struct("!BBBxQ")   # direction, fragment index, fragment count, zero, counter
 TAG = 16
-OVERHEAD = HEADER.size + TAG
+OVERHEAD = HEADER.size + TAG       # of a datagram that is a whole train
 WINDOW = 1024
+TRAIN = 16                         # default: at most this many datagrams per train
 BATCH = 128
 
 
@@ -94,6 +106,7 @@ class Counters:
         self.foreign = 0      # too short for our format, or the wrong direction
         self.auth_failed = 0  # tampered, or sealed with another key
         self.replayed = 0     # seen before, or older than the window
+        self.incomplete = 0   # datagrams of a train that lost one of its datagrams, or came out of order
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -112,36 +125,55 @@ def deliver(tun: fasttun.Tun, packets: Any, counters: Counters) -> None:
 
 
 class Sealer:
-    """Seals the packets of one TUN batch into a BatchBuilder (the fastest correct pattern in Python: one
-    ``encrypt_into`` per packet straight into the arena the datagrams leave from, no per-packet copy, list or
-    ciphertext object)."""
+    """Seals the packets of one TUN batch as trains: consecutive packets, back to back as the batch holds them,
+    sealed with one AEAD call (the per-call cost of ``cryptography`` is what limits a per-packet tunnel) and
+    cut into datagrams of at most ``mtu + OVERHEAD`` bytes, written straight into the BatchBuilder the
+    datagrams leave from."""
 
-    def __init__(self, key: bytes, direction: int, mtu: int) -> None:
+    def __init__(self, key: bytes, direction: int, mtu: int, train: int = TRAIN) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
         self.aead = ChaCha20Poly1305(key)
         self.direction = direction
         self.counter = time.time_ns()
+        self.chunk = mtu + TAG                  # ciphertext bytes per datagram: one MTU packet and its tag fit
+        self.budget = train * self.chunk - TAG  # plaintext bytes per train (a longer packet is a train alone)
+        self.scratch = memoryview(bytearray(max(self.budget, 65535) + TAG))
         self.out = fasttun.BatchBuilder(max_packets=BATCH, capacity=BATCH * (mtu + OVERHEAD))
 
     def seal(self, batch: fasttun.Batch) -> fasttun.Batch:
-        out, pack, encrypt_into, direction = self.out, HEADER.pack, self.aead.encrypt_into, self.direction
-        reserve = out.reserve
-        out.clear()
-        counter = self.counter
-        for packet in batch:
-            counter += 1
-            nonce = pack(direction, counter)
-            # the nonce goes in front as the datagram's header; the ciphertext and tag are written after it
-            encrypt_into(nonce, packet, nonce, reserve(len(packet) + TAG, nonce))
-        self.counter = counter
-        return out.batch()
+        self.out.clear()
+        budget = self.budget
+        with batch.buffer as buf, batch.lengths as lengths:   # the packets lie back to back in buf
+            start = pos = 0
+            for n in lengths:
+                if pos + n - start > budget and pos > start:
+                    self._train(buf[start:pos])
+                    start = pos
+                pos += n
+            if pos > start:
+                self._train(buf[start:pos])
+        return self.out.batch()
+
+    def _train(self, plain: memoryview) -> None:
+        self.counter = counter = self.counter + 1
+        direction, chunk, out = self.direction, self.chunk, self.out
+        size = len(plain) + TAG
+        count = -(-size // chunk)
+        nonce = HEADER.pack(direction, 0, count, counter)   # fragment 0's header: the nonce and the AD
+        if count == 1:   # ciphertext and tag straight into the datagram, after its header
+            self.aead.encrypt_into(nonce, plain, nonce, out.reserve(size, nonce))
+            return
+        with self.scratch[:size] as sealed:
+            self.aead.encrypt_into(nonce, plain, nonce, sealed)
+            out.append_split(sealed, chunk, nonce, 1)   # each piece after the header, byte 1: its index
 
 
 class Opener:
-    """Checks and opens sealed datagrams into a BatchBuilder, with a sliding replay window."""
+    """Reassembles trains from datagrams in order, checks the replay window, opens each train with one AEAD call
+    into a BatchBuilder and splits it back into its IP packets. Every datagram it drops is counted once."""
 
-    def __init__(self, key: bytes, direction: int, mtu: int, counters: Counters) -> None:
+    def __init__(self, key: bytes, direction: int, mtu: int, counters: Counters, train: int = TRAIN) -> None:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -151,42 +183,111 @@ class Opener:
         self.counters = counters
         self.top = 0        # the highest counter accepted
         self.seen = 0       # bit k: counter top - k was accepted
-        self.slot = mtu
-        self.out = fasttun.BatchBuilder(max_packets=BATCH, capacity=BATCH * mtu)
+        self.chunk = mtu + TAG
+        self.max_count = max(train, -(-(65535 + TAG) // self.chunk))
+        # the ciphertext of the train being reassembled: its datagrams' payloads as packets, back to back
+        self.asm = fasttun.BatchBuilder(max_packets=self.max_count, capacity=self.max_count * self.chunk)
+        self.pending = 0    # datagrams of that train received so far (0: none under way)
+        self.pending_counter = -1
+        self.pending_count = 0
+        # Room for a whole batch of datagrams and the train a previous batch began, split into IP packets of
+        # at least 20 bytes each.
+        capacity = (BATCH + self.max_count) * self.chunk
+        self.out = fasttun.BatchBuilder(max_packets=capacity // 20, capacity=capacity)
+
+    def _fresh(self, counter: int) -> bool:
+        top = self.top
+        return counter > top or (top - counter < WINDOW and not self.seen >> (top - counter) & 1)
+
+    def _accept(self, counter: int) -> None:
+        top = self.top
+        if counter > top:
+            shift = counter - top
+            self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.top = counter
+        else:
+            self.seen |= 1 << (top - counter)
+
+    def _open(self, nonce: bytes, sealed: Any, count: int, counter: int) -> None:
+        out, c = self.out, self.counters
+        try:
+            self.aead.decrypt_into(nonce, sealed, nonce, out.reserve(len(sealed) - TAG))
+        except self.invalid:
+            out.pop()   # the reserved packet is not a packet
+            c.auth_failed += count
+            return
+        self._accept(counter)
+        try:
+            out.split_ip()
+        except ValueError:   # sealed by the peer, yet not IP packets: never for the TUN device
+            out.pop()
+            c.not_ip += count
 
     def open(self, batch: fasttun.Batch) -> fasttun.Batch:
-        out, slot, c, ours = self.out, self.slot, self.counters, self.direction
-        unpack, pack, decrypt_into, invalid = HEADER.unpack_from, HEADER.pack, self.aead.decrypt_into, self.invalid
-        reserve = out.reserve
-        top, seen, mask = self.top, self.seen, (1 << WINDOW) - 1
+        out, c, ours, chunk, asm, max_count = self.out, self.counters, self.direction, self.chunk, self.asm, \
+            self.max_count
+        unpack, pack, hsize, fresh, unseal = HEADER.unpack_from, HEADER.pack, HEADER.size, self._fresh, self._open
+        joined = asm.append_joined
+        pending, pending_counter, pending_count = self.pending, self.pending_counter, self.pending_count
+        skip = 0
         out.clear()
-        for datagram in batch:
-            n = len(datagram) - OVERHEAD
-            if n < 0 or n > slot:
-                c.foreign += 1
-                continue
-            direction, counter = unpack(datagram)
-            if direction != ours:
-                c.foreign += 1
-                continue
-            if counter <= top and (top - counter >= WINDOW or seen >> (top - counter) & 1):
-                c.replayed += 1
-                continue
-            nonce = pack(direction, counter)   # the datagram's first 12 bytes, as one small bytes object
-            try:
-                decrypt_into(nonce, datagram[12:], nonce, reserve(n))
-            except invalid:
-                out.pop()   # the reserved packet is not a packet
-                c.auth_failed += 1
-                continue
-            if counter > top:
-                shift = counter - top
-                seen = ((seen << shift) | 1) & mask if shift < WINDOW else 1
-                top = counter
-            else:
-                seen |= 1 << (top - counter)
-        self.top, self.seen = top, seen
+        with batch.buffer as buf, batch.offsets as offsets, batch.lengths as lengths:
+            for j, (here, n) in enumerate(zip(offsets, lengths)):
+                if skip:   # joined with the train's first datagram already
+                    skip -= 1
+                    continue
+                n -= hsize
+                if n <= 0 or n > chunk:
+                    c.foreign += 1
+                    continue
+                direction, index, count, counter = unpack(buf, here)
+                if direction != ours or index >= count or count > max_count:
+                    c.foreign += 1
+                    continue
+                if index == 0:
+                    if pending:   # the train under way lost a datagram: what it had is dropped
+                        c.incomplete += pending
+                        pending = 0
+                    if not fresh(counter):
+                        c.replayed += 1
+                        continue
+                    header = pack(direction, 0, count, counter)
+                    if count == 1:
+                        if n > TAG:
+                            unseal(header, buf[here + hsize:here + hsize + n], 1, counter)
+                        else:
+                            c.foreign += 1
+                        continue
+                    asm.clear()
+                    if joined(batch, j, count, header, 1):   # the whole train in this batch, in order
+                        skip = count - 1
+                        self._open_train(header, count, counter)
+                        continue
+                    asm.append(buf[here + hsize:here + hsize + n])   # the rest comes later
+                    pending, pending_counter, pending_count = 1, counter, count
+                elif pending != index or counter != pending_counter or count != pending_count:
+                    c.incomplete += 1   # out of order, or its train's first datagram was lost
+                else:
+                    asm.append(buf[here + hsize:here + hsize + n])
+                    pending += 1
+                    if pending == count:
+                        pending = 0
+                        self._open_train(pack(direction, 0, count, counter), count, counter)
+        self.pending, self.pending_counter, self.pending_count = pending, pending_counter, pending_count
         return out.batch()
+
+    def abandon(self) -> None:
+        """Counts the datagrams of a train still under way as lost (at the end)."""
+        self.counters.incomplete += self.pending
+        self.pending = 0
+
+    def _open_train(self, header: bytes, count: int, counter: int) -> None:
+        sealed = self.asm.batch()
+        if sealed.nbytes <= TAG:
+            self.counters.foreign += count
+            return
+        with sealed.buffer as ciphertext:
+            self._open(header, ciphertext, count, counter)
 
 
 Callback = Callable[[fasttun.Batch], None]
@@ -282,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="udptun0", help="TUN device name (default udptun0)")
     parser.add_argument("--mtu", type=int, default=1400, help="TUN MTU (default 1400)")
     parser.add_argument("--key-file", help="seal datagrams with ChaCha20-Poly1305 under this 32-byte key")
+    parser.add_argument("--train", type=int, default=TRAIN, metavar="N",
+                        help=f"with --key-file: seal up to N datagrams' worth of consecutive packets with one "
+                             f"AEAD call (1..64, default {TRAIN}; 1: one packet per datagram)")
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="TUN TSO/USO segments and UDP GSO/GRO where the kernel has them (default on)")
     parser.add_argument("--asyncio", nargs="?", const="fd", choices=("fd", "aio"),
@@ -298,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--tun-addr {args.tun_addr!r} is not ADDRESS/PREFIX")
     if not 576 <= args.mtu <= 65000:
         parser.error("--mtu must be 576..65000")
+    if not 1 <= args.train <= 64:
+        parser.error("--train must be 1..64")
     key = None
     if args.key_file:
         try:
@@ -330,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                                    on_full="drop" if args.asyncio else "wait")
     counters = Counters()
     ours = 0 if args.bind < args.peer else 1
+    opener = None
 
     if key is None:
         send_out = endpoint.send_batch
@@ -340,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         def udp_to_tun(batch: fasttun.Batch) -> None:
             deliver(tun, batch, counters)
     else:
-        sealer = Sealer(key, ours, args.mtu)
-        opener = Opener(key, 1 - ours, args.mtu, counters)
+        sealer = Sealer(key, ours, args.mtu, args.train)
+        opener = Opener(key, 1 - ours, args.mtu, counters, args.train)
 
         def tun_to_udp(batch: fasttun.Batch) -> None:
             endpoint.send_batch(sealer.seal(batch))
@@ -360,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
     else:
         status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
+    if opener is not None:
+        opener.abandon()
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
                                            "tun": dataclasses.asdict(tun.stats)}
     report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")

@@ -390,6 +390,34 @@ class LinuxTests(Loop):
 
             assert self.run(main()) == list(range(2000))
 
+    def test_a_stream_that_never_waits_still_lets_other_tasks_run(self, quiet_netns):
+        with open_tun() as tun:
+            async def main() -> tuple[list[int], list[int]]:
+                turns = [0]
+                seen: list[int] = []   # how often the other task had run, at each batch
+
+                async def other() -> None:
+                    while True:
+                        turns[0] += 1
+                        await asyncio.sleep(0)
+
+                flood(400)   # queued before the loop reads: every batch is there at once
+                task = asyncio.create_task(other())
+                await asyncio.sleep(0)
+                got: list[int] = []
+                async for batch in aio.batches(tun, batch_size=4):
+                    seen.append(turns[0])
+                    got.extend(udp_seqs(batch))
+                    if len(got) >= 400:
+                        break
+                task.cancel()
+                return got, seen
+
+            got, seen = self.run(main())
+            assert got == list(range(400))
+            assert len(seen) >= 100
+            assert seen[-1] - seen[0] >= len(seen) // 16, seen   # without it: no turn before the device is empty
+
     def test_leaving_the_loop_leaves_the_other_packets_on_the_device(self, quiet_netns):
         with open_tun() as tun:
             async def main() -> list[int]:
@@ -511,6 +539,24 @@ class TestLinuxOnDefaultLoop(LinuxTests, DefaultLoop):
 
             assert self.run(main()) == [0]
         assert len(sleeps) <= 4, sleeps  # one wake-up per 100 ms would be 6 or more in the first wait alone
+
+    def test_a_stream_leaves_the_loop_watching_nothing_when_it_ends(self, quiet_netns):
+        with open_tun() as tun:
+            async def main() -> tuple[list[int], bool]:
+                loop = asyncio.get_running_loop()
+                watched = loop._selector.get_map  # type: ignore[attr-defined]
+                got: list[int] = []
+                loop.call_later(0.05, flood, 1)
+                async for batch in aio.batches(tun):   # waits first: the descriptor is registered
+                    got.extend(udp_seqs(batch))
+                    loop.call_later(0.05, flood, 1)
+                    if len(got) >= 2:
+                        break
+                await asyncio.sleep(0)
+                return got, tun.fileno() in watched()
+
+            got, still_watched = self.run(main())
+            assert got == [0, 0] and not still_watched
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")

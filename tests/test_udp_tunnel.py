@@ -244,7 +244,7 @@ def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_s
     counters_a, counters_b = a.stop(), b.stop()
     tb = counters_b["tunnel"]
     assert tb["replayed"] >= 1 and tb["auth_failed"] >= 2 and tb["foreign"] >= 1
-    assert counters_a["tunnel"] == {"not_ip": 0, "foreign": 0, "auth_failed": 0, "replayed": 0}
+    assert counters_a["tunnel"] == {"not_ip": 0, "foreign": 0, "auth_failed": 0, "replayed": 0, "incomplete": 0}
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 
@@ -268,3 +268,148 @@ def test_bad_command_lines_exit_with_a_message():
                  ["--tun-addr", "x", "--bind", "10.200.0.1:5555", "--peer", "10.200.0.2:5555"]):
         r = subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "error" in r.stderr
+
+
+# ---- the encrypted wire format, without privileges: trains sealed and opened as the two ends do ----------
+
+
+def _example() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("udp_tunnel_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ipv4(size: int, seq: int) -> bytes:
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, seq & 0xFFFF, 0, 64, 17, 0, bytes(4), bytes(4))
+    return head + struct.pack("!I", seq) + os.urandom(size - 24)
+
+
+def _ipv6(size: int, seq: int) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, size - 40, 17, 64, bytes(16), bytes(16)) + struct.pack("!I", seq) + \
+        os.urandom(size - 44)
+
+
+class Ends:
+    """A sealer and the peer's opener under one key, the datagrams between them as a list to lose, reorder,
+    replay or tamper with."""
+
+    def __init__(self, train: int, mtu: int = 1400) -> None:
+        _require_cryptography()
+        import fasttun
+
+        self.fasttun = fasttun
+        self.ex: object = _example()
+        key = os.urandom(32)
+        self.counters = self.ex.Counters()  # type: ignore[attr-defined]
+        self.sealer = self.ex.Sealer(key, 1, mtu, train)  # type: ignore[attr-defined]
+        self.opener = self.ex.Opener(key, 1, mtu, self.counters, train)  # type: ignore[attr-defined]
+        self.mtu = mtu
+
+    def seal(self, packets: list[bytes]) -> list[bytes]:
+        return [bytes(d) for d in self.sealer.seal(self.fasttun.make_batch(packets))]
+
+    def open(self, *batches: list[bytes]) -> list[bytes]:
+        got: list[bytes] = []
+        for datagrams in batches:
+            got.extend(bytes(p) for p in self.opener.open(self.fasttun.make_batch(datagrams)))
+        return got
+
+
+@pytest.mark.parametrize("train", [1, 4, 16, 64])
+def test_trains_carry_every_packet_in_order_in_datagrams_no_larger_than_before(train):
+    ends = Ends(train)
+    packets = [(_ipv4 if i % 3 else _ipv6)(size, i) for i, size in
+               enumerate([1400, 1400, 52, 1400, 48, 576, 1400, 1400, 1400, 60, 1400] * 6)]
+    datagrams = ends.seal(packets)
+    assert max(len(d) for d in datagrams) <= ends.mtu + ends.ex.OVERHEAD  # type: ignore[attr-defined]
+    assert len(datagrams) <= len(packets)
+    # every train's datagrams but the last are full (what UDP GSO sends as one message)
+    assert ends.open(datagrams) == packets
+    assert ends.counters.as_dict() == {"not_ip": 0, "foreign": 0, "auth_failed": 0, "replayed": 0,
+                                       "incomplete": 0}
+
+
+def test_a_train_cut_across_two_receive_batches_still_opens():
+    ends = Ends(16)
+    packets = [_ipv4(1400, i) for i in range(40)]
+    datagrams = ends.seal(packets)
+    assert ends.open(datagrams[:7], datagrams[7:23], datagrams[23:]) == packets
+
+
+def test_a_lost_or_reordered_datagram_costs_its_train_only_and_is_counted():
+    ends = Ends(4)
+    packets = [_ipv4(1400, i) for i in range(12)]   # three trains of four datagrams
+    datagrams = ends.seal(packets)
+    assert len(datagrams) == 12
+    lost = datagrams[:2] + datagrams[3:]                          # the first train loses its third datagram
+    assert ends.open(lost) == packets[4:]
+    assert ends.counters.incomplete == 3                           # its three others, each counted once
+    more = ends.seal([_ipv4(1400, i) for i in range(100, 104)])
+    swapped = [more[0], more[2], more[1], more[3]]
+    assert ends.open(swapped) == []
+    ends.opener.abandon()                                          # the train under way counts as lost too
+    assert ends.counters.incomplete == 3 + 4
+    assert ends.counters.auth_failed == ends.counters.replayed == ends.counters.foreign == 0
+
+
+def test_replayed_tampered_and_foreign_trains_are_dropped_and_counted():
+    ends = Ends(8)
+    packets = [_ipv4(1400, i) for i in range(8)] + [_ipv4(60, 99)]
+    datagrams = ends.seal(packets)
+    assert ends.open(datagrams) == packets
+    assert ends.open(datagrams) == []                              # a replay of all of them
+    trains = sum(1 for d in datagrams if d[1] == 0)
+    assert ends.counters.replayed == trains
+    assert ends.counters.incomplete == len(datagrams) - trains     # the replayed trains' other datagrams
+    fresh = ends.seal([_ipv4(1400, i) for i in range(8)])
+    tampered = [bytearray(d) for d in fresh]
+    tampered[3][100] ^= 1
+    assert ends.open([bytes(d) for d in tampered]) == []
+    assert ends.counters.auth_failed == len(fresh)
+    stranger = Ends(8).seal([_ipv4(1400, 0)])                      # another key, same format
+    wrong_way = bytearray(ends.seal([_ipv4(100, 1)])[0])
+    wrong_way[0] ^= 1                                              # the other direction's
+    assert ends.open(stranger + [bytes(wrong_way), b"short", b"\x01" * 20]) == []
+    assert ends.counters.auth_failed == len(fresh) + len(stranger)
+    assert ends.counters.foreign == 3
+    later = [_ipv4(500, 7)]
+    assert ends.open(ends.seal(later)) == later                    # the tunnel goes on
+
+
+def test_the_builder_splits_and_joins_fragments_and_ip_packets_checking_everything():
+    import fasttun
+
+    b = fasttun.BatchBuilder(max_packets=8, capacity=4096)
+    assert b.append_split(bytes(range(10)), 4, b"H?Y", 1) == 3
+    assert [bytes(p) for p in b.batch()] == [b"H\x00Y\x00\x01\x02\x03", b"H\x01Y\x04\x05\x06\x07", b"H\x02Y\x08\x09"]
+    with pytest.raises(ValueError, match="do not fit"):
+        b.append_split(bytes(100), 10)                             # 10 packets, 5 places left
+    with pytest.raises(ValueError, match="index_at"):
+        b.append_split(b"x", 1, b"ab", 2)
+    assert len(b) == 3
+    joined = fasttun.BatchBuilder(max_packets=2, capacity=64)
+    frags = fasttun.make_batch([bytes(p) for p in b.batch()])
+    assert not joined.append_joined(frags, 0, 3, b"H?Z", 1)        # another prefix
+    assert not joined.append_joined(frags, 1, 2, b"H?Y", 1)        # numbered from 1, not 0
+    assert not joined.append_joined(frags, 0, 4, b"H?Y", 1)        # past the batch's end
+    assert len(joined) == 0
+    assert joined.append_joined(frags, 0, 3, b"H?Y", 1)
+    assert bytes(joined.batch()[0]) == bytes(range(10))
+
+    ip = fasttun.BatchBuilder(max_packets=4, capacity=4096)
+    ip.append(_ipv4(20 + 4 + 16, 1) + _ipv6(60, 2) + _ipv4(100, 3))
+    assert ip.split_ip() == 3
+    assert [len(p) for p in ip.batch()] == [40, 60, 100]
+    ip.clear()
+    ip.append(_ipv4(40, 1) + b"xx")                                # a tail that is no IP packet
+    with pytest.raises(ValueError, match="does not start an IPv4/IPv6 packet"):
+        ip.split_ip()
+    assert [len(p) for p in ip.batch()] == [42]                    # unchanged
+    ip.clear()
+    ip.append(b"".join(_ipv4(40, i) for i in range(5)))            # five: more than the builder holds
+    with pytest.raises(ValueError, match="more than the 4"):
+        ip.split_ip()

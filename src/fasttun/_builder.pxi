@@ -8,6 +8,18 @@ BUILDER_MAX_PACKETS = FT_MAX_BATCH
 BUILDER_MAX_CAPACITY = 1 << 31
 
 
+cdef inline size_t _ip_length(const uint8_t *p, size_t room) noexcept nogil:
+    """The length of the IPv4/IPv6 packet at p as its header gives it, or 0 unless a whole one lies in room."""
+    cdef size_t n
+    if room >= 20 and p[0] >> 4 == 4:
+        n = (<size_t>p[2] << 8) | p[3]
+        return n if 20 <= n <= room else 0
+    if room >= 40 and p[0] >> 4 == 6:
+        n = 40 + ((<size_t>p[4] << 8) | p[5])
+        return n if n <= room else 0
+    return 0
+
+
 cdef class BatchBuilder:
     """Builds a Batch in a preallocated arena: ``reserve(n, prefix)`` appends a packet and returns a writable
     view of its ``n`` bytes after ``prefix`` to fill in place (e.g. ``aead.encrypt_into(..., view)``),
@@ -119,6 +131,94 @@ cdef class BatchBuilder:
         finally:
             PyBuffer_Release(&view)
 
+    def append_split(self, data, Py_ssize_t size, prefix=None, Py_ssize_t index_at=-1):
+        """Appends ``data`` cut into packets of ``size`` bytes (the last one may be shorter), each after a copy
+        of ``prefix``; with ``index_at``, byte ``index_at`` of each copy holds the piece's number (0, 1, ...,
+        at most 256 pieces). Returns how many packets it appended (0 for empty data). Everything is checked
+        first: ValueError and nothing changes."""
+        cdef Py_buffer view, head
+        cdef Py_ssize_t pieces, i, plen = 0, piece
+        cdef uint8_t *p
+        if size < 1:
+            raise ValueError(f"size must be at least 1 byte, not {size}")
+        _get_buffer(data, &view, PyBUF_SIMPLE, "data must be a contiguous bytes-like object")
+        head.buf = NULL
+        head.len = 0
+        try:
+            if prefix is not None:
+                _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object or None")
+            plen = head.len
+            pieces = (view.len + size - 1) // size
+            if index_at >= plen or index_at < -1:
+                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
+            if index_at >= 0 and pieces > 256:
+                raise ValueError(f"{pieces} pieces: a one-byte index numbers at most 256")
+            if plen + min(size, view.len) > BUILDER_MAX_PACKET:
+                raise ValueError(f"a packet of {plen + min(size, view.len)} bytes is larger than {BUILDER_MAX_PACKET}")
+            if pieces > self.max_packets - self.count:
+                raise ValueError(f"{pieces} packets do not fit: the builder holds {self.count} of at most "
+                                 f"{self.max_packets}")
+            if <size_t>(pieces * plen + view.len) > self.capacity - self.used:
+                raise ValueError(f"{pieces * plen + view.len} bytes do not fit: {self.capacity - self.used} of "
+                                 f"{self.capacity} bytes are left")
+            for i in range(pieces):
+                piece = min(size, view.len - i * size)
+                p = self._slot(piece, plen)
+                if plen:
+                    memcpy(p, head.buf, <size_t>plen)
+                    if index_at >= 0:
+                        p[index_at] = <uint8_t>i
+                memcpy(p + plen, <uint8_t *>view.buf + i * size, <size_t>piece)
+            return pieces
+        finally:
+            if head.buf != NULL:
+                PyBuffer_Release(&head)
+            PyBuffer_Release(&view)
+
+    def append_joined(self, Batch batch, Py_ssize_t start, Py_ssize_t count, prefix, Py_ssize_t index_at=-1):
+        """If packets ``start`` .. ``start + count - 1`` of ``batch`` each begin with ``prefix`` (byte
+        ``index_at`` of it, if given, holding the packet's number 0, 1, ... instead), appends what follows the
+        prefix in each, joined, as one packet and returns True (fragments back into what was split); otherwise
+        (or if it does not fit) returns False and changes nothing."""
+        cdef Py_buffer head
+        cdef Py_ssize_t i, plen, total = 0
+        cdef uint8_t *p
+        cdef uint8_t *src
+        cdef uint32_t n
+        cdef Arena a
+        batch._check()
+        if count < 1 or start < 0 or start > <Py_ssize_t>batch.count - count:
+            return False
+        a = batch.arena
+        _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object")
+        try:
+            plen = head.len
+            if index_at >= plen or index_at < -1:
+                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
+            for i in range(count):
+                n = a.lengths[start + i]
+                src = a.data + a.offsets[start + i]
+                if n < plen or (index_at >= 0 and src[index_at] != <uint8_t>(i & 255)):
+                    return False
+                if index_at < 0:
+                    if memcmp(src, head.buf, <size_t>plen) != 0:
+                        return False
+                elif memcmp(src, head.buf, <size_t>index_at) != 0 or memcmp(
+                        src + index_at + 1, <uint8_t *>head.buf + index_at + 1, <size_t>(plen - index_at - 1)) != 0:
+                    return False
+                total += n - plen
+            if total > BUILDER_MAX_PACKET or self.count >= self.max_packets or \
+                    <size_t>total > self.capacity - self.used:
+                return False
+            p = self._slot(total, 0)
+            for i in range(count):
+                n = a.lengths[start + i]
+                memcpy(p, a.data + a.offsets[start + i] + plen, n - plen)
+                p += n - plen
+            return True
+        finally:
+            PyBuffer_Release(&head)
+
     cdef uint32_t _frozen(self):
         """How many of the first packets belong to a Batch still held: pop() must not take them back."""
         cdef Batch b
@@ -138,6 +238,43 @@ cdef class BatchBuilder:
             raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
         self.count -= 1
         self.used = self.arena.offsets[self.count]
+
+    def split_ip(self):
+        """Splits the last packet into the IPv4/IPv6 packets it holds back to back, each as long as its header
+        says (e.g. a decrypted tunnel datagram that carried several), and returns how many there are. If it is
+        not a whole number of IP packets, or they would not fit in ``max_packets``, ValueError and nothing
+        changes. A packet of a Batch still held cannot be split."""
+        cdef uint32_t last, k = 0, i
+        cdef size_t pos, end, start, length
+        cdef uint8_t *p = self.arena.data
+        if self.count == 0:
+            raise IndexError("split_ip on an empty builder")
+        if self.count <= self._frozen():
+            raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
+        last = self.count - 1
+        start = self.arena.offsets[last]
+        end = start + self.arena.lengths[last]
+        pos = start
+        while pos < end:
+            length = _ip_length(p + pos, end - pos)
+            if length == 0:
+                raise ValueError(f"byte {pos - start} of the last packet does not start an IPv4/IPv6 packet "
+                                 f"that ends within it")
+            pos += length
+            k += 1
+        if k == 0:
+            raise ValueError("the last packet is empty: it holds no IP packet")
+        if k - 1 > self.max_packets - self.count:
+            raise ValueError(f"the last packet holds {k} IP packets: more than the {self.max_packets} the "
+                             f"builder holds")
+        pos = start
+        for i in range(k):
+            length = _ip_length(p + pos, end - pos)
+            self.arena.offsets[last + i] = <uint32_t>pos
+            self.arena.lengths[last + i] = <uint32_t>length
+            pos += length
+        self.count = last + k
+        return k
 
     def batch(self):
         """The packets so far as a Batch (for send_batch). It stays valid, unchanged, as long as you hold it."""

@@ -2,7 +2,9 @@
 
 Each namespace runs one side of the tunnel as its own process (as two hosts would): examples/udp_tunnel.py
 (fasttun: TUN reader -> UdpEndpoint.send_batch, endpoint reader -> Tun.send_batch; plain, on one asyncio event
-loop instead of reader threads, encrypted with ChaCha20-Poly1305, and with offload off), the C per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one read+send and one
+loop instead of reader threads, encrypted with ChaCha20-Poly1305 (one AEAD call per train of packets, and one
+per datagram), and with offload off), the C per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one
+read+send and one
 recv+write per packet: the baseline), and a python-pytun tunnel (two Python threads per side, one syscall per
 packet, what a pytun user writes). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
 
@@ -81,7 +83,10 @@ class TunnelScenario:
                     lambda: self._fasttun(["--asyncio"]), missing=no_iperf or no_example),
             Variant("fasttun tunnel on asyncio (fasttun.aio.batches for the TUN), plain",
                     lambda: self._fasttun(["--asyncio", "aio"]), missing=no_iperf or no_example),
-            Variant("fasttun tunnel, ChaCha20-Poly1305 in Python", lambda: self._fasttun(["--key-file", self.key_file]),
+            Variant("fasttun tunnel, ChaCha20-Poly1305 in Python (one AEAD call per train)",
+                    lambda: self._fasttun(["--key-file", self.key_file]), missing=no_iperf or no_example or no_crypto),
+            Variant("fasttun tunnel, ChaCha20-Poly1305 in Python, --train 1 (a call per datagram)",
+                    lambda: self._fasttun(["--key-file", self.key_file, "--train", "1"]),
                     missing=no_iperf or no_example or no_crypto),
             Variant("fasttun tunnel, plain, offload off", lambda: self._fasttun(["--offload", "off"]),
                     missing=no_iperf or no_example),
