@@ -452,7 +452,7 @@ static void auto_txqueuelen(ft_device *d)
             if (next > AUTO_TXQ_MAX)
                 next = AUTO_TXQ_MAX;
             if (lx_set_txqueuelen(d, next, &ignored) == FT_OK)
-                ft_atomic_add(&l->txq_grows, 1);
+                (void)ft_atomic_add(&l->txq_grows, 1);
         }
         l->txq_drops = drops;
     }

@@ -552,6 +552,7 @@ class Tun(_Endpoint):
     def txqueuelen_grows(self) -> int:
         """Linux, with ``txqueuelen="auto"``: how many times the queue was doubled because the kernel dropped
         packets (0 otherwise)."""
+        self._check_open()
         return int(self._dev.txqueuelen_grows())
 
     @property
