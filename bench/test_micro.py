@@ -41,9 +41,8 @@ def prefilled_pair(count: int) -> tuple[fasttun.Tun, fasttun.Tun]:
 
 # ---- batch hand-off ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch_size", [1, 64, 1024])
-def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
-    """Reader thread -> GIL -> callback, for 8192 queued packets in batches of batch_size."""
+def _bench_drain(benchmark: Any, batch_size: int, touch: Callable[[fasttun.Batch], Any] | None) -> None:
+    """8192 queued packets drained by a reader in batches of batch_size, the callback `touch`ing each batch."""
     total = 8192
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -55,6 +54,8 @@ def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
         seen = [0]
 
         def on_batch(batch: fasttun.Batch) -> None:
+            if touch is not None:
+                touch(batch)
             seen[0] += len(batch)
             if seen[0] >= total:
                 done.set()
@@ -68,6 +69,12 @@ def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
     benchmark.pedantic(drain, setup=setup, rounds=15)
     benchmark.extra_info["batches"] = -(-total // batch_size)
     benchmark.extra_info["packets"] = total
+
+
+@pytest.mark.parametrize("batch_size", [1, 64, 1024])
+def test_reader_handoff(benchmark: Any, batch_size: int) -> None:
+    """Reader thread -> GIL -> callback, for 8192 queued packets in batches of batch_size."""
+    _bench_drain(benchmark, batch_size, None)
 
 
 def _touch_every_packet(batch: fasttun.Batch) -> int:
@@ -90,30 +97,7 @@ def _index_every_packet(batch: fasttun.Batch) -> int:
 def test_reader_per_packet(benchmark: Any, batch_size: int, touch: Callable[[fasttun.Batch], int]) -> None:
     """Reader thread -> callback that looks at every packet (`for p in batch: p[0]`, or `batch[i][0]`), for
     8192 queued packets: the per-packet path of a reader's batches, whose Packet objects are reused."""
-    total = 8192
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        a, b = prefilled_pair(total)
-        return (a, b), {}
-
-    def drain(a: fasttun.Tun, b: fasttun.Tun) -> None:
-        done = threading.Event()
-        seen = [0]
-
-        def on_batch(batch: fasttun.Batch) -> None:
-            touch(batch)
-            seen[0] += len(batch)
-            if seen[0] >= total:
-                done.set()
-
-        reader = b.start_reader(on_batch, batch_size=batch_size)
-        assert done.wait(30)
-        reader.stop()
-        a.close()
-        b.close()
-
-    benchmark.pedantic(drain, setup=setup, rounds=15)
-    benchmark.extra_info["packets"] = total
+    _bench_drain(benchmark, batch_size, touch)
 
 
 def _reader_batch(count: int, use: Callable[[fasttun.Batch], Any]) -> Callable[[], None]:
