@@ -345,7 +345,10 @@ def test_udp_flow_arrives_intact_and_losses_are_counted(link: Link, version: int
           f"{time.monotonic() - start:.2f} s, lost {lost}, counted drops {counted} "
           f"(left OS rx {left.rx_dropped_os}, right full {right.tx_dropped_full}, right OS tx "
           f"{right.tx_dropped_os}, socket {socket_drops}); largest packet left->right {link.fwd.a_to_b.largest}")
-    assert lost <= UDP_COUNT // 100, f"lost {lost} of {UDP_COUNT}{link.describe()}"
+    # At most 1% lost; under the sanitized build (3-10x slower, and the forwarder can pause for its checks) a
+    # quarter: that run is about memory safety, and even there every loss must be counted.
+    limit = UDP_COUNT // 4 if os.environ.get("FASTTUN_SANITIZED_PKG") else UDP_COUNT // 100
+    assert lost <= limit, f"lost {lost} of {UDP_COUNT}{link.describe()}"
     assert lost <= counted, f"lost {lost} datagrams, but the counters account for {counted}{link.describe()}"
     _forwarder_lost_nothing_uncounted(link)
     # A UDP_SEGMENT send crosses as one super-packet where the kernel offers USO (Linux 6.2+) to the device.
