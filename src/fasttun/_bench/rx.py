@@ -46,25 +46,12 @@ class _Drain(devices.Counter):
         self.done = threading.Event()
 
     def on_batch(self, batch: fasttun.Batch) -> None:
-        self.packets += len(batch)
-        self.bytes += batch.nbytes
-        self.last = time.perf_counter()
+        super().on_batch(batch)
         if self.packets >= self.expected:
             self.done.set()
 
     def wait(self, idle: float, deadline: float) -> None:
-        """Until every expected packet came, or none for idle seconds (after the first), or the deadline (a
-        time.monotonic() value); idleness is checked four times per idle period, without touching the reader."""
-        seen = -1
-        changed = time.monotonic()
-        while not self.done.wait(idle / 4):
-            now = time.monotonic()
-            if now >= deadline:
-                return
-            if self.packets != seen:
-                seen, changed = self.packets, now
-            elif seen > 0 and now - changed >= idle:
-                return
+        devices.wait_drained(self, self.expected, idle, deadline, self.done)
 
 
 def _touching(counter: _Drain) -> Callable[[fasttun.Batch], None]:
