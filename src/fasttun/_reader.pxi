@@ -43,6 +43,10 @@ cdef void _reader_thread_end(void *user) noexcept nogil:
     cdef PyGILState_STATE state = g.gil_state
     PyEval_RestoreThread(g.tstate)
     with gil:  # held already; this only tells Cython so
+        # The callback (and all it holds: devices in cycles, say) goes first, while nothing else runs: freeing the
+        # reader below may release the GIL midway, and a collection on another thread must not find what the
+        # callback held still reachable from a reader that is already out of the registry.
+        (<QueueReader>g.reader).callback = None
         # This may free the reader (and g with it), even the device: nothing of theirs is touched afterwards.
         _running.discard(<object>g.reader)
     PyGILState_Release(state)
