@@ -436,3 +436,30 @@ def test_wait_policy_waits_for_a_reader():
     finally:
         a.close()
         b.close()
+
+
+def test_a_waiting_sender_is_woken_once_half_the_ring_is_free():
+    # A sender blocked on a full pair sleeps until half the ring is free, then sends a run: with a reader taking
+    # four packets at a time that is about one wait per 32 packets, not one per read (the wake-up and the
+    # context switch per read cost more than the packets did). Nothing waits longer than that: the reader
+    # never sleeps with the ring full.
+    a, b = fasttun.pair(capacity=64)
+    total = 6400
+    got: list[int] = []
+    try:
+        def read() -> None:
+            deadline = time.monotonic() + 30
+            while len(got) < total and time.monotonic() < deadline:
+                got.extend(seq_of(p) for p in b.recv_batch(4, timeout=1.0))
+
+        t = threading.Thread(target=read)
+        t.start()
+        assert a.send_batch([minimal_ipv4(60, i) for i in range(total)], on_full="wait", timeout=30) == total
+        t.join(30)
+        assert got == list(range(total))
+        assert a.stats.tx_dropped_full == 0
+        # 6400 / 32 = 200 runs; a wake-up per read would be up to 1600 waits.
+        assert 0 < a.stats.tx_waits <= 2 * total // 32, a.stats.tx_waits
+    finally:
+        a.close()
+        b.close()

@@ -127,7 +127,10 @@ static int mem_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
     ft_mutex_lock(s->lock);
     while (b->count < b->max && b->cap - b->used >= d->max_packet && ring_pop(r, b))
         n++;
-    if (n > 0 && r->writers_sleeping)
+    /* A sleeping writer is woken once half the ring is free, not after every read: it then sends a run of
+     * packets per wake-up instead of a few. Waiting never costs a packet: a writer whose wait times out tries
+     * once more before it gives up. */
+    if (n > 0 && r->writers_sleeping && 2 * r->count <= r->cap_packets && 2 * r->used <= r->size)
         ft_event_set(r->writable);
     ft_mutex_unlock(s->lock);
     if (n == 0 && ft_atomic_load(&s->closed[1 - m->side]))
