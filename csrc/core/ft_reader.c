@@ -17,8 +17,11 @@ typedef struct pipeline {
     ft_event *ready;         /* a slot was filled (or reading ended) */
     ft_event *freed;         /* a slot was delivered */
     ft_thread *thread;       /* the reading thread */
-    uint32_t head, tail, filled;
-    int reader_waiting, deliverer_waiting, read_done;
+    uint32_t head, tail;
+    ft_atomic_int filled;    /* changed under the lock; read without it while spinning */
+    ft_atomic_int read_done; /* likewise */
+    ft_atomic_int hot;       /* the reading side's spin policy allows spinning (so may the delivering side) */
+    int reader_waiting, deliverer_waiting;
     int read_end;            /* how reading ended: FILL_STOPPED or FILL_FAILED (r->error) */
 } pipeline;
 
@@ -166,6 +169,26 @@ static void reader_loop(ft_reader *r)
 
 /* ---- pipelined: one thread reads into the next arena while the callback runs on the previous one --------- */
 
+/* While packets flow fast (the spin policy says hot), a hand-off between the two threads is a matter of
+ * microseconds: each side spins up to spin_us for the other before it sleeps on an event, which would cost a
+ * wake-up and a context switch per batch. Returns when `filled` is no longer `busy` (or the time is up, or
+ * reading ended or a stop came); the caller rechecks under the lock either way. */
+static void pipeline_spin(ft_reader *r, int busy)
+{
+    pipeline *pl = &r->pl;
+    uint64_t spin_ns = (uint64_t)r->cfg.spin_us * 1000u;
+    if (spin_ns == 0 || !ft_atomic_load(&pl->hot))
+        return;
+    uint64_t start = ft_now_ns();
+    for (uint32_t n = 1;; n++) {
+        if (ft_atomic_load(&pl->filled) != busy || ft_atomic_load(&pl->read_done) || ft_atomic_load(&r->stop))
+            return;
+        ft_cpu_relax();
+        if (n % 64 == 0 && ft_now_ns() - start >= spin_ns)
+            return;
+    }
+}
+
 /* The reading thread. Slots go round in order (tail: next to fill, head: next to deliver), so batches of a
  * queue keep their order; with every slot full it waits, and the device's own queue takes the back-pressure. */
 static void pipeline_read(void *arg)
@@ -175,8 +198,10 @@ static void pipeline_read(void *arg)
     spin_policy sp;
     spin_init(r, &sp);
     for (;;) {
+        if (ft_atomic_load(&pl->filled) == (int)pl->depth)
+            pipeline_spin(r, (int)pl->depth);
         ft_mutex_lock(pl->lock);
-        if (pl->filled == pl->depth) {
+        if (ft_atomic_load(&pl->filled) == (int)pl->depth) {
             pl->reader_waiting = 1;
             ft_event_reset(pl->freed);
             ft_mutex_unlock(pl->lock);
@@ -202,15 +227,17 @@ static void pipeline_read(void *arg)
             pl->read_end = got;
             break;
         }
+        if (ft_atomic_load(&pl->hot) != sp.hot)
+            ft_atomic_store(&pl->hot, sp.hot);
         ft_mutex_lock(pl->lock);
         pl->tail = (pl->tail + 1) % pl->depth;
-        pl->filled++;
+        (void)ft_atomic_add(&pl->filled, 1);
         if (pl->deliverer_waiting)
             ft_event_set(pl->ready);
         ft_mutex_unlock(pl->lock);
     }
     ft_mutex_lock(pl->lock);
-    pl->read_done = 1;
+    ft_atomic_store(&pl->read_done, 1);
     ft_event_set(pl->ready);
     ft_mutex_unlock(pl->lock);
 }
@@ -223,9 +250,11 @@ static void pipeline_deliver(ft_reader *r)
     pipeline *pl = &r->pl;
     int stopped_by_callback = 0;
     for (;;) {
+        if (ft_atomic_load(&pl->filled) == 0)
+            pipeline_spin(r, 0);
         ft_mutex_lock(pl->lock);
-        if (pl->filled == 0) {
-            if (pl->read_done) {
+        if (ft_atomic_load(&pl->filled) == 0) {
+            if (ft_atomic_load(&pl->read_done)) {
                 ft_mutex_unlock(pl->lock);
                 break;
             }
@@ -245,7 +274,7 @@ static void pipeline_deliver(ft_reader *r)
         int rc = r->fn(r->user, b);
         ft_mutex_lock(pl->lock);
         pl->head = (pl->head + 1) % pl->depth;
-        pl->filled--;
+        (void)ft_atomic_add(&pl->filled, -1);
         if (pl->reader_waiting)
             ft_event_set(pl->freed);
         ft_mutex_unlock(pl->lock);
@@ -259,7 +288,7 @@ static void pipeline_deliver(ft_reader *r)
     pl->thread = NULL;
     if (stopped_by_callback) {
         uint64_t lost = 0;
-        for (uint32_t k = 0, i = pl->head; k < pl->filled; k++, i = (i + 1) % pl->depth)
+        for (uint32_t k = 0, i = pl->head; k < (uint32_t)ft_atomic_load(&pl->filled); k++, i = (i + 1) % pl->depth)
             lost += r->batch[i].count;
         ft_atomic_add64(&r->stats.undelivered, lost);
         finish(r, FT_READER_CALLBACK_STOPPED);
