@@ -293,6 +293,23 @@ def test_idle_adaptive_reader_sleeps_instead_of_spinning(ends):
     assert cpu < 0.25  # not burning a core
 
 
+def test_a_burst_that_fills_a_batch_makes_the_adaptive_reader_spin_at_once(ends):
+    # A full batch means packets queue faster than they are read: the reader spins on the next empty queue
+    # without waiting for a half-second rate window to end (a burst of 0.3 s used to be served cold).
+    a, b = ends
+    got: list[int] = []
+    with b.start_reader(lambda batch: got.append(len(batch)), batch_size=8, spin_us=2000) as reader:
+        time.sleep(0.05)
+        assert reader.stats.spins == 0
+        a.send_batch([minimal_ipv4(60, i) for i in range(64)])
+        deadline = time.monotonic() + 5
+        while sum(got) < 64 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.02)
+        assert sum(got) == 64 and max(got) == 8
+        assert reader.stats.spins > 0
+
+
 def test_closing_the_device_stops_its_readers(ends):
     _, b = ends
     reader = b.start_reader(lambda batch: None)

@@ -66,7 +66,9 @@ static int finish(ft_reader *r, int state)
     return state;
 }
 
-/* When to spin: only while packets arrive at adaptive_pps or more (measured over half-second windows). */
+/* When to spin: only while packets arrive at adaptive_pps or more (measured over half-second windows), or
+ * from the moment a batch came back full (a backlog: packets arrive faster than one read each) until a
+ * window ends below the rate. A burst shorter than a window is then served hot too. */
 typedef struct spin_policy {
     uint64_t spin_ns;
     uint64_t window_start, window_packets;
@@ -81,10 +83,12 @@ static void spin_init(ft_reader *r, spin_policy *sp)
     sp->hot = !r->cfg.adaptive; /* without adaptation, always allowed to spin */
 }
 
-static void spin_count(ft_reader *r, spin_policy *sp, uint32_t packets)
+static void spin_count(ft_reader *r, spin_policy *sp, uint32_t packets, int full)
 {
     if (!r->cfg.adaptive)
         return;
+    if (full)
+        sp->hot = 1;
     sp->window_packets += packets;
     uint64_t now = ft_now_ns(), elapsed = now - sp->window_start;
     if (elapsed >= RATE_WINDOW_NS) {
@@ -139,7 +143,7 @@ static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
             return FILL_FAILED;
         }
         count_batch(r, b);
-        spin_count(r, sp, b->count);
+        spin_count(r, sp, b->count, b->count >= b->max);
         return got;
     }
     return FILL_STOPPED;
