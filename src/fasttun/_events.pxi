@@ -81,19 +81,12 @@ cdef class EventSocket:
         between (Ctrl-C); otherwise in one wait. ValueError once closed, also when close() ends the wait."""
         cdef ft_err e
         cdef int r, ms
-        cdef double left
+        cdef Deadline deadline = _deadline(_timeout_ms(timeout))
         self._check()
-        deadline = None if timeout is None else _time.monotonic() + float(timeout)
         self.users += 1
         try:
             while True:
-                if deadline is None:
-                    ms = SLICE_MS if interruptible else -1
-                else:
-                    left = max(0.0, deadline - _time.monotonic())
-                    ms = <int>(left * 1000.0 + 0.999)
-                    if interruptible and ms > SLICE_MS:
-                        ms = SLICE_MS
+                ms = _slice_ms(&deadline) if interruptible or not deadline.forever else -1
                 with nogil:
                     r = ft_events_wait(self.ev, ms, &e)
                 if r == 1:
@@ -102,10 +95,10 @@ cdef class EventSocket:
                     raise ValueError("the event socket is closed")
                 if r != FT_ETIMEDOUT:
                     _raise(&e)
-                if deadline is not None and _time.monotonic() >= deadline:
-                    return False
                 if interruptible:
                     PyErr_CheckSignals()
+                if _expired(&deadline, ms):
+                    return False
         finally:
             self.users -= 1
             if self.closed and self.users == 0 and self.ev != NULL:

@@ -212,9 +212,9 @@ class DeviceEvents:
         return self
 
     async def __anext__(self) -> DeviceEvent:
+        if _WINDOWS and not self._finalizer.alive:  # closed: nothing more, not even what was taken already
+            raise StopAsyncIteration
         while not self._pending:
-            if _WINDOWS and not self._finalizer.alive:  # closed
-                raise StopAsyncIteration
             events = self.poll()
             if events:
                 self._pending = events
@@ -223,6 +223,8 @@ class DeviceEvents:
                 raise StopAsyncIteration
             if _WINDOWS:
                 await self._delivered()
+                if not self._finalizer.alive:
+                    raise StopAsyncIteration
             else:
                 await self._readable()
         return self._pending.pop(0)
