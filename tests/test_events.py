@@ -63,6 +63,7 @@ def test_each_change_of_the_device_is_one_event(netns):
             netns.run("ip", "link", "del", "ftev0")
             assert collect(events, 1) == [("removed", None)]
             assert events.get(0.05) == []  # nothing after the end
+            assert events.dropped == 0
     finally:
         tun.close()
 

@@ -132,8 +132,10 @@ def test_a_full_queue_drops_and_says_overflow_once(tun):
             got.extend(more)
         assert [e.kind for e in got] == ["address-added"] * (QUEUE - 1) + ["overflow"]
         assert [str(e.address) for e in got[:3]] == ["10.80.0.0/32", "10.80.0.1/32", "10.80.0.2/32"]
+        assert events.dropped == QUEUE + 50 - (QUEUE - 1)  # counted: every one that is not in `got`
         address(events, ADD, "10.81.0.1/24")  # after the overflow, events flow again
         assert kinds(events.poll()) == [("address-added", "10.81.0.1/24")]
+    assert events.dropped == 51  # still readable after close
 
 
 def test_get_is_woken_by_a_notification_from_another_thread(tun):

@@ -27,6 +27,7 @@ struct ft_events {
     int wake;                /* an eventfd ft_events_shutdown makes readable, for ft_events_wait */
     atomic_int shut;
     uint32_t ifindex;
+    uint64_t overflows;      /* ENOBUFS seen by ft_events_read */
     size_t len;              /* bytes of the datagram in buf */
     size_t pos;              /* where the next message starts */
     unsigned char buf[EV_BUF];
@@ -98,6 +99,8 @@ void ft_events_shutdown(ft_events *ev)
     ssize_t w = write(ev->wake, &one, sizeof(one));
     (void)w; /* an eventfd that cannot take 1 is readable already */
 }
+
+uint64_t ft_events_dropped(ft_events *ev) { return ev->overflows; }
 
 void ft_events_close(ft_events *ev)
 {
@@ -218,6 +221,7 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                     break;
                 if (errno == ENOBUFS) {
+                    ev->overflows++;
                     memset(&out[n], 0, sizeof(out[n]));
                     out[n].kind = FT_EV_OVERFLOW;
                     out[n].ifindex = ev->ifindex;
@@ -261,6 +265,12 @@ int ft_events_wait(ft_events *ev, int timeout_ms, ft_err *e)
 }
 
 void ft_events_shutdown(ft_events *ev) { (void)ev; }
+
+uint64_t ft_events_dropped(ft_events *ev)
+{
+    (void)ev;
+    return 0;
+}
 
 int ft_events_test_notify(ft_events *ev, int what, int type, uint64_t luid, uint32_t ifindex, const ft_addr *a,
                           uint32_t mtu, int connected, ft_err *e)

@@ -54,6 +54,9 @@ void ft_events_shutdown(ft_events *ev);
 /* Decodes pending notifications into out[0..max) without blocking. Returns how many (> 0), FT_EAGAIN if none
  * is pending, or a failure. Notifications that do not fit stay for the next call. */
 int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e);
+/* Notifications lost so far. Windows: each one dropped from the full queue. Linux: each time the kernel said
+ * the socket's buffer overflowed (how many it lost, it does not say). Not after ft_events_close. */
+uint64_t ft_events_dropped(ft_events *ev);
 /* Shuts down (as ft_events_shutdown) and frees. Once, when no other thread uses ev any more. */
 void ft_events_close(ft_events *ev);
 

@@ -276,6 +276,14 @@ void ft_events_shutdown(ft_events *ev)
     cancel(addr, addr_registered);
 }
 
+uint64_t ft_events_dropped(ft_events *ev)
+{
+    AcquireSRWLockShared(&ev->lock);
+    uint64_t n = ev->dropped;
+    ReleaseSRWLockShared(&ev->lock);
+    return n;
+}
+
 void ft_events_close(ft_events *ev)
 {
     if (!ev)

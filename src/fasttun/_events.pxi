@@ -27,6 +27,7 @@ cdef extern from "events/ft_events.h" nogil:
     int ft_events_fd(const ft_events *ev)
     int ft_events_wait(ft_events *ev, int timeout_ms, ft_err *e)
     void ft_events_shutdown(ft_events *ev)
+    uint64_t ft_events_dropped(ft_events *ev)
     int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
     void ft_events_close(ft_events *ev)
     int ft_events_test_notify(ft_events *ev, int what, int type, uint64_t luid, uint32_t ifindex, const ft_addr *a,
@@ -51,6 +52,7 @@ cdef class EventSocket:
     cdef ft_events *ev
     cdef int users          # threads inside wait(), counted under the GIL
     cdef bint closed
+    cdef uint64_t dropped_at_close
     cdef ft_device_event out[_EVENTS_PER_READ]
 
     def __cinit__(self, uint32_t ifindex, uint64_t luid=0):
@@ -70,6 +72,13 @@ cdef class EventSocket:
         if self.closed or self.ev == NULL:
             raise ValueError("the event socket is closed")
         return 0
+
+    @property
+    def dropped(self):
+        """Notifications lost so far (see ft_events_dropped); after close() the count at close."""
+        if self.closed or self.ev == NULL:
+            return self.dropped_at_close
+        return ft_events_dropped(self.ev)
 
     def fileno(self):
         self._check()
@@ -151,6 +160,7 @@ cdef class EventSocket:
         self.closed = True
         if self.ev != NULL:
             ft_events_shutdown(self.ev)
+            self.dropped_at_close = ft_events_dropped(self.ev)
             if self.users == 0:
                 ft_events_close(self.ev)
                 self.ev = NULL

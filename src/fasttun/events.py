@@ -146,6 +146,12 @@ class DeviceEvents:
                     raise
                 self._up = self._mtu = None  # Wine cannot say: the first link event sets the state
 
+    @property
+    def dropped(self) -> int:
+        """Notifications lost so far (each loss is also an "overflow" event). Windows: how many were dropped
+        from the full queue; Linux: how many times the kernel said its socket buffer overflowed."""
+        return self._sock.dropped
+
     # ---- reading ----
 
     def fileno(self) -> int:

@@ -188,6 +188,7 @@ static void test_overflow_mark(void)
     }
     CHECK(in_order);
     CHECK(n == FT_EV_QUEUE && got[n - 1].kind == FT_EV_OVERFLOW && got[n - 1].luid == LUID_A);
+    CHECK(ft_events_dropped(ev) == (uint64_t)(sent - (FT_EV_QUEUE - 1)));
     /* later notifications come after the mark, and a second loss makes a second mark */
     notify_addr(ev, ADD, LUID_A, v4(10, 0, 0, 1, 8));
     n = read_all(ev, got, 8);
@@ -316,6 +317,7 @@ static void test_producers_on_many_threads(void)
     CHECK(ordered);
     CHECK(received > 0 && received <= PRODUCERS * PER_PRODUCER);
     CHECK(received == PRODUCERS * PER_PRODUCER || marks > 0); /* a loss is always marked */
+    CHECK(received + ft_events_dropped(ev) == PRODUCERS * PER_PRODUCER); /* and counted */
     ft_events_close(ev);
 }
 
