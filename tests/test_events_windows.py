@@ -215,6 +215,26 @@ def test_close_inside_the_async_for_body(tun):
     assert wait_until(lambda: not waiter_threads())
 
 
+def test_one_device_events_iterated_by_two_loops_one_after_the_other(tun):
+    async def first(events: DeviceEvents) -> list[tuple[str, object]]:
+        asyncio.get_running_loop().call_later(0.05, lambda: address(events, ADD, "10.87.0.1/24"))
+        return kinds([await events.__anext__()])
+
+    async def second(events: DeviceEvents) -> list[tuple[str, object]]:
+        await asyncio.sleep(0)
+        return kinds([await events.__anext__(), await events.__anext__()])
+
+    with open_events(tun) as events:
+        assert run(first(events)) == [("address-added", "10.87.0.1/24")]
+        # between the loops: the waiter thread keeps what it reads for the next one
+        address(events, ADD, "10.87.0.2/24")
+        assert wait_until(lambda: bool(events._raw))
+        threading.Timer(0.2, address, (events, ADD, "10.87.0.3/24")).start()
+        assert run(second(events)) == [("address-added", "10.87.0.2/24"), ("address-added", "10.87.0.3/24")]
+        assert len(waiter_threads()) == 1
+    assert wait_until(lambda: not waiter_threads())
+
+
 def test_a_dropped_device_events_ends_its_waiter_thread(tun):
     async def main() -> None:
         events = open_events(tun)

@@ -74,11 +74,11 @@ def _settle(future: asyncio.Future[None]) -> None:
 RawEvent = tuple[int, int, int, int, int, bytes, int, str]
 
 
-def _wait_in_thread(sock: _core.EventSocket, loop: asyncio.AbstractEventLoop,
-                    owner: weakref.ReferenceType[DeviceEvents]) -> None:
+def _wait_in_thread(sock: _core.EventSocket, owner: weakref.ReferenceType[DeviceEvents]) -> None:
     """Windows: the waiter thread of one DeviceEvents. Blocks in C until notifications are queued, reads them
-    and hands them to the loop in one call; ends when the socket is closed (close(), or the DeviceEvents was
-    collected) or the loop is. Holds the DeviceEvents only weakly, so dropping it ends the thread."""
+    and hands them over (one call_soon_threadsafe per wake-up, to the loop iterating now); ends when the socket
+    is closed (close(), or the DeviceEvents was collected). Holds the DeviceEvents only weakly, and only while
+    handing over, so dropping it ends the thread."""
     while True:
         try:
             if not sock.wait(None, interruptible=False):
@@ -88,18 +88,18 @@ def _wait_in_thread(sock: _core.EventSocket, loop: asyncio.AbstractEventLoop,
             return
         if not events:
             continue
-        try:
-            loop.call_soon_threadsafe(_deliver, owner, events)
-        except RuntimeError:  # the loop is closed
+        target = owner()
+        if target is None:
             return
+        target._hand_over(events)
+        del target
 
 
-def _deliver(owner: weakref.ReferenceType[DeviceEvents], events: list[RawEvent]) -> None:
-    events_of = owner()
-    if events_of is not None:
-        events_of._raw.extend(events)
-        if events_of._ready is not None:
-            _settle(events_of._ready)
+def _deliver(owner: weakref.ReferenceType[DeviceEvents]) -> None:
+    """On the loop: wakes the iterator waiting for what the waiter thread handed over."""
+    target = owner()
+    if target is not None and target._ready is not None:
+        _settle(target._ready)
 
 
 class DeviceEvents:
@@ -129,8 +129,11 @@ class DeviceEvents:
         self._mtu: Optional[int] = None
         self._removed = False
         self._pending: list[DeviceEvent] = []
-        # Windows: what the waiter thread read, not yet decoded; the future it settles; the thread.
+        # Windows: what the waiter thread read, not yet decoded (under _raw_lock); the loop iterating and the
+        # future it waits on; the thread.
         self._raw: list[RawEvent] = []
+        self._raw_lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._ready: Optional[asyncio.Future[None]] = None
         self._waiter: Optional[threading.Thread] = None
         # Dropped without close(): the notifications stop and a waiter thread ends (never joined here).
@@ -163,7 +166,8 @@ class DeviceEvents:
     def poll(self) -> list[DeviceEvent]:
         """The events that happened since the last call, without blocking."""
         out, self._pending = self._pending, []
-        raw, self._raw = self._raw, []
+        with self._raw_lock:
+            raw, self._raw = self._raw, []
         for kind, index, flags, mtu, family, packed, prefix, name in raw + self._sock.read():
             if name:
                 self.name = name
@@ -238,15 +242,33 @@ class DeviceEvents:
     async def _delivered(self) -> None:
         """Windows: until the waiter thread hands something over (or close())."""
         loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        with self._raw_lock:
+            self._loop = loop
+            handed = bool(self._raw)  # between poll() and now
+        if handed:
+            _settle(self._ready)
         if self._waiter is None:
-            self._waiter = threading.Thread(target=_wait_in_thread, args=(self._sock, loop, weakref.ref(self)),
+            self._waiter = threading.Thread(target=_wait_in_thread, args=(self._sock, weakref.ref(self)),
                                             name=f"fasttun-events-{self.name}", daemon=True)
             self._waiter.start()
-        self._ready = loop.create_future()
         try:
             await self._ready
         finally:
             self._ready = None
+            with self._raw_lock:
+                self._loop = None
+
+    def _hand_over(self, events: list[RawEvent]) -> None:
+        """Windows, on the waiter thread: keeps what it read and wakes the loop iterating, if one is."""
+        with self._raw_lock:
+            self._raw.extend(events)
+            loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(_deliver, weakref.ref(self))
+            except RuntimeError:  # that loop is closed: the events wait for the next poll()
+                pass
 
     async def _readable(self) -> None:
         loop = asyncio.get_running_loop()
