@@ -10,6 +10,7 @@ close() or "removed", and a DeviceEvents dropped without close(). Real notificat
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
 import ipaddress
@@ -146,6 +147,19 @@ def test_get_is_woken_by_a_notification_from_another_thread(tun):
             assert kinds(events.get(30.0)) == [("address-added", "10.82.0.1/24")]
         finally:
             timer.join()
+
+
+def test_ctrl_c_interrupts_a_waiting_get(tun):
+    with open_events(tun) as events:
+        timer = threading.Timer(0.2, _thread.interrupt_main)  # as SIGINT: the flag the C wait's slices check
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            events.get(30.0)
+        assert time.monotonic() - t0 < 10.0
+        timer.join()
+        address(events, ADD, "10.88.0.1/24")  # still usable
+        assert kinds(events.get(1.0)) == [("address-added", "10.88.0.1/24")]
 
 
 def test_close_on_another_thread_ends_a_waiting_get(tun):
