@@ -19,7 +19,8 @@ from typing import Iterable, Optional
 CSRC = Path(__file__).resolve().parent
 
 # core: the device interface, the reader thread, the in-memory pair, ICMP helpers and the OS-layer contract.
-# offload: virtio-net headers, splitting and coalescing. events: rtnetlink device events (a stub elsewhere).
+# offload: virtio-net headers, splitting and coalescing. events: device events (rtnetlink on Linux, IP Helper
+# notifications on Windows in ft_events_win.c, a stub elsewhere).
 # posix / windows: the OS layer. linux: the TUN backend and rtnetlink configuration. wintun: the Wintun backend,
 # its DLL loader and IP Helper configuration. udp: the UDP endpoint backend.
 PLATFORMS = {

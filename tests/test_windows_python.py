@@ -1,7 +1,7 @@
 """fasttun's Python layer on Windows CPython, under Wine: the extension cross-built for the official 64-bit
 CPython 3.11 (tests/wine/winpy.py) and the Windows sub-suite run there: the pair, aio, packaging, the Wintun
 backend through the Python API against our fake wintun.dll (tests/test_wintun_python.py), ``fasttun info`` and
-``fasttun bench pair``. The build is cached under tests/.build/winpy/.
+``fasttun bench pair``, device events (tests/test_events_windows.py). The build is cached under tests/.build/winpy/.
 
 Outside CI a missing tool skips with the install hint; in CI (CI set) it fails instead."""
 
@@ -77,7 +77,8 @@ def test_the_windows_sub_suite_passes_under_wine(crt: str) -> None:
     # Every module of the sub-suite ran, and the Wintun tests in full: the loader, the CLI, the ring faults.
     # JUnit class names are "tests.test_aio" or, for test classes, "tests.test_aio.TestPairOnDefaultLoop".
     modules = {next(p for p in t.split("::")[0].split(".") if p.startswith("test_")) for t in passed}
-    assert {"test_pair", "test_aio", "test_packaging", "test_wintun_python", "test_windows"} <= modules, modules
+    assert {"test_pair", "test_aio", "test_packaging", "test_wintun_python", "test_windows",
+            "test_events_windows"} <= modules, modules
     wintun = [t for t in passed if "test_wintun_python" in t]
     for name in ("test_loader_errors_and_planted_dlls_are_never_loaded", "test_the_package_copy_of_the_dll_is_used",
                  "test_fasttun_info_on_windows", "test_fasttun_bench_pair_on_windows",

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #ifdef __linux__
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <net/if.h>
@@ -21,7 +24,10 @@
 
 struct ft_events {
     int fd;
+    int wake;                /* an eventfd ft_events_shutdown makes readable, for ft_events_wait */
+    atomic_int shut;
     uint32_t ifindex;
+    uint64_t overflows;      /* ENOBUFS seen by ft_events_read */
     size_t len;              /* bytes of the datagram in buf */
     size_t pos;              /* where the next message starts */
     unsigned char buf[EV_BUF];
@@ -35,6 +41,8 @@ ft_events *ft_events_open(uint32_t ifindex, ft_err *e)
         return NULL;
     }
     ev->ifindex = ifindex;
+    atomic_init(&ev->shut, 0);
+    ev->wake = -1;
     ev->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
     if (ev->fd < 0) {
         ft_fail_os(e, errno, "cannot open a NETLINK_ROUTE socket for device events");
@@ -48,6 +56,11 @@ ft_events *ft_events_open(uint32_t ifindex, ft_err *e)
         ft_fail_os(e, errno, "cannot subscribe to rtnetlink's link and address groups");
         goto fail_socket;
     }
+    ev->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev->wake < 0) {
+        ft_fail_os(e, errno, "cannot create the wake-up eventfd of an event socket");
+        goto fail_socket;
+    }
     return ev;
 fail_socket:
     close(ev->fd);
@@ -56,14 +69,53 @@ fail_alloc:
     return NULL;
 }
 
+ft_events *ft_events_open_luid(uint64_t luid, ft_err *e)
+{
+    (void)luid;
+    ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "an interface LUID names a Windows interface; on Linux give its index");
+    return NULL;
+}
+
 int ft_events_fd(const ft_events *ev) { return ev->fd; }
+
+int ft_events_wait(ft_events *ev, int timeout_ms, ft_err *e)
+{
+    struct pollfd fds[2] = {{.fd = ev->fd, .events = POLLIN}, {.fd = ev->wake, .events = POLLIN}};
+    if (atomic_load(&ev->shut))
+        return FT_ECLOSED;
+    int r = poll(fds, 2, timeout_ms < 0 ? -1 : timeout_ms);
+    if (atomic_load(&ev->shut))
+        return FT_ECLOSED;
+    if (r < 0)
+        return errno == EINTR ? FT_ETIMEDOUT : ft_fail_os(e, errno, "waiting for device events failed");
+    return r == 0 ? FT_ETIMEDOUT : 1;
+}
+
+void ft_events_shutdown(ft_events *ev)
+{
+    if (!ev || atomic_exchange(&ev->shut, 1))
+        return;
+    uint64_t one = 1;
+    ssize_t w = write(ev->wake, &one, sizeof(one));
+    (void)w; /* an eventfd that cannot take 1 is readable already */
+}
+
+uint64_t ft_events_dropped(ft_events *ev) { return ev->overflows; }
 
 void ft_events_close(ft_events *ev)
 {
     if (!ev)
         return;
     close(ev->fd);
+    close(ev->wake);
     free(ev);
+}
+
+int ft_events_test_notify(ft_events *ev, int what, int type, uint64_t luid, uint32_t ifindex, const ft_addr *a,
+                          uint32_t mtu, int connected, ft_err *e)
+{
+    (void)ev, (void)what, (void)type, (void)luid, (void)ifindex, (void)a, (void)mtu, (void)connected;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "notification callbacks are Windows'");
 }
 
 static void copy_name(ft_device_event *out, const struct rtattr *rta)
@@ -160,6 +212,8 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
     int n = 0;
     if (max <= 0)
         return ft_fail(e, FT_EINVAL, EINVAL, "room for at least one event is needed, got %d", max);
+    if (atomic_load(&ev->shut))
+        return ft_fail(e, FT_ECLOSED, EBADF, "the event socket is shut down");
     while (n < max) {
         if (ev->pos >= ev->len) {
             ssize_t got = recv(ev->fd, ev->buf, sizeof(ev->buf), MSG_DONTWAIT);
@@ -167,6 +221,7 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                     break;
                 if (errno == ENOBUFS) {
+                    ev->overflows++;
                     memset(&out[n], 0, sizeof(out[n]));
                     out[n].kind = FT_EV_OVERFLOW;
                     out[n].ifindex = ev->ifindex;
@@ -185,13 +240,43 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
-#else /* not Linux */
+#elif !defined(_WIN32) /* neither Linux nor Windows (events/ft_events_win.c) */
+
+#define NO_EVENTS "device events come from rtnetlink on Linux and the IP Helper API on Windows; this system has neither"
 
 ft_events *ft_events_open(uint32_t ifindex, ft_err *e)
 {
     (void)ifindex;
-    ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "device events come from rtnetlink, which only Linux has");
+    ft_fail(e, FT_EUNSUPPORTED, ENOSYS, NO_EVENTS);
     return NULL;
+}
+
+ft_events *ft_events_open_luid(uint64_t luid, ft_err *e)
+{
+    (void)luid;
+    ft_fail(e, FT_EUNSUPPORTED, ENOSYS, NO_EVENTS);
+    return NULL;
+}
+
+int ft_events_wait(ft_events *ev, int timeout_ms, ft_err *e)
+{
+    (void)ev, (void)timeout_ms;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, NO_EVENTS);
+}
+
+void ft_events_shutdown(ft_events *ev) { (void)ev; }
+
+uint64_t ft_events_dropped(ft_events *ev)
+{
+    (void)ev;
+    return 0;
+}
+
+int ft_events_test_notify(ft_events *ev, int what, int type, uint64_t luid, uint32_t ifindex, const ft_addr *a,
+                          uint32_t mtu, int connected, ft_err *e)
+{
+    (void)ev, (void)what, (void)type, (void)luid, (void)ifindex, (void)a, (void)mtu, (void)connected;
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, NO_EVENTS);
 }
 
 int ft_events_fd(const ft_events *ev)
@@ -205,7 +290,7 @@ int ft_events_read(ft_events *ev, ft_device_event *out, int max, ft_err *e)
     (void)ev;
     (void)out;
     (void)max;
-    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "device events come from rtnetlink, which only Linux has");
+    return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, NO_EVENTS);
 }
 
 void ft_events_close(ft_events *ev) { (void)ev; }

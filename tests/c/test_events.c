@@ -1,10 +1,13 @@
 /* test_events.c - the rtnetlink notification decoder of events/ft_events.c on messages built here: well-formed
  * link and address messages, other interfaces' messages, and malformed ones (short, lying lengths, attributes
- * past the end, random bytes). Run under ASan/UBSan by tests/test_events.py. */
+ * past the end, random bytes); ft_events_wait woken by ft_events_shutdown on another thread. Run under ASan/UBSan
+ * by tests/test_events.py. */
 #define _DEFAULT_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <net/if.h>
 #include <linux/netlink.h>
@@ -147,9 +150,42 @@ static void test_malformed_messages(void)
     CHECK(1);
 }
 
+static void *wait_forever(void *arg)
+{
+    ft_err e;
+    static int result;
+    result = ft_events_wait(arg, -1, &e);
+    return &result;
+}
+
+/* ft_events_wait and ft_events_shutdown on a real socket: a timeout, then a thread waiting without end woken. */
+static void test_wait_and_shutdown(void)
+{
+    ft_err e;
+    ft_events *ev = ft_events_open(0, &e);
+    CHECK(ev != NULL);
+    if (!ev)
+        return;
+    CHECK(ft_events_open_luid(1, &e) == NULL && e.status == FT_EUNSUPPORTED);
+    CHECK(ft_events_dropped(ev) == 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, wait_forever, ev) == 0);
+    struct timespec pause = {0, 30 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    ft_events_shutdown(ev);
+    void *result = NULL;
+    CHECK(pthread_join(t, &result) == 0 && result && *(int *)result == FT_ECLOSED);
+    CHECK(ft_events_wait(ev, 1000, &e) == FT_ECLOSED);
+    ft_device_event out[4];
+    CHECK(ft_events_read(ev, out, 4, &e) == FT_ECLOSED);
+    ft_events_shutdown(ev); /* again: harmless */
+    ft_events_close(ev);
+}
+
 int main(void)
 {
     test_well_formed_messages();
     test_malformed_messages();
+    test_wait_and_shutdown();
     return check_summary();
 }
