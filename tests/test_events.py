@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 
 import pytest
 
@@ -90,6 +92,27 @@ def test_a_device_is_named_by_tun_name_or_index(netns):
         DeviceEvents("no-such-dev0")
 
 
+def test_close_from_another_thread_ends_a_waiting_get(netns):
+    # get() waits in C on the socket and on close: it returns at once instead of waiting out its timeout (or
+    # forever, with timeout=None, on a descriptor number that may already be reused).
+    with fasttun.Tun("ftev0") as tun:
+        events = DeviceEvents(tun)
+        out: list[object] = []
+
+        def wait() -> None:
+            start = time.monotonic()
+            out.append(events.get(None))
+            out.append(time.monotonic() - start)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.2)
+        events.close()
+        t.join(5.0)
+        assert not t.is_alive()
+        assert out[0] == [] and out[1] < 2.0
+
+
 class AsyncEventTests(Loop):
     def test_async_for_sees_the_changes_and_ends_when_the_device_goes(self, netns):
         tun = fasttun.Tun("ftev0")
@@ -114,6 +137,31 @@ class AsyncEventTests(Loop):
         # Deleting a device that is up takes it down and its addresses away first; "removed" is the last event.
         assert sorted(got[3:-1]) == [("address-removed", "10.207.0.1/24"), ("down", 1420)]
         assert got[-1] == ("removed", None)
+
+
+    def test_close_from_another_task_ends_async_for(self, netns):
+        # The socket is taken out of the loop before it is closed: the iteration ends instead of waiting for a
+        # descriptor that can no longer become readable.
+        with fasttun.Tun("ftev0") as tun:
+            async def main() -> list[DeviceEvent]:
+                events = DeviceEvents(tun)
+                asyncio.get_running_loop().call_later(0.1, events.close)
+                return [event async for event in events]
+
+            assert self.run(main(), timeout=5) == []
+
+    def test_close_from_another_thread_ends_async_for(self, netns):
+        with fasttun.Tun("ftev0") as tun:
+            async def main() -> list[DeviceEvent]:
+                events = DeviceEvents(tun)
+                closer = threading.Timer(0.1, events.close)
+                closer.start()
+                try:
+                    return [event async for event in events]
+                finally:
+                    closer.join()
+
+            assert self.run(main(), timeout=5) == []
 
 
 class TestEventsOnDefaultLoop(AsyncEventTests, DefaultLoop):

@@ -3,7 +3,7 @@
     from fasttun.events import DeviceEvents
 
     with DeviceEvents(tun) as events:
-        for event in events.get(timeout=1.0):      # blocking (select), or events.poll() without blocking
+        for event in events.get(timeout=1.0):      # blocking (in C), or events.poll() without blocking
             print(event.kind, event.mtu, event.address)
 
     async with DeviceEvents(tun) as events:
@@ -36,7 +36,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import errno
-import select
 import socket
 import sys
 import threading
@@ -136,6 +135,9 @@ class DeviceEvents:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._ready: Optional[asyncio.Future[None]] = None
         self._waiter: Optional[threading.Thread] = None
+        # Linux: the loop, descriptor and future of an async iteration waiting on the socket; set by close().
+        self._watch: Optional[tuple[asyncio.AbstractEventLoop, int, asyncio.Future[None]]] = None
+        self._closing = False
         # Dropped without close(): the notifications stop and a waiter thread ends (never joined here).
         self._finalizer = weakref.finalize(self, self._sock.close)
         self._state_from(device)
@@ -208,13 +210,10 @@ class DeviceEvents:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return []
-            if _WINDOWS:
-                try:
-                    self._sock.wait(left)  # in C, the GIL released, in slices (Ctrl-C)
-                except ValueError:
-                    return []  # closed by another thread while waiting
-            else:
-                select.select([self._sock.fileno()], [], [], left)
+            try:
+                self._sock.wait(left)  # in C, the GIL released, in slices (Ctrl-C)
+            except ValueError:
+                return []  # closed by another thread while waiting
 
     # ---- asyncio ----
 
@@ -222,7 +221,7 @@ class DeviceEvents:
         return self
 
     async def __anext__(self) -> DeviceEvent:
-        if _WINDOWS and not self._finalizer.alive:  # closed: nothing more, not even what was taken already
+        if self._closing or not self._finalizer.alive:  # closed: nothing more, not even what was taken already
             raise StopAsyncIteration
         while not self._pending:
             events = self.poll()
@@ -237,6 +236,8 @@ class DeviceEvents:
                     raise StopAsyncIteration
             else:
                 await self._readable()
+                if self._closing:
+                    raise StopAsyncIteration
         return self._pending.pop(0)
 
     async def _delivered(self) -> None:
@@ -271,20 +272,54 @@ class DeviceEvents:
                 pass
 
     async def _readable(self) -> None:
+        """Linux: until the socket is readable (or close(), which unhooks it from the loop first)."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         fd = self._sock.fileno()
         loop.add_reader(fd, _settle, ready)
+        self._watch = (loop, fd, ready)
         try:
             await ready
         finally:
+            if self._watch is not None:
+                self._watch = None
+                loop.remove_reader(fd)
+
+    def _unwatch(self) -> None:
+        """Linux, in close(): takes the socket out of the loop waiting on it before the socket is closed (a
+        closed descriptor would never become readable, and its number may be reused), on that loop's thread."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        loop, fd, ready = watch
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
             loop.remove_reader(fd)
+            _settle(ready)
+            return
+        unhooked = threading.Event()
+
+        def unhook() -> None:
+            loop.remove_reader(fd)
+            _settle(ready)
+            unhooked.set()
+
+        try:
+            loop.call_soon_threadsafe(unhook)
+        except RuntimeError:  # that loop is closed: nothing waits on it any more
+            return
+        unhooked.wait(1.0)
 
     # ---- lifetime ----
 
     def close(self) -> None:
         """Stops the events; on Windows it ends a get() waiting in another thread and the waiter thread of
         ``async for`` (joined here briefly unless called from it)."""
+        self._closing = True
+        self._unwatch()
         self._finalizer()
         if self._ready is not None:
             _settle(self._ready)
