@@ -2,7 +2,12 @@
 pings an address behind the device; the responder reads each echo request and writes the reply back.
 fasttun's reader with a Python responder (default adaptive spin, and spinning always) versus the same
 responder in C (poll, then one read() and one write() per packet; the baseline). After the pings, the
-responder idles with the device up and its CPU use is measured (process CPU time / wall time)."""
+responder idles with the device up and its CPU use is measured (process CPU time / wall time).
+
+On a machine with two CPUs or more, the responder (the reader thread, or the C process) runs on one and ping
+with this harness on another, in every variant: ping busy-waits between its pings at this interval and took a
+whole CPU, so where the scheduler put the responder (next to ping, or on the idle CPU) moved p50 by tens of
+microseconds from run to run."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from fasttun._bench import devices
 from fasttun._bench.packets import echo_reply
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
-from fasttun._bench.system import Child, cpu_seconds_of, namespace, run, tool
+from fasttun._bench.system import Child, cpu_pair, cpu_seconds_of, namespace, pinned, run, tool
 
 ADDRESS = "10.201.3.1/24"
 TARGET = "10.201.3.2"
@@ -59,16 +64,24 @@ class LatencyScenario:
         """RTTs in microseconds, loss in percent, and how long the pings took."""
         exe = tool("ip")
         assert exe is not None
+        cpus = cpu_pair()
         t0 = time.perf_counter()
-        proc = run([exe, "netns", "exec", self.ns, "ping", "-n", "-i", str(INTERVAL), "-c", str(self.count),
-                    "-W", "1", "-s", str(PING_BYTES), TARGET],
-                   timeout=self.count * INTERVAL + 30, check=False)
+        with pinned(None if cpus is None else cpus[1]):
+            proc = run([exe, "netns", "exec", self.ns, "ping", "-n", "-i", str(INTERVAL), "-c", str(self.count),
+                        "-W", "1", "-s", str(PING_BYTES), TARGET],
+                       timeout=self.count * INTERVAL + 30, check=False)
         seconds = time.perf_counter() - t0
         rtts = [float(m) * 1000.0 for m in re.findall(r"time=([\d.]+) ms", proc.stdout)]
         loss = re.search(r"([\d.]+)% packet loss", proc.stdout)
         if not rtts:
             raise RuntimeError(f"ping got no reply: {(proc.stdout + proc.stderr).strip()[-300:]}")
         return rtts, float(loss.group(1)) if loss else 100.0, seconds
+
+    @staticmethod
+    def _responder_cpu() -> contextlib.AbstractContextManager[None]:
+        """The responder (a thread started or a process spawned in the body) on the first CPU, ping elsewhere."""
+        cpus = cpu_pair()
+        return pinned(None if cpus is None else cpus[0])
 
     def _sample(self, rtts: list[float], loss: float, seconds: float, idle_cpu: float) -> Sample:
         pps = len(rtts) / seconds
@@ -95,7 +108,8 @@ class LatencyScenario:
                 if replies:
                     tun.send_batch(replies)
 
-            with tun.start_reader(on_batch, batch_size=settings.batch, spin_us=SPIN_US, adaptive=adaptive):
+            with self._responder_cpu(), \
+                    tun.start_reader(on_batch, batch_size=settings.batch, spin_us=SPIN_US, adaptive=adaptive):
                 rtts, loss, seconds = self._ping()
                 idle = self._idle_cpu(None)
             return self._sample(rtts, loss, seconds, idle)
@@ -104,7 +118,7 @@ class LatencyScenario:
         responder = settings.baselines.path("ftb_echo")
         with devices.fasttun_device(self.ns, "ftblat0", ADDRESS) as tun:
             fd = tun.fileno()
-            with Child([str(responder), "-f", str(fd)], pass_fds=(fd,), stdin=True) as child:
+            with self._responder_cpu(), Child([str(responder), "-f", str(fd)], pass_fds=(fd,), stdin=True) as child:
                 if child.readline(timeout=10).strip() != "ready":
                     raise RuntimeError("the C responder did not start")
                 rtts, loss, seconds = self._ping()
