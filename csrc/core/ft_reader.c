@@ -173,23 +173,38 @@ static void reader_loop(ft_reader *r)
 
 /* ---- pipelined: one thread reads into the next arena while the callback runs on the previous one --------- */
 
-/* While packets flow fast (the spin policy says hot), a hand-off between the two threads is a matter of
- * microseconds: each side spins up to spin_us for the other before it sleeps on an event, which would cost a
- * wake-up and a context switch per batch. Returns when `filled` is no longer `busy` (or the time is up, or
- * reading ended or a stop came); the caller rechecks under the lock either way. */
-static void pipeline_spin(ft_reader *r, int busy)
+/* While packets flow fast (the spin policy says hot), a hand-off between the two threads can be a matter of
+ * microseconds, less than the wake-up and context switch of sleeping on an event. So the waiting side spins
+ * up to spin_us for the other first, but only while that works: a spin that runs out (the other side takes
+ * longer, as when the callback is faster than the device's reads) stops this side spinning for the next
+ * SPIN_BACKOFF hand-offs, so the faster side does not burn a CPU the busy one could use. */
+#define SPIN_BACKOFF 64u
+
+typedef struct handoff {
+    uint32_t skip;  /* hand-offs left before this side tries spinning again */
+} handoff;
+
+/* Returns when `filled` is no longer `busy` (or the time is up, or reading ended or a stop came); the caller
+ * rechecks under the lock either way. */
+static void pipeline_spin(ft_reader *r, handoff *h, int busy)
 {
     pipeline *pl = &r->pl;
     uint64_t spin_ns = (uint64_t)r->cfg.spin_us * 1000u;
     if (spin_ns == 0 || !ft_atomic_load(&pl->hot))
         return;
+    if (h->skip > 0) {
+        h->skip--;
+        return;
+    }
     uint64_t start = ft_now_ns();
     for (uint32_t n = 1;; n++) {
         if (ft_atomic_load(&pl->filled) != busy || ft_atomic_load(&pl->read_done) || ft_atomic_load(&r->stop))
             return;
         ft_cpu_relax();
-        if (n % 64 == 0 && ft_now_ns() - start >= spin_ns)
+        if (n % 64 == 0 && ft_now_ns() - start >= spin_ns) {
+            h->skip = SPIN_BACKOFF;
             return;
+        }
     }
 }
 
@@ -201,9 +216,10 @@ static void pipeline_read(void *arg)
     pipeline *pl = &r->pl;
     spin_policy sp;
     spin_init(r, &sp);
+    handoff h = {0};
     for (;;) {
         if (ft_atomic_load(&pl->filled) == (int)pl->depth)
-            pipeline_spin(r, (int)pl->depth);
+            pipeline_spin(r, &h, (int)pl->depth);
         ft_mutex_lock(pl->lock);
         if (ft_atomic_load(&pl->filled) == (int)pl->depth) {
             pl->reader_waiting = 1;
@@ -253,9 +269,10 @@ static void pipeline_deliver(ft_reader *r)
 {
     pipeline *pl = &r->pl;
     int stopped_by_callback = 0;
+    handoff h = {0};
     for (;;) {
         if (ft_atomic_load(&pl->filled) == 0)
-            pipeline_spin(r, 0);
+            pipeline_spin(r, &h, 0);
         ft_mutex_lock(pl->lock);
         if (ft_atomic_load(&pl->filled) == 0) {
             if (ft_atomic_load(&pl->read_done)) {
