@@ -201,3 +201,28 @@ def test_packets_are_bytes_like_everywhere_a_memoryview_was():
     aead = pytest.importorskip("cryptography.hazmat.primitives.ciphers.aead")
     box = aead.ChaCha20Poly1305(bytes(32))  # pyo3's buffer extraction wants shape and strides filled in
     assert box.decrypt(bytes(12), box.encrypt(bytes(12), p, None), None) == bytes(p)
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+@pytest.mark.parametrize("end", ["stop", "close"])
+def test_stop_and_close_are_prompt_while_both_sides_spin(pipeline, end):
+    # With the longest spin allowed (1 s) and spinning always on, the reading side spins on the empty device and
+    # the delivering side on the empty hand-off: a stop or a close still ends both at once.
+    a, b = fasttun.pair()
+    got: list[int] = []
+    reader = b.start_reader(lambda batch: got.append(len(batch)), pipeline=pipeline, spin_us=1_000_000,
+                            adaptive=False)
+    a.send_batch([minimal_ipv4(60, i) for i in range(100)])
+    assert wait_until(lambda: sum(got) == 100)
+    time.sleep(0.05)  # both sides are in their spins now
+    t0 = time.monotonic()
+    if end == "stop":
+        assert reader.stop(timeout=5)
+    else:
+        b.close()
+        assert wait_until(lambda: not reader.running, timeout=5)
+        reader.stop()
+    assert time.monotonic() - t0 < 0.5
+    assert reader.stats.spins > 0
+    a.close()
+    b.close()

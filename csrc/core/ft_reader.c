@@ -198,7 +198,8 @@ static void pipeline_spin(ft_reader *r, handoff *h, int busy)
     }
     uint64_t start = ft_now_ns();
     for (uint32_t n = 1;; n++) {
-        if (ft_atomic_load(&pl->filled) != busy || ft_atomic_load(&pl->read_done) || ft_atomic_load(&r->stop))
+        if (ft_atomic_load(&pl->filled) != busy || ft_atomic_load(&pl->read_done) || ft_atomic_load(&r->stop) ||
+            ft_atomic_load(&r->dev->closed))
             return;
         ft_cpu_relax();
         if (n % 64 == 0 && ft_now_ns() - start >= spin_ns) {
