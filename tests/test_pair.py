@@ -480,3 +480,29 @@ def test_a_waiting_sender_is_woken_once_half_the_ring_is_free():
     finally:
         a.close()
         b.close()
+
+
+def test_a_waiting_sender_finds_room_the_reader_left_short_of_half():
+    # The reader takes one packet from a full ring of 8 and stops: no wake-up comes (7 of 8 still queued), but
+    # the sender tries again at the end of its 100 ms wait slice, and the packet goes long before its timeout.
+    a, b = fasttun.pair(capacity=8)
+    try:
+        assert a.send_batch([minimal_ipv4(60, i) for i in range(8)]) == 8
+        result: list[object] = []
+
+        def send() -> None:
+            start = time.monotonic()
+            result.append(a.send(minimal_ipv4(60, 8), on_full="wait", timeout=5.0))
+            result.append(time.monotonic() - start)
+
+        t = threading.Thread(target=send)
+        t.start()
+        time.sleep(0.05)
+        assert seq_of(b.recv(timeout=1.0)) == 0
+        t.join(5.0)
+        assert result[0] == 1 and result[1] < 1.0, result
+        assert [seq_of(b.recv(timeout=1.0)) for _ in range(8)] == list(range(1, 9))
+        assert a.stats.tx_dropped_full == 0
+    finally:
+        a.close()
+        b.close()
