@@ -55,8 +55,8 @@ def main(argv: list[str]) -> int:
             def on_batch(batch: fasttun.Batch) -> None:
                 received[0] += len(batch)
                 if args.answer_pings:
-                    replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
-                    if replies:
+                    replies = icmp.echo_replies(batch)
+                    if replies is not None:
                         tun.send_batch(replies)
                 if args.count and received[0] >= args.count:
                     stop.set()

@@ -42,10 +42,11 @@ async def serve(tun: fasttun.Tun, batch_size: int) -> tuple[int, int, int]:
         print(f"echo_async: answering pings behind {tun.name} ({', '.join(map(str, tun.addresses))}) on "
               f"{type(loop).__module__}.{type(loop).__name__}; stop with Ctrl-C", flush=True)
         async for batch in stream:
-            replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
-            ignored += len(batch) - len(replies)
-            if replies:
-                requests += len(replies)
+            replies = icmp.echo_replies(batch)
+            answered = 0 if replies is None else len(replies)
+            ignored += len(batch) - answered
+            if replies is not None:
+                requests += answered
                 replied += await aio.send_batch(tun, replies)
     return requests, replied, ignored
 

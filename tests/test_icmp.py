@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
@@ -75,3 +76,73 @@ def test_checksum_matches_an_independent_one():
         assert icmp.checksum(data, 0x1234) == checksum(data, 0x1234)
     with pytest.raises(TypeError, match="bytes-like"):
         icmp.checksum("text")
+
+
+def _mixed_packets(rng: random.Random, n: int) -> list[bytes]:
+    kinds = [
+        lambda i: icmp4_echo("10.0.0.1", "10.0.0.2", i, i, os.urandom(rng.randrange(0, 100))),
+        lambda i: icmp6_echo("fd00::1", "fd00::2", i, i, os.urandom(rng.randrange(0, 100))),
+        lambda i: minimal_ipv4(60, i),
+        lambda i: icmp4_echo("10.0.0.1", "10.0.0.2", i, i, b"reply", request=False),
+        lambda i: icmp4_echo("10.0.0.1", "10.0.0.2", i, i, b"short")[:-1],
+        lambda i: icmp4_echo("10.0.0.1", "10.0.0.2", i, i, b"trailer") + b"\0" * rng.randrange(1, 9),
+    ]
+    return [rng.choice(kinds)(i) for i in range(n)]
+
+
+def test_echo_replies_of_a_batch_are_the_per_packet_replies_in_order():
+    rng = random.Random(7)
+    for n in (1, 2, 17, 300):
+        packets = _mixed_packets(rng, n)
+        want = [r for r in map(icmp.echo_reply, packets) if r is not None]
+        got = icmp.echo_replies(fasttun.make_batch(packets))
+        if not want:
+            assert got is None
+            continue
+        assert got is not None and [bytes(p) for p in got] == want
+        assert list(got.lengths) == [len(r) for r in want]
+
+
+def test_echo_replies_is_none_without_requests_and_checks_its_argument():
+    assert icmp.echo_replies(fasttun.make_batch([minimal_ipv4(60, 1), b"\x45" * 30])) is None
+    with pytest.raises(TypeError):
+        icmp.echo_replies([icmp4_echo("10.0.0.1", "10.0.0.2", 1, 1, b"x")])  # type: ignore[arg-type]
+
+
+def test_echo_replies_outlive_the_readers_batch_and_an_expired_batch_is_refused():
+    a, b = fasttun.pair()
+    kept: list[object] = []
+    try:
+        requests = [icmp4_echo("10.0.0.1", "10.0.0.2", i, i, b"p" * i) for i in range(10)]
+
+        def on_batch(batch):
+            kept.append((batch, icmp.echo_replies(batch)))
+
+        with b.start_reader(on_batch, batch_size=64):
+            a.send_batch(requests)
+            deadline = time.monotonic() + 5
+            while sum(len(r) for _, r in kept if r is not None) < 10 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        replies = [bytes(p) for _, r in kept if r is not None for p in r]
+        assert replies == [icmp.echo_reply(r) for r in requests]
+        source = kept[0][0]
+        with pytest.raises(ValueError):
+            icmp.echo_replies(source)  # the reader's batch expired with its callback
+    finally:
+        a.close()
+        b.close()
+
+
+def test_echo_replies_survive_random_corruption_like_echo_reply():
+    rng = random.Random(3)
+    seeds = [icmp4_echo("10.0.0.1", "10.0.0.2", 1, 1, b"p" * 20), icmp6_echo("fd00::1", "fd00::2", 1, 1, b"p" * 20)]
+    for _ in range(300):
+        packets = []
+        for _ in range(rng.randrange(1, 20)):
+            p = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(0, 3)):
+                p[rng.randrange(len(p))] = rng.randrange(256)
+            packets.append(bytes(p))
+        want = [r for r in map(icmp.echo_reply, packets) if r is not None]
+        got = icmp.echo_replies(fasttun.make_batch(packets))
+        assert (got is None and not want) or [bytes(p) for p in got] == want

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"a Python callback on the reader thread answers pings for {PEER4} and {PEER6}")
 
             def on_batch(batch: fasttun.Batch) -> None:
-                replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
-                if replies:
+                replies = icmp.echo_replies(batch)
+                if replies is not None:
                     answered[0] += tun.send_batch(replies)
 
             with tun.start_reader(on_batch, batch_size=64) as reader:

@@ -18,6 +18,31 @@ def icmp_echo_reply(packet):
         PyBuffer_Release(&view)
 
 
+def icmp_echo_replies(Batch batch):
+    """The echo replies to every IPv4 ICMP / IPv6 ICMPv6 echo request in batch, in order, built in C into one new
+    Batch (valid as long as it is held, also after a reader's batch expired; send it with send_batch); None if
+    the batch holds no echo request. Other packets are skipped. A reply is never longer than its request, so
+    the new batch needs no more room than the requests."""
+    batch._check()
+    cdef Arena src = batch.arena
+    cdef uint32_t n = batch.count, i, k = 0
+    if n == 0:
+        return None
+    # A reply is never longer than its request: the requests' total size bounds the new arena.
+    cdef Arena out = Arena(n, max(batch.used, 1))
+    cdef size_t used = 0, got
+    for i in range(n):
+        got = ft_icmp_echo_reply(src.data + src.offsets[i], src.lengths[i], out.data + used, out.cap - used)
+        if got:
+            out.offsets[k] = <uint32_t>used
+            out.lengths[k] = <uint32_t>got
+            used += got
+            k += 1
+    if k == 0:
+        return None
+    return _new_batch(out, k, used, False)
+
+
 def inet_checksum(data, uint32_t initial=0):
     """The Internet checksum (RFC 1071) of data, folded to 16 bits, starting from a partial sum `initial`."""
     cdef Py_buffer view

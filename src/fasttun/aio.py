@@ -4,8 +4,9 @@
 
     async with aio.batches(tun, batch_size=64) as stream:
         async for batch in stream:                     # views valid until the next iteration
-            replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
-            await aio.send_batch(tun, replies)         # waits for room (policy "wait") without blocking
+            replies = icmp.echo_replies(batch)         # one Batch of replies, or None
+            if replies is not None:
+                await aio.send_batch(tun, replies)     # waits for room (policy "wait") without blocking
 
     batch = await aio.recv_batch(tun, 64, timeout=1.0)  # one batch (empty after the timeout), yours to keep
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 import fasttun
 from fasttun._bench import devices
-from fasttun._bench.packets import echo_reply
+from fasttun.icmp import echo_replies
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
 from fasttun._bench.system import Child, cpu_pair, cpu_seconds_of, namespace, pinned, run, tool
@@ -104,8 +104,8 @@ class LatencyScenario:
     def _fasttun(self, settings: Settings, adaptive: bool) -> Sample:
         with devices.fasttun_device(self.ns, "ftblat0", ADDRESS) as tun:
             def on_batch(batch: fasttun.Batch) -> None:
-                replies = [r for r in map(echo_reply, batch) if r is not None]
-                if replies:
+                replies = echo_replies(batch)
+                if replies is not None:
                     tun.send_batch(replies)
 
             with self._responder_cpu(), \

@@ -1,13 +1,13 @@
-"""The packets the scenarios send; the responder uses the library's own echo_reply (fasttun.icmp)."""
+"""The packets the scenarios send (the latency responder uses the library's own fasttun.icmp.echo_replies)."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
 
-from fasttun.icmp import checksum, echo_reply
+from fasttun.icmp import checksum
 
-__all__ = ["checksum", "echo_reply", "udp4"]
+__all__ = ["checksum", "udp4"]
 
 
 def udp4(src: str, dst: str, size: int, dport: int = 9000, sport: int = 40000) -> bytes:
