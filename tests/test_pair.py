@@ -310,22 +310,6 @@ def test_a_burst_that_fills_a_batch_makes_the_adaptive_reader_spin_at_once(ends)
         assert reader.stats.spins > 0
 
 
-def test_a_cold_reader_hands_over_the_first_packet_after_a_sleep_at_once(ends):
-    # Woken from a sleep with packets sparse, the reader calls back with the first packet without trying the
-    # device again first (that try is a system call on the way to a reply); the rest follow in the next batch.
-    # A hot reader gathers the burst into one batch.
-    a, b = ends
-    for adaptive, want in ((True, [1, 9]), (False, [10])):
-        sizes: list[int] = []
-        with b.start_reader(lambda batch: sizes.append(len(batch)), adaptive=adaptive, spin_us=200_000):
-            time.sleep(0.1)  # idle: the adaptive reader is cold and asleep; the other one spins
-            a.send_batch([minimal_ipv4(60, i) for i in range(10)])
-            deadline = time.monotonic() + 5
-            while sum(sizes) < 10 and time.monotonic() < deadline:
-                time.sleep(0.005)
-        assert sizes == want, (adaptive, sizes)
-
-
 def test_closing_the_device_stops_its_readers(ends):
     _, b = ends
     reader = b.start_reader(lambda batch: None)

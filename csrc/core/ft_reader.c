@@ -101,16 +101,12 @@ static void spin_count(ft_reader *r, spin_policy *sp, uint32_t packets, int full
 enum { FILL_STOPPED = 0, FILL_FAILED = -1 };
 
 /* Fills b with what the device has, spinning briefly and then sleeping until at least one packet came.
- * Returns the packet count, FILL_STOPPED once a stop was requested, or FILL_FAILED with r->error set.
- * A cold reader (not spinning: packets are sparse) that woke from a sleep hands over the first packet at once,
- * without first trying the device again for more: that try is a system call on the way to a reply (a ping's
- * round trip), and at these rates it almost always finds nothing. */
+ * Returns the packet count, FILL_STOPPED once a stop was requested, or FILL_FAILED with r->error set. */
 static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
 {
     ft_device *d = r->dev;
     ft_err e;
     memset(&e, 0, sizeof(e));
-    int woke = 0;
     while (!ft_atomic_load(&r->stop)) {
         if (ft_atomic_load(&d->closed)) {
             ft_fail(&r->error, FT_ECLOSED, EBADF, "the device was closed");
@@ -118,11 +114,7 @@ static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
         }
         b->count = 0;
         b->used = 0;
-        uint32_t max = b->max;
-        if (woke && !sp->hot)
-            b->max = 1;
         int got = d->ops->recv(d, r->queue, b, &e);
-        b->max = max;
         if (got == FT_EAGAIN && sp->spin_ns > 0 && sp->hot) {
             uint64_t start = ft_now_ns(), polls = 0;
             do {
@@ -139,7 +131,6 @@ static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
             ft_atomic_add64(&r->stats.waits, 1);
             ft_atomic_add64(&d->stats.waits, 1);
             int w = ft_device_wait(d, r->queue, FT_WAIT_READ, -1, r->wake, &e);
-            woke = 1;
             if (w == FT_OK || w == FT_EWOKEN)
                 continue;
             r->error = e;
