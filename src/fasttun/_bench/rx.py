@@ -58,31 +58,23 @@ class _Drain(devices.Counter):
 _IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 
 
+def _touching(counter: _Drain) -> Callable[[fasttun.Batch], None]:
+    """Looks at every packet's first byte, as most users' callbacks do."""
+    def on_batch(batch: fasttun.Batch) -> None:
+        for p in batch:
+            p[0]
+        counter.on_batch(batch)
+    return on_batch
+
+
 def _parsing(counter: _Drain) -> Callable[[fasttun.Batch], None]:
-    """A callback that parses every packet's IPv4 header with struct (about 300 ns a packet of Python)."""
+    """Parses every packet's IPv4 header with struct (about 300 ns a packet of Python)."""
     unpack = _IPV4_HEADER.unpack_from
 
     def on_batch(batch: fasttun.Batch) -> None:
         for p in batch:
             unpack(p)
-        counter.packets += len(batch)
-        counter.bytes += batch.nbytes
-        counter.last = time.perf_counter()
-        if counter.packets >= counter.expected:
-            counter.done.set()
-    return on_batch
-
-
-def _touching(counter: _Drain) -> Callable[[fasttun.Batch], None]:
-    """A callback that looks at every packet, as most users' do."""
-    def on_batch(batch: fasttun.Batch) -> None:
-        for p in batch:
-            p[0]
-        counter.packets += len(batch)
-        counter.bytes += batch.nbytes
-        counter.last = time.perf_counter()
-        if counter.packets >= counter.expected:
-            counter.done.set()
+        counter.on_batch(batch)
     return on_batch
 
 
