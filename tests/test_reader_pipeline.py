@@ -226,3 +226,26 @@ def test_stop_and_close_are_prompt_while_both_sides_spin(pipeline, end):
     assert reader.stats.spins > 0
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+def test_the_delivering_side_sleeps_once_the_reading_side_sleeps(pipeline):
+    # While the reading thread is awake, the delivering one spins for its next batch (up to 2 ms, longer than
+    # spin_us); once the reading thread sleeps on the empty device, so does the delivering one: an idle
+    # pipelined reader costs no CPU even with spinning always on.
+    a, b = fasttun.pair()
+    got: list[int] = []
+    reader = b.start_reader(lambda batch: got.append(len(batch)), pipeline=pipeline, spin_us=1000, adaptive=False)
+    for _ in range(20):
+        a.send_batch([minimal_ipv4(60, i) for i in range(64)])
+    assert wait_until(lambda: sum(got) == 20 * 64)
+    time.sleep(0.05)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    time.sleep(0.5)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    assert cpu < 0.1 * wall, f"an idle pipelined reader used {cpu:.3f} s of CPU in {wall:.3f} s"
+    a.send(minimal_ipv4(60, 1))  # and it still wakes for the next packet
+    assert wait_until(lambda: sum(got) == 20 * 64 + 1)
+    reader.stop()
+    a.close()
+    b.close()

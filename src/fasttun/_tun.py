@@ -386,7 +386,8 @@ class Tun(_Endpoint):
             raise ValueError(f"txqueuelen must be a number of packets, None or 'auto', not {txqueuelen!r}")
         queue_len = None if auto_txq or txqueuelen is None else _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
         if isinstance(addresses, (str, bytes)):
-            raise TypeError(f"addresses must be a list of addresses like ['10.0.0.1/24'], not one {type(addresses).__name__}")
+            raise TypeError("addresses must be a list of addresses like ['10.0.0.1/24'], "
+                            f"not one {type(addresses).__name__}")
         ifaces = [_interface(a) for a in addresses]
         self._policy = _policy(on_full)
         self._send_timeout = send_timeout
@@ -671,7 +672,9 @@ class Tun(_Endpoint):
         ``pipeline``: batches in flight per queue. 0 (default): one thread reads a batch, then calls back. 2..8: a
         second thread reads the next batch while the callback runs on the previous one, so the kernel's work and
         Python's overlap on a machine with cores to spare; batches keep their order, and when every batch is in
-        flight the device's own queue absorbs the back-pressure (its drops are counted as usual)."""
+        flight the device's own queue absorbs the back-pressure (its drops are counted as usual). While the
+        reader is hot, the callback's thread spins for its next batch as long as the reading thread is awake (at
+        most 2 ms) and the reading thread for a free batch up to ``spin_us``; ``spin_us=0`` never spins."""
         return self._start_readers(self.queues, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
