@@ -38,7 +38,8 @@ forward secrecy.
 With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
 on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
 ``recv_batch(timeout=0)``; ``--asyncio aio`` takes the TUN device's batches from ``fasttun.aio.batches``
-instead (see ``fasttun bench tunnel`` and the README for how the two compare). Sends never wait there (a full socket buffer drops and counts).
+instead (see ``fasttun bench tunnel`` and the README for how the two compare). Sends never wait there (a full
+socket buffer drops and counts).
 
 Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 

@@ -6,7 +6,6 @@ import ipaddress
 import struct
 
 
-
 def checksum(data: bytes, initial: int = 0) -> int:
     """The Internet checksum (RFC 1071), written here so that tests do not check fasttun against itself."""
     data = bytes(data)

@@ -138,7 +138,6 @@ class AsyncEventTests(Loop):
         assert sorted(got[3:-1]) == [("address-removed", "10.207.0.1/24"), ("down", 1420)]
         assert got[-1] == ("removed", None)
 
-
     def test_close_from_another_task_ends_async_for(self, netns):
         # The socket is taken out of the loop before it is closed: the iteration ends instead of waiting for a
         # descriptor that can no longer become readable.

@@ -41,7 +41,8 @@ class Example:
                 pytest.fail(f"the example printed nothing in {timeout} s: {self.proc.communicate()}")
             line = self.proc.stdout.readline()
             if not line:
-                pytest.fail(f"the example ended early: {self.proc.wait()} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                err = self.proc.stderr.read()  # type: ignore[union-attr]
+                pytest.fail(f"the example ended early: {self.proc.wait()} {err}")
             return line
 
     def stop(self, signum: int) -> tuple[int, str, str]:

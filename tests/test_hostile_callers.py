@@ -276,8 +276,7 @@ def test_a_sender_waiting_for_room_on_a_full_pair_sleeps_instead_of_spinning():
     b.close()
 
 
-def test_a_waiting_sender_goes_as_soon_as_the_peer_reads(ends):
-    a, b = ends[0], ends[1]
+def test_a_waiting_sender_goes_as_soon_as_the_peer_reads():
     small_a, small_b = fasttun.pair(capacity=2)
     small_a.send_batch([minimal_ipv4(60, 0), minimal_ipv4(60, 1)])
     import threading

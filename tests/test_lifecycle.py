@@ -179,8 +179,8 @@ print("OK")
     pytest.param("main", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
     pytest.param("other", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
     pytest.param("reader", marks=fixed_in_main("3 (GC on the reader thread deadlocks in Tun.__del__)")),
-    pytest.param("another reader", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, "
-                                                        "arena, fds)")),
+    pytest.param("another reader",
+                 marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
 ])
 def test_device_and_reader_dropped_without_close_release_everything(kind: str, where: str) -> None:
     assert_ok(run_child(DROP.format(where=where), kind, timeout=15))
@@ -476,8 +476,8 @@ def test_use_after_close_raises_tun_closed_error(request: pytest.FixtureRequest,
 
 
 @pytest.mark.parametrize("kind_", ["pair", "tun"])
-def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(request: pytest.FixtureRequest,
-                                                                       kind_: str) -> None:
+def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(
+        request: pytest.FixtureRequest, kind_: str) -> None:
     if kind_ == "tun":
         if not sys.platform.startswith("linux"):
             pytest.skip("Linux TUN backend")

@@ -149,7 +149,8 @@ def test_offload_c_tests_under_address_and_undefined_behaviour_sanitizers():
 def test_offload_builds_without_warnings(cc):
     path = compiler(cc)
     subprocess.run([path, "-std=c11", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror", f"-I{CSRC}", "-c",
-                    str(CSRC / "offload" / "ft_offload.c"), "-o", os.devnull], check=True, capture_output=True, text=True)
+                    str(CSRC / "offload" / "ft_offload.c"), "-o", os.devnull],
+                   check=True, capture_output=True, text=True)
 
 
 # ---- (b) a bounded fuzz run --------------------------------------------------------------------------------
@@ -329,8 +330,8 @@ def test_split_gives_the_segments_a_sender_would_have_sent(offload, name):
         else:
             assert struct.unpack("!H", g[hl + 4:hl + 6])[0] == len(g) - hl
         assert l4_checksum_ok(g)
-    assert b"".join(g[len(g) - len(c):] for g, c in zip(got, [spec.payload[i:i + gso] for i in
-                                                            range(0, len(spec.payload), gso)])) == spec.payload
+    chunks = [spec.payload[i:i + gso] for i in range(0, len(spec.payload), gso)]
+    assert b"".join(g[len(g) - len(c):] for g, c in zip(got, chunks)) == spec.payload
 
 
 def test_split_finishes_a_partial_checksum_of_a_plain_packet(offload):
@@ -431,8 +432,8 @@ def test_coalesce_passes_packets_that_must_not_merge_unchanged(offload, name):
 
 
 def test_coalesce_passes_other_traffic_unchanged(offload):
-    icmp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, SRC4, DST4) + struct.pack("!BBHHH", 8, 0,
-                                                                                                0xF7FE, 1, 0)
+    icmp = (struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, SRC4, DST4)
+            + struct.pack("!BBHHH", 8, 0, 0xF7FE, 1, 0))
     body = build(Spec(v6=True, payload=b"y" * 100))
     hop_by_hop = body[:6] + b"\x00" + body[7:40] + bytes([TCP, 0, 1, 4, 0, 0, 0, 0]) + body[40:]
     hop_by_hop = hop_by_hop[:4] + struct.pack("!H", len(hop_by_hop) - 40) + hop_by_hop[6:]

@@ -1,6 +1,6 @@
 """The linux/if_tun.h values that the Python side writes once (fasttun._if_tun) agree with the system's header and
-with the C core's TUN_F_* bits (csrc/core/ft_backends.h, exported as _core.TUN_F), and are the ones features(), Tun.offloads and
-``fasttun info`` use."""
+with the C core's TUN_F_* bits (csrc/core/ft_backends.h, exported as _core.TUN_F), and are the ones features(),
+Tun.offloads and ``fasttun info`` use."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ SCRIPT = HERE / "wine" / "winpy.py"
 REPORT = HERE / ".build" / "winpy" / "report.xml"
 
 # The only reasons a test of the sub-suite may skip under Wine.
-ALLOWED_SKIPS = ("uvloop does not run on Windows", "Wine 8 lacks", "only Wine lacks", "on Windows the adapter's real MTU", "needs an IP Helper call",
+ALLOWED_SKIPS = ("uvloop does not run on Windows", "Wine 8 lacks", "only Wine lacks",
+                 "on Windows the adapter's real MTU", "needs an IP Helper call",
                  "Linux", "only checked on an installed wheel",
                  "could not import 'cryptography")  # not in the Windows test environment (tests/wine)
 

@@ -22,7 +22,6 @@ Address = Union[tuple[str, int], tuple[str, int, int, int]]
 """(host, port), or for IPv6 (host, port, flowinfo, scope_id); hosts in send calls are numeric addresses."""
 
 
-
 @dataclasses.dataclass(frozen=True)
 class UdpStats:
     """Counters of a UDP endpoint since it was opened."""

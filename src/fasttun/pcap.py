@@ -311,4 +311,3 @@ class Tee:
 def tee(tun: Tun, writer: _Writer, *, rx: bool = True, tx: bool = True) -> Tee:
     """Makes ``tun`` write the packets it receives (``rx``) and sends (``tx``) into ``writer``."""
     return Tee(tun, writer, bool(rx), bool(tx))
-

@@ -17,8 +17,8 @@ uses. python.exe gets no regular file as a standard handle (Wine's console code 
 /dev/null only.
 
 The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) packages no UCRT toolchain (no x86_64-w64-mingw32ucrt
-triplet, and GCC 12 has no -mcrtdll), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs file that names
-libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
+triplet, and GCC 12 has no -mcrtdll), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs
+file that names libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
 
 Exit status: pytest's, 3 when a tool is missing (the message says which and how to install it), 4 when a
 download from PyPI failed, 124 when python.exe was killed after the timeout."""

@@ -87,7 +87,7 @@ class PairScenario:
     def _open(self, settings: Settings) -> tuple[fasttun.Tun, fasttun.Tun, fasttun.Batch]:
         count = max(settings.batch, 1024)
         a, b = fasttun.pair(capacity=min(64 * count, 1 << 20),
-                             capacity_bytes=min(max(64 * count * (settings.size + 16), 1 << 20), 1 << 30))
+                            capacity_bytes=min(max(64 * count * (settings.size + 16), 1 << 20), 1 << 30))
         return a, b, fasttun.make_batch([self._packet] * count)
 
     def _windows(self, settings: Settings) -> tuple[float, float]:

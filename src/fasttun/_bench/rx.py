@@ -2,7 +2,8 @@
 
 rx: the device's queue is deepened (txqueuelen) and prefilled by the C sendmmsg sender, then drained: fasttun's
 reader with a Python callback, and fasttun.aio's ``async for`` with the event loop driving the device, versus a
-C loop of one read() per packet (the baseline) and python-pytun's read() in a Python loop. The rate is packets drained / time from the start of draining to the last packet.
+C loop of one read() per packet (the baseline) and python-pytun's read() in a Python loop. The rate is packets
+drained / time from the start of draining to the last packet.
 
 rx-live: the sender and the reader run at the same time for the measured seconds (default queue length); the
 rate is packets received per second of sending, next to what was offered and what the kernel dropped."""
@@ -275,4 +276,3 @@ class RxLiveScenario(_RxBase):
                 return self._result(c.packets, c.bytes, sender, before)
         finally:
             dev.close()
-
