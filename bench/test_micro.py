@@ -6,6 +6,7 @@
   of a reader's batch, `for p in batch` and `batch[i]`), and
   what a callback pays to look at the packets (Packet objects, struct.unpack_from, bytes(p), memoryview(p),
   lengths, copy);
+- the ICMP echo responder's work per batch: echo_reply per packet against echo_replies per batch;
 - send validation: send_batch of good packets (validated, then sent through an in-memory pair), of a batch
   whose last packet is bad (validated, nothing sent), and check_packet alone.
 
@@ -171,6 +172,44 @@ def test_batch_sum_lengths(benchmark: Any, count: int) -> None:
 def test_batch_copy(benchmark: Any, count: int) -> None:
     """batch.copy() - one bytes object per packet."""
     benchmark(_reader_batch(count, lambda batch: batch.copy()))
+
+
+def _echo_request(seq: int) -> bytes:
+    """An ICMPv4 echo request with ping's default 56-byte payload (84 bytes)."""
+    from fasttun.icmp import checksum
+    body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, seq) + bytes(56)
+    body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), seq, 0, 64, 1, 0,
+                         bytes([10, 201, 3, 2]), bytes([10, 201, 3, 1]))
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + body
+
+
+@pytest.mark.parametrize("count", [1, 64])
+@pytest.mark.parametrize("how", ["echo_reply per packet", "echo_replies per batch"])
+def test_icmp_responder(benchmark: Any, count: int, how: str) -> None:
+    """What an echo responder's callback pays for the replies of a batch of echo requests (sent through a pair,
+    as a reader callback sends them with send_batch, and drained)."""
+    from fasttun import icmp
+    batch = fasttun.make_batch([_echo_request(i) for i in range(count)])
+    a, b = fasttun.pair(capacity=1024, capacity_bytes=1 << 20)
+
+    def per_packet() -> None:
+        replies = [r for r in map(icmp.echo_reply, batch) if r is not None]
+        if replies:
+            a.send_batch(replies)
+        b.recv_batch(count, timeout=0)
+
+    def per_batch() -> None:
+        replies = icmp.echo_replies(batch)
+        if replies is not None:
+            a.send_batch(replies)
+        b.recv_batch(count, timeout=0)
+
+    benchmark(per_packet if how.startswith("echo_reply ") else per_batch)
+    assert a.stats.tx_packets > 0 and b.stats.rx_packets == a.stats.tx_packets
+    a.close()
+    b.close()
 
 
 # ---- send validation ---------------------------------------------------------------------------------------
