@@ -199,7 +199,8 @@ def test_udp_through_recv_batch_in_order(netns):
         assert batches < 5000 / 4  # many packets per call
 
 
-def test_udp_through_the_reader_in_order_ipv4_and_ipv6(netns):
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_udp_through_the_reader_in_order_ipv4_and_ipv6(netns, pipeline):
     with open_tun() as tun:
         got4: list[bytes] = []
         got6: list[bytes] = []
@@ -209,7 +210,7 @@ def test_udp_through_the_reader_in_order_ipv4_and_ipv6(netns):
                 if is_udp_to(p, 9000):
                     (got4 if p[0] >> 4 == 4 else got6).append(bytes(p))
 
-        with tun.start_reader(on_batch, batch_size=64) as reader:
+        with tun.start_reader(on_batch, batch_size=64, pipeline=pipeline) as reader:
             udp_flood(10000)
             udp_flood(3000, socket.AF_INET6, PEER6)
             deadline = time.monotonic() + 10
@@ -285,7 +286,8 @@ def test_python_icmp_responder_answers_ping(netns):
     assert v6.returncode == 0 and " 0% packet loss" in v6.stdout, v6.stdout + v6.stderr
 
 
-def test_multi_queue_spreads_flows_and_loses_nothing(netns):
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_multi_queue_spreads_flows_and_loses_nothing(netns, pipeline):
     with open_tun(queues=4) as tun:
         assert tun.queues == 4
         threads_seen: set[int] = set()
@@ -302,7 +304,7 @@ def test_multi_queue_spreads_flows_and_loses_nothing(netns):
                         got.setdefault(sport, []).append(struct.unpack_from("!I", udp_payload(raw))[0])
 
         flows = range(20000, 20016)
-        with tun.start_reader(on_batch) as reader:
+        with tun.start_reader(on_batch, pipeline=pipeline) as reader:
             for sport in flows:
                 udp_flood(500, sport=sport)
             deadline = time.monotonic() + 10
@@ -312,6 +314,61 @@ def test_multi_queue_spreads_flows_and_loses_nothing(netns):
         assert all(got[s] == list(range(500)) for s in flows)  # order kept within each flow
         assert len(threads_seen) >= 2  # flows were spread over queues
         assert reader.stats.packets >= 16 * 500
+
+
+def _thread_fds() -> dict[int, set[int]]:
+    """Each thread of this process and the descriptors its table holds."""
+    tables: dict[int, set[int]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            tables[int(tid)] = {int(fd) for fd in os.listdir(f"/proc/self/task/{tid}/fd")}
+        except OSError:
+            pass  # the thread ended meanwhile
+    return tables
+
+
+def test_a_pipelined_reading_thread_keeps_only_its_own_descriptors(netns):
+    # The reading thread of a pipelined reader reads through a descriptor table of its own (Linux skips a
+    # file reference count per read() there). It must hold nothing else: a pipe the program had open when the
+    # reader started still reaches end-of-file when the program closes its write end, and a listening socket
+    # closed by the program refuses connections at once.
+    r, w = os.pipe()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        with open_tun(queues=2) as tun:
+            got: list[int] = []
+            with tun.start_reader(lambda batch: got.append(len(batch)), pipeline=2):
+                udp_flood(100)
+                deadline = time.monotonic() + 10
+                while sum(got) < 100 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert sum(got) >= 100
+                tables = _thread_fds()
+                main = tables[threading.get_native_id()]
+                private = [fds for fds in tables.values() if fds != main]
+                assert len(private) == 2, f"expected one private table per queue's reading thread: {tables}"
+                for fds in private:
+                    assert r not in fds and w not in fds and listener.fileno() not in fds
+                    assert {0, 1, 2} <= fds and len(fds) <= 3 + 7, fds  # stdio, the queue's fd, 2 sockets, 4 events
+                    assert fds - {0, 1, 2} <= main  # nothing the program does not have open itself
+                os.close(w)
+                w = -1
+                assert os.read(r, 1) == b""  # end-of-file: no other copy of the write end is open
+                listener.close()
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                fresh_r, fresh_w = os.pipe()  # descriptors opened now are the program's as always
+                os.write(fresh_w, b"x")
+                assert os.read(fresh_r, 1) == b"x"
+                os.close(fresh_r)
+                os.close(fresh_w)
+        assert not os.path.exists("/sys/class/net/ftt0")  # the device went away with its last descriptor
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        listener.close()
 
 
 def test_stop_is_prompt_while_waiting_on_a_real_device(netns):

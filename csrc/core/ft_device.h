@@ -169,6 +169,10 @@ typedef struct ft_backend_ops {
     /* Validates one packet for ft_device_send (FT_OK or FT_EPACKET); NULL: ft_packet_check, an IP packet
      * within the MTU. A UDP endpoint carries datagrams, which are not IP packets. */
     int (*check)(ft_device *d, const uint8_t *p, size_t len, ft_err *e);
+    /* Optional (POSIX): every descriptor a thread that only receives from queue q uses (recv, wait_handles and
+     * what recv may call); returns how many were written, at most max. Such a thread may then take a private
+     * descriptor table holding only these (see ft_thread_private_fds). */
+    int (*receiver_fds)(ft_device *d, int q, ft_handle *out, int max);
 } ft_backend_ops;
 
 /* Policy when the device cannot take a packet right now. */

@@ -78,6 +78,16 @@ void ft_event_reset(ft_event *ev);
 int ft_event_is_set(ft_event *ev);
 ft_handle ft_event_handle(ft_event *ev);
 
+/* Linux: gives the calling thread a descriptor table of its own that holds only `keep` (n at most
+ * FT_PRIVATE_FDS_MAX; events' handles are their only descriptors there) and stdin/out/err. Linux takes a
+ * reference on the file in every read() and write() of a process whose threads share their descriptor table
+ * and skips it for a table of one thread's own. Nothing else of the process changes: descriptors others open
+ * or close later are theirs, and the copies this thread held of all but `keep` are closed at once, so no file
+ * stays open because of it. Returns 0, or -1 and changes nothing where the kernel lacks close_range (before
+ * 5.9) or refuses unshare (a seccomp filter), and on other systems. */
+#define FT_PRIVATE_FDS_MAX 16
+int ft_thread_private_fds(const ft_handle *keep, int n);
+
 /* Wait until one of the handles is ready for reading (POSIX: POLLIN; Windows: signalled).
  * Returns the index of a ready handle, FT_WAIT_TIMEOUT after timeout_ms (negative = forever), or
  * FT_WAIT_ERROR with the OS error in *oserr. POSIX callers may ask for POLLOUT on handle 0 with

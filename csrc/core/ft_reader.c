@@ -225,12 +225,35 @@ static void pipeline_spin(ft_reader *r, handoff *h, int busy)
     }
 }
 
+/* The reading thread runs only the backend's receive path and the pipeline's events: where the backend can
+ * name the descriptors that path uses, the thread keeps a descriptor table of its own with only those, and
+ * its reads skip the file reference count a shared table costs on each (see ft_thread_private_fds). On the
+ * development VM the C read() loop drained a queue at 0.94x of itself beside one idle thread, 0.99x with a
+ * private table; here perf counted 35 samples in fdget_pos over two drains of 500,000 packets against 107
+ * with the shared table (about 18 ns of a 650 ns packet). */
+static void pipeline_private_fds(ft_reader *r)
+{
+    ft_device *d = r->dev;
+    if (!d->ops->receiver_fds)
+        return;
+    ft_handle keep[FT_PRIVATE_FDS_MAX];
+    int n = d->ops->receiver_fds(d, r->queue, keep, FT_PRIVATE_FDS_MAX - 4);
+    if (n <= 0)
+        return;
+    keep[n++] = ft_event_handle(r->wake);
+    keep[n++] = ft_event_handle(r->pl.ready);
+    keep[n++] = ft_event_handle(r->pl.freed);
+    keep[n++] = ft_event_handle(d->close_event);
+    (void)ft_thread_private_fds(keep, n); /* without it, reads work as before */
+}
+
 /* The reading thread. Slots go round in order (tail: next to fill, head: next to deliver), so batches of a
  * queue keep their order; with every slot full it waits, and the device's own queue takes the back-pressure. */
 static void pipeline_read(void *arg)
 {
     ft_reader *r = arg;
     pipeline *pl = &r->pl;
+    pipeline_private_fds(r);
     spin_policy sp;
     spin_init(r, &sp);
     handoff h = {0};

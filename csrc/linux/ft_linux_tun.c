@@ -682,6 +682,18 @@ static void lx_forget(ft_device *d)
         close(l->nl_fd);
 }
 
+/* recv reads fds[q] and, for txqueuelen "auto", talks to the kernel through nl_fd and ctl_fd. */
+static int lx_receiver_fds(ft_device *d, int q, ft_handle *out, int max)
+{
+    linux_dev *l = L(d);
+    if (q < 0 || q >= d->nqueues || max < 3)
+        return 0;
+    out[0] = l->fds[q];
+    out[1] = l->nl_fd;
+    out[2] = l->ctl_fd;
+    return 3;
+}
+
 static const ft_backend_ops linux_ops = {
     .name = "linux",
     .recv = lx_recv,
@@ -701,6 +713,7 @@ static const ft_backend_ops linux_ops = {
     .os_drops = lx_os_drops,
     .route = lx_route,
     .send_vnet = lx_send_vnet,
+    .receiver_fds = lx_receiver_fds,
 };
 
 /* TUNSETOFFLOAD with everything we can split and coalesce; USO only exists on Linux 6.2+, so try it first and

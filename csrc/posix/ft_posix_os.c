@@ -13,6 +13,11 @@
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* Linux 5.9; one number on every architecture */
+#endif
 #endif
 
 struct ft_event {
@@ -85,6 +90,48 @@ int ft_event_is_set(ft_event *ev)
 }
 
 ft_handle ft_event_handle(ft_event *ev) { return ev->rfd; }
+
+#ifdef __linux__
+int ft_thread_private_fds(const ft_handle *keep, int n)
+{
+    if (n < 0 || n > FT_PRIVATE_FDS_MAX)
+        return -1;
+    unsigned int fds[FT_PRIVATE_FDS_MAX + 3] = {0, 1, 2};
+    int m = 3;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < 0)
+            return -1;
+        fds[m++] = (unsigned int)keep[i];
+    }
+    for (int i = 1; i < m; i++) /* sort (insertion: a handful of numbers) */
+        for (int j = i; j > 0 && fds[j - 1] > fds[j]; j--) {
+            unsigned int t = fds[j];
+            fds[j] = fds[j - 1];
+            fds[j - 1] = t;
+        }
+    /* An empty range past any descriptor: 0 where close_range exists. Without it the copied table could not
+     * be trimmed, and every file open now would stay open as long as this thread runs. */
+    if (syscall(SYS_close_range, ~0u, ~0u, 0) != 0)
+        return -1;
+    if (unshare(CLONE_FILES) != 0)
+        return -1;
+    unsigned int next = 0;
+    for (int i = 0; i < m; i++) {
+        if (fds[i] > next)
+            (void)syscall(SYS_close_range, next, fds[i] - 1, 0);
+        next = fds[i] + 1;
+    }
+    (void)syscall(SYS_close_range, next, ~0u, 0);
+    return 0;
+}
+#else
+int ft_thread_private_fds(const ft_handle *keep, int n)
+{
+    (void)keep;
+    (void)n;
+    return -1;
+}
+#endif
 
 int ft_wait_any(const ft_handle *handles, int n, int want_write_first, int timeout_ms, long *oserr)
 {

@@ -37,6 +37,13 @@ void ft_event_reset(ft_event *ev) { ResetEvent(ev->h); }
 int ft_event_is_set(ft_event *ev) { return WaitForSingleObject(ev->h, 0) == WAIT_OBJECT_0; }
 ft_handle ft_event_handle(ft_event *ev) { return ev->h; }
 
+int ft_thread_private_fds(const ft_handle *keep, int n)
+{
+    (void)keep;
+    (void)n;
+    return -1; /* handles are not per thread on Windows */
+}
+
 int ft_wait_any(const ft_handle *handles, int n, int want_write_first, int timeout_ms, long *oserr)
 {
     (void)want_write_first; /* Windows handles signal one kind of readiness */
