@@ -1,5 +1,5 @@
 /* events/ft_events_win.c - device events on Windows: NotifyIpInterfaceChange (both families) and
- * NotifyUnicastIpAddressChange, resolved at run time from iphlpapi.dll.
+ * NotifyUnicastIpAddressChange, resolved at run time from iphlpapi.dll (windows/ft_iphlp.h).
  *
  * The callbacks run on system threads (Wine: the address one once, synchronously, inside the registering
  * call). They do three things only: take the lock, append one ft_device_event to a fixed queue of
@@ -21,6 +21,7 @@
  * and CreateUnicastIpAddressEntry are missing, GetIfEntry2 and GetUnicastIpAddressEntry exist. */
 #ifdef _WIN32
 #include "events/ft_events.h"
+#include "windows/ft_iphlp.h"
 
 #include <winsock2.h>
 #include <ws2ipdef.h>
@@ -32,46 +33,6 @@
 #ifdef _MSC_VER
 #pragma comment(lib, "iphlpapi.lib")
 #endif
-
-typedef DWORD(WINAPI *notify_iface_fn)(ADDRESS_FAMILY, PIPINTERFACE_CHANGE_CALLBACK, PVOID, BOOLEAN, HANDLE *);
-typedef DWORD(WINAPI *notify_addr_fn)(ADDRESS_FAMILY, PUNICAST_IPADDRESS_CHANGE_CALLBACK, PVOID, BOOLEAN,
-                                      HANDLE *);
-typedef DWORD(WINAPI *cancel_fn)(HANDLE);
-typedef DWORD(WINAPI *get_iface_fn)(MIB_IPINTERFACE_ROW *);
-typedef DWORD(WINAPI *get_addr_fn)(MIB_UNICASTIPADDRESS_ROW *);
-
-typedef struct ev_fns {
-    notify_iface_fn NotifyIpInterfaceChange;
-    notify_addr_fn NotifyUnicastIpAddressChange;
-    cancel_fn CancelMibChangeNotify2;
-    get_iface_fn GetIpInterfaceEntry;        /* optional (Wine lacks it): the MTU then comes from the row */
-    get_addr_fn GetUnicastIpAddressEntry;    /* optional: a prefix the row lacks then is the full length */
-} ev_fns;
-
-static ev_fns fns;
-static INIT_ONCE fns_once = INIT_ONCE_STATIC_INIT;
-
-typedef void (*any_fn)(void);
-
-static any_fn lookup(HMODULE m, const char *name) { return m ? (any_fn)GetProcAddress(m, name) : NULL; }
-
-static BOOL CALLBACK resolve_fns(INIT_ONCE *once, void *param, void **ctx)
-{
-    (void)once, (void)param, (void)ctx;
-    HMODULE m = GetModuleHandleW(L"iphlpapi.dll"); /* imported (GetIfEntry2), so already loaded */
-    fns.NotifyIpInterfaceChange = (notify_iface_fn)lookup(m, "NotifyIpInterfaceChange");
-    fns.NotifyUnicastIpAddressChange = (notify_addr_fn)lookup(m, "NotifyUnicastIpAddressChange");
-    fns.CancelMibChangeNotify2 = (cancel_fn)lookup(m, "CancelMibChangeNotify2");
-    fns.GetIpInterfaceEntry = (get_iface_fn)lookup(m, "GetIpInterfaceEntry");
-    fns.GetUnicastIpAddressEntry = (get_addr_fn)lookup(m, "GetUnicastIpAddressEntry");
-    return TRUE;
-}
-
-static const ev_fns *iphlp(void)
-{
-    InitOnceExecuteOnce(&fns_once, resolve_fns, NULL, NULL);
-    return &fns;
-}
 
 struct ft_events {
     uint64_t luid;           /* 0: every interface; never changes after open */
@@ -165,12 +126,12 @@ static int missing(ft_err *e, const char *fn)
 static void cancel(HANDLE h, int registered)
 {
     if (registered && h)
-        iphlp()->CancelMibChangeNotify2(h);
+        ft_iphlp()->CancelMibChangeNotify2(h);
 }
 
 ft_events *ft_events_open_luid(uint64_t luid, ft_err *e)
 {
-    const ev_fns *f = iphlp();
+    const ft_iphlp_fns *f = ft_iphlp();
     if (!f->NotifyIpInterfaceChange) {
         missing(e, "NotifyIpInterfaceChange");
         return NULL;
@@ -305,7 +266,7 @@ static int interface_exists(uint64_t luid, MIB_IF_ROW2 *row)
 /* The link's MTU (of the IP interface of the family that changed) and state now, where the system can say. */
 static void complete_link(ft_device_event *x)
 {
-    const ev_fns *f = iphlp();
+    const ft_iphlp_fns *f = ft_iphlp();
     if (f->GetIpInterfaceEntry) {
         MIB_IPINTERFACE_ROW row;
         memset(&row, 0, sizeof(row));
@@ -326,7 +287,7 @@ static void complete_address(ft_device_event *x)
     unsigned max = x->addr.family == 4 ? 32u : 128u;
     if (x->addr.prefix <= max)
         return;
-    const ev_fns *f = iphlp();
+    const ft_iphlp_fns *f = ft_iphlp();
     if (x->kind == FT_EV_ADDR_ADDED && f->GetUnicastIpAddressEntry) {
         MIB_UNICASTIPADDRESS_ROW row;
         memset(&row, 0, sizeof(row));

@@ -4,6 +4,7 @@
  * (wintun/ft_wintun.c) passes the LUID and the name its messages use. */
 #ifdef _WIN32
 #include "wintun/ft_wintun_config.h"
+#include "windows/ft_iphlp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,74 +18,6 @@
 
 #define IPV6_MIN_MTU 1280u
 
-/* SetInterfaceDnsSettings and its settings structure (Windows 10 2004+). Declared here because older
- * SDKs and mingw-w64 lack them; the layout is the documented version 1. */
-typedef struct ft_dns_settings {
-    ULONG Version;
-    ULONG64 Flags;
-    PWSTR Domain;
-    PWSTR NameServer;
-    PWSTR SearchList;
-    ULONG RegistrationEnabled;
-    ULONG RegisterAdapterName;
-    ULONG EnableLLMNR;
-    ULONG QueryAdapterName;
-    PWSTR ProfileNameServer;
-} ft_dns_settings;
-
-#define FT_DNS_SETTINGS_VERSION1 1
-#define FT_DNS_SETTING_IPV6 0x0001
-#define FT_DNS_SETTING_NAMESERVER 0x0002
-
-/* The IP Helper calls that change things are looked up at run time, not imported: SetInterfaceDnsSettings
- * is missing before Windows 10 2004, and Wine (where the tests run) lacks the rest, where an import would
- * only fail at the call, as a crash. A missing one becomes FT_EUNSUPPORTED with its name. The read-only
- * calls that every Windows since Vista and Wine have are imported as usual. */
-typedef struct iphlp_fns {
-    DWORD(WINAPI *GetIpInterfaceEntry)(MIB_IPINTERFACE_ROW *row);
-    DWORD(WINAPI *SetIpInterfaceEntry)(MIB_IPINTERFACE_ROW *row);
-    VOID(WINAPI *InitializeUnicastIpAddressEntry)(MIB_UNICASTIPADDRESS_ROW *row);
-    DWORD(WINAPI *CreateUnicastIpAddressEntry)(const MIB_UNICASTIPADDRESS_ROW *row);
-    DWORD(WINAPI *DeleteUnicastIpAddressEntry)(const MIB_UNICASTIPADDRESS_ROW *row);
-    VOID(WINAPI *InitializeIpForwardEntry)(MIB_IPFORWARD_ROW2 *row);
-    DWORD(WINAPI *CreateIpForwardEntry2)(const MIB_IPFORWARD_ROW2 *row);
-    DWORD(WINAPI *DeleteIpForwardEntry2)(const MIB_IPFORWARD_ROW2 *row);
-    DWORD(WINAPI *SetInterfaceDnsSettings)(GUID iface, const ft_dns_settings *settings);
-} iphlp_fns;
-
-static iphlp_fns fns;
-static INIT_ONCE fns_once = INIT_ONCE_STATIC_INIT;
-
-typedef void (*any_fn)(void);
-
-static any_fn lookup(HMODULE m, const char *name) { return m ? (any_fn)GetProcAddress(m, name) : NULL; }
-
-static BOOL CALLBACK resolve_fns(INIT_ONCE *once, void *param, void **ctx)
-{
-    (void)once, (void)param, (void)ctx;
-    HMODULE m = GetModuleHandleW(L"iphlpapi.dll"); /* imported, so already loaded */
-    fns.GetIpInterfaceEntry = (DWORD(WINAPI *)(MIB_IPINTERFACE_ROW *))lookup(m, "GetIpInterfaceEntry");
-    fns.SetIpInterfaceEntry = (DWORD(WINAPI *)(MIB_IPINTERFACE_ROW *))lookup(m, "SetIpInterfaceEntry");
-    fns.InitializeUnicastIpAddressEntry =
-        (VOID(WINAPI *)(MIB_UNICASTIPADDRESS_ROW *))lookup(m, "InitializeUnicastIpAddressEntry");
-    fns.CreateUnicastIpAddressEntry =
-        (DWORD(WINAPI *)(const MIB_UNICASTIPADDRESS_ROW *))lookup(m, "CreateUnicastIpAddressEntry");
-    fns.DeleteUnicastIpAddressEntry =
-        (DWORD(WINAPI *)(const MIB_UNICASTIPADDRESS_ROW *))lookup(m, "DeleteUnicastIpAddressEntry");
-    fns.InitializeIpForwardEntry = (VOID(WINAPI *)(MIB_IPFORWARD_ROW2 *))lookup(m, "InitializeIpForwardEntry");
-    fns.CreateIpForwardEntry2 = (DWORD(WINAPI *)(const MIB_IPFORWARD_ROW2 *))lookup(m, "CreateIpForwardEntry2");
-    fns.DeleteIpForwardEntry2 = (DWORD(WINAPI *)(const MIB_IPFORWARD_ROW2 *))lookup(m, "DeleteIpForwardEntry2");
-    fns.SetInterfaceDnsSettings =
-        (DWORD(WINAPI *)(GUID, const ft_dns_settings *))lookup(m, "SetInterfaceDnsSettings");
-    return TRUE;
-}
-
-static const iphlp_fns *iphlp(void)
-{
-    InitOnceExecuteOnce(&fns_once, resolve_fns, NULL, NULL);
-    return &fns;
-}
-
 static int fail_missing(ft_err *e, const char *fn)
 {
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
@@ -93,7 +26,7 @@ static int fail_missing(ft_err *e, const char *fn)
 
 #define NEED(fn)                              \
     do {                                      \
-        if (!iphlp()->fn)                     \
+        if (!ft_iphlp()->fn)                  \
             return fail_missing(e, #fn);      \
     } while (0)
 
@@ -114,7 +47,7 @@ static DWORD read_interface(NET_LUID luid, ADDRESS_FAMILY family, MIB_IPINTERFAC
     memset(row, 0, sizeof(*row));
     row->Family = family;
     row->InterfaceLuid = luid;
-    return iphlp()->GetIpInterfaceEntry(row);
+    return ft_iphlp()->GetIpInterfaceEntry(row);
 }
 
 /* ---- MTU -------------------------------------------------------------------------------------------- */
@@ -149,7 +82,7 @@ static int set_family_mtu(NET_LUID luid, const char *name, ADDRESS_FAMILY family
     row.NlMtu = mtu;
     if (family == AF_INET)
         row.SitePrefixLength = 0; /* SetIpInterfaceEntry rejects an IPv4 row that carries one */
-    err = iphlp()->SetIpInterfaceEntry(&row);
+    err = ft_iphlp()->SetIpInterfaceEntry(&row);
     if (err != NO_ERROR)
         return fail_ip(e, err, family == AF_INET ? "setting the IPv4 MTU" : "setting the IPv6 MTU", name);
     (*done)++;
@@ -223,7 +156,7 @@ static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
 
 static void address_row(NET_LUID luid, const ft_addr *a, MIB_UNICASTIPADDRESS_ROW *row)
 {
-    iphlp()->InitializeUnicastIpAddressEntry(row);
+    ft_iphlp()->InitializeUnicastIpAddressEntry(row);
     row->InterfaceLuid = luid;
     to_sockaddr(a->family, a->bytes, &row->Address);
     row->OnLinkPrefixLength = a->prefix;
@@ -241,7 +174,7 @@ int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_add
         NEED(DeleteUnicastIpAddressEntry);
     MIB_UNICASTIPADDRESS_ROW row;
     address_row(luid, a, &row);
-    DWORD err = add ? iphlp()->CreateUnicastIpAddressEntry(&row) : iphlp()->DeleteUnicastIpAddressEntry(&row);
+    DWORD err = add ? ft_iphlp()->CreateUnicastIpAddressEntry(&row) : ft_iphlp()->DeleteUnicastIpAddressEntry(&row);
     if (err == NO_ERROR)
         return FT_OK;
     if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
@@ -309,7 +242,7 @@ static int route_row(NET_LUID luid, const ft_route *r, MIB_IPFORWARD_ROW2 *row, 
     if (check_addr(&check, e) != FT_OK)
         return FT_EINVAL;
     NEED(InitializeIpForwardEntry);
-    iphlp()->InitializeIpForwardEntry(row);
+    ft_iphlp()->InitializeIpForwardEntry(row);
     row->InterfaceLuid = luid;
     to_sockaddr(r->family, r->dest, &row->DestinationPrefix.Prefix);
     row->DestinationPrefix.PrefixLength = r->prefix;
@@ -329,7 +262,7 @@ int ft_wintun_cfg_route(NET_LUID luid, const char *name, int add, const ft_route
         NEED(CreateIpForwardEntry2);
     else
         NEED(DeleteIpForwardEntry2);
-    DWORD err = add ? iphlp()->CreateIpForwardEntry2(&row) : iphlp()->DeleteIpForwardEntry2(&row);
+    DWORD err = add ? ft_iphlp()->CreateIpForwardEntry2(&row) : ft_iphlp()->DeleteIpForwardEntry2(&row);
     if (err == NO_ERROR)
         return FT_OK;
     if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
@@ -385,7 +318,7 @@ static int set_family_dns(GUID guid, int family, const ft_addr *servers, uint32_
     s.Version = FT_DNS_SETTINGS_VERSION1;
     s.Flags = FT_DNS_SETTING_NAMESERVER | (family == 6 ? FT_DNS_SETTING_IPV6 : 0);
     s.NameServer = list; /* empty: no static servers for this family */
-    DWORD err = iphlp()->SetInterfaceDnsSettings(guid, &s);
+    DWORD err = ft_iphlp()->SetInterfaceDnsSettings(guid, &s);
     if (err != NO_ERROR)
         return fail_ip(e, err, family == 4 ? "setting IPv4 DNS servers" : "setting IPv6 DNS servers", name);
     return FT_OK;
@@ -399,7 +332,7 @@ int ft_wintun_cfg_dns(NET_LUID luid, const char *name, const ft_addr *servers, u
         if (servers[i].family != 4 && servers[i].family != 6)
             return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "DNS server %u has address family %d; use 4 or 6", i,
                            servers[i].family);
-    if (!iphlp()->SetInterfaceDnsSettings)
+    if (!ft_iphlp()->SetInterfaceDnsSettings)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
                        "setting DNS servers needs SetInterfaceDnsSettings, which this Windows lacks (it came with "
                        "Windows 10 version 2004); configure DNS another way, e.g. with netsh");
