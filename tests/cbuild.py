@@ -1,11 +1,12 @@
 """What the C test drivers share: the source manifest, the compiler lookup, one build-and-run under sanitizers,
-and the "N passed, M failed" line that tests/c/check.h prints."""
+one cross-build-and-run under Wine, and the "N passed, M failed" line that tests/c/check.h prints."""
 
 from __future__ import annotations
 
 import os
 import re
 import runpy
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -54,3 +55,44 @@ def build_and_run(cc: str, sanitize: Sequence[str], sources: Sequence[Path], out
                             env=dict(os.environ, **SANITIZER_ENV))
     assert result.returncode == 0, result.stdout + result.stderr
     return passed_line(result.stdout)
+
+
+MINGW = "x86_64-w64-mingw32-gcc"
+
+
+def wine_env() -> dict[str, str]:
+    """The environment for running under Wine, in the prefix tests/wintun_fake/build_and_run.sh uses (outside
+    the tree), made on first use."""
+    prefix = os.environ.get("FT_WINEPREFIX") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fasttun", "wineprefix")
+    env = dict(os.environ, WINEPREFIX=prefix, WINEDEBUG="-all", WINEDLLOVERRIDES="mscoree,mshtml=")
+    if not os.path.exists(os.path.join(prefix, "system.reg")):
+        os.makedirs(prefix, exist_ok=True)
+        subprocess.run(["wineboot", "-i"], env=env, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    return env
+
+
+def build_and_run_wine(sources: Sequence[Path], out: str, libs: Sequence[str] = ("-lws2_32",),
+                       timeout: float = 180) -> tuple[int, int]:
+    """Cross-compiles a C test program with mingw-w64 (pedantic C11, warnings are errors), runs it under Wine
+    and returns its (passed, failed) counts. Without mingw-w64 or Wine the test skips with the install hint,
+    and fails in CI (CI set), which must run the Wine tests."""
+    import pytest
+
+    missing = [t for t in (MINGW, "wine", "wineboot") if shutil.which(t) is None]
+    if missing:
+        why = f"{', '.join(missing)} not found (apt-get install gcc-mingw-w64-x86-64 wine)"
+        if IN_CI:
+            pytest.fail(f"CI must run the Wine tests, but {why}")
+        pytest.skip(why)
+    (BUILD / "wine").mkdir(parents=True, exist_ok=True)
+    exe = BUILD / "wine" / f"{out}.exe"
+    built = subprocess.run([MINGW, "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+                            f"-I{CSRC}", *map(str, sources), "-o", str(exe), *libs, "-static-libgcc"],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert built.returncode == 0, built.stdout + built.stderr
+    result = subprocess.run(["wine", str(exe)], capture_output=True, text=True, timeout=timeout, env=wine_env(),
+                            stdin=subprocess.DEVNULL)
+    passed, failed = passed_line(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return passed, failed
