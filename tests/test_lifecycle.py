@@ -258,12 +258,12 @@ def test_interpreter_exit_with_readers_running_is_prompt(kind: str, how: str) ->
 # ---- fork with readers running ----
 
 FORK = '''
-ACTION, END = {action!r}, {end!r}
+ACTION, END, PIPELINE = {action!r}, {end!r}, {pipeline!r}
 import warnings
 warnings.simplefilter("ignore", DeprecationWarning)   # fork() of a process with threads: we mean it
 dev, poke, cleanup = make()
 seen = [0]
-reader = dev.start_reader(lambda batch: seen.__setitem__(0, seen[0] + len(batch)))
+reader = dev.start_reader(lambda batch: seen.__setitem__(0, seen[0] + len(batch)), pipeline=PIPELINE)
 poke()
 settle(lambda: seen[0] > 0)
 pid = os.fork()
@@ -334,22 +334,26 @@ FORK_HANG = fixed_in_main("6 (close() in a forked child hangs; a child that just
 
 
 @linux_only
-@pytest.mark.parametrize("action,end", [
-    pytest.param("close", "os._exit", marks=FORK_HANG),
-    pytest.param("close", "sys.exit", marks=FORK_HANG),
-    pytest.param("use", "os._exit", marks=FORK_HANG),
-    pytest.param("use", "sys.exit", marks=FORK_HANG),
-    ("nothing", "os._exit"),
-    pytest.param("nothing", "sys.exit", marks=FORK_HANG),
+@pytest.mark.parametrize("action,end,pipeline", [
+    pytest.param("close", "os._exit", 0, marks=FORK_HANG),
+    pytest.param("close", "sys.exit", 0, marks=FORK_HANG),
+    pytest.param("use", "os._exit", 0, marks=FORK_HANG),
+    pytest.param("use", "sys.exit", 0, marks=FORK_HANG),
+    ("nothing", "os._exit", 0),
+    pytest.param("nothing", "sys.exit", 0, marks=FORK_HANG),
+    # the pipeline's reading thread (on a TUN device, with a descriptor table of its own) exists only in the
+    # parent: the child's copies close as without it
+    ("close", "sys.exit", 2),
+    ("use", "os._exit", 2),
 ])
-def test_fork_with_a_reader_running(kind: str, action: str, end: str) -> None:
-    assert_ok(run_child(FORK.format(action=action, end=end), kind, timeout=25))
+def test_fork_with_a_reader_running(kind: str, action: str, end: str, pipeline: int) -> None:
+    assert_ok(run_child(FORK.format(action=action, end=end, pipeline=pipeline), kind, timeout=25))
 
 
 FORK_LIVES = '''
 import signal
-dev = fasttun.Tun("ftfork0", addresses=["10.205.2.1/24"], up=True)
-reader = dev.start_reader(lambda batch: None)
+dev = fasttun.Tun("ftfork0", addresses=["10.205.2.1/24"], up=True, queues={queues})
+reader = dev.start_reader(lambda batch: None, pipeline={pipeline})
 pid = os.fork()
 if pid == 0:
     time.sleep(5)                # alive, doing nothing, while the parent closes the device
@@ -368,8 +372,10 @@ print("OK")
 
 @linux_only
 @FORK_HANG
-def test_the_device_goes_away_when_the_parent_closes_it_while_a_forked_child_lives(netns: Any) -> None:
-    assert_ok(run_child(FORK_LIVES, "tun", timeout=20))
+@pytest.mark.parametrize("queues,pipeline", [(1, 0), (1, 2), (3, 4)])
+def test_the_device_goes_away_when_the_parent_closes_it_while_a_forked_child_lives(netns: Any, queues: int,
+                                                                                   pipeline: int) -> None:
+    assert_ok(run_child(FORK_LIVES.format(queues=queues, pipeline=pipeline), "tun", timeout=20))
 
 
 # ---- use after close, of every public member ----
