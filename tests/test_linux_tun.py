@@ -400,6 +400,43 @@ def test_closing_while_another_thread_blocks_in_recv(netns):
     assert isinstance(errors[0], fasttun.TunClosedError)
 
 
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_close_from_another_thread_during_a_flood_ends_the_reader_and_the_device(netns, pipeline):
+    # A sender keeps the queue busy while the main thread closes the device: the reader (and with a pipeline
+    # its reading thread, on a descriptor table of its own) ends at once and the interface goes with it.
+    tun = open_tun(queues=2)
+    got = [0]
+    stop = threading.Event()
+
+    def flood():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(2_000_000):
+                if stop.is_set():
+                    return
+                try:
+                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
+                except OSError:
+                    return  # the route went with the device
+
+    sender = threading.Thread(target=flood)
+    reader = tun.start_reader(lambda batch: got.__setitem__(0, got[0] + len(batch)), pipeline=pipeline)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 10
+        while got[0] < 5000 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert got[0] >= 5000
+        t0 = time.monotonic()
+        tun.close()
+        assert reader.join(2.0) and not reader.running
+        assert time.monotonic() - t0 < 2.0
+        assert not os.path.exists("/sys/class/net/ftt0")
+    finally:
+        stop.set()
+        sender.join(10)
+    assert not sender.is_alive()
+
+
 def test_kernel_drops_are_visible_not_silent(netns):
     # A shallow kernel queue and nobody reading: the kernel drops, and says so in the device's counters.
     with open_tun(txqueuelen=50) as tun:
