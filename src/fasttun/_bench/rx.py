@@ -129,6 +129,10 @@ class RxScenario(_RxBase):
                     lambda: self._aio(settings), missing=no_sender),
             Variant("C loop, one read() per packet", lambda: self._c_loop(settings), baseline=True,
                     missing=c_missing),
+            # The ceiling of any reader that reads on one CPU while another is busy (the pipelined rows): what
+            # a second busy CPU costs the reading one on this machine, with no Python at all.
+            Variant("C loop, one read() per packet, beside a busy thread", lambda: self._c_loop(settings, True),
+                    missing=c_missing),
             Variant("python-pytun read() loop", lambda: self._pytun(settings),
                     missing=no_sender or pytun_missing()),
         ]
@@ -169,13 +173,14 @@ class RxScenario(_RxBase):
             asyncio.run(_drain_async(tun, counter, queued, settings.batch))
             return self._result(counter.packets, counter.bytes, counter.last - t0, queued)
 
-    def _c_loop(self, settings: Settings) -> Sample:
+    def _c_loop(self, settings: Settings, beside_busy: bool = False) -> Sample:
         loop = settings.baselines.path("ftb_read_loop")
         with devices.fasttun_device(self.ns, "ftbrx0", ADDRESS, txqueuelen=self.count + 1024) as tun:
             queued = self._prefill(settings)
             fd = tun.fileno()
-            with Child([str(loop), "-f", str(fd), "-c", str(queued), "-i", str(int(IDLE * 1000)), "-t", "60"],
-                       pass_fds=(fd,)) as child:
+            busy = ["-b"] if beside_busy else []
+            with Child([str(loop), "-f", str(fd), "-c", str(queued), "-i", str(int(IDLE * 1000)), "-t", "60",
+                        *busy], pass_fds=(fd,)) as child:
                 out, _ = child.finish(timeout=90)
             r = json_line(out, "ftb_read_loop")
             return self._result(int(r["packets"]), int(r["bytes"]), float(r["seconds"]), queued)

@@ -282,7 +282,7 @@ class Baselines:
         if cc is None:
             raise LookupError("no C compiler (cc, gcc or clang) to build the C baselines")
         tmp = binary.with_name(f"{program}.{os.getpid()}.tmp")
-        proc = subprocess.run([*cc.split(), "-O2", "-Wall", "-o", str(tmp), str(source)],
+        proc = subprocess.run([*cc.split(), "-O2", "-Wall", "-pthread", "-o", str(tmp), str(source)],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             with contextlib.suppress(OSError):
