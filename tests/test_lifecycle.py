@@ -103,7 +103,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 # ---- dropped without close()/stop(), collected on any thread ----
 
 DROP = '''
-WHERE = {where!r}
+WHERE, PIPELINE = {where!r}, {pipeline!r}
 ROUNDS = 20 if KIND == "pair" else 5
 # One round first, so that what is allocated once per process (thread pools, logging) is in the baseline.
 def round_():
@@ -116,7 +116,7 @@ def round_():
             gc.collect()
             done.set()
     if WHERE != "no reader":
-        dev.start_reader(on_batch)  # the Reader is dropped at once, never stopped
+        dev.start_reader(on_batch, pipeline=PIPELINE)  # the Reader is dropped at once, never stopped
     del dev
     if WHERE in ("main", "no reader"):
         holder.clear()
@@ -183,16 +183,24 @@ print("OK")
                  marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
 ])
 def test_device_and_reader_dropped_without_close_release_everything(kind: str, where: str) -> None:
-    assert_ok(run_child(DROP.format(where=where), kind, timeout=15))
+    assert_ok(run_child(DROP.format(where=where, pipeline=0), kind, timeout=15))
 
 
 @linux_only
-def test_device_closed_but_reader_never_stopped_releases_everything(kind: str) -> None:
+@pytest.mark.parametrize("where", ["main", "other", "reader", "another reader"])
+def test_a_pipelined_reader_dropped_with_its_device_releases_both_threads(kind: str, where: str) -> None:
+    # Two threads per reader: the one that reads ahead must end and be released too, whoever collects.
+    assert_ok(run_child(DROP.format(where=where, pipeline=2), kind, timeout=15))
+
+
+@linux_only
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_device_closed_but_reader_never_stopped_releases_everything(kind: str, pipeline: int) -> None:
     # The documented way to end a reader is stop() or closing the device; this pins the second.
-    code = '''
+    code = f'''
     def round_():
         dev, poke, cleanup = make()
-        dev.start_reader(lambda batch: None)
+        dev.start_reader(lambda batch: None, pipeline={pipeline})
         poke()
         dev.close()
         cleanup()
@@ -202,7 +210,7 @@ def test_device_closed_but_reader_never_stopped_releases_everything(kind: str) -
         round_()
     gc.collect()
     settle(lambda: fds() <= base_fds and tasks() <= base_tasks)
-    print(f"fds {base_fds} -> {fds()}, threads {base_tasks} -> {tasks()}")
+    print(f"fds {{base_fds}} -> {{fds()}}, threads {{base_tasks}} -> {{tasks()}}")
     assert fds() <= base_fds and tasks() <= base_tasks
     print("OK")
     '''
@@ -212,18 +220,18 @@ def test_device_closed_but_reader_never_stopped_releases_everything(kind: str) -
 # ---- interpreter exit with readers running ----
 
 EXIT = '''
-HOW = {how!r}
+HOW, PIPELINE = {how!r}, {pipeline!r}
 dev, poke, cleanup = make()
 devices = [dev]
 seen = [0]
 def on_batch(batch):
     seen[0] += len(batch)
     time.sleep(0.002)
-dev.start_reader(on_batch)
+dev.start_reader(on_batch, pipeline=PIPELINE)
 if KIND == "pair":
     a, b = fasttun.pair()
     devices.append(b)
-    b.start_reader(on_batch)
+    b.start_reader(on_batch, pipeline=PIPELINE)
     def flood():
         packets = [minimal_ipv4(60, i) for i in range(64)]
         try:
@@ -245,8 +253,9 @@ if HOW == "sys.exit":
 
 @linux_only
 @pytest.mark.parametrize("how", ["fall off the end", "sys.exit"])
-def test_interpreter_exit_with_readers_running_is_prompt(kind: str, how: str) -> None:
-    proc = run_child(EXIT.format(how=how), kind, timeout=20)
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_interpreter_exit_with_readers_running_is_prompt(kind: str, how: str, pipeline: int) -> None:
+    proc = run_child(EXIT.format(how=how, pipeline=pipeline), kind, timeout=20)
     ended = time.monotonic()
     assert_ok(proc)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("EXITING"))
