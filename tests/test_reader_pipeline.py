@@ -90,6 +90,78 @@ def test_a_raising_callback_stops_the_reader_and_counts_what_was_read_ahead(pipe
     b.close()
 
 
+@pytest.mark.parametrize("pipeline", [0, 2, 8])
+@pytest.mark.parametrize("end", ["stop()", "close()", "raise"])
+def test_no_callback_runs_after_the_callback_ends_the_reader(pipeline, end):
+    # As without the pipeline: the batches read ahead are not delivered once the callback stopped the reader,
+    # closed its device or raised; they are counted, and the rest stays in the device's queue.
+    a, b = fasttun.pair(capacity=4096)
+    calls = []
+    ended = threading.Event()
+    holder = {}
+
+    def on_batch(batch):
+        assert not ended.is_set(), "a callback ran after the reader was ended"
+        calls.append(len(batch))
+        if len(calls) == 3:
+            ended.set()
+            if end == "stop()":
+                assert holder["reader"].stop() is False   # requested only: we are on the reader's thread
+            elif end == "close()":
+                b.close()
+            else:
+                raise RuntimeError("boom")
+        time.sleep(0.01)  # let the read-ahead fill up
+
+    holder["reader"] = reader = b.start_reader(on_batch, batch_size=8, pipeline=pipeline)
+    a.send_batch([minimal_ipv4(60, i) for i in range(1000)], on_full="wait", timeout=5)
+    assert wait_until(lambda: not reader.running)
+    if end == "raise":
+        with pytest.raises(RuntimeError, match="boom"):
+            reader.stop()
+    else:
+        reader.stop()   # ended on purpose: nothing to raise
+    assert len(calls) == 3
+    s = reader.stats
+    assert s.packets == sum(calls) + s.undelivered
+    if pipeline == 0:
+        assert s.undelivered == 0
+    if end != "close()":
+        left = 0
+        while b.recv(timeout=0) is not None:
+            left += 1
+        assert sum(calls) + s.undelivered + left == 1000   # nothing lost silently
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("pipeline", DEPTHS)
+def test_stop_from_another_thread_loses_nothing_silently(pipeline):
+    a, b = fasttun.pair(capacity=4096)
+    delivered = [0]
+
+    def on_batch(batch):
+        delivered[0] += len(batch)
+        time.sleep(0.002)
+
+    reader = b.start_reader(on_batch, batch_size=8, pipeline=pipeline)
+    a.send_batch([minimal_ipv4(60, i) for i in range(2000)], on_full="wait", timeout=5)
+    assert wait_until(lambda: delivered[0] >= 40)
+    assert reader.stop(timeout=5)
+    after = delivered[0]
+    time.sleep(0.05)
+    assert delivered[0] == after   # no callback once stop() returned
+    s = reader.stats
+    left = 0
+    while b.recv(timeout=0) is not None:
+        left += 1
+    assert s.packets == after + s.undelivered
+    assert after + s.undelivered + left == 2000
+    assert s.undelivered <= max(pipeline - 1, 0) * 8
+    a.close()
+    b.close()
+
+
 @pytest.mark.parametrize("pipeline", DEPTHS)
 def test_close_during_traffic_ends_the_reader_cleanly(pipeline):
     a, b = fasttun.pair(capacity=64)

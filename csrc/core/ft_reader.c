@@ -303,14 +303,20 @@ static void pipeline_read(void *arg)
 }
 
 /* The delivering thread (the reader's own, with the caller's thread hooks): hands filled slots to the callback
- * in order. After a stop or a device error it still delivers what was read; if the callback stops the reader,
- * what was read and not delivered is counted as dropped. */
+ * in order. A stop (requested anywhere, the callback included), the device's close and a callback that stops the
+ * reader end the deliveries as they end the plain reader's: no callback after the one running, and what was read
+ * ahead and not delivered is counted (stats.undelivered). After a device error it still delivers what was read
+ * before it, as the plain reader would have. */
 static void pipeline_deliver(ft_reader *r)
 {
     pipeline *pl = &r->pl;
-    int stopped_by_callback = 0;
+    int stopped_by_callback = 0, abandoned = 0;
     handoff h = {0};
     for (;;) {
+        if (ft_atomic_load(&r->stop) || ft_atomic_load(&r->dev->closed)) {
+            abandoned = 1; /* the reading thread sees the same and ends */
+            break;
+        }
         if (ft_atomic_load(&pl->filled) == 0)
             pipeline_spin(r, &h, 0);
         ft_mutex_lock(pl->lock);
@@ -347,11 +353,13 @@ static void pipeline_deliver(ft_reader *r)
     }
     ft_thread_join(pl->thread);
     pl->thread = NULL;
-    if (stopped_by_callback) {
+    if (stopped_by_callback || abandoned) {
         uint64_t lost = 0;
         for (uint32_t k = 0, i = pl->head; k < (uint32_t)ft_atomic_load(&pl->filled); k++, i = (i + 1) % pl->depth)
             lost += r->batch[i].count;
         ft_atomic_add64(&r->stats.undelivered, lost);
+    }
+    if (stopped_by_callback) {
         finish(r, FT_READER_CALLBACK_STOPPED);
     } else {
         finish(r, pl->read_end == FILL_FAILED ? FT_READER_FAILED : FT_READER_STOPPED);

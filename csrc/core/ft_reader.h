@@ -38,7 +38,7 @@ typedef struct ft_reader_stats {
     uint64_t spins;         /* empty polls while spinning */
     uint64_t spin_hits;     /* times spinning found a packet and saved a sleep */
     uint64_t max_batch;     /* largest batch seen */
-    uint64_t undelivered;   /* read, then dropped because the callback stopped the reader (pipeline only) */
+    uint64_t undelivered;   /* read ahead, then dropped: stopped (the callback too) or closed (pipeline only) */
 } ft_reader_stats;
 
 /* How a reader ended. */

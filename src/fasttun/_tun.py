@@ -80,7 +80,8 @@ class ReaderStats:
     spin_hits: int
     max_batch: int
     undelivered: int
-    """Packets read ahead (pipeline) and dropped because the callback stopped the reader."""
+    """Packets read ahead (pipeline) and dropped, not delivered, because the reader was stopped (by stop() from
+    anywhere, the callback included, or by the callback raising) or its device closed."""
     arena_swaps: int
     """Times a callback kept a buffer into the arena, so the reader moved on to a fresh one."""
 

@@ -291,6 +291,64 @@ static void test_pipelined_reader(uint32_t depth)
     ft_device_free(b);
 }
 
+/* A stop requested from inside the callback (or a close of the device there) ends deliveries at once, with or
+ * without the pipeline: no callback after that one, what was read ahead counted as undelivered. */
+typedef struct ending_ctx {
+    reader_ctx base;
+    ft_reader *reader;
+    ft_device *dev;
+    int close_device;
+    uint32_t calls, late;
+} ending_ctx;
+
+static int ending_on_batch(void *user, ft_batch *b)
+{
+    ending_ctx *c = user;
+    if (c->calls >= 3)
+        c->late++;
+    c->calls++;
+    on_batch(&c->base, b);
+    if (c->calls == 3) {
+        if (c->close_device)
+            ft_device_shutdown(c->dev);
+        else
+            ft_reader_request_stop(c->reader);
+    }
+    ft_sleep_us(2000); /* let the read-ahead fill up */
+    return 0;
+}
+
+static void test_ending_from_the_callback(uint32_t depth, int close_device)
+{
+    ft_device *a, *b;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
+    owned_batch ob[8];
+    ft_batch bs[8];
+    for (uint32_t k = 0; k < (depth ? depth : 1); k++) {
+        batch_init(&ob[k], 16);
+        bs[k] = ob[k].b;
+    }
+    ending_ctx ctx = {.dev = b, .close_device = close_device};
+    ft_reader_config cfg = {.batch_size = 16, .spin_us = 20, .adaptive = 1, .adaptive_pps = 1000, .pipeline = depth};
+    ctx.reader = ft_reader_start(b, 0, &cfg, bs, ending_on_batch, &ctx, &e);
+    CHECK(ctx.reader != NULL);
+    /* Sent after ctx.reader is set (the pair's queue orders the two for the callback); within its 256. */
+    CHECK(send_seq(a, 0, 200, FT_FULL_WAIT) == 200);
+    CHECK(ft_reader_join(ctx.reader, 10000) == FT_OK);
+    CHECK(ctx.calls == 3 && ctx.late == 0 && ctx.base.bad == 0);
+    CHECK(ft_reader_state(ctx.reader) == (close_device ? FT_READER_FAILED : FT_READER_STOPPED));
+    ft_reader_stats rs;
+    ft_reader_get_stats(ctx.reader, &rs);
+    CHECK(rs.packets == ctx.base.expect + rs.undelivered);
+    CHECK(rs.undelivered <= (uint64_t)(depth > 1 ? depth - 1 : 0) * 16);
+    ft_reader_free(ctx.reader);
+    for (uint32_t k = 0; k < (depth ? depth : 1); k++)
+        batch_free(&ob[k]);
+    ft_device_free(a);
+    ft_device_free(b);
+}
+
 static int never_called(void *user, ft_batch *b)
 {
     (void)b;
@@ -460,6 +518,11 @@ int main(void)
     test_reader_with_concurrent_sender();
     test_pipelined_reader(2);
     test_pipelined_reader(5);
+    const uint32_t depths[] = {0, 2, 8};
+    for (int k = 0; k < 3; k++) {
+        test_ending_from_the_callback(depths[k], 0);
+        test_ending_from_the_callback(depths[k], 1);
+    }
     test_stop_is_prompt(0, 0);
     test_stop_is_prompt(500000, 0);
     test_stop_is_prompt(500000, 1);
