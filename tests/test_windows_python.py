@@ -85,5 +85,5 @@ def test_the_windows_sub_suite_passes_under_wine(crt: str) -> None:
                  "test_fasttun_info_on_windows", "test_fasttun_bench_pair_on_windows",
                  "test_end_of_file_mid_stream_ends_the_reader", "test_reader_gets_everything_in_order",
                  "test_ring_full_wait_sends_once_there_is_room", "test_a_failure_after_the_adapter_is_open_closes_it"):
-        assert any(t.endswith("::" + name) for t in wintun), f"{name} did not pass under Wine"
+        assert any(t.split("[")[0].endswith("::" + name) for t in wintun), f"{name} did not pass under Wine"
     assert len(passed) >= 60, f"only {len(passed)} passed"

@@ -352,9 +352,10 @@ def test_recv_and_recv_batch_in_order(tun, driver):
     assert c.released == c.received == 10  # every packet went back to the driver
 
 
-def test_reader_gets_everything_in_order(tun, driver):
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_reader_gets_everything_in_order(tun, driver, pipeline):
     got: list[int] = []
-    with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b), batch_size=64) as reader:
+    with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b), batch_size=64, pipeline=pipeline) as reader:
         sent = 0
         while sent < 3000:
             n = driver.inject([minimal_ipv4(60, i) for i in range(sent, min(sent + 200, 3000))])
@@ -367,16 +368,41 @@ def test_reader_gets_everything_in_order(tun, driver):
     assert tun.stats.rx_packets == 3000
 
 
+@pytest.mark.parametrize("end", ["stop()", "close()"])
+def test_a_pipelined_reader_ends_at_once_from_its_callback(tun, driver, end):
+    calls: list[int] = []
+    holder = {}
+
+    def on_batch(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            if end == "stop()":
+                assert holder["reader"].stop() is False
+            else:
+                tun.close()
+        time.sleep(0.01)
+
+    holder["reader"] = reader = tun.start_reader(on_batch, batch_size=8, pipeline=4)
+    driver.inject([minimal_ipv4(60, i) for i in range(200)])
+    assert wait_for(lambda: not reader.running)
+    reader.stop()
+    assert len(calls) == 2
+    s = reader.stats
+    assert s.packets == sum(calls) + s.undelivered and s.undelivered <= 3 * 8
+
+
 def test_oversize_and_non_ip_packets_from_the_driver_are_dropped_and_counted(tun, driver):
     driver.inject([b"\x00" * 40, minimal_ipv4(60, 1)])
     assert seq_of(tun.recv(timeout=1)) == 1
     assert tun.stats.rx_dropped_invalid == 1
 
 
-def test_end_of_file_mid_stream_ends_the_reader(tun, driver):
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_end_of_file_mid_stream_ends_the_reader(tun, driver, pipeline):
+    # With the pipeline too, what was read before the error is delivered.
     driver.fault(RECV_EOF, True, 5)
     got: list[int] = []
-    reader = tun.start_reader(lambda b: got.extend(seq_of(p) for p in b))
+    reader = tun.start_reader(lambda b: got.extend(seq_of(p) for p in b), pipeline=pipeline)
     driver.inject([minimal_ipv4(60, i) for i in range(10)])
     assert wait_for(lambda: not reader.running)
     with pytest.raises(fasttun.TunClosedError, match="ERROR_HANDLE_EOF"):
@@ -410,10 +436,11 @@ def test_a_corrupt_ring_mid_stream_restarts_the_session_logged_once(tun, driver,
     assert "ERROR_INVALID_DATA" in restarts[0].getMessage()
 
 
-def test_a_reader_survives_a_corrupt_ring(tun, driver):
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_a_reader_survives_a_corrupt_ring(tun, driver, pipeline):
     got: list[int] = []
     driver.fault(RECV_INVALID_DATA_ONCE, True, 5)
-    with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b)) as reader:
+    with tun.start_reader(lambda b: got.extend(seq_of(p) for p in b), pipeline=pipeline) as reader:
         driver.inject([minimal_ipv4(60, i) for i in range(8)])
         assert wait_for(lambda: tun.stats.rx_errors == 1)
         driver.inject([minimal_ipv4(60, i) for i in range(100, 110)])
