@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -230,6 +231,46 @@ def test_callback_exception_is_raised_by_stop_with_traceback(ends):
     reader.stop()  # raised once; a second stop is quiet
     a.send(minimal_ipv4(60, 5))  # the device still works
     assert seq_of(b.recv(timeout=1)) == 5
+
+
+def test_a_raising_callback_is_logged_once_on_the_fasttun_logger(ends, caplog):
+    a, b = ends
+    caplog.set_level(logging.ERROR, logger="fasttun")
+
+    def on_batch(batch):
+        raise ValueError("bad packet")
+
+    reader = b.start_reader(on_batch)
+    a.send(minimal_ipv4())
+    with pytest.raises(ValueError):
+        reader.join(timeout=5)
+    errors = [r for r in caplog.records if r.name == "fasttun" and r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"reader on {b.name} queue 0 stopped" in errors[0].getMessage()
+    assert "ValueError('bad packet')" in errors[0].getMessage()
+
+
+def test_a_failing_log_handler_does_not_replace_the_callbacks_exception(ends, monkeypatch):
+    # The log line is written by the reader thread after the callback raised; if writing it fails, that is
+    # reported as unraisable and the callback's exception is still the one join() raises.
+    from fasttun import _tun
+
+    def broken(*args):
+        raise OSError("log disk full")
+
+    unraisable = []
+    monkeypatch.setattr(_tun, "_log_callback_error", broken)
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    a, b = ends
+
+    def on_batch(batch):
+        raise KeyError("x")
+
+    reader = b.start_reader(on_batch)
+    a.send(minimal_ipv4())
+    with pytest.raises(KeyError):
+        reader.join(timeout=5)
+    assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, OSError)
 
 
 def test_join_raises_the_callback_exception(ends):

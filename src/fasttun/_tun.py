@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import errno
+import functools
 import ipaddress
 import logging
 import sys
@@ -300,8 +301,8 @@ class _Endpoint:
         started: list[_core.QueueReader] = []
         try:
             for q in range(queues):
-                started.append(self._dev.start_reader(q, _logging_callback(callback, self.name, q), batch_size,
-                                                      spin, bool(adaptive), pps, pipeline))
+                started.append(self._dev.start_reader(q, callback, batch_size, spin, bool(adaptive), pps, pipeline,
+                                                      functools.partial(_log_callback_error, self.name, q)))
         except BaseException:
             for qr in started:
                 qr.request_stop()
@@ -730,15 +731,10 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
     return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
 
 
-def _logging_callback(callback: BatchCallback, name: str, queue: int) -> BatchCallback:
-    def on_batch(batch: _core.Batch) -> None:
-        try:
-            callback(batch)
-        except BaseException as exc:
-            log.error("reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())",
-                      name, queue, exc)
-            raise
-    return on_batch
+def _log_callback_error(name: str, queue: int, exc: BaseException) -> None:
+    """Called on the reader thread when the callback raised (the reader then ends)."""
+    log.error("reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())", name, queue,
+              exc)
 
 
 def pair(
