@@ -316,6 +316,52 @@ def test_multi_queue_spreads_flows_and_loses_nothing(netns, pipeline):
         assert reader.stats.packets >= 16 * 500
 
 
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_a_callback_that_raises_on_one_queue_ends_every_queue(netns, pipeline):
+    # One exception ends the whole reader, not only the queue it came from: otherwise the other queues go on
+    # delivering and join() waits for them while traffic lasts.
+    with open_tun(queues=4) as tun:
+        raised = threading.Event()
+        late = [0]
+        lock = threading.Lock()
+
+        def on_batch(batch):
+            with lock:
+                if raised.is_set():
+                    late[0] += 1
+                    return
+                raised.set()
+            raise ValueError("bad packet")
+
+        stop = threading.Event()
+
+        def flood():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(2_000_000):
+                    if stop.is_set():
+                        return
+                    try:
+                        s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))   # flows over every queue
+                    except OSError:
+                        return
+
+        reader = tun.start_reader(on_batch, pipeline=pipeline)
+        sender = threading.Thread(target=flood)
+        sender.start()
+        try:
+            assert raised.wait(5)
+            with pytest.raises(ValueError, match="bad packet"):
+                reader.join(5.0)
+            assert not reader.running
+            calls_after = late[0]
+            time.sleep(0.1)
+            assert late[0] == calls_after   # nothing runs any more
+        finally:
+            stop.set()
+            sender.join(10)
+        assert not sender.is_alive()
+
+
 def _thread_fds() -> dict[int, set[int]]:
     """Each thread of this process and the descriptors its table holds."""
     tables: dict[int, set[int]] = {}

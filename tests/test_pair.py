@@ -259,7 +259,7 @@ def test_a_failing_log_handler_does_not_replace_the_callbacks_exception(ends, mo
         raise OSError("log disk full")
 
     unraisable = []
-    monkeypatch.setattr(_tun, "_log_callback_error", broken)
+    monkeypatch.setattr(_tun, "_callback_failed", broken)
     monkeypatch.setattr("sys.unraisablehook", unraisable.append)
     a, b = ends
 

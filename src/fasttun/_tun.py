@@ -135,7 +135,8 @@ class Reader:
     """Reader threads (one per queue) that hand batches of packets to a callback.
 
     The callback gets a :class:`Batch` whose views are valid only during the call. A callback that raises
-    stops the reader; :meth:`stop` and :meth:`join` raise that exception again, traceback included."""
+    stops the reader (the threads of every queue); :meth:`stop` and :meth:`join` raise that exception again,
+    traceback included."""
 
     def __init__(self, tun: _Endpoint, queues: list[_core.QueueReader]) -> None:
         self._tun = tun
@@ -301,8 +302,9 @@ class _Endpoint:
         started: list[_core.QueueReader] = []
         try:
             for q in range(queues):
+                # The hook sees `started` grow: a callback that raises on one queue stops every queue's thread.
                 started.append(self._dev.start_reader(q, callback, batch_size, spin, bool(adaptive), pps, pipeline,
-                                                      functools.partial(_log_callback_error, self.name, q)))
+                                                      functools.partial(_callback_failed, self.name, q, started)))
         except BaseException:
             for qr in started:
                 qr.request_stop()
@@ -669,7 +671,8 @@ class Tun(_Endpoint):
         Each thread spins up to ``spin_us`` microseconds on an empty queue before it sleeps (0: never spin);
         with ``adaptive`` it spins only while packets arrive at ``adaptive_pps`` packets/s or more, so an idle
         device costs no CPU. The callback runs with the GIL; the batch's views are valid only during the call.
-        With several queues the callback is called from several threads, one at a time.
+        With several queues the callback is called from several threads, one at a time; if it raises on one,
+        every queue's thread ends.
 
         ``pipeline``: batches in flight per queue. 0 (default): one thread reads a batch, then calls back. 2..8: a
         second thread reads the next batch while the callback runs on the previous one, so the kernel's work and
@@ -731,10 +734,13 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
     return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
 
 
-def _log_callback_error(name: str, queue: int, exc: BaseException) -> None:
-    """Called on the reader thread when the callback raised (the reader then ends)."""
+def _callback_failed(name: str, queue: int, queues: list[_core.QueueReader], exc: BaseException) -> None:
+    """Called on a reader thread when the callback raised: that queue's thread ends, and so do the others of
+    the same reader (one exception ends the reader, as stop() and join() report it)."""
     log.error("reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())", name, queue,
               exc)
+    for q in queues:
+        q.request_stop()
 
 
 def pair(
