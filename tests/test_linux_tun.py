@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,6 +41,32 @@ def udp_flood(count: int, family=socket.AF_INET, dst=PEER4, port=9000, sport=0, 
         pad = b"x" * max(0, size - 4)
         for i in range(count):
             s.sendto(struct.pack("!I", i) + pad, (dst, port))
+
+
+@contextlib.contextmanager
+def flooding() -> Iterator[None]:
+    """A thread sends UDP to PEER4 (64 destination ports, so flows spread over queues) for as long as the block
+    runs, or until the route goes with the device; it is stopped and joined on the way out, also on failure."""
+    stop = threading.Event()
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(2_000_000):
+                if stop.is_set():
+                    return
+                try:
+                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
+                except OSError:
+                    return  # the route went with the device
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(10)
+    assert not sender.is_alive()
 
 
 def deep_sink(family=socket.AF_INET) -> socket.socket:
@@ -333,22 +361,8 @@ def test_a_callback_that_raises_on_one_queue_ends_every_queue(netns, pipeline):
                 raised.set()
             raise ValueError("bad packet")
 
-        stop = threading.Event()
-
-        def flood():
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                for i in range(2_000_000):
-                    if stop.is_set():
-                        return
-                    try:
-                        s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))   # flows over every queue
-                    except OSError:
-                        return
-
         reader = tun.start_reader(on_batch, pipeline=pipeline)
-        sender = threading.Thread(target=flood)
-        sender.start()
-        try:
+        with flooding():
             assert raised.wait(5)
             with pytest.raises(ValueError, match="bad packet"):
                 reader.join(5.0)
@@ -356,10 +370,6 @@ def test_a_callback_that_raises_on_one_queue_ends_every_queue(netns, pipeline):
             calls_after = late[0]
             time.sleep(0.1)
             assert late[0] == calls_after   # nothing runs any more
-        finally:
-            stop.set()
-            sender.join(10)
-        assert not sender.is_alive()
 
 
 def _thread_fds() -> dict[int, set[int]]:
@@ -452,22 +462,8 @@ def test_close_from_another_thread_during_a_flood_ends_the_reader_and_the_device
     # its reading thread, on a descriptor table of its own) ends at once and the interface goes with it.
     tun = open_tun(queues=2)
     got = [0]
-    stop = threading.Event()
-
-    def flood():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(2_000_000):
-                if stop.is_set():
-                    return
-                try:
-                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
-                except OSError:
-                    return  # the route went with the device
-
-    sender = threading.Thread(target=flood)
     reader = tun.start_reader(lambda batch: got.__setitem__(0, got[0] + len(batch)), pipeline=pipeline)
-    sender.start()
-    try:
+    with flooding():
         deadline = time.monotonic() + 10
         while got[0] < 5000 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -477,10 +473,6 @@ def test_close_from_another_thread_during_a_flood_ends_the_reader_and_the_device
         assert reader.join(2.0) and not reader.running
         assert time.monotonic() - t0 < 2.0
         assert not os.path.exists("/sys/class/net/ftt0")
-    finally:
-        stop.set()
-        sender.join(10)
-    assert not sender.is_alive()
 
 
 @pytest.mark.parametrize("pipeline", [0, 2])
@@ -489,26 +481,13 @@ def test_an_interface_deleted_under_a_flood_ends_the_reader_with_nothing_read_lo
     # that was delivered (a device error is not a stop: what was read ahead is still handed over).
     tun = open_tun()
     got = [0]
-    stop = threading.Event()
-
-    def flood():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(2_000_000):
-                if stop.is_set():
-                    return
-                try:
-                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
-                except OSError:
-                    return  # the route went with the interface
 
     def on_batch(batch):
         got[0] += len(batch)
         time.sleep(0.0005)  # a callback slower than the reads: with a pipeline, batches wait read ahead
 
-    sender = threading.Thread(target=flood)
     reader = tun.start_reader(on_batch, pipeline=pipeline)
-    sender.start()
-    try:
+    with flooding():
         deadline = time.monotonic() + 10
         while got[0] < 2000 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -518,10 +497,6 @@ def test_an_interface_deleted_under_a_flood_ends_the_reader_with_nothing_read_lo
         while reader.running and time.monotonic() < deadline:
             time.sleep(0.005)
         assert not reader.running
-    finally:
-        stop.set()
-        sender.join(10)
-    assert not sender.is_alive()
     with pytest.raises(fasttun.TunClosedError, match="gone"):
         reader.join(1.0)
     s = reader.stats

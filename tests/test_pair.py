@@ -233,17 +233,23 @@ def test_callback_exception_is_raised_by_stop_with_traceback(ends):
     assert seq_of(b.recv(timeout=1)) == 5
 
 
-def test_a_raising_callback_is_logged_once_on_the_fasttun_logger(ends, caplog):
+def join_a_reader_whose_callback_raises(ends, exc: BaseException) -> None:
+    """Starts a reader on the second end whose callback raises exc, sends it a packet, and joins it."""
     a, b = ends
-    caplog.set_level(logging.ERROR, logger="fasttun")
 
     def on_batch(batch):
-        raise ValueError("bad packet")
+        raise exc
 
     reader = b.start_reader(on_batch)
     a.send(minimal_ipv4())
-    with pytest.raises(ValueError):
+    with pytest.raises(type(exc)):
         reader.join(timeout=5)
+
+
+def test_a_raising_callback_is_logged_once_on_the_fasttun_logger(ends, caplog):
+    _, b = ends
+    caplog.set_level(logging.ERROR, logger="fasttun")
+    join_a_reader_whose_callback_raises(ends, ValueError("bad packet"))
     errors = [r for r in caplog.records if r.name == "fasttun" and r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert f"reader on {b.name} queue 0 stopped" in errors[0].getMessage()
@@ -261,28 +267,12 @@ def test_a_failing_log_handler_does_not_replace_the_callbacks_exception(ends, mo
     unraisable = []
     monkeypatch.setattr(_tun, "_callback_failed", broken)
     monkeypatch.setattr("sys.unraisablehook", unraisable.append)
-    a, b = ends
-
-    def on_batch(batch):
-        raise KeyError("x")
-
-    reader = b.start_reader(on_batch)
-    a.send(minimal_ipv4())
-    with pytest.raises(KeyError):
-        reader.join(timeout=5)
+    join_a_reader_whose_callback_raises(ends, KeyError("x"))
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, OSError)
 
 
 def test_join_raises_the_callback_exception(ends):
-    a, b = ends
-
-    def on_batch(batch):
-        raise KeyError("x")
-
-    reader = b.start_reader(on_batch)
-    a.send(minimal_ipv4())
-    with pytest.raises(KeyError):
-        reader.join(timeout=5)
+    join_a_reader_whose_callback_raises(ends, KeyError("x"))
 
 
 def test_stop_from_inside_the_callback(ends):

@@ -97,7 +97,7 @@ cdef class QueueReader:
     cdef Device device
     cdef Batch batch
     cdef object callback
-    cdef object on_error                        # called with the callback's exception (the Python layer logs it)
+    cdef object on_error                        # called with the callback's exception (logs it, stops the other queues)
     cdef readonly int queue
     cdef readonly object exception
     cdef readonly uint64_t arena_swaps
