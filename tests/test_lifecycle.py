@@ -10,6 +10,7 @@ Threads are counted in /proc/self/task (the C reader threads are not Python thre
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -541,3 +542,92 @@ def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending
     finally:
         a.close()
         b.close()
+
+
+# ---- what a stopped reader or a closed object kept alive still holds ----
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _stopped_reader(ending: str, pipeline: int) -> list[object]:
+    a, b = fasttun.pair()
+
+    def on_batch(batch: fasttun.Batch) -> None:
+        if ending == "callback raised":
+            raise KeyError("from the callback")
+
+    got = threading.Event()
+    reader = b.start_reader(lambda batch: (got.set(), on_batch(batch)), pipeline=pipeline)
+    a.send(PACKET)
+    assert got.wait(5)
+    if ending == "stop":
+        assert reader.stop(timeout=2)
+    else:
+        with pytest.raises(KeyError):
+            reader.join(timeout=2)
+    return [reader, a, b]
+
+
+@linux_only
+@pytest.mark.parametrize("pipeline", [0, 2])
+@pytest.mark.parametrize("ending", ["stop", "callback raised"])
+def test_a_stopped_reader_kept_for_its_stats_holds_no_descriptor(ending: str, pipeline: int) -> None:
+    # stop()/join() release the thread's events and arenas; only the counters, state and outcome stay.
+    kept = [_stopped_reader(ending, pipeline)]   # the first round allocates what a process allocates once
+    before = _fds()
+    pair = fasttun.pair()
+    open_pair = _fds() - before                  # the devices are still open: what a pair holds
+    for _ in range(20):
+        kept.append(_stopped_reader(ending, pipeline))
+    assert _fds() - before <= 21 * open_pair     # the readers hold nothing
+    pair[0].close()
+    pair[1].close()
+    for reader, a, b in kept:
+        assert reader.stats.packets == 1 and not reader.running and reader.stop() is True
+        a.close()
+        b.close()
+    assert _fds() < before
+
+
+def _closed(kind: str) -> object:
+    if kind == "pair":
+        a, b = fasttun.pair()
+        reader = b.start_reader(len)
+        a.close()
+        b.close()
+        return (a, b, reader)
+    if kind == "udp":
+        u = fasttun.UdpEndpoint(bind=("127.0.0.1", 0))
+        reader = u.start_reader(len, pipeline=2)
+        u.close()
+        return (u, reader)
+    if kind == "aio":
+        import asyncio
+        from fasttun import aio
+
+        async def one_batch() -> tuple[object, ...]:
+            a, b = fasttun.pair()
+            a.send(PACKET)
+            async for _batch in aio.batches(b):
+                break
+            a.close()
+            b.close()
+            return (a, b)
+        return asyncio.run(one_batch())
+    raise AssertionError(kind)
+
+
+@linux_only
+@pytest.mark.parametrize("kind", ["pair", "udp", "aio"])
+def test_a_closed_object_kept_alive_holds_no_descriptor(kind: str) -> None:
+    # close() gives back every descriptor at once (a device kept its close event until it was collected).
+    kept = [_closed(kind)]
+    before = _fds()
+    for _ in range(20):
+        kept.append(_closed(kind))
+    # fasttun.aio's feed joins its reader threads on a thread of its own, right after the stream closed
+    deadline = time.monotonic() + 5
+    while _fds() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _fds() <= before

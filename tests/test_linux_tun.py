@@ -372,6 +372,67 @@ def test_a_callback_that_raises_on_one_queue_ends_every_queue(netns, pipeline):
             assert late[0] == calls_after   # nothing runs any more
 
 
+@contextlib.contextmanager
+def rare_gil_switches() -> Iterator[None]:
+    """A callback keeps the GIL until it returns or blocks: another queue's callback cannot start in the middle
+    of one, so a test can tell a callback that started after stop() from one that was preempted."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("queues", [1, 4])
+@pytest.mark.parametrize("pipeline", [0, 2, 8])
+def test_no_callback_starts_after_stop_from_a_callback_on_any_queue(netns, queues, pipeline):
+    # The other queues' threads may have read a batch and be waiting for the GIL when the callback calls stop():
+    # they must not call back once they get it. Their batches are counted as undelivered.
+    for _ in range(3):
+        with open_tun(queues=queues) as tun, rare_gil_switches():
+            stopped = threading.Event()
+            late: list[int] = []
+            delivered = [0]
+            holder = {}
+
+            def on_batch(batch):
+                if stopped.is_set():
+                    late.append(len(batch))
+                    return
+                delivered[0] += len(batch)
+                if holder["reader"].stats.batches >= 20:
+                    assert holder["reader"].stop() is False   # requested only: we are on a reader thread
+                    stopped.set()
+
+            with flooding():
+                holder["reader"] = reader = tun.start_reader(on_batch, 8, pipeline=pipeline)
+                assert stopped.wait(10)
+                assert reader.join(5)
+            assert late == [], f"{len(late)} callbacks started after stop()"
+            s = reader.stats
+            assert s.packets == delivered[0] + s.undelivered
+
+
+@pytest.mark.parametrize("pipeline", [0, 2])
+def test_stopped_readers_kept_for_their_stats_hold_no_descriptors(netns, pipeline):
+    # Each queue's thread has its events (two, four with the pipeline): a program that keeps its stopped readers
+    # for their counters must not run out of descriptors.
+    with open_tun(queues=4) as tun:
+        before = len(os.listdir("/proc/self/fd"))
+        kept = []
+        with flooding():
+            for _ in range(50):
+                reader = tun.start_reader(len, 8, pipeline=pipeline)
+                time.sleep(0.002)
+                reader.stop()
+                kept.append(reader)
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert not any(r.running for r in kept)
+        assert sum(r.stats.packets for r in kept) > 0
+        assert all("stopped" in repr(r) and r.stop() and r.join() for r in kept)
+
+
 def _thread_fds() -> dict[int, set[int]]:
     """Each thread of this process and the descriptors its table holds."""
     tables: dict[int, set[int]] = {}

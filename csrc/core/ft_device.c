@@ -135,6 +135,10 @@ static void release_if_idle(ft_device *d)
     if (ft_atomic_load(&d->users) == 0 && ft_atomic_load(&d->closed) &&
         ft_atomic_cas(&d->released, NOT_RELEASED, RELEASING)) {
         d->ops->close(d);
+        /* Nobody waits on it any more: only users do, and a closed device takes none; the shutdown that set it
+         * marked the device closed only afterwards. */
+        ft_event_destroy(d->close_event);
+        d->close_event = NULL;
         ft_atomic_store(&d->released, RELEASED);
     }
 }
@@ -149,8 +153,12 @@ void ft_device_shutdown(ft_device *d)
 {
     if (!d)
         return;
-    if (ft_atomic_cas(&d->closed, 0, 1))
+    /* The event first, then the flag: the release (which needs the flag) destroys the event. A waiter woken in
+     * between sees its close_event and ends as closed. */
+    if (ft_atomic_cas(&d->closing, 0, 1)) {
         ft_event_set(d->close_event);
+        ft_atomic_store(&d->closed, 1);
+    }
     release_if_idle(d);
 }
 
@@ -173,10 +181,15 @@ void ft_device_forget_after_fork(ft_device *d)
     if (!d)
         return;
     d->forked = 1;
+    ft_atomic_store(&d->closing, 1);
     ft_atomic_store(&d->closed, 1);
     ft_atomic_store(&d->users, 0);
-    if (ft_atomic_cas(&d->released, NOT_RELEASED, RELEASED) && d->ops->forget)
-        d->ops->forget(d);
+    if (ft_atomic_cas(&d->released, NOT_RELEASED, RELEASING)) {
+        if (d->ops->forget)
+            d->ops->forget(d);
+        ft_event_destroy(d->close_event); /* the child's copy: none of its threads waits on it */
+        d->close_event = NULL;
+    }
     ft_atomic_store(&d->released, RELEASED);
 }
 

@@ -185,11 +185,13 @@ struct ft_device {
     uint32_t max_packet;        /* largest packet recv can produce; arenas leave this much room */
     ft_atomic_int mtu;          /* cached; sends above it are refused */
     ft_atomic_int users;        /* calls in progress (see ft_device_enter) */
+    ft_atomic_int closing;      /* claimed by the one shutdown that sets close_event, before closed */
     ft_atomic_int closed;
     ft_atomic_int released;     /* the backend's resources are gone (0 no, 1 going, 2 gone) */
     int forked;                 /* this is a fork child's copy (see ft_device_forget_after_fork) */
     ft_atomic_u64 next_queue;   /* where a receive from any queue starts */
-    ft_event *close_event;      /* set by ft_device_close: wakes every waiter */
+    ft_event *close_event;      /* set by ft_device_close: wakes every waiter; destroyed (NULL) with the
+                                 * backend's resources, so a closed device kept alive holds no descriptor */
     ft_stats_atomic stats;
     char name[64];              /* interface name as UTF-8 */
 };

@@ -152,6 +152,15 @@ static int fill(ft_reader *r, spin_policy *sp, ft_batch *b)
     return FILL_STOPPED;
 }
 
+/* How a reader ends whose callback declined a batch: stopped, or failed because its device was closed. */
+static int ended_without_callback(ft_reader *r)
+{
+    if (ft_atomic_load(&r->stop))
+        return FT_READER_STOPPED;
+    ft_fail(&r->error, FT_ECLOSED, EBADF, "the device was closed");
+    return FT_READER_FAILED;
+}
+
 /* One thread: read a batch, hand it over, repeat. */
 static void reader_loop(ft_reader *r)
 {
@@ -167,7 +176,13 @@ static void reader_loop(ft_reader *r)
             finish(r, FT_READER_FAILED);
             return;
         }
-        if (r->fn(r->user, r->batch) != 0) {
+        int rc = r->fn(r->user, r->batch);
+        if (rc == FT_READER_DECLINED) {
+            ft_atomic_add64(&r->stats.undelivered, r->batch->count);
+            finish(r, ended_without_callback(r));
+            return;
+        }
+        if (rc != 0) {
             finish(r, FT_READER_CALLBACK_STOPPED);
             return;
         }
@@ -339,6 +354,10 @@ static void pipeline_deliver(ft_reader *r)
         ft_batch *b = &r->batch[pl->head];
         ft_mutex_unlock(pl->lock);
         int rc = r->fn(r->user, b);
+        if (rc == FT_READER_DECLINED) {
+            abandoned = 1; /* the batch stays in its slot and is counted with the read-ahead below */
+            break;
+        }
         ft_mutex_lock(pl->lock);
         pl->head = (pl->head + 1) % pl->depth;
         (void)ft_atomic_add(&pl->filled, -1);
@@ -499,6 +518,10 @@ void ft_reader_request_stop(ft_reader *r)
     ft_atomic_store(&r->stop, 1);
     ft_event_set(r->wake);
 }
+
+int ft_reader_stopping(ft_reader *r) { return ft_atomic_load(&r->stop) || ft_atomic_load(&r->dev->closed); }
+
+int ft_reader_joined(ft_reader *r) { return ft_atomic_load(&r->joined); }
 
 int ft_reader_join(ft_reader *r, int timeout_ms)
 {

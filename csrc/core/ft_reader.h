@@ -26,10 +26,14 @@ typedef struct ft_reader_config {
 #define FT_READER_MAX_SPIN_US 1000000u
 #define FT_READER_MAX_PIPELINE 8u
 
-/* The callback: return 0 to go on, anything else to stop the reader. It may replace b->data, b->offsets
- * and b->lengths (with the same capacities) before it returns, e.g. when the old arena is still in use.
- * It always runs on the reader's own thread (the one ft_reader_is_current_thread names). */
+/* The callback: return 0 to go on, FT_READER_DECLINED when it did not deliver the batch because it found a
+ * stop requested or the device closed (ft_reader_stopping: a wrapper that has to wait for a lock, such as
+ * Python's, checks once it holds it; the batch is counted in stats.undelivered), anything else to stop the
+ * reader. It may replace b->data, b->offsets and b->lengths (with the same capacities) before it returns, e.g.
+ * when the old arena is still in use. It always runs on the reader's own thread (the one
+ * ft_reader_is_current_thread names). */
 typedef int (*ft_batch_fn)(void *user, ft_batch *b);
+#define FT_READER_DECLINED 2
 
 typedef struct ft_reader_stats {
     uint64_t packets, bytes, batches;
@@ -38,7 +42,8 @@ typedef struct ft_reader_stats {
     uint64_t spins;         /* empty polls while spinning */
     uint64_t spin_hits;     /* times spinning found a packet and saved a sleep */
     uint64_t max_batch;     /* largest batch seen */
-    uint64_t undelivered;   /* read ahead, then dropped: stopped (the callback too) or closed (pipeline only) */
+    uint64_t undelivered;   /* read, then dropped: the reader was stopped (the callback too) or its device closed
+                             * while the batch was read ahead (pipeline) or waited for its callback (declined) */
 } ft_reader_stats;
 
 /* How a reader ended. */
@@ -51,6 +56,10 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
                            void *user, ft_err *e);
 /* Asks the reader to stop and wakes it if it sleeps; callable from any thread, the callback included. */
 void ft_reader_request_stop(ft_reader *r);
+/* True once a stop was requested or the device closed: no batch is to be delivered any more. */
+int ft_reader_stopping(ft_reader *r);
+/* True once the reader's thread has ended and was joined (ft_reader_free then never waits). */
+int ft_reader_joined(ft_reader *r);
 /* Waits up to timeout_ms (negative: forever) for the reader thread to end. FT_OK once it has ended (and been
  * joined), FT_ETIMEDOUT otherwise, FT_EINVAL when called from the reader's own thread. */
 int ft_reader_join(ft_reader *r, int timeout_ms);

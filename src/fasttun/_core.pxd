@@ -143,6 +143,8 @@ cdef extern from "core/ft_reader.h" nogil:
         FT_READER_FAILED
 
     ctypedef int (*ft_batch_fn)(void *user, ft_batch *b) noexcept
+    enum:
+        FT_READER_DECLINED
 
     ctypedef struct ft_reader_stats:
         uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered
@@ -153,6 +155,8 @@ cdef extern from "core/ft_reader.h" nogil:
     ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
                                void *user, ft_err *e)
     void ft_reader_request_stop(ft_reader *r)
+    int ft_reader_stopping(ft_reader *r)
+    int ft_reader_joined(ft_reader *r)
     int ft_reader_join(ft_reader *r, int timeout_ms)
     int ft_reader_state(ft_reader *r)
     void ft_reader_error(ft_reader *r, ft_err *out)

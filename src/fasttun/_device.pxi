@@ -312,9 +312,9 @@ cdef class Device:
     # -- readers --
 
     def start_reader(self, int queue, callback, uint32_t batch_size, uint32_t spin_us, bint adaptive,
-                     uint32_t adaptive_pps, int pipeline=0, on_error=None):
+                     uint32_t adaptive_pps, int pipeline=0, on_error=None, bint deliver_after_stop=False):
         return QueueReader._start(self, queue, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline,
-                                  on_error)
+                                  on_error, deliver_after_stop)
 
     # -- configuration --
 

@@ -67,6 +67,8 @@ def _after_fork_in_child():
     for q in list(_running):
         if q.reader != NULL:
             ft_reader_forget_after_fork(q.reader)
+            q.busy = 0     # the threads that were joining it are the parent's
+            q._release()   # the child's copies of its events
     _running.clear()
     for d in list(_devices):
         if d.dev != NULL:
@@ -102,10 +104,19 @@ cdef class QueueReader:
     cdef readonly object exception
     cdef readonly uint64_t arena_swaps
     cdef ReaderGlue glue
+    # A batch whose thread got the GIL after a stop was requested goes to the callback all the same (fasttun.aio
+    # keeps such batches for its next call) instead of being declined and counted as undelivered.
+    cdef bint deliver_after_stop
+    # Calls inside the C reader without the GIL (join): the reader is released only when none is left.
+    cdef int busy
+    # What stays once the ended thread's reader is released (join): its counters, state and error.
+    cdef ft_reader_stats final_stats
+    cdef int final_state
+    cdef object final_error
 
     @staticmethod
     cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
-                            bint adaptive, uint32_t adaptive_pps, int pipeline, on_error):
+                            bint adaptive, uint32_t adaptive_pps, int pipeline, on_error, bint deliver_after_stop):
         cdef QueueReader q = QueueReader.__new__(QueueReader)
         cdef ft_reader_config cfg
         cdef ft_err e
@@ -117,6 +128,8 @@ cdef class QueueReader:
         q.queue = queue
         q.callback = callback
         q.on_error = on_error
+        q.deliver_after_stop = deliver_after_stop
+        q.final_state = FT_READER_STOPPED
         q.batch_size = batch_size
         q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1))]
         for k in range(len(q.arenas)):
@@ -145,6 +158,10 @@ cdef class QueueReader:
             self.reader = NULL
 
     cdef int _deliver(self, ft_batch *b):
+        # The stop may have come while this thread waited for the GIL (from another queue's callback, say): no
+        # callback starts after stop() or close() returned; the batch is counted as undelivered.
+        if not self.deliver_after_stop and self.reader != NULL and ft_reader_stopping(self.reader):
+            return FT_READER_DECLINED
         cdef Py_ssize_t slot = b - self.bs
         cdef Arena arena = <Arena>self.arenas[slot]
         cdef Batch batch = self.batch
@@ -184,7 +201,8 @@ cdef class QueueReader:
             ft_reader_request_stop(self.reader)
 
     def join(self, timeout=None):
-        """Waits for the thread to end; True once it has. Handles Ctrl-C between slices."""
+        """Waits for the thread to end; True once it has, and then its OS resources (events, arenas) are
+        released: only the counters, the state and the error stay. Handles Ctrl-C between slices."""
         cdef int r
         cdef int slice_ms
         if self.reader == NULL:
@@ -193,30 +211,52 @@ cdef class QueueReader:
             raise RuntimeError("a reader cannot wait for itself: call stop() from another thread, or return "
                                "from the callback after requesting the stop")
         cdef Deadline deadline = _deadline(_timeout_ms(timeout))
+        cdef ft_reader *reader = self.reader
         while True:
             slice_ms = _slice_ms(&deadline)
+            self.busy += 1
             with nogil:
-                r = ft_reader_join(self.reader, slice_ms)
+                r = ft_reader_join(reader, slice_ms)
+            self.busy -= 1
             if r == FT_OK:
+                self._release()
                 return True
             PyErr_CheckSignals()
             if _expired(&deadline, slice_ms):
                 return False
 
+    cdef _release(self):
+        # With the GIL, once the thread was joined and no other caller is inside the C reader: what a kept
+        # Reader holds afterwards is plain memory, so thousands of stopped readers cost no descriptors.
+        if self.reader == NULL or self.busy > 0 or not ft_reader_joined(self.reader):
+            return
+        ft_reader_get_stats(self.reader, &self.final_stats)
+        self.final_state = ft_reader_state(self.reader)
+        self.final_error = self._error()
+        ft_reader_free(self.reader)   # joined: never waits
+        self.reader = NULL
+        self.arenas = None            # batches the callback kept hold their own arena
+        self.batch = None
+
     @property
     def state(self):
-        return ft_reader_state(self.reader) if self.reader != NULL else FT_READER_STOPPED
+        return ft_reader_state(self.reader) if self.reader != NULL else self.final_state
 
-    def error(self):
-        """The exception for a reader that ended because of the device (None otherwise)."""
+    cdef _error(self):
         cdef ft_err e
-        if self.reader == NULL or ft_reader_state(self.reader) != FT_READER_FAILED:
+        if ft_reader_state(self.reader) != FT_READER_FAILED:
             return None
         ft_reader_error(self.reader, &e)
         return _exception(&e)
 
+    def error(self):
+        """The exception for a reader that ended because of the device (None otherwise)."""
+        return self._error() if self.reader != NULL else self.final_error
+
     def stats(self):
         cdef ft_reader_stats s
+        if self.reader == NULL:
+            return self.final_stats
         ft_reader_get_stats(self.reader, &s)
         return s
 

@@ -81,8 +81,9 @@ class ReaderStats:
     spin_hits: int
     max_batch: int
     undelivered: int
-    """Packets read ahead (pipeline) and dropped, not delivered, because the reader was stopped (by stop() from
-    anywhere, the callback included, or by the callback raising) or its device closed."""
+    """Packets read and dropped, not delivered, because the reader was stopped (by stop() from anywhere, the
+    callback included, or by the callback raising) or its device closed: read ahead by a pipeline, or read by a
+    queue's thread that was waiting for the GIL when the stop came."""
     arena_swaps: int
     """Times a callback kept a buffer into the arena, so the reader moved on to a fresh one."""
 
@@ -176,9 +177,11 @@ class Reader:
     def stop(self, timeout: float | None = 5.0) -> bool:
         """Stops the reader threads and waits up to ``timeout`` seconds for them (None: as long as it takes).
 
-        Returns True once every thread has ended; False if one is still inside a slow callback. Raises the
-        callback's exception, or the device error that ended the reader. Called from inside the callback,
-        it only asks for the stop (the reader ends when the callback returns) and returns False."""
+        Returns True once every thread has ended; False if one is still inside a slow callback. No callback
+        starts on any queue once the stop was asked for. Raises the callback's exception, or the device error
+        that ended the reader. Called from inside the callback, it only asks for the stop (the reader ends when
+        the callback returns) and returns False. Once the threads have ended, their descriptors and arenas are
+        given back: the Reader keeps only its stats."""
         self._request_stop()
         if self._on_own_thread():
             return False

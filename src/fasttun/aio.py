@@ -241,8 +241,9 @@ class _ThreadFeed:
         self.watch.feeds.add(self)
         try:
             for q in range(tun.queues):
+                # Batches read while the feed closes still reach on_batch, which keeps them for the next call.
                 self.queues.append(tun._dev.start_reader(q, self.on_batch, batch_size, spin_us, adaptive,
-                                                         adaptive_pps))
+                                                         adaptive_pps, 0, None, True))
         except BaseException:
             self.close(keep=False)
             raise
