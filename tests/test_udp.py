@@ -6,6 +6,7 @@ ones that change the loopback MTU run in a network namespace of their own."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 import sys
@@ -274,6 +275,65 @@ def test_datagrams_larger_than_max_datagram_are_dropped_and_counted(gro):
         assert ep.recv_batch(8, timeout=0.2).nbytes == 0
         assert ep.stats.rx_dropped_oversize == 2 and ep.stats.drops == 2
         s.close()
+
+
+def offload_pair(family: int, max_datagram: int) -> tuple[fasttun.UdpEndpoint, fasttun.UdpEndpoint]:
+    """A sender with GSO and a receiver with GRO and a smaller max_datagram, connected over loopback."""
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    rx = fasttun.UdpEndpoint(bind=(host, 0), max_datagram=max_datagram, rcvbuf=8 << 20)
+    port = int(rx.name.rsplit(":", 1)[1])
+    tx = fasttun.UdpEndpoint(bind=(host, 0), peer=(host, port))
+    return tx, rx
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_a_train_of_oversize_segments_still_delivers_its_tail_that_fits(family):
+    # One GSO message [2000, 100] arrives as one GRO train of 2000-byte segments: only the 2000 is too large.
+    need("gso")
+    need("gro")
+    tx, rx = offload_pair(family, 1000)
+    with tx, rx:
+        assert tx.send_batch([b"a" * 2000, b"b" * 100]) == 2
+        assert tx.stats.gso_messages == 1
+        assert [g[0] for g in receive_all(rx, 1)] == [b"b" * 100]
+        assert rx.recv_batch(8, timeout=0.2).nbytes == 0
+        assert rx.stats.rx_dropped_oversize == 1 and rx.stats.rx_packets == 1
+
+
+def mixed_runs(rng: random.Random, count: int) -> list[bytes]:
+    """Runs of equal sizes (1 to 8,000 bytes), some ending in a shorter datagram, each datagram distinct."""
+    out: list[bytes] = []
+    while len(out) < count:
+        size = rng.choice([rng.randint(1, 200), rng.randint(1000, 1600), rng.randint(1400, 8000)])
+        for _ in range(rng.randint(1, 12)):
+            out.append(bytes([len(out) % 256]) * size)
+        if rng.random() < 0.5:
+            out.append(bytes([len(out) % 256]) * rng.randint(1, size))
+    return out[:count]
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_every_datagram_that_fits_arrives_once_in_order_and_only_the_others_are_counted(family, gro):
+    need("gso")
+    if gro:
+        need("gro")
+    rng = random.Random(20 + family + gro)
+    for _ in range(3):
+        host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        rx = fasttun.UdpEndpoint(bind=(host, 0), max_datagram=1500, rcvbuf=8 << 20, gro=gro)
+        tx = fasttun.UdpEndpoint(bind=(host, 0), peer=(host, int(rx.name.rsplit(":", 1)[1])))
+        with tx, rx:
+            sent = mixed_runs(rng, 300)
+            for k in range(0, len(sent), 50):
+                assert tx.send_batch(sent[k:k + 50]) == len(sent[k:k + 50])
+            fits = [d for d in sent if len(d) <= 1500]
+            got = [g[0] for g in receive_all(rx, len(fits))]
+            assert rx.recv_batch(64, timeout=0.2).nbytes == 0
+            assert len(got) == len(fits) and got == fits
+            assert rx.stats.rx_dropped_oversize == len(sent) - len(fits)
+            if gro:
+                assert rx.stats.gro_messages > 0   # trains did arrive coalesced
 
 
 def test_bad_input_is_refused_whole_and_leaves_the_endpoint_usable():

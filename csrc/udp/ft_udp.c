@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #endif
 #include "udp/ft_udp.h" /* elsewhere: only its stubs, so that every compiler checks them */
+#include "udp/ft_udp_train.h"
 #if defined(__linux__) || defined(_WIN32)
 
 #include <errno.h>
@@ -209,7 +210,9 @@ static int stage_read(ft_device *d, ft_err *e)
             h->msg_flags = 0;
             u->rx_msgs[i].msg_len = 0;
         }
-        int r = recvmmsg(u->fd, u->rx_msgs, u->nslots, MSG_DONTWAIT, NULL);
+        /* MSG_TRUNC: each msg_len is the length the datagram (or train) had, also when its slot cut it short,
+         * so that what was cut is counted datagram by datagram. */
+        int r = recvmmsg(u->fd, u->rx_msgs, u->nslots, MSG_DONTWAIT | MSG_TRUNC, NULL);
         if (r > 0) {
             u->got = (uint32_t)r;
             u->cur = 0;
@@ -265,45 +268,41 @@ static int udp_recv(ft_device *d, int q, ft_batch *b, ft_err *e)
             if (r <= 0)
                 break;
         }
-        struct mmsghdr *m = &u->rx_msgs[u->cur];
         const uint8_t *p = u->stage + (size_t)u->cur * u->slot;
         const udp_name *from = &u->rx_names[u->cur];
-        uint32_t len = m->msg_len;
-        uint32_t seg = gro_segment(u, u->cur);
-        if (seg == 0 || seg > len)
-            seg = len;
-        if (m->msg_hdr.msg_flags & MSG_TRUNC) { /* larger than the slot: the kernel cut it */
-            ft_atomic_add64(&u->info.rx_dropped_trunc, 1);
-            ft_atomic_add64(&d->stats.rx_dropped_oversize, 1);
-            u->cur++;
-            continue;
-        }
-        if (seg > u->max_datagram) {
-            uint64_t lost = seg ? ((uint64_t)len - u->off + seg - 1) / seg : 1;
-            ft_atomic_add64(&u->info.rx_dropped_trunc, lost);
-            ft_atomic_add64(&d->stats.rx_dropped_oversize, lost);
-            u->cur++;
-            u->off = 0;
-            continue;
-        }
-        if (len == 0) { /* an empty datagram is a datagram */
+        uint32_t full = u->rx_msgs[u->cur].msg_len;
+        ft_udp_train t = {.full = full, .copied = full < u->slot ? full : u->slot, .seg = gro_segment(u, u->cur),
+                          .max = u->max_datagram};
+        if (full == 0) { /* an empty datagram is a datagram */
             if (!append(b, p, 0, from))
                 break;
             n++;
             u->cur++;
             continue;
         }
-        if (u->off == 0 && seg < len)
+        if (u->off == 0 && ft_udp_train_coalesced(&t))
             ft_atomic_add64(&u->info.gro_messages, 1);
         int room = 1;
-        while (u->off < len) {
-            uint32_t piece = len - u->off < seg ? len - u->off : seg;
-            if (!append(b, p + u->off, piece, from)) {
-                room = 0;
+        while (u->off < full) {
+            uint32_t cut = ft_udp_train_cut(&t, u->off);
+            if (cut > 0) { /* the slot was too small for the rest of the unit */
+                ft_atomic_add64(&u->info.rx_dropped_trunc, cut);
+                ft_atomic_add64(&d->stats.rx_dropped_oversize, cut);
+                u->off = full;
                 break;
             }
+            int deliver;
+            uint32_t piece = ft_udp_train_piece(&t, u->off, &deliver);
+            if (!deliver) { /* larger than max_datagram: this one only, its shorter tail may fit */
+                ft_atomic_add64(&u->info.rx_dropped_trunc, 1);
+                ft_atomic_add64(&d->stats.rx_dropped_oversize, 1);
+            } else if (!append(b, p + u->off, piece, from)) {
+                room = 0;
+                break;
+            } else {
+                n++;
+            }
             u->off += piece;
-            n++;
         }
         if (!room)
             break;

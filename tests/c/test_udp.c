@@ -6,6 +6,7 @@
 #endif
 #include "core/ft_reader.h"
 #include "udp/ft_udp.h"
+#include "udp/ft_udp_train.h"
 #include "check.h"
 
 #include <stdlib.h>
@@ -241,6 +242,83 @@ static void test_not_a_udp_socket(void)
     close_socket(fd);
 }
 
+/* Walks a unit as the receive paths do: the lengths delivered, and how many were dropped. */
+static uint32_t split(const ft_udp_train *t, uint32_t *lens, uint32_t max_lens, uint32_t *dropped)
+{
+    uint32_t n = 0, off = 0;
+    *dropped = 0;
+    while (off < t->full) {
+        uint32_t cut = ft_udp_train_cut(t, off);
+        if (cut > 0) {
+            *dropped += cut;
+            break;
+        }
+        int deliver;
+        uint32_t len = ft_udp_train_piece(t, off, &deliver);
+        CHECK(len > 0);
+        if (deliver && n < max_lens)
+            lens[n++] = len;
+        else if (!deliver)
+            (*dropped)++;
+        off += len;
+    }
+    return n;
+}
+
+/* The train splitter on synthetic units (no socket): each datagram that fits is delivered, each other one is
+ * counted once, whatever else its train holds. */
+static void test_train_splitting(void)
+{
+    uint32_t lens[64], dropped;
+    /* a single datagram: delivered; too large; cut short by its buffer */
+    ft_udp_train single = {.full = 900, .copied = 900, .seg = 0, .max = 1000};
+    CHECK(split(&single, lens, 64, &dropped) == 1 && lens[0] == 900 && dropped == 0);
+    CHECK(!ft_udp_train_coalesced(&single));
+    single.full = single.copied = 1001;
+    CHECK(split(&single, lens, 64, &dropped) == 0 && dropped == 1);
+    ft_udp_train cut_single = {.full = 5000, .copied = 1000, .seg = 0, .max = 1000};
+    CHECK(split(&cut_single, lens, 64, &dropped) == 0 && dropped == 1);
+    /* [2000, 100] with max 1000: the large segment dropped, its tail delivered */
+    ft_udp_train tail = {.full = 2100, .copied = 2100, .seg = 2000, .max = 1000};
+    CHECK(ft_udp_train_coalesced(&tail));
+    CHECK(split(&tail, lens, 64, &dropped) == 1 && lens[0] == 100 && dropped == 1);
+    /* [1500 x 3, 700]: all fit */
+    ft_udp_train fits = {.full = 5200, .copied = 5200, .seg = 1500, .max = 1500};
+    CHECK(split(&fits, lens, 64, &dropped) == 4 && dropped == 0);
+    CHECK(lens[0] == 1500 && lens[2] == 1500 && lens[3] == 700);
+    /* a segment size that fits but a buffer cut short in the third segment: two delivered, two counted */
+    ft_udp_train cut = {.full = 4000, .copied = 2500, .seg = 1000, .max = 1500};
+    CHECK(split(&cut, lens, 64, &dropped) == 2 && dropped == 2);
+    /* cut exactly at a segment boundary */
+    cut.copied = 3000;
+    CHECK(split(&cut, lens, 64, &dropped) == 3 && dropped == 1);
+    /* a segment size reported larger than the unit: one datagram */
+    ft_udp_train big_seg = {.full = 800, .copied = 800, .seg = 9000, .max = 1000};
+    CHECK(split(&big_seg, lens, 64, &dropped) == 1 && lens[0] == 800 && dropped == 0);
+    /* 64 one-byte segments, the largest count a kernel coalesces */
+    ft_udp_train tiny = {.full = 64, .copied = 64, .seg = 1, .max = 1};
+    CHECK(split(&tiny, lens, 64, &dropped) == 64 && dropped == 0);
+    /* the largest unit, the lengths near UINT32_MAX arithmetic would wrap at */
+    ft_udp_train huge = {.full = 0xFFFFFFFFu, .copied = 65536, .seg = 0x80000000u, .max = 65535};
+    CHECK(split(&huge, lens, 64, &dropped) == 0 && dropped == 2);
+    /* every combination of small lengths: delivered + dropped == datagrams in the unit, in order */
+    for (uint32_t full = 1; full <= 40; full++)
+        for (uint32_t seg = 0; seg <= 41; seg++)
+            for (uint32_t copied = 0; copied <= full; copied++)
+                for (uint32_t max = 1; max <= 12; max += 5) {
+                    ft_udp_train t = {.full = full, .copied = copied, .seg = seg, .max = max};
+                    uint32_t s = ft_udp_train_seg(&t), units = (full + s - 1) / s;
+                    uint32_t n = split(&t, lens, 64, &dropped);
+                    uint32_t expect = 0;
+                    for (uint32_t off = 0; off < full; off += s) {
+                        uint32_t len = full - off < s ? full - off : s;
+                        expect += len <= max && off + len <= copied;
+                    }
+                    if (n + dropped != units || n != expect)
+                        CHECK(0);
+                }
+}
+
 int main(void)
 {
 #ifdef _WIN32
@@ -248,6 +326,7 @@ int main(void)
     if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
         return 2;
 #endif
+    test_train_splitting();
     test_runs_both_ways(1, 256);
     test_runs_both_ways(1, 7); /* a coalesced read spread over many receives */
     test_runs_both_ways(0, 64);
