@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fasttun
-from packets import ipv4_udp
+from packets import ipv4_udp, minimal_ipv4
 
 
 def test_reserve_fills_in_place_and_append_copies():
@@ -125,6 +125,56 @@ def test_pop_takes_back_a_failed_packet_but_not_one_of_a_held_batch():
         b.pop()
 
 
+def test_pop_expires_the_views_of_the_packet_it_takes_back():
+    # The README's pattern for a failed decryption: the view reserve() gave must not write into the next packet.
+    b = fasttun.BatchBuilder(max_packets=8, capacity=256)
+    kept = b.reserve(4)
+    kept[:] = b"keep"
+    v = b.reserve(10)
+    b.pop()
+    b.append(b"B" * 10)
+    with pytest.raises(ValueError):
+        v[:] = b"X" * 10
+    with pytest.raises(ValueError):
+        memoryview(v)
+    assert "expired" in repr(v)
+    kept[0] = ord("K")                      # the packet that stayed keeps a live view
+    assert b.batch().copy() == [b"Keep", b"B" * 10]
+    # a view of an earlier packet stays live when a later one, appended without a view, is popped
+    b.clear()
+    first = b.reserve(3)
+    b.append(b"later")
+    b.pop()
+    first[:] = b"abc"
+    assert b.batch().copy() == [b"abc"]
+
+
+def test_a_view_of_a_packet_split_into_several_expires_with_the_first_of_them_popped():
+    b = fasttun.BatchBuilder(max_packets=8, capacity=256)
+    two = minimal_ipv4(28, 1) + minimal_ipv4(28, 2)
+    view = b.reserve(len(two))
+    view[:] = two
+    assert b.split_ip() == 2
+    b.pop()
+    with pytest.raises(ValueError):
+        view[:] = two
+    assert b.batch().copy() == [minimal_ipv4(28, 1)]
+
+
+def test_pop_does_not_reuse_bytes_a_buffer_export_may_still_write():
+    b = fasttun.BatchBuilder(max_packets=8, capacity=256)
+    b.append(b"head")
+    exported = memoryview(b.reserve(10))    # e.g. handed to a C library that keeps it
+    b.pop()
+    b.append(b"B" * 10)
+    exported[:] = b"X" * 10
+    assert b.batch().copy() == [b"head", b"B" * 10]
+    exported.release()
+    b.clear()                               # the gap goes with the arena's next use
+    b.append(b"B" * 10)
+    assert b.nbytes == 10
+
+
 @pytest.mark.parametrize("max_packets, capacity", [(0, 10), (65537, 10), (-1, 10), (1, 0), (1, -5),
                                                    (1, (1 << 31) + 1)])
 def test_hostile_sizes_are_refused(max_packets, capacity):
@@ -187,6 +237,7 @@ def test_the_builder_behaves_like_a_list_and_held_batches_never_change(max_packe
     model: list[bytes] = []
     held: list[tuple[fasttun.Batch, list[bytes]]] = []
     frozen = 0   # packets of the model in a batch still held: pop() must refuse them
+    views: list[tuple[int, object]] = []   # (packet index, the view reserve() gave): live until popped or cleared
     for op in ops:
         if op[0] in ("append", "reserve"):
             data, prefix = op[1], op[2]
@@ -201,7 +252,9 @@ def test_the_builder_behaves_like_a_list_and_held_batches_never_change(max_packe
             if op[0] == "append":
                 b.append(data, prefix)
             else:
-                b.reserve(len(data), prefix)[:] = data
+                view = b.reserve(len(data), prefix)
+                view[:] = data
+                views.append((len(model), view))
             model.append(prefix + data)
         elif op[0] == "pop":
             if not model:
@@ -213,6 +266,10 @@ def test_the_builder_behaves_like_a_list_and_held_batches_never_change(max_packe
             else:
                 b.pop()
                 model.pop()
+                for index, view in [v for v in views if v[0] >= len(model)]:
+                    with pytest.raises(ValueError):
+                        view[:] = b"X" * len(view)   # never into the packet that comes next
+                views = [v for v in views if v[0] < len(model)]
         elif op[0] == "batch":
             batch = b.batch()
             assert batch.copy() == model
@@ -223,7 +280,10 @@ def test_the_builder_behaves_like_a_list_and_held_batches_never_change(max_packe
         else:
             b.clear()
             model = []
+            views = []
             frozen = 0
+        for index, view in views:   # a live view shows its packet's bytes
+            assert bytes(view) == model[index][len(model[index]) - len(view):]
         assert len(b) == len(model) and b.nbytes == sum(map(len, model))
         assert b.room == capacity - b.nbytes
         for batch, expected in held:

@@ -34,6 +34,7 @@ cdef class BatchBuilder:
     cdef size_t used
     cdef uint32_t frozen        # the most packets of a Batch handed out since clear()
     cdef list handed            # the Batches handed out from this arena
+    cdef list views             # (packet index, view) for what reserve() handed out since clear(), in order
     cdef readonly uint32_t max_packets
     cdef readonly size_t capacity
     cdef readonly uint64_t arena_swaps   # times clear() found a batch still held and took a fresh arena
@@ -51,6 +52,7 @@ cdef class BatchBuilder:
         self.capacity = <size_t>capacity
         self.arena = Arena(self.max_packets, self.capacity)
         self.handed = []
+        self.views = []
 
     cdef bint _held(self):
         """True while a Batch handed out from this arena, one of its packets or a buffer of the arena is alive
@@ -108,6 +110,7 @@ cdef class BatchBuilder:
         out.generation = self.arena.generation
         out.ptr = p
         out.shape[0] = n
+        self.views.append((self.count - 1, out))
         return out
 
     def append(self, data, prefix=None):
@@ -231,13 +234,25 @@ cdef class BatchBuilder:
         return m
 
     def pop(self):
-        """Takes the last packet back (one whose filling failed). A packet of a Batch still held cannot be."""
+        """Takes the last packet back (one whose filling failed). A packet of a Batch still held cannot be.
+
+        Views of it that ``reserve()`` returned expire (ValueError on use), so they cannot write into the next
+        packet. While a buffer of the arena is exported (a memoryview, a NumPy array) its bytes are not reused
+        before ``clear()``: the export may be of this packet."""
+        cdef Packet v
         if self.count == 0:
             raise IndexError("pop from an empty builder")
         if self.count <= self._frozen():
             raise ValueError("the last packet belongs to a Batch handed out and still held; clear() instead")
         self.count -= 1
-        self.used = self.arena.offsets[self.count]
+        while self.views:
+            index, v = self.views[len(self.views) - 1]   # wraparound is off in this module
+            if index < self.count:
+                break
+            v.generation = self.arena.generation - 1   # generations only grow: it never matches again
+            self.views.pop()
+        if self.arena.exports == 0:
+            self.used = self.arena.offsets[self.count]
 
     def split_ip(self):
         """Splits the last packet into the IPv4/IPv6 packets it holds back to back, each as long as its header
@@ -274,6 +289,11 @@ cdef class BatchBuilder:
             self.arena.lengths[last + i] = <uint32_t>length
             pos += length
         self.count = last + k
+        # a view of the packet now covers all k: popping any of them expires it (see pop())
+        for i in range(len(self.views) - 1, -1, -1):
+            if self.views[i][0] != last:
+                break
+            self.views[i] = (last + k - 1, self.views[i][1])
         return k
 
     def batch(self):
@@ -297,6 +317,7 @@ cdef class BatchBuilder:
         else:
             self.arena.generation += 1   # the views reserve() returned expire
         self.handed.clear()
+        self.views.clear()
         self.count = 0
         self.used = 0
         self.frozen = 0
@@ -306,7 +327,8 @@ cdef class BatchBuilder:
 
     @property
     def nbytes(self):
-        """Bytes of all packets so far."""
+        """Bytes of the arena the packets so far take (with the gap a pop() leaves while a buffer of the arena is
+        exported: see pop())."""
         return self.used
 
     @property
