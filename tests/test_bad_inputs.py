@@ -156,6 +156,12 @@ ARGUMENTS = [
     ("reader batch huge", lambda a, b: b.start_reader(lambda batch: None, batch_size=65537), ValueError,
      r"batch_size 65537 is out of range; allowed: 1\.\.65536"),
     ("reader not callable", lambda a, b: b.start_reader(None), TypeError, r"callback must be callable"),
+    ("reader pipeline 9", lambda a, b: b.start_reader(len, pipeline=9), ValueError,
+     r"pipeline 9 is out of range; allowed: 0\.\.8"),
+    ("reader pipeline 2**31", lambda a, b: b.start_reader(len, pipeline=2**31), ValueError,
+     r"pipeline 2147483648 is out of range; allowed: 0\.\.8"),
+    ("reader pipeline -2**63-1", lambda a, b: b.start_reader(len, pipeline=-2**63 - 1), ValueError,
+     r"pipeline -9223372036854775809 is out of range"),
     ("reader spin -1", lambda a, b: b.start_reader(lambda batch: None, spin_us=-1), ValueError,
      r"spin_us -1 is out of range"),
     ("recv timeout -1", lambda a, b: b.recv(timeout=-1), ValueError,
@@ -192,6 +198,43 @@ def test_bad_argument_on_the_pair(ends, name, call, exc, message):
     assert b.recv(timeout=1) == GOOD and b.recv(timeout=0) is None
     good_packet_goes_through(a, b)
     assert not b._readers, "a refused start_reader left a reader behind"
+
+
+BUILDER_ARGUMENTS = [
+    ("reserve 2**63", lambda b: b.reserve(2**63), ValueError,
+     r"a packet of 9223372036854775808 bytes is larger than 65535"),
+    ("reserve -2**64", lambda b: b.reserve(-2**64), ValueError, r"a packet cannot have -18446744073709551616 bytes"),
+    ("reserve 1.0", lambda b: b.reserve(1.0), TypeError, r"n must be an int, not float"),
+    ("reserve True", lambda b: b.reserve(True), TypeError, r"n must be an int, not bool"),
+    ("append_split size 2**64", lambda b: b.append_split(b"abc", 2**64), ValueError,
+     r"size 18446744073709551616 is out of range"),
+    ("append_split size 0", lambda b: b.append_split(b"abc", 0), ValueError, r"size 0 is out of range"),
+    ("append_split index_at 2**63", lambda b: b.append_split(b"abc", 1, b"h", 2**63), ValueError,
+     r"index_at 9223372036854775808 is out of range"),
+    ("append_split index_at -2", lambda b: b.append_split(b"abc", 1, b"h", -2), ValueError,
+     r"index_at -2 is out of range"),
+    ("append_joined index_at 2**63", lambda b: b.append_joined(fasttun.make_batch([b"hx"]), 0, 1, b"h", 2**63),
+     ValueError, r"index_at 9223372036854775808 is out of range"),
+    ("append_joined start '0'", lambda b: b.append_joined(fasttun.make_batch([b"hx"]), "0", 1, b"h"), TypeError,
+     r"start must be an int, not str"),
+]
+
+
+@pytest.mark.parametrize("name, call, exc, message", BUILDER_ARGUMENTS, ids=row_ids(BUILDER_ARGUMENTS))
+def test_bad_builder_argument_changes_nothing(name, call, exc, message):
+    b = fasttun.BatchBuilder(max_packets=4, capacity=256)
+    b.append(b"kept")
+    with pytest.raises(exc, match=message):
+        call(b)
+    assert b.batch().copy() == [b"kept"]
+
+
+def test_append_joined_beyond_the_batch_is_false_not_an_error():
+    b = fasttun.BatchBuilder()
+    batch = fasttun.make_batch([b"hx", b"hy"])
+    for start, count in [(2**63, 1), (0, 2**63), (-2**63 - 1, 1), (1, 2), (0, 0)]:
+        assert b.append_joined(batch, start, count, b"h") is False
+    assert len(b) == 0 and b.append_joined(batch, 0, 2, b"h") is True and b.batch().copy() == [b"xy"]
 
 
 PAIR_SETTINGS = [

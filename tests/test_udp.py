@@ -364,6 +364,60 @@ def test_bad_input_is_refused_whole_and_leaves_the_endpoint_usable():
     peer.close()
 
 
+DESTINATIONS = [
+    (("fe80::1%99999999999999", 5000), ValueError, r"zone of 'fe80::1%99999999999999' is out of range"),
+    (("fe80::1%4294967296", 5000), ValueError, r"an interface index is 1\.\.4294967295"),
+    (("fe80::1%nosuchif0", 5000), ValueError, r"zone of 'fe80::1%nosuchif0' names no interface"),
+    (("fe80::1%", 5000), ValueError, r"empty zone"),
+    (("fe80::1%lo\x00", 5000), ValueError, r"names no interface"),
+    (("fe80::1%lo", 5000, 0, 7), ValueError, r"names two zones"),
+    (("fe80::1", 5000, 1, 0), ValueError, r"flowinfo of a destination must be 0"),
+    (("fe80::1", 5000, "x", 0), TypeError, r"flowinfo must be an int, not str"),
+    (("fe80::1", 5000, 0, None), TypeError, r"scope id must be an int, not NoneType"),
+    (("fe80::1", 5000, 0, 2**32), ValueError, r"scope id 4294967296 is out of range"),
+    (("fe80::1", 5000, 0, -1), ValueError, r"scope id -1 is out of range"),
+    (("127.0.0.1", 5000, 0, 0), ValueError, r"an IPv4 destination is \(host, port\)"),
+    (("127.0.0.1", 5000, "junk", None), ValueError, r"an IPv4 destination is \(host, port\)"),
+    (("::1", 2**70), ValueError, r"destination port 1180591620717411303424 is out of range"),
+    (("::1", 0), ValueError, r"destination port 0 is out of range"),
+    (("not-an-address", 5000), ValueError, r"is not a numeric IPv4 or IPv6 address"),
+]
+
+
+@pytest.mark.parametrize("to, exc, message", DESTINATIONS, ids=[repr(d[0]) for d in DESTINATIONS])
+def test_a_bad_destination_is_refused_with_what_is_allowed(to, exc, message):
+    peer = plain_socket(socket.AF_INET6, "::1")
+    with fasttun.UdpEndpoint(bind=("::", 0)) as ep:
+        with pytest.raises(exc, match=message):
+            ep.send_batch([b"x"], to)
+        assert ep.stats.tx_packets == 0
+        assert ep.send_batch([b"fine"], peer.getsockname()) == 1   # still usable
+        assert peer.recv(100) == b"fine"
+    peer.close()
+
+
+def test_a_destination_zone_by_name_or_index_or_scope_id_reaches_the_same_interface():
+    lo = socket.if_nametoindex("lo")
+    peer = plain_socket(socket.AF_INET6, "::1")
+    port = peer.getsockname()[1]
+    with fasttun.UdpEndpoint(bind=("::", 0)) as ep:
+        for to in [("::1", port), ("::1", port, 0, 0), (f"::1%{lo}", port), ("::1%lo", port, 0, lo)]:
+            assert ep.send_batch([b"z"], to) == 1
+            assert peer.recv(10) == b"z"
+    peer.close()
+
+
+@pytest.mark.parametrize("peer, exc, message", [
+    (("127.0.0.1", 5000, 0, 0), ValueError, r"peer: an IPv4 address is \(host, port\)"),
+    (("::1", 5000, "x", 0), TypeError, r"peer flowinfo must be an int"),
+    (("::1", 5000, 0, 2**40), ValueError, r"peer scope id 1099511627776 is out of range"),
+    (("fe80::1%nosuchif0", 5000), ValueError, r"peer: cannot resolve"),
+])
+def test_a_bad_bind_or_peer_address_opens_nothing(peer, exc, message):
+    with pytest.raises(exc, match=message):
+        fasttun.UdpEndpoint(bind=("::", 0) if ":" in peer[0] else ("0.0.0.0", 0), peer=peer)
+
+
 def test_constructor_arguments_are_checked():
     with pytest.raises(ValueError, match="bind="):
         fasttun.UdpEndpoint()

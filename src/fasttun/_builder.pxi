@@ -20,6 +20,25 @@ cdef inline size_t _ip_length(const uint8_t *p, size_t room) noexcept nogil:
     return 0
 
 
+_SSIZE_MAX = PY_SSIZE_T_MAX
+
+
+cdef object _int_type(object value, str what):
+    """An int argument, checked before any C conversion (TypeError otherwise); its range is the caller's."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
+cdef object _int_arg(object value, str what, object low, object high):
+    """An int argument in low..high: TypeError unless an int, ValueError saying what is allowed, never
+    OverflowError."""
+    _int_type(value, what)
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")
+    return value
+
+
 cdef class BatchBuilder:
     """Builds a Batch in a preallocated arena: ``reserve(n, prefix)`` appends a packet and returns a writable
     view of its ``n`` bytes after ``prefix`` to fill in place (e.g. ``aead.encrypt_into(..., view)``),
@@ -87,7 +106,7 @@ cdef class BatchBuilder:
         self.used += <size_t>total
         return p
 
-    def reserve(self, Py_ssize_t n, prefix=None):
+    def reserve(self, n, prefix=None):
         """Appends a packet of ``len(prefix) + n`` bytes, the prefix (a header, a nonce) copied in front, and
         returns a writable Packet view of its last ``n`` bytes to fill in place. Until written they hold
         whatever the arena held: fill them, or take the packet back with ``pop()`` (e.g. when a decryption
@@ -95,6 +114,11 @@ cdef class BatchBuilder:
         cdef Py_buffer view
         cdef uint8_t *p
         cdef Packet out
+        _int_type(n, "n")
+        if n < 0:
+            raise ValueError(f"a packet cannot have {n} bytes")
+        if n > BUILDER_MAX_PACKET:
+            raise ValueError(f"a packet of {n} bytes is larger than {BUILDER_MAX_PACKET}")
         if prefix is None:
             p = self._slot(n, 0)
         else:
@@ -134,16 +158,16 @@ cdef class BatchBuilder:
         finally:
             PyBuffer_Release(&view)
 
-    def append_split(self, data, Py_ssize_t size, prefix=None, Py_ssize_t index_at=-1):
+    def append_split(self, data, size, prefix=None, index_at=-1):
         """Appends ``data`` cut into packets of ``size`` bytes (the last one may be shorter), each after a copy
         of ``prefix``; with ``index_at``, byte ``index_at`` of each copy holds the piece's number (0, 1, ...,
         at most 256 pieces). Returns how many packets it appended (0 for empty data). Everything is checked
         first: ValueError and nothing changes."""
         cdef Py_buffer view, head
         cdef Py_ssize_t pieces, i, plen = 0, piece
+        cdef Py_ssize_t size_ = _int_arg(size, "size", 1, _SSIZE_MAX)
+        cdef Py_ssize_t index_at_ = _int_arg(index_at, "index_at", -1, _SSIZE_MAX)
         cdef uint8_t *p
-        if size < 1:
-            raise ValueError(f"size must be at least 1 byte, not {size}")
         _get_buffer(data, &view, PyBUF_SIMPLE, "data must be a contiguous bytes-like object")
         head.buf = NULL
         head.len = 0
@@ -151,13 +175,13 @@ cdef class BatchBuilder:
             if prefix is not None:
                 _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object or None")
             plen = head.len
-            pieces = (view.len + size - 1) // size
-            if index_at >= plen or index_at < -1:
-                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
-            if index_at >= 0 and pieces > 256:
+            pieces = (view.len + size_ - 1) // size_
+            if index_at_ >= plen or index_at_ < -1:
+                raise ValueError(f"index_at {index_at_} is outside the {plen}-byte prefix (or -1 for none)")
+            if index_at_ >= 0 and pieces > 256:
                 raise ValueError(f"{pieces} pieces: a one-byte index numbers at most 256")
-            if plen + min(size, view.len) > BUILDER_MAX_PACKET:
-                raise ValueError(f"a packet of {plen + min(size, view.len)} bytes is larger than {BUILDER_MAX_PACKET}")
+            if plen + min(size_, view.len) > BUILDER_MAX_PACKET:
+                raise ValueError(f"a packet of {plen + min(size_, view.len)} bytes is larger than {BUILDER_MAX_PACKET}")
             if pieces > self.max_packets - self.count:
                 raise ValueError(f"{pieces} packets do not fit: the builder holds {self.count} of at most "
                                  f"{self.max_packets}")
@@ -165,20 +189,20 @@ cdef class BatchBuilder:
                 raise ValueError(f"{pieces * plen + view.len} bytes do not fit: {self.capacity - self.used} of "
                                  f"{self.capacity} bytes are left")
             for i in range(pieces):
-                piece = min(size, view.len - i * size)
+                piece = min(size_, view.len - i * size_)
                 p = self._slot(piece, plen)
                 if plen:
                     memcpy(p, head.buf, <size_t>plen)
-                    if index_at >= 0:
-                        p[index_at] = <uint8_t>i
-                memcpy(p + plen, <uint8_t *>view.buf + i * size, <size_t>piece)
+                    if index_at_ >= 0:
+                        p[index_at_] = <uint8_t>i
+                memcpy(p + plen, <uint8_t *>view.buf + i * size_, <size_t>piece)
             return pieces
         finally:
             if head.buf != NULL:
                 PyBuffer_Release(&head)
             PyBuffer_Release(&view)
 
-    def append_joined(self, Batch batch, Py_ssize_t start, Py_ssize_t count, prefix, Py_ssize_t index_at=-1):
+    def append_joined(self, Batch batch, start, count, prefix, index_at=-1):
         """If packets ``start`` .. ``start + count - 1`` of ``batch`` each begin with ``prefix`` (byte
         ``index_at`` of it, if given, holding the packet's number 0, 1, ... instead), appends what follows the
         prefix in each, joined, as one packet and returns True (fragments back into what was split); otherwise
@@ -190,33 +214,37 @@ cdef class BatchBuilder:
         cdef uint32_t n
         cdef Arena a
         batch._check()
-        if count < 1 or start < 0 or start > <Py_ssize_t>batch.count - count:
+        _int_type(start, "start")   # any int: a range beyond the batch gives False
+        _int_type(count, "count")
+        cdef Py_ssize_t index_at_ = _int_arg(index_at, "index_at", -1, _SSIZE_MAX)
+        if count < 1 or start < 0 or start > batch.count - count:
             return False
+        cdef Py_ssize_t first = start, n_packets = count
         a = batch.arena
         _get_buffer(prefix, &head, PyBUF_SIMPLE, "prefix must be a contiguous bytes-like object")
         try:
             plen = head.len
-            if index_at >= plen or index_at < -1:
-                raise ValueError(f"index_at {index_at} is outside the {plen}-byte prefix (or -1 for none)")
-            for i in range(count):
-                n = a.lengths[start + i]
-                src = a.data + a.offsets[start + i]
-                if n < plen or (index_at >= 0 and src[index_at] != <uint8_t>(i & 255)):
+            if index_at_ >= plen or index_at_ < -1:
+                raise ValueError(f"index_at {index_at_} is outside the {plen}-byte prefix (or -1 for none)")
+            for i in range(n_packets):
+                n = a.lengths[first + i]
+                src = a.data + a.offsets[first + i]
+                if n < plen or (index_at_ >= 0 and src[index_at_] != <uint8_t>(i & 255)):
                     return False
-                if index_at < 0:
+                if index_at_ < 0:
                     if memcmp(src, head.buf, <size_t>plen) != 0:
                         return False
-                elif memcmp(src, head.buf, <size_t>index_at) != 0 or memcmp(
-                        src + index_at + 1, <uint8_t *>head.buf + index_at + 1, <size_t>(plen - index_at - 1)) != 0:
+                elif memcmp(src, head.buf, <size_t>index_at_) != 0 or memcmp(
+                        src + index_at_ + 1, <uint8_t *>head.buf + index_at_ + 1, <size_t>(plen - index_at_ - 1)) != 0:
                     return False
                 total += n - plen
             if total > BUILDER_MAX_PACKET or self.count >= self.max_packets or \
                     <size_t>total > self.capacity - self.used:
                 return False
             p = self._slot(total, 0)
-            for i in range(count):
-                n = a.lengths[start + i]
-                memcpy(p, a.data + a.offsets[start + i] + plen, n - plen)
+            for i in range(n_packets):
+                n = a.lengths[first + i]
+                memcpy(p, a.data + a.offsets[first + i] + plen, n - plen)
                 p += n - plen
             return True
         finally:

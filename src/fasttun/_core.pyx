@@ -9,6 +9,7 @@ from cpython.buffer cimport PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Clear, PyErr_Occurred
 from cpython.long cimport PyLong_CheckExact
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawMalloc, PyMem_RawFree
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT, PyObject, _Py_REFCNT
@@ -35,6 +36,7 @@ MIN_MTU = FT_MIN_MTU
 DEFAULT_SPIN_US = FT_READER_DEFAULT_SPIN_US
 DEFAULT_ADAPTIVE_PPS = FT_READER_DEFAULT_ADAPTIVE_PPS
 MAX_SPIN_US = FT_READER_MAX_SPIN_US
+MAX_PIPELINE = FT_READER_MAX_PIPELINE
 PAIR_DEFAULT_CAPACITY = FT_PAIR_DEFAULT_CAPACITY
 PAIR_DEFAULT_CAPACITY_BYTES = FT_PAIR_DEFAULT_CAPACITY_BYTES
 PAIR_MAX_CAPACITY = FT_PAIR_MAX_CAPACITY

@@ -299,8 +299,7 @@ class _Endpoint:
         spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
         pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
                else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
-            raise TypeError(f"pipeline must be an int, not {type(pipeline).__name__}")
+        _ranged_int(pipeline, "pipeline", 0, _core.MAX_PIPELINE)
         self._check_open()
         started: list[_core.QueueReader] = []
         try:

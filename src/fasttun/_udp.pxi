@@ -18,7 +18,8 @@ cdef object _endpoint_tuple(const ft_endpoint *ep):
 
 
 cdef int _endpoint_from(object addr, ft_endpoint *ep) except -1:
-    """A destination from (host, port) or (host, port, flowinfo, scope_id), the host a numeric address."""
+    """A destination from (host, port) or, for IPv6, (host, port, flowinfo, scope_id); the host a numeric address,
+    an IPv6 one with an optional %zone (an interface name or index)."""
     if not isinstance(addr, tuple) or len(addr) not in (2, 4):
         raise TypeError(f"a destination is a (host, port) tuple (IPv6 also (host, port, flowinfo, scope_id)), "
                         f"not {addr!r}")
@@ -35,26 +36,55 @@ cdef int _endpoint_from(object addr, ft_endpoint *ep) except -1:
     cdef bytes packed
     try:
         packed = _socket.inet_pton(_socket.AF_INET, host)
+    except (OSError, ValueError):
+        pass
+    else:
+        if len(addr) == 4:
+            raise ValueError(f"an IPv4 destination is (host, port); (host, port, flowinfo, scope_id) is for IPv6, "
+                             f"not {addr!r}")
         ep.family = 4
         memcpy(ep.addr, <const char *>packed, 4)
         return 0
-    except OSError:
-        pass
-    name, _, zone = host.partition("%")
+    name, percent, zone = host.partition("%")
     try:
         packed = _socket.inet_pton(_socket.AF_INET6, name)
-    except OSError:
+    except (OSError, ValueError):
         raise ValueError(f"destination host {host!r} is not a numeric IPv4 or IPv6 address") from None
     ep.family = 6
     memcpy(ep.addr, <const char *>packed, 16)
+    scope = _zone_index(zone, host) if percent else 0
     if len(addr) == 4:
-        scope = addr[3]
-        if isinstance(scope, bool) or not isinstance(scope, int) or not 0 <= scope <= 0xFFFFFFFF:
-            raise ValueError(f"the IPv6 scope id must be an int in 0..4294967295, not {scope!r}")
-        ep.scope_id = <uint32_t>scope
-    elif zone:
-        ep.scope_id = int(zone) if zone.isdigit() else _socket.if_nametoindex(zone)
+        flowinfo, scope_id = addr[2], addr[3]
+        if isinstance(flowinfo, bool) or not isinstance(flowinfo, int):
+            raise TypeError(f"the IPv6 flowinfo must be an int, not {type(flowinfo).__name__}")
+        if flowinfo != 0:
+            raise ValueError(f"the IPv6 flowinfo of a destination must be 0 (flow labels are not sent), "
+                             f"not {flowinfo}")
+        if isinstance(scope_id, bool) or not isinstance(scope_id, int):
+            raise TypeError(f"the IPv6 scope id must be an int, not {type(scope_id).__name__}")
+        if not 0 <= scope_id <= 0xFFFFFFFF:
+            raise ValueError(f"the IPv6 scope id {scope_id} is out of range; allowed: 0..4294967295")
+        if percent and scope_id not in (0, scope):
+            raise ValueError(f"destination {addr!r} names two zones: %{zone} and scope id {scope_id}")
+        scope = scope or scope_id
+    ep.scope_id = <uint32_t>scope
     return 0
+
+
+cdef object _zone_index(str zone, str host):
+    """The interface index an IPv6 %zone names: a decimal index (1..4294967295) or an interface's name."""
+    if zone.isascii() and zone.isdigit():
+        index = int(zone)
+        if not 1 <= index <= 0xFFFFFFFF:
+            raise ValueError(f"the zone of {host!r} is out of range: an interface index is 1..4294967295")
+        return index
+    if not zone:
+        raise ValueError(f"{host!r} has an empty zone: after % comes an interface name or index")
+    try:
+        return _socket.if_nametoindex(zone)
+    except (OSError, ValueError):
+        raise ValueError(f"the zone of {host!r} names no interface of this host (give an existing interface's "
+                         f"name or index)") from None
 
 
 cdef class UdpDevice(Device):

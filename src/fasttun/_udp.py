@@ -78,8 +78,13 @@ def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
     except socket.gaierror as exc:
         raise ValueError(f"{what}: cannot resolve {host!r}: {exc}") from None
     fam, _, _, _, sockaddr = infos[0]
-    if len(address) == 4 and fam == socket.AF_INET6:
-        return fam, (sockaddr[0], sockaddr[1], address[2], address[3])
+    if len(address) == 4:
+        if fam != socket.AF_INET6:
+            raise ValueError(f"{what}: an IPv4 address is (host, port); (host, port, flowinfo, scope_id) is for "
+                             f"IPv6, not {address!r}")
+        _ranged_int(address[2], f"{what} flowinfo", 0, 0xFFFFF)
+        _ranged_int(address[3], f"{what} scope id", 0, 0xFFFFFFFF)
+        return fam, (sockaddr[0], sockaddr[1], address[2], address[3] or sockaddr[3])
     return fam, sockaddr
 
 
