@@ -1,5 +1,5 @@
 """examples/echo.py, examples/echo_async.py and examples/capture.py as users run them: a subprocess inside a network
-namespace of the test's own (``ip netns exec``), answered by iputils' ``ping`` and ``ping -6``, stopped with
+namespace of the test's own (``ip netns exec``), answered by echo requests of the test's own (tests/icmp_ping.py), stopped with
 SIGINT or SIGTERM."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI, require_tool
+from icmp_ping import ping
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")]
@@ -61,13 +62,6 @@ class Example:
             self.proc.communicate()
 
 
-def ping(netns, address: str, count: int = 3) -> str:
-    require_tool("ping", "iputils-ping")
-    v6 = ["-6"] if ":" in address else []
-    result = netns.run("ping", *v6, "-c", str(count), "-i", "0.2", "-W", "2", address, check=False, timeout=20)
-    return result.stdout
-
-
 @pytest.mark.parametrize("script, options, signum", [
     pytest.param("echo.py", [], signal.SIGINT, id="echo-threads-SIGINT"),
     pytest.param("echo.py", [], signal.SIGTERM, id="echo-threads-SIGTERM"),
@@ -80,8 +74,8 @@ def test_ping_and_ping6_get_answers(netns, script, options, signum):
     example = Example(netns.name, script, "--name", "ftecho0", *options)
     try:
         assert "answering pings behind ftecho0" in example.banner
-        assert " 3 received, 0% packet loss" in ping(netns, PEER4)
-        assert " 3 received, 0% packet loss" in ping(netns, PEER6)
+        assert ping(PEER4, count=3) == 3
+        assert ping(PEER6, count=3) == 3
         code, out, err = example.stop(signum)
     finally:
         example.kill()
@@ -97,7 +91,7 @@ def test_capture_records_pings_and_replies_for_tcpdump_and_scapy(netns, tmp_path
                       "--write", str(path), "--answer-pings")
     try:
         assert "recording ftcap0" in example.banner
-        assert " 3 received, 0% packet loss" in ping(netns, "10.96.0.2")
+        assert ping("10.96.0.2", count=3) == 3
         code, out, err = example.stop(signal.SIGINT)
     finally:
         example.kill()
