@@ -286,6 +286,21 @@ def test_readers_and_receives_under_a_tee_on_a_full_disk_go_on(caplog, kind, fmt
     b.close()
 
 
+def test_a_send_that_raises_records_the_packets_that_went():
+    a, b = fasttun.pair(capacity=4, on_full="raise")
+    writer = pcap.PcapWriter(io.BytesIO())
+    with pcap.tee(a, writer):
+        with pytest.raises(fasttun.TunFullError) as info:
+            a.send_batch([minimal_ipv4(60, i) for i in range(10)])
+        assert info.value.sent == 4
+        assert writer.packets == 4
+        with pytest.raises(fasttun.TunFullError) as info:
+            a.send(minimal_ipv4(60, 10))
+        assert info.value.sent == 0 and writer.packets == 4
+    a.close()
+    b.close()
+
+
 def test_a_log_handler_that_raises_does_not_reach_the_sender(monkeypatch):
     class Broken(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -332,7 +332,12 @@ class _TeeDevice:
         return batch
 
     def send(self, packet: Any, *args: Any, **kw: Any) -> int:
-        sent = self._real.send(packet, *args, **kw)
+        try:
+            sent = self._real.send(packet, *args, **kw)
+        except BaseException as e:  # it may have gone all the same (its .sent says so): recorded, then raised
+            if getattr(e, "sent", 0):
+                self._out([packet])
+            raise
         if sent:
             self._out([packet])
         return sent
@@ -340,7 +345,13 @@ class _TeeDevice:
     def send_batch(self, packets: Any, *args: Any, **kw: Any) -> int:
         if not isinstance(packets, (Batch, list)):
             packets = list(packets)
-        sent = self._real.send_batch(packets, *args, **kw)
+        try:
+            sent = self._real.send_batch(packets, *args, **kw)
+        except BaseException as e:  # those that went before the error (its .sent) are recorded, then it is raised
+            went = getattr(e, "sent", 0)
+            if isinstance(went, int) and went > 0:
+                self._out(packets[:went])
+            raise
         if sent:
             self._out(packets if sent == len(packets) else packets[:sent])
         return sent
