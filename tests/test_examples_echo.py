@@ -5,6 +5,7 @@ SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -114,3 +115,19 @@ def test_capture_records_pings_and_replies_for_tcpdump_and_scapy(netns, tmp_path
     assert [(r[inet.ICMP].type, r.direction) for r in icmp] == [(8, 2), (0, 1)] * 3  # out of the host, back in
     stamps = [float(r.time) for r in icmp]
     assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 60
+
+
+def test_capture_on_a_full_disk_keeps_answering_and_says_what_it_lost(netns):
+    example = Example(netns.name, "capture.py", "--name", "ftcap1", "--address", "10.95.0.1/24",
+                      "--write", "/dev/full", "--answer-pings")
+    try:
+        assert "recording ftcap1" in example.banner
+        assert ping("10.95.0.2", count=60, interval=0.01) == 60  # 120 records: more than the file's buffer
+        code, out, err = example.stop(signal.SIGINT)
+    finally:
+        example.kill()
+    assert code == 1, (out, err)
+    assert "capture: writing /dev/full failed ([Errno 28] No space left on device)" in err, err
+    assert "packets not recorded" in err and "Traceback" not in err, err
+    counts = re.search(r"\((\d+) received, (\d+) sent\)", out)
+    assert counts and int(counts[1]) >= 60 and int(counts[2]) == 60, out

@@ -365,7 +365,9 @@ class _TeeDevice:
 
 class Tee:
     """A device writing what it receives and sends into a writer, until :meth:`remove` (or the end of a
-    ``with`` block). Readers started before the tee are not teed."""
+    ``with`` block). Readers started before the tee are not teed. A write error never reaches the device's
+    callers: it stops the capture, is logged once and counted in the writer's ``write_errors`` and
+    ``dropped`` (see the module's documentation)."""
 
     def __init__(self, tun: Tun, writer: _Writer, rx: bool, tx: bool) -> None:
         if not isinstance(tun, Tun):
