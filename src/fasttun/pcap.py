@@ -67,8 +67,8 @@ class _Unraisable:
 
     def __init__(self, exc_info: Any, message: str) -> None:
         self.exc_type, self.exc_value, self.exc_traceback = exc_info
-        self.err_msg = message
-        self.object = None
+        self.err_msg: Optional[str] = message
+        self.object: object = None
 
 
 def _pad4(n: int) -> int:
