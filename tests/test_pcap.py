@@ -443,3 +443,18 @@ def test_a_capture_filling_its_file_system_stops_and_counts_the_rest(small_tmpfs
     assert descriptors_to(path) == 0
     a.close()
     b.close()
+
+
+def test_a_file_closed_under_its_writer_stops_the_capture_not_the_device(caplog):
+    a, b = fasttun.pair()
+    file = io.BytesIO()
+    writer = pcap.PcapWriter(file)
+    with pcap.tee(a, writer):
+        assert a.send(minimal_ipv4(60, 0)) == 1
+        file.close()  # the caller's file, closed behind the writer's back
+        assert a.send_batch([minimal_ipv4(60, i) for i in range(1, 4)]) == 3
+    assert [seq_of(p) for p in b.recv_batch(8, timeout=1.0)] == [0, 1, 2, 3]
+    assert writer.packets == 1 and writer.write_errors == 1 and writer.dropped == 3
+    assert isinstance(writer.error, ValueError) and len(capture_errors(caplog)) == 1
+    a.close()
+    b.close()
