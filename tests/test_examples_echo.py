@@ -1,6 +1,6 @@
 """examples/echo.py, examples/echo_async.py and examples/capture.py as users run them: a subprocess inside a network
-namespace of the test's own (``ip netns exec``), answered by echo requests of the test's own (tests/icmp_ping.py), stopped with
-SIGINT or SIGTERM."""
+namespace of the test's own (``ip netns exec``), sent echo requests by the test itself (tests/icmp_ping.py: no
+ping needed), stopped with SIGINT or SIGTERM."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """examples/udp_tunnel.py end to end: two namespaces joined by a veth, the tunnel running in each (a process
-started inside it with ``ip netns exec``), a TCP transfer verified by hash and a ping (tests/icmp_ping.py) through the tunnel, plain
-and encrypted; then datagrams nobody should accept are injected on the wire and must show up in the counters."""
+started inside it with ``ip netns exec``), a TCP transfer verified by hash and a ping (tests/icmp_ping.py) through
+the tunnel, plain and encrypted; then datagrams nobody should accept are injected on the wire and must show up in
+the counters."""
 
 from __future__ import annotations
 
