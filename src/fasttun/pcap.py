@@ -31,7 +31,6 @@ import builtins
 import logging
 import os
 import struct
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -40,7 +39,7 @@ from typing import Any, BinaryIO, Optional, Union
 from fasttun import _core
 from fasttun._core import Batch
 from fasttun._core import Packet as _Packet
-from fasttun._tun import Tun
+from fasttun._tun import Tun, _log
 
 __all__ = ["LINKTYPE_RAW", "PcapWriter", "PcapngWriter", "Tee", "open", "tee"]
 
@@ -60,15 +59,6 @@ _U32 = struct.Struct("=I")
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 Packet = Union[bytes, bytearray, memoryview]
-
-
-class _Unraisable:
-    """What sys.unraisablehook takes (the fields of the interpreter's own UnraisableHookArgs)."""
-
-    def __init__(self, exc_info: Any, message: str) -> None:
-        self.exc_type, self.exc_value, self.exc_traceback = exc_info
-        self.err_msg: Optional[str] = message
-        self.object: object = None
 
 
 def _pad4(n: int) -> int:
@@ -172,11 +162,8 @@ class _Writer:
             self._report(e)
 
     def _report(self, error: BaseException) -> None:
-        try:
-            log.error("capture to %s stopped at a write error, %d packet(s) not recorded: %s",
-                      self._name, self.dropped, error)
-        except Exception:  # a log handler that raises must not reach the data path either
-            sys.unraisablehook(_Unraisable(sys.exc_info(), "fasttun.pcap: logging a capture's write error"))
+        _log(log, logging.ERROR, "capture to %s stopped at a write error, %d packet(s) not recorded: %s",
+             self._name, self.dropped, error)  # a log handler that raises does not reach the data path either
 
     def flush(self) -> None:
         with self._lock:
