@@ -6,11 +6,13 @@
 A tee (``fasttun.pcap.tee``) makes the device write every packet it receives and every packet it sends into
 the file, stamped with the time its batch arrived; pcapng also records the direction. With
 ``--answer-pings`` the reader answers echo requests, so replies appear in the capture too. Runs until SIGINT
-or SIGTERM (or ``--count`` packets), then prints its counters and exits 0."""
+or SIGTERM (or ``--count`` packets), then prints its counters and exits 0, or 1 if writing the file failed (a
+full disk: the device went on, the capture stopped, and what it could not record is counted)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -45,28 +47,39 @@ def main(argv: list[str]) -> int:
         print(f"capture: cannot write {args.write}: {exc}", file=sys.stderr)
         return 2
     received = [0]
-    with writer:
-        try:
-            tun = fasttun.Tun(args.name, addresses=args.address or ["10.96.0.1/24"], up=True)
-        except (fasttun.TunError, ValueError) as exc:
-            print(f"capture: cannot open {args.name}: {exc}", file=sys.stderr)
-            return 2
-        with tun, pcap.tee(tun, writer):
-            def on_batch(batch: fasttun.Batch) -> None:
-                received[0] += len(batch)
-                if args.answer_pings:
-                    replies = icmp.echo_replies(batch)
-                    if replies is not None:
-                        tun.send_batch(replies)
-                if args.count and received[0] >= args.count:
-                    stop.set()
+    try:
+        tun = fasttun.Tun(args.name, addresses=args.address or ["10.96.0.1/24"], up=True)
+    except (fasttun.TunError, ValueError) as exc:
+        print(f"capture: cannot open {args.name}: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            writer.close()
+        return 2
+    with tun, pcap.tee(tun, writer):
+        def on_batch(batch: fasttun.Batch) -> None:
+            received[0] += len(batch)
+            if args.answer_pings:
+                replies = icmp.echo_replies(batch)
+                if replies is not None:
+                    tun.send_batch(replies)
+            if args.count and received[0] >= args.count:
+                stop.set()
 
-            with tun.start_reader(on_batch):
-                print(f"capture: recording {tun.name} into {args.write}; stop with Ctrl-C", flush=True)
-                stop.wait()
-            stats = tun.stats
+        with tun.start_reader(on_batch):
+            print(f"capture: recording {tun.name} into {args.write}; stop with Ctrl-C", flush=True)
+            stop.wait()
+        stats = tun.stats
+    # A failed capture (a full disk) stopped itself and left the device running; it is reported here.
+    error = writer.error
+    try:
+        writer.close()
+    except OSError as exc:
+        error = error or exc
     print(f"capture: {writer.packets} packets written ({received[0]} received, {stats.tx_packets} sent) "
           f"to {args.write}", flush=True)
+    if error is not None:
+        print(f"capture: writing {args.write} failed ({error}); {writer.dropped} packets not recorded",
+              file=sys.stderr)
+        return 1
     return 0
 
 

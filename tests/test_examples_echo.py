@@ -1,10 +1,11 @@
 """examples/echo.py, examples/echo_async.py and examples/capture.py as users run them: a subprocess inside a network
-namespace of the test's own (``ip netns exec``), answered by iputils' ``ping`` and ``ping -6``, stopped with
-SIGINT or SIGTERM."""
+namespace of the test's own (``ip netns exec``), sent echo requests by the test itself (tests/icmp_ping.py: no
+ping needed), stopped with SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI, require_tool
+from icmp_ping import ping
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")]
@@ -61,13 +63,6 @@ class Example:
             self.proc.communicate()
 
 
-def ping(netns, address: str, count: int = 3) -> str:
-    require_tool("ping", "iputils-ping")
-    v6 = ["-6"] if ":" in address else []
-    result = netns.run("ping", *v6, "-c", str(count), "-i", "0.2", "-W", "2", address, check=False, timeout=20)
-    return result.stdout
-
-
 @pytest.mark.parametrize("script, options, signum", [
     pytest.param("echo.py", [], signal.SIGINT, id="echo-threads-SIGINT"),
     pytest.param("echo.py", [], signal.SIGTERM, id="echo-threads-SIGTERM"),
@@ -80,8 +75,8 @@ def test_ping_and_ping6_get_answers(netns, script, options, signum):
     example = Example(netns.name, script, "--name", "ftecho0", *options)
     try:
         assert "answering pings behind ftecho0" in example.banner
-        assert " 3 received, 0% packet loss" in ping(netns, PEER4)
-        assert " 3 received, 0% packet loss" in ping(netns, PEER6)
+        assert ping(PEER4, count=3) == 3
+        assert ping(PEER6, count=3) == 3
         code, out, err = example.stop(signum)
     finally:
         example.kill()
@@ -97,7 +92,7 @@ def test_capture_records_pings_and_replies_for_tcpdump_and_scapy(netns, tmp_path
                       "--write", str(path), "--answer-pings")
     try:
         assert "recording ftcap0" in example.banner
-        assert " 3 received, 0% packet loss" in ping(netns, "10.96.0.2")
+        assert ping("10.96.0.2", count=3) == 3
         code, out, err = example.stop(signal.SIGINT)
     finally:
         example.kill()
@@ -120,3 +115,19 @@ def test_capture_records_pings_and_replies_for_tcpdump_and_scapy(netns, tmp_path
     assert [(r[inet.ICMP].type, r.direction) for r in icmp] == [(8, 2), (0, 1)] * 3  # out of the host, back in
     stamps = [float(r.time) for r in icmp]
     assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 60
+
+
+def test_capture_on_a_full_disk_keeps_answering_and_says_what_it_lost(netns):
+    example = Example(netns.name, "capture.py", "--name", "ftcap1", "--address", "10.95.0.1/24",
+                      "--write", "/dev/full", "--answer-pings")
+    try:
+        assert "recording ftcap1" in example.banner
+        assert ping("10.95.0.2", count=60, interval=0.01) == 60  # 120 records: more than the file's buffer
+        code, out, err = example.stop(signal.SIGINT)
+    finally:
+        example.kill()
+    assert code == 1, (out, err)
+    assert "capture: writing /dev/full failed ([Errno 28] No space left on device)" in err, err
+    assert "packets not recorded" in err and "Traceback" not in err, err
+    counts = re.search(r"\((\d+) received, (\d+) sent\)", out)
+    assert counts and int(counts[1]) >= 60 and int(counts[2]) == 60, out

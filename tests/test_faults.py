@@ -7,6 +7,7 @@ outcome; nothing may hang, and a test that would hang fails instead (bounded joi
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -637,4 +638,62 @@ def test_callback_that_stops_or_closes_under_a_flood_on_a_tun(quiet_netns: Any, 
         else:
             assert tun.recv(timeout=1) is not None   # stopping the reader leaves the device usable
     finally:
+        tun.close()
+
+
+# ---- a log handler that raises, on the reader's error path ----
+
+
+class BrokenLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("the log handler is broken")
+
+
+@linux_only
+def test_a_callback_that_raises_ends_every_queue_even_when_logging_it_fails(quiet_netns: Any,
+                                                                            monkeypatch: Any) -> None:
+    # The reader's error hook logs the failure, then asks the other queues to stop: a handler that raises
+    # while the line is written must not leave them delivering.
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    logger = logging.getLogger("fasttun")
+    handler = BrokenLogHandler()
+    logger.addHandler(handler)
+    tun = open_tun(queues=4)
+    stop = threading.Event()
+
+    def flows() -> None:  # 64 destination ports: the flows spread over the queues
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(2_000_000):
+                if stop.is_set():
+                    return
+                try:
+                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
+                except OSError:
+                    return
+
+    sender = threading.Thread(target=flows)
+    try:
+        raised = threading.Event()
+        lock = threading.Lock()
+
+        def on_batch(batch: fasttun.Batch) -> None:
+            with lock:
+                if raised.is_set():
+                    return
+                raised.set()
+            raise ValueError("bad packet")
+
+        reader = tun.start_reader(on_batch)
+        sender.start()
+        assert raised.wait(PROMPT)
+        with pytest.raises(ValueError, match="bad packet"):
+            reader.join(timeout=PROMPT + 1)
+        assert not reader.running
+        assert any(isinstance(u.exc_value, RuntimeError) for u in unraisable)
+    finally:
+        stop.set()
+        if sender.is_alive():
+            sender.join(10)
+        logger.removeHandler(handler)
         tun.close()

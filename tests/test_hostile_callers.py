@@ -7,6 +7,7 @@ so that a regression fails the test instead of the suite."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -365,3 +366,74 @@ def test_stop_and_close_from_two_threads_at_once():
         t.join(5)
         assert not t.is_alive() and not reader.running
         a.close()
+
+
+# ---- a log handler that raises -------------------------------------------------------------------------------
+
+
+class BrokenHandler(logging.Handler):
+    """A handler whose emit raises and that does not catch it (as logging.Handler.handle does not)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError(f"the log handler is broken ({record.getMessage()})")
+
+
+@pytest.fixture
+def broken_log(monkeypatch):  # type: ignore[no-untyped-def]
+    """Every fasttun log record, DEBUG included, goes to a handler that raises; yields what reached
+    sys.unraisablehook."""
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    logger = logging.getLogger("fasttun")
+    handler = BrokenHandler(logging.DEBUG)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield unraisable
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def test_a_broken_log_handler_costs_neither_start_reader_nor_close(broken_log):
+    a, b = fasttun.pair()
+    got: list[int] = []
+    reader = b.start_reader(lambda batch: got.extend(seq_of(p) for p in batch))  # logs "reader started"
+    assert a.send_batch([minimal_ipv4(60, i) for i in range(5)]) == 5
+    deadline = time.monotonic() + 5
+    while len(got) < 5 and time.monotonic() < deadline:
+        reader.join(0.01)
+    assert got == list(range(5))
+    b.close()  # logs "closed"; stops and waits for the reader first
+    assert not reader.running and reader.join(1.0)
+    a.close()
+    assert broken_log and all(isinstance(u.exc_value, RuntimeError) for u in broken_log)
+
+
+def test_a_broken_log_handler_costs_nothing_to_a_callback_that_closes_its_device(broken_log):
+    a, b = fasttun.pair()
+
+    def close_from_the_callback(batch: fasttun.Batch) -> None:
+        b.close()  # on the reader thread: logs "closing ... once the readers using it have left"
+
+    reader = b.start_reader(close_from_the_callback)
+    a.send(minimal_ipv4())
+    assert reader.join(5.0)  # ended by the close, with no exception to raise again
+    assert b.closed
+    a.close()
+    assert any("closing" in str(u.exc_value) for u in broken_log)
+
+
+def test_a_broken_log_handler_costs_nothing_to_opening_a_udp_endpoint(broken_log):
+    with fasttun.UdpEndpoint(bind=("127.0.0.1", 0)) as ep:  # logs "opened"
+        assert ep.fileno() >= 0
+    assert any("opened" in str(u.exc_value) for u in broken_log)
+
+
+def test_a_broken_log_handler_costs_nothing_to_opening_a_tun_or_setting_a_low_mtu(netns, broken_log):
+    with fasttun.Tun("fthost0", addresses=["fd00:99::1/64"], up=True) as tun:  # logs "opened"
+        tun.mtu = 1200  # warns that the kernel removes its IPv6 addresses, then sets it
+        assert tun.mtu == 1200
+    assert any("opened" in str(u.exc_value) for u in broken_log)
+    assert any("below 1280" in str(u.exc_value) for u in broken_log)

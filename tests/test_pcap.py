@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import io
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 import fasttun
 from fasttun import _core, aio, pcap
+from conftest import require_root_environment
 from packets import ipv4_udp, ipv6_udp, minimal_ipv4, seq_of
 
 IN_CI = bool(os.environ.get("CI"))
@@ -184,3 +190,271 @@ def test_readers_and_senders_writing_at_once_leave_every_record_whole(tmp_path):
     sent = [seq_of(bytes(r)) for r in records if r.direction == pcap.INBOUND]
     received = [seq_of(bytes(r)) for r in records if r.direction == pcap.OUTBOUND]
     assert sent == list(range(2000)) and received == list(range(2000))
+
+
+# ---- a capture that fails (a full disk) never costs the data path -----------------------------------------
+
+
+class FullDisk(io.RawIOBase):
+    """A file object whose writes all fail as on a full disk (ENOSPC)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def full_disk_writer(kind: str, fmt: str) -> pcap._Writer:
+    """A writer whose file fills up: /dev/full given as a path (the writer's own buffered file: the header
+    is buffered and the first large write fails), or a file object of the caller's that fails every write."""
+    cls = pcap.PcapngWriter if fmt == "pcapng" else pcap.PcapWriter
+    if kind == "path":
+        return cls("/dev/full")
+    return cls(io.BufferedWriter(FullDisk(), buffer_size=256))
+
+
+def descriptors_to(path: str) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass
+    return count
+
+
+def capture_errors(caplog) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r.getMessage() for r in caplog.records if r.name == "fasttun.pcap" and r.levelno == logging.ERROR]
+
+
+KINDS = [pytest.param("path", "pcap", id="dev-full-pcap"), pytest.param("path", "pcapng", id="dev-full-pcapng"),
+         pytest.param("file", "pcap", id="file-object-pcap")]
+
+
+@pytest.mark.parametrize("kind, fmt", KINDS)
+def test_sends_under_a_tee_on_a_full_disk_return_what_they_sent(caplog, kind, fmt):
+    a, b = fasttun.pair(capacity=512)
+    writer = full_disk_writer(kind, fmt)
+    packets = [minimal_ipv4(200, i) for i in range(64)]  # 13 KiB of records: more than any buffer holds
+    with pcap.tee(a, writer):
+        assert a.send_batch(packets) == 64
+        assert a.send(minimal_ipv4(60, 64)) == 1
+        assert a.send_batch(fasttun.make_batch([minimal_ipv4(60, 65 + i) for i in range(3)])) == 3
+    received = []
+    while len(received) < 68:
+        batch = b.recv_batch(64, timeout=1.0)
+        assert batch, f"only {len(received)} of 68 packets crossed"
+        received.extend(seq_of(p) for p in batch)
+    assert received == list(range(68))
+    assert isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
+    assert writer.write_errors == 1 and writer.packets + writer.dropped == 68  # nothing lost silently
+    assert len(capture_errors(caplog)) == 1 and "No space left" in capture_errors(caplog)[0]
+    with pytest.raises(OSError, match="stopped at a write error"):
+        writer.write(minimal_ipv4())  # a caller's own write is told
+    with contextlib.suppress(OSError):
+        writer.close()
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("kind, fmt", KINDS)
+def test_readers_and_receives_under_a_tee_on_a_full_disk_go_on(caplog, kind, fmt):
+    a, b = fasttun.pair(capacity=512)
+    writer = full_disk_writer(kind, fmt)
+    got: list[int] = []
+    with pcap.tee(b, writer):
+        assert a.send_batch([minimal_ipv4(200, i) for i in range(3)]) == 3
+        assert seq_of(b.recv(timeout=1.0)) == 0
+        buf = bytearray(300)
+        assert b.recv_into(buf, timeout=1.0) == 200 and seq_of(buf) == 1
+        assert seq_of(b.recv_batch(8, timeout=1.0)[0]) == 2
+        with b.start_reader(lambda batch: got.extend(seq_of(p) for p in batch), batch_size=16) as reader:
+            for start in range(3, 203, 50):
+                assert a.send_batch([minimal_ipv4(200, i) for i in range(start, start + 50)]) == 50
+            deadline = time.monotonic() + 10
+            while len(got) < 200 and time.monotonic() < deadline:
+                assert not reader.join(0.01), "the reader stopped"
+        assert reader.join(1.0)  # stopped by the with block, without an error to raise
+    assert got == list(range(3, 203))
+    assert isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
+    assert writer.write_errors == 1 and writer.packets + writer.dropped == 203 and writer.dropped >= 1
+    assert len(capture_errors(caplog)) == 1
+    with contextlib.suppress(OSError):
+        writer.close()
+    a.close()
+    b.close()
+
+
+def test_a_send_that_raises_records_the_packets_that_went():
+    a, b = fasttun.pair(capacity=4, on_full="raise")
+    writer = pcap.PcapWriter(io.BytesIO())
+    with pcap.tee(a, writer):
+        with pytest.raises(fasttun.TunFullError) as info:
+            a.send_batch([minimal_ipv4(60, i) for i in range(10)])
+        assert info.value.sent == 4
+        assert writer.packets == 4
+        with pytest.raises(fasttun.TunFullError) as info:
+            a.send(minimal_ipv4(60, 10))
+        assert info.value.sent == 0 and writer.packets == 4
+    a.close()
+    b.close()
+
+
+def test_a_log_handler_that_raises_does_not_reach_the_sender(monkeypatch):
+    class Broken(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("the log handler is broken")
+
+        def handle(self, record: logging.LogRecord) -> bool:  # as a handler with no handleError() does
+            self.emit(record)
+            return True
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    logger = logging.getLogger("fasttun.pcap")
+    handler = Broken()
+    logger.addHandler(handler)
+    a, b = fasttun.pair()
+    try:
+        writer = full_disk_writer("file", "pcap")
+        with pcap.tee(a, writer):
+            assert a.send_batch([minimal_ipv4(200, i) for i in range(8)]) == 8
+            assert a.send(minimal_ipv4()) == 1
+    finally:
+        logger.removeHandler(handler)
+        a.close()
+        b.close()
+    assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, RuntimeError)
+    assert writer.write_errors == 1 and writer.dropped == 9
+
+
+def test_close_closes_the_file_even_when_its_last_flush_fails():
+    before = descriptors_to("/dev/full")
+    writer = pcap.PcapWriter("/dev/full")
+    writer.write(minimal_ipv4())  # buffered: the disk is full only when the buffer goes out
+    assert descriptors_to("/dev/full") == before + 1
+    with pytest.raises(OSError) as info:
+        writer.close()
+    assert info.value.errno == errno.ENOSPC
+    assert descriptors_to("/dev/full") == before and writer.closed
+    writer.close()  # once is enough: nothing to raise twice
+
+    with pytest.raises(OSError):
+        with pcap.open("/dev/full", "pcapng") as writer:
+            writer.write(minimal_ipv4())
+    assert descriptors_to("/dev/full") == before
+
+
+def test_close_of_a_file_object_that_cannot_flush_raises_once_and_leaves_it_open():
+    file = io.BufferedWriter(FullDisk(), buffer_size=4096)
+    writer = pcap.PcapWriter(file)
+    writer.write(minimal_ipv4())
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    writer.close()
+    assert writer.closed and not file.closed  # the caller's file: the caller closes it
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(minimal_ipv4())
+
+
+def test_a_real_device_under_a_tee_on_a_full_disk_sends_and_reads_everything(netns, caplog):
+    local, peer = "10.202.0.1", "10.202.0.2"
+    with fasttun.Tun("ftpcap0", addresses=[f"{local}/24"], up=True) as tun, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((local, 9100))
+        sock.settimeout(2.0)
+        writer = pcap.PcapWriter("/dev/full")
+        got: list[bytes] = []
+        with pcap.tee(tun, writer):
+            incoming = [ipv4_udp(peer, local, 9200, 9100, b"in-%03d" % i + bytes(200)) for i in range(40)]
+            assert tun.send_batch(incoming) == 40
+            assert sorted(sock.recv(1000)[:6] for _ in range(40)) == [b"in-%03d" % i for i in range(40)]
+
+            def on_batch(batch: fasttun.Batch) -> None:
+                got.extend(bytes(p)[28:34] for p in batch if len(p) > 34 and p[9] == 17)
+
+            with tun.start_reader(on_batch) as reader:
+                for i in range(40):
+                    sock.sendto(b"out%03d" % i + bytes(200), (peer, 9300))
+                deadline = time.monotonic() + 10
+                while len(got) < 40 and time.monotonic() < deadline:
+                    assert not reader.join(0.01), "the reader stopped"
+    assert sorted(got) == [b"out%03d" % i for i in range(40)]
+    assert writer.write_errors == 1 and writer.packets + writer.dropped >= 80
+    assert len(capture_errors(caplog)) == 1
+    with contextlib.suppress(OSError):
+        writer.close()
+
+
+def test_an_asyncio_stream_under_a_tee_on_a_full_disk_goes_on(caplog):
+    a, b = fasttun.pair(capacity=512)
+    writer = full_disk_writer("file", "pcap")
+
+    async def receive(count: int) -> list[int]:
+        got: list[int] = []
+        async for batch in aio.batches(b):
+            got.extend(seq_of(p) for p in batch)
+            if len(got) >= count:
+                break
+        return got
+
+    with pcap.tee(b, writer):
+        assert a.send_batch([minimal_ipv4(200, i) for i in range(100)]) == 100
+        assert asyncio.run(asyncio.wait_for(receive(100), 10)) == list(range(100))
+    assert writer.write_errors == 1 and writer.packets + writer.dropped == 100
+    assert len(capture_errors(caplog)) == 1
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 KiB tmpfs of the test's own (root only), unmounted afterwards however the test ends."""
+    require_root_environment()
+    where = tmp_path / "small"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "ftpcap", str(where)], check=True,
+                   capture_output=True, timeout=10)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=10)
+
+
+def test_a_capture_filling_its_file_system_stops_and_counts_the_rest(small_tmpfs, caplog):
+    a, b = fasttun.pair(capacity=64)
+    path = str(small_tmpfs / "cap.pcapng")
+    writer = pcap.open(path)
+    received = 0
+    with pcap.tee(a, writer):
+        for start in range(0, 1000, 10):  # 1 MB of records into 64 KiB
+            assert a.send_batch([minimal_ipv4(1000, i) for i in range(start, start + 10)]) == 10
+            received += len(b.recv_batch(64, timeout=1.0))
+    while received < 1000:
+        batch = b.recv_batch(64, timeout=1.0)
+        assert batch
+        received += len(batch)
+    assert writer.write_errors == 1 and isinstance(writer.error, OSError) and writer.error.errno == errno.ENOSPC
+    assert writer.packets > 0 and writer.packets + writer.dropped == 1000
+    assert len(capture_errors(caplog)) == 1
+    with contextlib.suppress(OSError):
+        writer.close()
+    assert descriptors_to(path) == 0
+    a.close()
+    b.close()
+
+
+def test_a_file_closed_under_its_writer_stops_the_capture_not_the_device(caplog):
+    a, b = fasttun.pair()
+    file = io.BytesIO()
+    writer = pcap.PcapWriter(file)
+    with pcap.tee(a, writer):
+        assert a.send(minimal_ipv4(60, 0)) == 1
+        file.close()  # the caller's file, closed behind the writer's back
+        assert a.send_batch([minimal_ipv4(60, i) for i in range(1, 4)]) == 3
+    assert [seq_of(p) for p in b.recv_batch(8, timeout=1.0)] == [0, 1, 2, 3]
+    assert writer.packets == 1 and writer.write_errors == 1 and writer.dropped == 3
+    assert isinstance(writer.error, ValueError) and len(capture_errors(caplog)) == 1
+    a.close()
+    b.close()

@@ -1,6 +1,7 @@
 """examples/udp_tunnel.py end to end: two namespaces joined by a veth, the tunnel running in each (a process
-started inside it with ``ip netns exec``), a TCP transfer verified by hash and a ping through the tunnel, plain
-and encrypted; then datagrams nobody should accept are injected on the wire and must show up in the counters."""
+started inside it with ``ip netns exec``), a TCP transfer verified by hash and a ping (tests/icmp_ping.py) through
+the tunnel, plain and encrypted; then datagrams nobody should accept are injected on the wire and must show up in
+the counters."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_root_environment
+from icmp_ping import Pinger, ping
 from fasttun import _netns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +118,7 @@ def link(tmp_path):
 
 
 def _ping(ns: str) -> None:
-    r = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.99.0.2"],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert ping("10.99.0.2", count=3, netns=ns) == 3, "echo requests through the tunnel went unanswered"
 
 
 def _transfer(names: tuple[str, str]) -> None:
@@ -162,8 +162,7 @@ def _capture_sealed_datagram(names: tuple[str, str]) -> bytes:
         sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
         sniffer.bind(("ftuvb", 0x0800))
     sniffer.settimeout(0.5)
-    pinger = subprocess.Popen(["ip", "netns", "exec", names[0], "ping", "-c", "20", "-i", "0.1", "10.99.0.2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pinger = Pinger("10.99.0.2", count=20, interval=0.1, netns=names[0])
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -180,8 +179,7 @@ def _capture_sealed_datagram(names: tuple[str, str]) -> bytes:
                 return packet[ihl + 8:]
         raise AssertionError("no tunnel datagram seen on the veth")
     finally:
-        pinger.kill()
-        pinger.wait()
+        pinger.close()
         sniffer.close()
 
 

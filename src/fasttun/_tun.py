@@ -19,6 +19,25 @@ from fasttun.errors import TunClosedError, TunError
 
 log = logging.getLogger("fasttun")
 
+
+class _Unraisable:
+    """What sys.unraisablehook takes (the fields of the interpreter's own UnraisableHookArgs)."""
+
+    def __init__(self, exc_info: Any, message: str) -> None:
+        self.exc_type, self.exc_value, self.exc_traceback = exc_info
+        self.err_msg: str | None = message
+        self.object: object = None
+
+
+def _log(logger: logging.Logger, level: int, msg: str, *args: Any, exc_info: bool = False) -> None:
+    """``logger.log`` that never raises: a log handler that fails (the logging module leaves an exception of
+    emit() to the handler) is reported to sys.unraisablehook, and the library's own work (opening, starting a
+    reader, closing, a capture on the data path) goes on as if it had logged."""
+    try:
+        logger.log(level, msg, *args, exc_info=exc_info)
+    except Exception:
+        sys.unraisablehook(_Unraisable(sys.exc_info(), f"fasttun: a log handler of {logger.name!r} failed"))
+
 Address = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 FullPolicy = Literal["drop", "wait", "raise"]
@@ -129,7 +148,7 @@ def _stop_readers_at_exit() -> None:
         try:
             q.join(2.0)
         except BaseException:  # noqa: BLE001 - at exit nothing can be raised to anybody
-            log.debug("reader raised while stopping at exit", exc_info=True)
+            _log(log, logging.DEBUG, "reader raised while stopping at exit", exc_info=True)
 
 
 class Reader:
@@ -270,15 +289,15 @@ class _Endpoint:
             hook()
         if _core.on_reader_thread():  # a callback's: waiting here could wait for itself
             self._dev.shutdown()
-            log.debug("closing %s once the readers using it have left", self.name)
+            _log(log, logging.DEBUG, "closing %s once the readers using it have left", self.name)
             return
         self._dev.close()
         for reader in readers:
             try:
                 reader.stop(timeout=5.0)
             except Exception:  # noqa: BLE001 - the callback's error was logged when it happened
-                log.debug("reader on %s ended with an error while closing", self.name, exc_info=True)
-        log.debug("closed %s", self.name)
+                _log(log, logging.DEBUG, "reader on %s ended with an error while closing", self.name, exc_info=True)
+        _log(log, logging.DEBUG, "closed %s", self.name)
 
     def _forget_reader(self, reader: Reader) -> None:
         with self._lock:
@@ -315,8 +334,8 @@ class _Endpoint:
         reader = Reader(self, started)
         with self._lock:
             self._readers.append(reader)
-        log.debug("reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
-                  batch_size, spin)
+        _log(log, logging.DEBUG, "reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
+             batch_size, spin)
         return reader
 
 
@@ -420,7 +439,7 @@ class Tun(_Endpoint):
                 self.add_address(iface)
             if up:
                 self.up()
-            log.debug("opened %s (%d queue(s), mtu %d)", self.name, dev.queues, dev.get_mtu())
+            _log(log, logging.DEBUG, "opened %s (%d queue(s), mtu %d)", self.name, dev.queues, dev.get_mtu())
         except BaseException:
             self.close()
             raise
@@ -468,8 +487,8 @@ class Tun(_Endpoint):
     def mtu(self, value: int) -> None:
         _ranged_int(value, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
         if value < IPV6_MIN_MTU and any(a.version == 6 and not a.is_link_local for a in self._safe_addresses()):
-            log.warning("mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 addresses",
-                        value, self.name)
+            _log(log, logging.WARNING, "mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 "
+                 "addresses", value, self.name)
         self._dev.set_mtu(value)
 
     @property
@@ -739,10 +758,10 @@ def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen
 def _callback_failed(name: str, queue: int, queues: list[_core.QueueReader], exc: BaseException) -> None:
     """Called on a reader thread when the callback raised: that queue's thread ends, and so do the others of
     the same reader (one exception ends the reader, as stop() and join() report it)."""
-    log.error("reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())", name, queue,
-              exc)
     for q in queues:
         q.request_stop()
+    _log(log, logging.ERROR, "reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())",
+         name, queue, exc)
 
 
 def pair(

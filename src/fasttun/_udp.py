@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from fasttun import _core
-from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _policy, _ranged_int
+from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _log, _policy, _ranged_int
 
 log = logging.getLogger("fasttun")
 
@@ -186,7 +186,7 @@ class UdpEndpoint(_Endpoint):
         self._family = family
         self._init_lifecycle()
         info = dev.info()
-        log.debug("opened %s: gso %s, gro %s", dev.name, bool(info["gso"]), bool(info["gro"]))
+        _log(log, logging.DEBUG, "opened %s: gso %s, gro %s", dev.name, bool(info["gso"]), bool(info["gro"]))
 
     # ---- lifecycle (context manager, close, finalizer: _Endpoint) ----
 

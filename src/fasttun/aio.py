@@ -64,7 +64,7 @@ from typing import Any, Optional, Union
 
 from fasttun import _core
 from fasttun._core import Batch
-from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _policy, _ranged_int
+from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _log, _policy, _ranged_int
 from fasttun.errors import TunClosedError, TunFullError
 
 __all__ = ["BatchStream", "batches", "recv_batch", "send", "send_batch"]
@@ -168,7 +168,7 @@ class _Watch:
                 except RuntimeError:  # that loop is closed: nobody waits in it any more
                     pass
         except BaseException:  # noqa: BLE001 - close() must go on whatever happens here
-            log.exception("fasttun.aio: waking the waiters of %s failed", self.name)
+            _log(log, logging.ERROR, "fasttun.aio: waking the waiters of %s failed", self.name, exc_info=True)
 
 
 _watches: weakref.WeakKeyDictionary[Tun, _Watch] = weakref.WeakKeyDictionary()

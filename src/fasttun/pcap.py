@@ -17,11 +17,18 @@ it. tcpdump, Wireshark and scapy read both.
 :func:`tee` makes a device write every packet it receives (``recv``, ``recv_into``, ``recv_batch``, the batches
 of readers started afterwards, ``fasttun.aio``) and every packet it sends that went out (not those dropped) into a
 writer. A device without a tee runs exactly the code it runs without this module: the tee sits in front of the
-device object only while it is set. Writers are thread-safe (reader threads and senders may write at once)."""
+device object only while it is set. Writers are thread-safe (reader threads and senders may write at once).
+
+A capture never costs the data path: when a tee's write fails (a full disk, say), the send still returns what
+it sent and readers go on calling their callbacks. The failure is logged once (logger ``fasttun.pcap``), the
+writer stops capturing (a file with a torn record must not grow), and what it could not record is counted in
+:attr:`~PcapWriter.write_errors` and :attr:`~PcapWriter.dropped`, the exception kept in
+:attr:`~PcapWriter.error`. A direct ``write``/``write_batch`` raises the error instead."""
 
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import struct
 import threading
@@ -32,9 +39,11 @@ from typing import Any, BinaryIO, Optional, Union
 from fasttun import _core
 from fasttun._core import Batch
 from fasttun._core import Packet as _Packet
-from fasttun._tun import Tun
+from fasttun._tun import Tun, _log
 
 __all__ = ["LINKTYPE_RAW", "PcapWriter", "PcapngWriter", "Tee", "open", "tee"]
+
+log = logging.getLogger("fasttun.pcap")
 
 LINKTYPE_RAW = 101
 """Raw IP: each record starts with an IPv4 or IPv6 header (what a TUN device carries)."""
@@ -74,9 +83,17 @@ class _Writer:
         self.snaplen = snaplen
         self._owns = not hasattr(file, "write")
         self._file: BinaryIO = builtins.open(file, "wb") if self._owns else file  # type: ignore[arg-type,assignment]
+        self._name = str(getattr(self._file, "name", type(self._file).__name__))
         self._lock = threading.Lock()
         self.packets = 0
         """Records written."""
+        self.write_errors = 0
+        """Writes to the file that failed (the first one stops the capture)."""
+        self.dropped = 0
+        """Packets not recorded because of a write error: those of the failed write and every one a tee offered
+        afterwards."""
+        self.error: Optional[BaseException] = None
+        """The first write error, or None; once set the writer records nothing more."""
         self.closed = False
         self._write(self._file_header())
 
@@ -110,21 +127,68 @@ class _Writer:
         with self._lock:
             if self.closed:
                 raise ValueError("the capture file is closed")
-            self._write(b"".join(parts))
+            if self.error is not None:
+                raise OSError(f"the capture to {self._name} stopped at a write error: {self.error}")
+            try:
+                self._write(b"".join(parts))
+            except Exception as e:
+                self.write_errors += 1
+                self.dropped += len(views)
+                self.error = e
+                raise
             self.packets += len(views)
+
+    def _capture(self, packets: Union[Batch, list[Any]], direction: int) -> None:
+        """What a tee writes: never raises (bar KeyboardInterrupt and the like). A failure is counted and
+        logged once, and stops the capture; a writer closed meanwhile records nothing."""
+        if self.closed:
+            return
+        if self.error is not None:
+            with self._lock:
+                self.dropped += len(packets)
+            return
+        try:
+            self.write_batch(packets, None, direction)
+        except Exception as e:
+            with self._lock:
+                if self.closed:  # by another thread meanwhile: the device goes on without its capture
+                    return
+                if self.error is not e:  # not the file's write (counted there)
+                    self.dropped += len(packets)
+                    if self.error is not None:  # another thread's write failed first, and said so
+                        return
+                    self.write_errors += 1  # building the records failed: the capture stops all the same
+                    self.error = e
+            self._report(e)
+
+    def _report(self, error: BaseException) -> None:
+        _log(log, logging.ERROR, "capture to %s stopped at a write error, %d packet(s) not recorded: %s",
+             self._name, self.dropped, error)  # a log handler that raises does not reach the data path either
 
     def flush(self) -> None:
         with self._lock:
             self._file.flush()
 
     def close(self) -> None:
+        """Flushes and closes the file (one given as a path; one given as a file object is flushed, not closed).
+        The file is closed even if the flush fails; that error is then raised, once: a second close() does
+        nothing."""
         with self._lock:
             if self.closed:
                 return
             self.closed = True
-            self._file.flush()
+            error: Optional[BaseException] = None
+            try:
+                self._file.flush()
+            except Exception as e:
+                error = e
             if self._owns:
-                self._file.close()
+                try:
+                    self._file.close()  # closes the descriptor even when its own flush fails again
+                except Exception as e:
+                    error = error or e
+            if error is not None:
+                raise error
 
     def __enter__(self) -> _Writer:
         return self
@@ -225,14 +289,8 @@ class _TeeDevice:
         return getattr(self._real, name)
 
     def _record(self, packets: Any, direction: int) -> None:
-        writer = self._writer
-        if not self.active or writer.closed:
-            return
-        try:
-            writer.write_batch(packets, None, direction)
-        except ValueError:  # closed meanwhile by another thread: the device goes on without its tee
-            if not writer.closed:
-                raise
+        if self.active:
+            self._writer._capture(packets, direction)
 
     def _in(self, packets: Any) -> None:  # fasttun received these from the device: the system sent them
         if self._rx:
@@ -261,7 +319,12 @@ class _TeeDevice:
         return batch
 
     def send(self, packet: Any, *args: Any, **kw: Any) -> int:
-        sent = self._real.send(packet, *args, **kw)
+        try:
+            sent = self._real.send(packet, *args, **kw)
+        except BaseException as e:  # it may have gone all the same (its .sent says so): recorded, then raised
+            if getattr(e, "sent", 0):
+                self._out([packet])
+            raise
         if sent:
             self._out([packet])
         return sent
@@ -269,7 +332,13 @@ class _TeeDevice:
     def send_batch(self, packets: Any, *args: Any, **kw: Any) -> int:
         if not isinstance(packets, (Batch, list)):
             packets = list(packets)
-        sent = self._real.send_batch(packets, *args, **kw)
+        try:
+            sent = self._real.send_batch(packets, *args, **kw)
+        except BaseException as e:  # those that went before the error (its .sent) are recorded, then it is raised
+            went = getattr(e, "sent", 0)
+            if isinstance(went, int) and went > 0:
+                self._out(packets[:went])
+            raise
         if sent:
             self._out(packets if sent == len(packets) else packets[:sent])
         return sent
@@ -283,7 +352,9 @@ class _TeeDevice:
 
 class Tee:
     """A device writing what it receives and sends into a writer, until :meth:`remove` (or the end of a
-    ``with`` block). Readers started before the tee are not teed."""
+    ``with`` block). Readers started before the tee are not teed. A write error never reaches the device's
+    callers: it stops the capture, is logged once and counted in the writer's ``write_errors`` and
+    ``dropped`` (see the module's documentation)."""
 
     def __init__(self, tun: Tun, writer: _Writer, rx: bool, tx: bool) -> None:
         if not isinstance(tun, Tun):
