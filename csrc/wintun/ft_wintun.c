@@ -104,6 +104,14 @@ typedef struct wt_dev {
 } wt_dev;
 
 static wt_dev *W(ft_device *d) { return d->impl; }
+static void wt_close(ft_device *d);
+/* The public accessors take any device: only a Wintun adapter's impl is a wt_dev (its close is wt_close). */
+static int is_wintun(ft_device *d) { return d && d->ops && d->ops->close == wt_close; }
+static int not_wintun(ft_device *d, ft_err *e)
+{
+    return ft_fail(e, FT_EINVAL, EINVAL, "%.60s is not a Wintun adapter (it is a %s device)", d ? d->name : "(null)",
+                   d && d->ops ? d->ops->name : "closed");
+}
 
 static int with_oserr(ft_err *e, int status, DWORD oserr)
 {
@@ -605,6 +613,8 @@ static int wt_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 
 int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 {
+    if (!is_wintun(d))
+        return not_wintun(d, e);
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -913,14 +923,19 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
 
 /* ---- accessors -------------------------------------------------------------------------------------- */
 
-/* Plain values, readable until the device is closed (then 0). */
-uint64_t ft_wintun_luid(ft_device *d) { return W(d) ? W(d)->luid.Value : 0; }
-int ft_wintun_created(ft_device *d) { return W(d) ? W(d)->created : 0; }
-uint32_t ft_wintun_ring_capacity(ft_device *d) { return W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0; }
-uint32_t ft_wintun_ring_grows(ft_device *d) { return W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
+/* Plain values, readable until the device is closed (then 0); 0 for a device that is not a Wintun adapter. */
+uint64_t ft_wintun_luid(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->luid.Value : 0; }
+int ft_wintun_created(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->created : 0; }
+uint32_t ft_wintun_ring_capacity(ft_device *d)
+{
+    return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0;
+}
+uint32_t ft_wintun_ring_grows(ft_device *d) { return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {
+    if (!is_wintun(d))
+        return not_wintun(d, e);
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;

@@ -1182,6 +1182,32 @@ static int find_loopback(NET_LUID *luid, NET_IFINDEX *index)
     return found;
 }
 
+/* The Wintun accessors are public C functions that take any device: given another backend's (the in-memory pair),
+ * they refuse it instead of reading its state as an adapter's. */
+static void test_accessors_check_the_backend(void)
+{
+    SECTION("Wintun accessors given another backend's device");
+    ft_device *a = NULL, *b = NULL;
+    ft_err e;
+    int r = ft_memory_pair(1500, 16, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e);
+    CHECK(r == FT_OK, "pair: %d", r);
+    if (r != FT_OK)
+        return;
+    ft_addr dns;
+    memset(&dns, 0, sizeof(dns));
+    dns.family = 4;
+    dns.bytes[0] = 10;
+    r = ft_wintun_set_dns(a, &dns, 1, &e);
+    CHECK(r == FT_EINVAL && strstr(e.msg, "not a Wintun adapter"), "set_dns on a pair: %d %s", r, e.msg);
+    uint8_t guid[16];
+    r = ft_wintun_guid(a, guid, &e);
+    CHECK(r == FT_EINVAL && strstr(e.msg, "not a Wintun adapter"), "guid of a pair: %d %s", r, e.msg);
+    CHECK(ft_wintun_luid(a) == 0 && ft_wintun_created(a) == 0, "luid/created of a pair");
+    CHECK(ft_wintun_ring_capacity(a) == 0 && ft_wintun_ring_grows(a) == 0, "ring of a pair");
+    ft_device_free(a);
+    ft_device_free(b);
+}
+
 static void test_config(void)
 {
     SECTION("configuration through IP Helper");
@@ -1362,6 +1388,7 @@ int main(void)
     test_auto_ring();
     test_logger_forwarding();
     test_config();
+    test_accessors_check_the_backend();
     SECTION("throughput (indication only, never asserted)");
     measure(64);
     measure(1400);
