@@ -358,11 +358,14 @@ typedef struct declining_ctx {
     ft_device *dev;
     int close_device;
     uint32_t calls, declined, late;
+    ft_atomic_int sent; /* every packet is in the pair: closing it now loses none of the sends */
 } declining_ctx;
 
 static int declining_on_batch(void *user, ft_batch *b)
 {
     declining_ctx *c = user;
+    for (int waited = 0; !ft_atomic_load(&c->sent) && waited < 5000; waited++)
+        ft_sleep_us(1000);
     c->calls++;
     if (c->declined)
         c->late++;
@@ -398,6 +401,7 @@ static void test_a_declined_batch_is_counted(uint32_t depth, int close_device)
     CHECK(ctx.reader != NULL);
     CHECK(!ft_reader_stopping(ctx.reader) && !ft_reader_joined(ctx.reader));
     CHECK(send_seq(a, 0, 200, FT_FULL_WAIT) == 200);
+    ft_atomic_store(&ctx.sent, 1);
     CHECK(ft_reader_join(ctx.reader, 10000) == FT_OK);
     CHECK(ft_reader_joined(ctx.reader) && ft_reader_stopping(ctx.reader));
     CHECK(ctx.calls == 3 && ctx.late == 0 && ctx.base.bad == 0 && ctx.declined > 0);
