@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import logging
 import signal
 import sys
@@ -38,11 +37,6 @@ import fasttun
 log = logging.getLogger("forwarder")
 
 OFFLOAD_MODES = ("off", "segments", "super")
-
-
-def offload_available() -> bool:
-    """True when this fasttun can open devices with offload (``Tun(..., offload=True)``)."""
-    return "offload" in inspect.signature(fasttun.Tun).parameters
 
 
 @contextlib.contextmanager
@@ -69,8 +63,6 @@ def open_device(name: str | None, *, offload: str = "off", netns: str | None = N
     if offload not in OFFLOAD_MODES:
         raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {offload!r}")
     if offload != "off":
-        if not offload_available():
-            raise NotImplementedError("this fasttun does not support offload yet (Tun has no offload= option)")
         options.update(offload=True, offload_mode=offload)
     with _namespace(netns):
         tun = fasttun.Tun(name, addresses=list(addresses), up=True, **options)

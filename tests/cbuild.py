@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Sequence
 
 
-from conftest import require_tool
+from conftest import IN_CI, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 BUILD = ROOT / "tests" / ".build"
-IN_CI = bool(os.environ.get("CI"))
 SANITIZE_ASAN = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 SANITIZE_TSAN = ["-fsanitize=thread"]
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1",

@@ -6,7 +6,6 @@ thread hand-off (no file descriptor); the Linux tests a real device driven by th
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import sys
@@ -20,13 +19,13 @@ import pytest
 import fasttun
 from fasttun import aio
 from packets import minimal_ipv4, seq_of, udp_payload
+from conftest import IN_CI
 
 try:
     import uvloop
 except ImportError:  # Windows, or not installed
     uvloop = None
 
-IN_CI = bool(os.environ.get("CI"))
 LOCAL4, PEER4 = "10.202.0.1", "10.202.0.2"
 
 

@@ -30,17 +30,6 @@ LOCAL4, PEER4 = "10.204.0.1", "10.204.0.2"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
 
 
-# Defects of issue 10 that the lead is fixing in main. Once those fixes are merged, set this to True (or delete
-# the marks): every test marked with fixed_in_main() then runs as an ordinary test.
-LEAD_FIXES_MERGED = True
-
-
-def fixed_in_main(defect: str) -> pytest.MarkDecorator:
-    if LEAD_FIXES_MERGED:
-        return pytest.mark.skipif(False, reason="fixed")   # no effect
-    return pytest.mark.xfail(strict=True, reason=f"issue10 defect {defect}: fixed in main by the lead")
-
-
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -173,7 +162,6 @@ def test_close_wakes_a_sender_waiting_on_a_full_pair(how: str, closing: str) -> 
         b.close()
 
 
-@fixed_in_main("4 (a sender waiting on a full pair spins)")
 def test_a_sender_waiting_on_a_full_pair_sleeps_instead_of_spinning() -> None:
     a, b = fasttun.pair(capacity=8)
     try:
@@ -273,7 +261,6 @@ def test_link_deleted_wakes_a_thread_blocked_in_recv(quiet_netns: Any) -> None:
 
 
 @linux_only
-@fixed_in_main("10 (after ip link del: EIO instead of TunClosedError)")
 def test_link_deleted_under_sending_threads_gives_them_tun_closed_error(quiet_netns: Any) -> None:
     # Sends that race with the deletion used to see EIO ("is the link up?"): eight rounds of two senders each
     # make it near certain that some send falls into that window.
@@ -319,7 +306,6 @@ def test_first_send_after_the_link_is_deleted_gives_tun_closed_error(quiet_netns
 
 
 @linux_only
-@fixed_in_main("10 (stats after deletion)")
 def test_a_deleted_device_keeps_its_last_counters(quiet_netns: Any) -> None:
     tun = open_tun()
     try:
@@ -346,7 +332,6 @@ DELETED_CALLS: dict[str, Callable[[fasttun.Tun], Any]] = {
 
 
 @linux_only
-@fixed_in_main("10 (a deleted device's configuration raises TunNotFoundError or answers [])")
 def test_a_deleted_device_behaves_as_closed(quiet_netns: Any) -> None:
     tun = open_tun()
     try:

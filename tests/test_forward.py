@@ -111,8 +111,6 @@ def _ip(*args: str) -> None:
 def link(request) -> Iterator[Link]:
     require_root_environment()
     mode = request.param
-    if mode != "off" and not forwarder.offload_available():
-        pytest.skip(f"offload mode {mode!r}: fasttun.Tun does not accept offload= yet (issue 6)")
     tag = f"{os.getpid()}-{next(_counter)}"
     left, right = f"ftf-{tag}-l", f"ftf-{tag}-r"
     made: list[str] = []

@@ -29,17 +29,6 @@ from packets import minimal_ipv4
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, fork and Linux TUN")
 
 
-# Defects of issue 10 that the lead is fixing in main. Once those fixes are merged, set this to True (or delete
-# the marks): every test marked with fixed_in_main() then runs as an ordinary test.
-LEAD_FIXES_MERGED = True
-
-
-def fixed_in_main(defect: str) -> pytest.MarkDecorator:
-    if LEAD_FIXES_MERGED:
-        return pytest.mark.skipif(False, reason="fixed")   # no effect
-    return pytest.mark.xfail(strict=True, reason=f"issue10 defect {defect}: fixed in main by the lead")
-
-
 TESTS = Path(__file__).resolve().parent
 
 PRELUDE = '''
@@ -175,14 +164,7 @@ print("OK")
 
 
 @linux_only
-@pytest.mark.parametrize("where", [
-    "no reader",
-    pytest.param("main", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
-    pytest.param("other", marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
-    pytest.param("reader", marks=fixed_in_main("3 (GC on the reader thread deadlocks in Tun.__del__)")),
-    pytest.param("another reader",
-                 marks=fixed_in_main("5 (a Reader dropped without stop() leaks its thread, arena, fds)")),
-])
+@pytest.mark.parametrize("where", ["no reader", "main", "other", "reader", "another reader"])
 def test_device_and_reader_dropped_without_close_release_everything(kind: str, where: str) -> None:
     assert_ok(run_child(DROP.format(where=where, pipeline=0), kind, timeout=15))
 
@@ -339,18 +321,15 @@ assert reader.join(2.0)
 print("OK")
 '''
 
-FORK_HANG = fixed_in_main("6 (close() in a forked child hangs; a child that just exits is held 2 s; fork "
-                          "behaviour defined and documented)")
-
 
 @linux_only
 @pytest.mark.parametrize("action,end,pipeline", [
-    pytest.param("close", "os._exit", 0, marks=FORK_HANG),
-    pytest.param("close", "sys.exit", 0, marks=FORK_HANG),
-    pytest.param("use", "os._exit", 0, marks=FORK_HANG),
-    pytest.param("use", "sys.exit", 0, marks=FORK_HANG),
+    ("close", "os._exit", 0),
+    ("close", "sys.exit", 0),
+    ("use", "os._exit", 0),
+    ("use", "sys.exit", 0),
     ("nothing", "os._exit", 0),
-    pytest.param("nothing", "sys.exit", 0, marks=FORK_HANG),
+    ("nothing", "sys.exit", 0),
     # the pipeline's reading thread (on a TUN device, with a descriptor table of its own) exists only in the
     # parent: the child's copies close as without it
     ("close", "sys.exit", 2),
@@ -381,7 +360,6 @@ print("OK")
 
 
 @linux_only
-@FORK_HANG
 @pytest.mark.parametrize("queues,pipeline", [(1, 0), (1, 2), (3, 4)])
 def test_the_device_goes_away_when_the_parent_closes_it_while_a_forked_child_lives(netns: Any, queues: int,
                                                                                    pipeline: int) -> None:
@@ -463,10 +441,7 @@ def after_close_cases() -> list[Any]:
         names = [n for n in public(fasttun.Tun) if n not in KEPT_AFTER_CLOSE | LIFECYCLE]
         names += [f"set {n}" for n in SETTABLE]
         for name in names:
-            marks = []
-            if name == "fileno":
-                marks.append(fixed_in_main("10 (fileno() after close -> ENOSYS)"))
-            cases.append(pytest.param(kind_, name, marks=marks, id=f"{kind_}-{name}"))
+            cases.append(pytest.param(kind_, name, id=f"{kind_}-{name}"))
     return cases
 
 

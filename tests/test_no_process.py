@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
+from conftest import IN_CI
 
 # What users do: the CLI's info, the pair API end to end, features(); as root on Linux also a real device.
 WORKLOAD = r"""

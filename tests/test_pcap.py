@@ -18,10 +18,9 @@ import pytest
 
 import fasttun
 from fasttun import _core, aio, pcap
-from conftest import require_root_environment
+from conftest import IN_CI, require_root_environment
 from packets import ipv4_udp, ipv6_udp, minimal_ipv4, seq_of
 
-IN_CI = bool(os.environ.get("CI"))
 T0 = 1_700_000_000_123_456_789  # a timestamp with all nine digits used
 
 

@@ -17,8 +17,7 @@ subprocess against that copy of the package:
 The subset covers Batch, make_batch, BatchBuilder, the send paths, readers, the pair, asyncio, captures and
 lifecycles (test_pair.py, test_aio.py, test_properties.py, test_bad_inputs.py, test_builder.py, test_pcap.py,
 test_lifecycle.py, ...), and as root the real devices (test_linux_tun.py, test_offload_tun.py,
-test_forward.py). Tests marked xfail for issue 10's known defects are left out of that run
-(the sanitizer aborts on them, and the tests below pin defects 1 and 2 directly)."""
+test_forward.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ from pathlib import Path
 import pytest
 
 import extbuild
-from known_failures import KNOWN_FAILING
 
 ROOT = extbuild.ROOT
 SUBSET = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_properties.py", "tests/test_bad_inputs.py",
@@ -110,7 +108,7 @@ def test_suite_subset_passes_under_asan_and_ubsan(sanitized):
     # its lock there (gcc 12's libasan has no fork handler for it; seen in __sanitizer::SizeClassAllocator64), a
     # limit of the sanitizer, not of fasttun. They run in the plain suite.
     args = ["-m", "pytest", "-q", "-p", "sanitized_plugin", "-p", "no:cacheprovider", "-o", "addopts=", *SUBSET,
-            "-k", "not fork", *[f"--deselect={t}" for t in KNOWN_FAILING]]
+            "-k", "not fork"]
     result = run_sanitized(sanitized, args, timeout=600)
     assert result.returncode == 0, report(result)
     assert not SANITIZER_REPORT.search(result.stderr + result.stdout), report(result)

@@ -7,15 +7,14 @@ Outside CI a missing tool skips with the install hint; in CI (CI set) it fails i
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import IN_CI
 
-IN_CI = bool(os.environ.get("CI"))
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "wine" / "winpy.py"
 REPORT = HERE / ".build" / "winpy" / "report.xml"

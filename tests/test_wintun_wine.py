@@ -9,7 +9,6 @@ Outside CI a missing tool or download skips with the reason; in CI (CI set) it f
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,8 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import IN_CI
 
-IN_CI = bool(os.environ.get("CI"))
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "wintun_fake" / "build_and_run.sh"
 MINGW = "x86_64-w64-mingw32-gcc"

@@ -38,6 +38,7 @@ def _log(logger: logging.Logger, level: int, msg: str, *args: Any, exc_info: boo
     except Exception:
         sys.unraisablehook(_Unraisable(sys.exc_info(), f"fasttun: a log handler of {logger.name!r} failed"))
 
+
 Address = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress.IPv4Address, ipaddress.IPv6Address]
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 FullPolicy = Literal["drop", "wait", "raise"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 from typing import Any, Optional
 
@@ -81,18 +80,6 @@ class Row:
             if m is not None:
                 out[k] = m
         return out
-
-    def sane(self) -> bool:
-        """True if every number is finite and the rates are positive (what the smoke test checks)."""
-        if self.status != OK:
-            return bool(self.reason)
-        if not self.samples:
-            return False
-        for s in self.samples:
-            numbers = [s.pps, s.gbps, *s.extra.values()]
-            if not all(math.isfinite(x) for x in numbers) or s.pps <= 0 or s.gbps <= 0:
-                return False
-        return True
 
     def to_json(self) -> dict[str, Any]:
         return {
