@@ -10,12 +10,12 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import struct
 import sys
 from typing import Any, Optional
 
 from fasttun import _core
-from fasttun._if_tun import IFF_FLAGS, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F, TUNSETIFF, TUNSETOFFLOAD
+from fasttun._host import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap, root_problem, tool
+from fasttun._if_tun import IFF_FLAGS
 
 # What a Wintun adapter is, in the same terms: layer 3 (no TAP), packets without a packet-information header,
 # one session (one queue), no virtio-net header offload.
@@ -41,31 +41,18 @@ def features() -> dict[str, bool]:
 
 
 def probe_offloads() -> dict[str, Optional[bool]]:
-    """Which TUNSETOFFLOAD flags the kernel accepts, tried on a throwaway device in a private network
-    namespace (so nothing of the host is touched). None when this process may not create devices."""
-    import fcntl  # Linux only
-
-    from fasttun._bench.system import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap
-
-    names = {"tso": TUN_F["tso4"] | TUN_F["tso6"], "uso": TUN_F["uso4"] | TUN_F["uso6"]}
+    """Which offloads the kernel accepts from a TUN device, read from a throwaway device that fasttun opens with
+    offload in a private network namespace (so nothing of the host is touched). None when this process may not
+    create devices."""
+    names = {"tso": ("tso4", "tso6"), "uso": ("uso4", "uso6")}
     if not (has_cap(CAP_NET_ADMIN) and has_cap(CAP_SYS_ADMIN)) or not os.path.exists("/dev/net/tun"):
         return {k: None for k in names}
     from fasttun import _netns
+    from fasttun._tun import Tun
 
-    out: dict[str, Optional[bool]] = {}
-    with _netns.private():
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", b"", IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
-            for name, flags in names.items():
-                try:
-                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F["csum"] | flags)
-                    out[name] = True
-                except OSError:
-                    out[name] = False
-        finally:
-            os.close(fd)
-    return out
+    with _netns.private(), Tun(None, offload=True) as tun:
+        accepted = tun.offloads
+    return {name: all(accepted.get(bit, False) for bit in bits) for name, bits in names.items()}
 
 
 def _version(dist: str) -> Optional[str]:
@@ -161,7 +148,6 @@ def facts() -> dict[str, Any]:
     """What ``fasttun info`` reports, as values ``json.dumps`` takes. Every key is present on every platform
     (None where a fact does not apply here); the keys are documented in the README (``fasttun info --json``)."""
     import fasttun
-    from fasttun._bench.system import CAP_NET_ADMIN, has_cap, root_problem, tool
 
     linux = sys.platform.startswith("linux")
     out: dict[str, Any] = {

@@ -84,7 +84,8 @@ def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
                              f"IPv6, not {address!r}")
         _ranged_int(address[2], f"{what} flowinfo", 0, 0xFFFFF)
         _ranged_int(address[3], f"{what} scope id", 0, 0xFFFFFFFF)
-        return fam, (sockaddr[0], sockaddr[1], address[2], address[3] or sockaddr[3])
+        scope = address[3] or (sockaddr[3] if len(sockaddr) == 4 else 0)  # a %zone in the host: its index
+        return fam, (sockaddr[0], sockaddr[1], address[2], scope)
     return fam, sockaddr
 
 

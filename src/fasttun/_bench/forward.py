@@ -20,7 +20,8 @@ from typing import Any
 from fasttun._bench import devices
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
-from fasttun._bench.system import Child, ip, json_line, namespace, run, tool
+from fasttun._bench.system import Child, ip, json_line, namespace, run
+from fasttun._host import tool
 
 A_ADDRESS, A_NET = "10.201.4.1/24", "10.201.4.0/24"
 B_ADDRESS, B_NET = "10.201.5.1/24", "10.201.5.0/24"

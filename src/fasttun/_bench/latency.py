@@ -23,7 +23,8 @@ from fasttun._bench import devices
 from fasttun.icmp import echo_replies
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
-from fasttun._bench.system import Child, cpu_pair, cpu_seconds_of, namespace, pinned, run, tool
+from fasttun._bench.system import Child, cpu_pair, cpu_seconds_of, namespace, pinned, run
+from fasttun._host import tool
 
 ADDRESS = "10.201.3.1/24"
 TARGET = "10.201.3.2"

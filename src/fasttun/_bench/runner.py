@@ -12,7 +12,8 @@ from typing import TextIO
 from fasttun._bench.progress import Plan
 from fasttun._bench.results import FAILED, MISSING, OK, SKIPPED, Row, fill_ratios
 from fasttun._bench.scenario import Scenario, Settings
-from fasttun._bench.system import remove_stale_namespaces, root_problem
+from fasttun._bench.system import remove_stale_namespaces
+from fasttun._host import root_problem
 
 log = logging.getLogger("fasttun.bench")
 

@@ -33,7 +33,8 @@ from fasttun import _netns
 from fasttun._bench.packets import checksum
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
-from fasttun._bench.system import namespace, netns_path, root_problem
+from fasttun._bench.system import namespace, netns_path
+from fasttun._host import root_problem
 
 PORT = 9000
 MAGIC = b"FTSK"

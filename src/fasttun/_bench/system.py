@@ -9,63 +9,21 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+from fasttun._host import tool
+
 log = logging.getLogger("fasttun.bench")
 
-CAP_NET_ADMIN = 12
-CAP_SYS_ADMIN = 21
 NETNS_DIR = Path("/run/netns")
 PREFIX = "ftb-"
 
 C_PROGRAMS = ("ftb_sendmmsg", "ftb_read_loop", "ftb_write_loop", "ftb_echo", "ftb_forward")
-
-
-# ---- privileges ---------------------------------------------------------------------------------------
-
-def effective_caps() -> int:
-    """This process's effective capability mask (0 where /proc does not say)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
-def has_cap(cap: int) -> bool:
-    return bool(effective_caps() >> cap & 1)
-
-
-def root_problem() -> Optional[str]:
-    """Why this process cannot run the scenarios that create namespaces and TUN devices (None if it can)."""
-    if not sys.platform.startswith("linux"):
-        return f"needs Linux network namespaces; this is {sys.platform}"
-    missing = [name for cap, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
-               if not has_cap(cap)]
-    if missing:
-        return (f"needs {' and '.join(missing)} to create network namespaces and TUN devices: "
-                f"run it as root (sudo {sys.executable} -m fasttun bench ...)")
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun does not exist: load the tun module (modprobe tun) or pass the device into the container"
-    if tool("ip") is None:
-        return "needs the 'ip' command (iproute2) to create network namespaces"
-    return None
-
-
-def tool(name: str) -> Optional[str]:
-    """The path of a command, looked up in PATH and the sbin directories."""
-    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
-    return shutil.which(name, path=path)
 
 
 # ---- commands -----------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
-from fasttun._bench.system import Child, ip, json_line, namespace, run, tool
+from fasttun._bench.system import Child, ip, json_line, namespace, run
+from fasttun._host import tool
 
 UNDERLAY = ("10.201.6.1", "10.201.6.2")
 OVERLAY = ("10.201.7.1", "10.201.7.2")
