@@ -18,15 +18,15 @@ from typing import Iterable, Optional
 
 CSRC = Path(__file__).resolve().parent
 
-# core: the device interface, the reader thread, the in-memory pair, ICMP helpers and the OS-layer contract.
-# offload: virtio-net headers, splitting and coalescing. events: device events (rtnetlink on Linux, IP Helper
+# core: the device interface (and how a named device is opened), the reader thread and the OS-layer contract.
+# pair: the in-memory pair backend (every platform). icmp: the Internet checksum and echo replies. offload: virtio-net headers, splitting and coalescing. events: device events (rtnetlink on Linux, IP Helper
 # notifications on Windows in ft_events_win.c, a stub elsewhere).
 # posix / windows: the OS layer. linux: the TUN backend and rtnetlink configuration. wintun: the Wintun backend,
 # its DLL loader and IP Helper configuration. udp: the UDP endpoint backend.
 PLATFORMS = {
-    "linux": ("core", "offload", "events", "posix", "linux", "udp"),
-    "win32": ("core", "offload", "events", "windows", "wintun", "udp"),
-    "posix": ("core", "offload", "events", "posix"),
+    "linux": ("core", "pair", "icmp", "offload", "events", "posix", "linux", "udp"),
+    "win32": ("core", "pair", "icmp", "offload", "events", "windows", "wintun", "udp"),
+    "posix": ("core", "pair", "icmp", "offload", "events", "posix"),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cbuild import CSRC, ROOT, SANITIZE_ASAN, SANITIZE_TSAN, build_and_run, c_sources, compiler
 
-CORE = c_sources("linux", "core", "offload", "posix")
+CORE = c_sources("linux", "core", "pair", "offload", "posix")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="native C tests run on Linux")
 

@@ -1,5 +1,5 @@
 """The linux/if_tun.h values that the Python side writes once (fasttun._if_tun) agree with the system's header and
-with the C core's TUN_F_* bits (csrc/core/ft_backends.h, exported as _core.TUN_F), and are the ones features(),
+with the C core's TUN_F_* bits (csrc/linux/ft_linux.h, exported as _core.TUN_F), and are the ones features(),
 Tun.offloads and ``fasttun info`` use."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_the_values_are_the_kernels() -> None:
 
 
 def test_the_c_core_has_the_same_offload_bits() -> None:
-    c_bits = defines((ROOT / "csrc" / "core" / "ft_backends.h").read_text(), "FT_TUN_F_")
+    c_bits = defines((ROOT / "csrc" / "linux" / "ft_linux.h").read_text(), "FT_TUN_F_")
     assert c_bits == {name.upper(): bit for name, bit in _if_tun.TUN_F.items()}
 
 

@@ -1,7 +1,6 @@
 /* core/ft_device.c - what every backend shares: errors, packet validation, receive with a timeout, send with a
  * full-queue policy, and a close that wakes waiters and waits for calls in progress. */
 #include "core/ft_device.h"
-#include "offload/ft_offload.h" /* ft_vnet_check */
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -545,13 +544,13 @@ int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, int policy,
                         int timeout_ms, ft_err *e)
 {
-    if (!d->ops->send_vnet)
+    if (!d->ops->send_vnet || !d->ops->check_vnet)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
                        "super-packets can only be sent to a device opened with offload (this one has none)");
     if (q < 0 || q >= d->nqueues)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
     for (uint32_t i = 0; i < n; i++) {
-        if (ft_vnet_check(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
+        if (d->ops->check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
             return ft_device_reject(d, i, n, "packet", e);
     }
     return ft_device_send_loop(d, q, pkts, n, device_step, (void *)hdrs, policy, timeout_ms,

@@ -1,6 +1,6 @@
 /* core/ft_device.h - a TUN device as the core sees it: one small backend interface (a table of functions) and
  * the few device-level operations built on it (receive with a timeout, validated send with a full-queue
- * policy, close that wakes every waiter). Backends: linux/ft_linux_tun.c, core/ft_memory.c,
+ * policy, close that wakes every waiter). Backends: linux/ft_linux_tun.c, pair/ft_pair.c,
  * wintun/ft_wintun.c. Nothing here knows Python. */
 #ifndef FT_DEVICE_H
 #define FT_DEVICE_H
@@ -166,6 +166,8 @@ typedef struct ft_backend_ops {
     /* Send n packets each with its virtio-net header (hdrs: n * FT_VNET_HDR_SIZE bytes), already validated.
      * Same return convention as send. NULL where the device has no offload. */
     int (*send_vnet)(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e);
+    /* With send_vnet: whether one super-packet and its virtio-net header may be sent (FT_OK or FT_EPACKET). */
+    int (*check_vnet)(const uint8_t *p, size_t len, const uint8_t *hdr, ft_err *e);
     /* Validates one packet for ft_device_send (FT_OK or FT_EPACKET); NULL: ft_packet_check, an IP packet
      * within the MTU. A UDP endpoint carries datagrams, which are not IP packets. */
     int (*check)(ft_device *d, const uint8_t *p, size_t len, ft_err *e);
@@ -195,6 +197,10 @@ struct ft_device {
     ft_stats_atomic stats;
     char name[64];              /* interface name as UTF-8 */
 };
+
+/* How a named device is opened, on every backend that has names: create it or open the existing one (ANY),
+ * only open an existing one (EXISTING), or only create a new one (CREATE). */
+enum { FT_OPEN_CREATE = 0, FT_OPEN_EXISTING = 1, FT_OPEN_ANY = 2 };
 
 /* Called by a backend's open function once impl, ops and nqueues are filled. Returns FT_OK or FT_ENOMEM. */
 int ft_device_init(ft_device *d, ft_err *e);

@@ -3,7 +3,7 @@
  * (ft_linux_netlink.c). No shell, no external program. */
 #ifdef __linux__
 #define _GNU_SOURCE
-#include "core/ft_backends.h"
+#include "linux/ft_linux.h"
 #include "linux/ft_linux_netlink.h"
 #include "offload/ft_offload.h"
 
@@ -713,6 +713,7 @@ static const ft_backend_ops linux_ops = {
     .os_drops = lx_os_drops,
     .route = lx_route,
     .send_vnet = lx_send_vnet,
+    .check_vnet = ft_vnet_check,
     .receiver_fds = lx_receiver_fds,
 };
 

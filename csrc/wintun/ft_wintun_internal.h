@@ -4,7 +4,7 @@
 #ifndef FT_WINTUN_INTERNAL_H
 #define FT_WINTUN_INTERNAL_H
 
-#include "core/ft_backends.h"
+#include "wintun/ft_wintun.h"
 
 #include "wintun.h" /* include/ */
 

@@ -167,26 +167,36 @@ cdef extern from "core/ft_reader.h" nogil:
     int ft_reader_on_reader_thread()
 
 
-cdef extern from "core/ft_backends.h" nogil:
+# How each backend is opened, and what only it has; every name exists on every platform (elsewhere they fail with
+# FT_EUNSUPPORTED), so that one wrapper serves them all.
+cdef extern from "core/ft_device.h" nogil:
     enum:
         FT_OPEN_CREATE
         FT_OPEN_EXISTING
         FT_OPEN_ANY
+
+
+cdef extern from "pair/ft_pair.h" nogil:
+    enum:
+        FT_PAIR_DEFAULT_CAPACITY
+        FT_PAIR_DEFAULT_CAPACITY_BYTES
+        FT_PAIR_MAX_CAPACITY
+        FT_PAIR_MIN_CAPACITY_BYTES
+        FT_PAIR_MAX_CAPACITY_BYTES
+
+    int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
+                       ft_err *e)
+
+
+cdef extern from "linux/ft_linux.h" nogil:
+    enum:
         FT_TUN_F_CSUM
         FT_TUN_F_TSO4
         FT_TUN_F_TSO6
         FT_TUN_F_TSO_ECN
         FT_TUN_F_USO4
         FT_TUN_F_USO6
-        FT_PAIR_DEFAULT_CAPACITY
-        FT_PAIR_DEFAULT_CAPACITY_BYTES
-        FT_PAIR_MAX_CAPACITY
-        FT_PAIR_MIN_CAPACITY_BYTES
-        FT_PAIR_MAX_CAPACITY_BYTES
         FT_LINUX_MAX_QUEUES
-
-    int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
-                       ft_err *e)
 
     ctypedef struct ft_linux_params:
         const char *name
@@ -210,7 +220,8 @@ cdef extern from "core/ft_backends.h" nogil:
     uint32_t ft_linux_offloads(ft_device *d, int *mode)
     int ft_linux_txqueuelen_grows(ft_device *d)
 
-    # Wintun (Windows); elsewhere the same names exist and fail with FT_EUNSUPPORTED.
+
+cdef extern from "wintun/ft_wintun.h" nogil:
     enum:
         FT_WINTUN_DEFAULT_RING_CAPACITY
         FT_WINTUN_MIN_RING_CAPACITY
@@ -245,7 +256,7 @@ cdef extern from "core/ft_backends.h" nogil:
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 
-cdef extern from "core/ft_icmp.h" nogil:
+cdef extern from "icmp/ft_icmp.h" nogil:
     uint16_t ft_inet_checksum(const uint8_t *data, size_t len, uint32_t initial)
     size_t ft_icmp_echo_reply(const uint8_t *p, size_t len, uint8_t *out, size_t cap)
 

@@ -29,7 +29,7 @@ from fasttun import errors as _errors
 
 MAX_PACKET = FT_MAX_PACKET
 MAX_BATCH = FT_MAX_BATCH
-# The TUN_F_* offload bits (linux/if_tun.h) by the names Tun.offloads uses; defined once, in core/ft_backends.h.
+# The TUN_F_* offload bits (linux/if_tun.h) by the names Tun.offloads uses; defined once, in linux/ft_linux.h.
 TUN_F = {"csum": FT_TUN_F_CSUM, "tso4": FT_TUN_F_TSO4, "tso6": FT_TUN_F_TSO6, "tso_ecn": FT_TUN_F_TSO_ECN,
          "uso4": FT_TUN_F_USO4, "uso6": FT_TUN_F_USO6}
 MIN_MTU = FT_MIN_MTU

@@ -1,5 +1,5 @@
 """The values of linux/if_tun.h that the Python side uses, written once. The TUN_F_* offload bits come from the C
-core (csrc/core/ft_backends.h, through _core.TUN_F); the IFF_* flags and ioctl numbers are only Python's (the C side
+core (csrc/linux/ft_linux.h, through _core.TUN_F); the IFF_* flags and ioctl numbers are only Python's (the C side
 takes them from the system's linux/if_tun.h).
 
 Plain numbers, so that this module imports on every platform: ``features()`` reports the same keys on Windows."""

@@ -1,6 +1,6 @@
 /* test_core.c - C tests of the core (validation, in-memory pair, device calls, reader thread), meant to run
  * under AddressSanitizer+UBSan and ThreadSanitizer. Prints "N passed, N failed" and exits non-zero on failure. */
-#include "core/ft_backends.h"
+#include "pair/ft_pair.h"
 #include "core/ft_reader.h"
 
 #include <stdio.h>

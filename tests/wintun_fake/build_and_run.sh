@@ -18,7 +18,7 @@ CC32=${MINGW_CC32:-i686-w64-mingw32-gcc}
 CFLAGS=(-std=c11 -O2 -g -Wall -Wextra -Werror -I"$root/csrc" -I"$root/include" -I"$here")
 # The sources from the one manifest (csrc/sources.py): the core, offload, the Windows OS layer and Wintun.
 PY=${PYTHON:-python3}
-mapfile -t CORE < <(cd "$root" && "$PY" csrc/sources.py win32 --parts core offload windows wintun | sed "s|^|$root/|")
+mapfile -t CORE < <(cd "$root" && "$PY" csrc/sources.py win32 --parts core pair offload windows wintun | sed "s|^|$root/|")
 LIBS=(-liphlpapi -lws2_32 -static-libgcc)
 
 # Outside the source tree: a prefix links z: to /, and tools that walk the tree (setuptools) would follow it.

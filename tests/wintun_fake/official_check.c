@@ -2,7 +2,7 @@
  * run (Wine, or Windows without elevation): the DLL loads, all 14 exports resolve, the driver is reported
  * as not loaded, and creating an adapter fails with a clear error instead of a crash.
  * usage: official_check.exe C:\absolute\path\to\wintun.dll */
-#include "core/ft_backends.h"
+#include "wintun/ft_wintun.h"
 #include "wintun/ft_wintun_internal.h"
 
 #include <stdio.h>

@@ -1,7 +1,8 @@
 /* test_wintun_backend.c - the Wintun backend, ft_device and ft_reader against our fake wintun.dll, run
  * under Wine (or Windows). Expects beside the exe: fake\wintun.dll, noexport\wintun.dll, garbage\wintun.dll
  * and, when an i686 compiler was there, x86\wintun.dll. Ends with "N passed, N failed". */
-#include "core/ft_backends.h"
+#include "pair/ft_pair.h"
+#include "wintun/ft_wintun.h"
 #include "core/ft_reader.h"
 #include "wintun/ft_wintun_internal.h"
 

@@ -1,5 +1,5 @@
-/* core/ft_memory.c - two connected in-process devices: a bounded ring each way, no privileges. */
-#include "core/ft_backends.h"
+/* pair/ft_pair.c - two connected in-process devices: a bounded ring each way, no privileges. */
+#include "pair/ft_pair.h"
 
 #include <stdlib.h>
 #include <string.h>

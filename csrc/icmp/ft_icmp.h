@@ -1,4 +1,4 @@
-/* core/ft_icmp.h - the Internet checksum and ICMP/ICMPv6 echo replies, for responders built on fasttun (pure
+/* icmp/ft_icmp.h - the Internet checksum and ICMP/ICMPv6 echo replies, for responders built on fasttun (pure
  * functions on caller-owned buffers; nothing here touches a device). */
 #ifndef FT_ICMP_H
 #define FT_ICMP_H

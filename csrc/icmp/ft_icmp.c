@@ -1,5 +1,5 @@
 /* core/ft_icmp.c - the Internet checksum and echo replies. */
-#include "core/ft_icmp.h"
+#include "icmp/ft_icmp.h"
 
 #include <string.h>
 
