@@ -264,6 +264,15 @@ def text_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def privilege_hint() -> str:
+    """How to get the privileges that creating TUN devices needs on Linux (printed by ``fasttun info`` and
+    ``fasttun demo``)."""
+    return ("To create TUN devices, run as root (sudo), or give the interpreter CAP_NET_ADMIN:\n"
+            f"  sudo setcap cap_net_admin+ep {os.path.realpath(sys.executable)}\n"
+            "In a container: --cap-add NET_ADMIN --device /dev/net/tun. Without privileges, fasttun.pair() and\n"
+            "'fasttun bench pair' still work.")
+
+
 def print_info(as_json: bool = False) -> int:
     """``fasttun info`` (``as_json``: ``fasttun info --json``, one JSON object on stdout)."""
     f = facts()
@@ -276,10 +285,7 @@ def print_info(as_json: bool = False) -> int:
             print(f"{key.ljust(width)}  {value}")
         if not f["can_create_devices"] and f["backend"] == "linux":
             print()
-            print("To create TUN devices, run as root (sudo), or give the interpreter CAP_NET_ADMIN:")
-            print(f"  sudo setcap cap_net_admin+ep {os.path.realpath(sys.executable)}")
-            print("In a container: --cap-add NET_ADMIN --device /dev/net/tun. Without privileges, fasttun.pair() and")
-            print("'fasttun bench pair' still work.")
+            print(privilege_hint())
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     return 0
