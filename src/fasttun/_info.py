@@ -159,7 +159,7 @@ def _is_windows_admin() -> bool:
 
 def facts() -> dict[str, Any]:
     """What ``fasttun info`` reports, as values ``json.dumps`` takes. Every key is present on every platform
-    (None where a fact does not apply here); the keys are documented in the README (``fasttun info --json``)."""
+    (None where a fact does not apply here); the keys are documented in docs/guides/cli.md (``fasttun info --json``)."""
     import fasttun
     from fasttun._bench.system import CAP_NET_ADMIN, has_cap, root_problem, tool
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import errno as _errno
 
+__all__ = [
+    "TunClosedError",
+    "TunError",
+    "TunExistsError",
+    "TunFullError",
+    "TunNotFoundError",
+    "TunPermissionError",
+    "WintunLoadError",
+]
+
 
 class TunError(OSError):
     """A TUN device operation failed. ``errno`` says why in POSIX terms; where the system's own error code
