@@ -239,3 +239,13 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
     # The reference is generated from the docstrings, not an empty page: a member and a docstring's words.
     assert "start_reader" in api and "Packets received together" in api
+
+
+def test_the_cli_guide_lists_every_bench_scenario() -> None:
+    from fasttun._bench.catalog import KNOWN
+
+    text = (DOCS / "guides" / "cli.md").read_text(encoding="utf-8")
+    table = text[text.index("| scenario | needs |"):]
+    listed = set(re.findall(r"^\| `([a-z-]+)`(?:, `([a-z-]+)`)? \|", table, re.M))
+    names = {n for pair in listed for n in pair if n}
+    assert set(KNOWN) == names, set(KNOWN) ^ names
