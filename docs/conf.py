@@ -5,7 +5,11 @@ Build it with the package importable (installed, or ``PYTHONPATH=src`` after an 
 
 from __future__ import annotations
 
-import fasttun
+try:
+    import fasttun
+except ImportError as exc:  # the API reference is generated from the installed package's docstrings
+    raise SystemExit(f"docs/conf.py: fasttun is not importable ({exc}): pip install . first, or build it in place "
+                     "(python setup.py build_ext --inplace) and set PYTHONPATH=src") from None
 
 project = "fasttun"
 author = "fasttun developers"
@@ -27,7 +31,6 @@ autoclass_content = "both"                # the class docstring and __init__'s
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
-
 
 html_theme = "alabaster"
 html_title = f"fasttun {release}"
