@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,8 @@ def info_json() -> dict:
     return doc
 
 
-def readme_json_section() -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_json_section() -> str:
+    text = (ROOT / "docs" / "guides" / "cli.md").read_text()
     start = text.index("`fasttun info --json`")
     end = text.find("\n#", start)
     return text[start:end if end != -1 else None]
@@ -91,8 +92,8 @@ def test_info_json_says_what_the_text_says(info_json: dict) -> None:
         assert {k: v == "yes" for k, v in tools.items()} == info_json["tools"]
 
 
-def test_the_readme_documents_every_info_json_key(info_json: dict) -> None:
-    documented = set(re.findall(r"`([a-z_0-9]+)`", readme_json_section()))
+def test_the_docs_document_every_info_json_key(info_json: dict) -> None:
+    documented = set(re.findall(r"`([a-z_0-9]+)`", docs_json_section()))
     keys = set(info_json)
     for nested in ("offloads", "tools"):
         if isinstance(info_json[nested], dict):
@@ -157,3 +158,29 @@ def test_demo_runs_with_global_options_in_either_place(argv: list[str]) -> None:
     # --count 3: three echo requests per address family, all answered.
     assert re.search(r"ping 10\.77\.0\.2: 3/3 replies", proc.stdout), proc.stdout
     assert re.search(r"ping fd00:77::2: 3/3 replies", proc.stdout), proc.stdout
+
+
+def without_privileges(*argv: str) -> list[str]:
+    """A command line that runs argv without CAP_NET_ADMIN and CAP_SYS_ADMIN: as root, setpriv drops them from
+    the bounding set (root then lacks them after exec, as in a container without --cap-add); a user who is not
+    root lacks them anyway."""
+    if os.geteuid() != 0:
+        return list(argv)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    return [setpriv, "--bounding-set=-net_admin,-sys_admin", "--inh-caps=-net_admin,-sys_admin", *argv]
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["demo", "--count", "1", "-v"]], ids=["plain", "verbose"])
+def test_demo_without_privileges_says_what_it_needs(argv: list[str]) -> None:
+    if not LINUX:
+        pytest.skip("the demo's privileges are Linux capabilities")
+    proc = subprocess.run(without_privileges(sys.executable, "-m", "fasttun", *argv), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "fasttun demo needs root" in proc.stderr and "CAP_NET_ADMIN" in proc.stderr, proc.stderr
+    # The same advice as fasttun info's.
+    assert "setcap cap_net_admin+ep" in proc.stderr and "--device /dev/net/tun" in proc.stderr, proc.stderr
+    assert "demo OK" not in proc.stdout

@@ -306,7 +306,8 @@ _EPHEMERAL_MSG = ("this Batch was valid only during the reader callback; keep wh
 cdef class Batch:
     """Packets received together, laid out back to back in one buffer.
 
-    ``len(batch)``, ``batch[i]`` and iteration give zero-copy memoryviews; ``buffer``, ``offsets`` and
+    ``len(batch)``, ``batch[i]`` and iteration give zero-copy :class:`Packet` objects (bytes-like, usable where a
+    memoryview of the packet would be); ``buffer``, ``offsets`` and
     ``lengths`` expose the whole arena for NumPy (``numpy.frombuffer(batch.lengths, numpy.uint32)``).
     A batch handed to a reader callback is valid only during that call; a batch returned by
     ``recv_batch`` stays valid as long as you keep it."""

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "driver's features, offloads, privileges and the tools the benchmarks use.",
                           parents=after)
     info.add_argument("--json", action="store_true",
-                      help="print the same facts as one JSON object (the keys are listed in the README)")
+                      help="print the same facts as one JSON object (the keys are listed in docs/guides/cli.md)")
 
     from fasttun._bench.catalog import NAMES, ONLY_WHEN_NAMED
 

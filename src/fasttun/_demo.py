@@ -89,10 +89,41 @@ def run(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print("fasttun demo runs on Linux (it needs network namespaces)", file=sys.stderr)
         return 2
-    if os.geteuid() != 0:
-        print("fasttun demo needs root: it creates a network namespace and a TUN device (try sudo)", file=sys.stderr)
-        return 2
+    problem = _privilege_problem()
+    if problem is not None:
+        return _refuse(problem)
+    try:
+        return _run(args)
+    except (PermissionError, fasttun.TunPermissionError, fasttun.TunNotFoundError) as exc:
+        # Privileges the checks above could not see (a seccomp filter, a read-only /dev/net/tun): same advice.
+        return _refuse(str(exc))
 
+
+def _privilege_problem() -> str | None:
+    """What this process lacks to run the demo (None if nothing): it makes a network namespace (CAP_SYS_ADMIN)
+    and a TUN device in it (CAP_NET_ADMIN, /dev/net/tun)."""
+    from fasttun._bench.system import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap
+
+    missing = [name for cap, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"))
+               if not has_cap(cap)]
+    if missing:
+        return f"this process lacks {' and '.join(missing)}"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun does not exist (load the tun module: modprobe tun)"
+    return None
+
+
+def _refuse(problem: str) -> int:
+    from fasttun._info import privilege_hint
+
+    print(f"fasttun demo needs root: it creates a network namespace (CAP_SYS_ADMIN) and a TUN device in it "
+          f"(CAP_NET_ADMIN), but {problem}.\nRun it with sudo; in a container, give it --cap-add SYS_ADMIN "
+          f"--cap-add NET_ADMIN --device /dev/net/tun.\n", file=sys.stderr)
+    print("Your own programs need less (no namespace of their own).", privilege_hint(), file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     answered = [0]
     with _netns.private():
         with fasttun.Tun(NAME, addresses=[LOCAL4, LOCAL6], up=True) as tun:

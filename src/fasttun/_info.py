@@ -146,7 +146,7 @@ def _is_windows_admin() -> bool:
 
 def facts() -> dict[str, Any]:
     """What ``fasttun info`` reports, as values ``json.dumps`` takes. Every key is present on every platform
-    (None where a fact does not apply here); the keys are documented in the README (``fasttun info --json``)."""
+    (None where a fact does not apply here); the keys are documented in docs/guides/cli.md (``fasttun info --json``)."""
     import fasttun
 
     linux = sys.platform.startswith("linux")
@@ -250,6 +250,15 @@ def text_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def privilege_hint() -> str:
+    """How to get the privileges that creating TUN devices needs on Linux (printed by ``fasttun info`` and
+    ``fasttun demo``)."""
+    return ("To create TUN devices, run as root (sudo), or give the interpreter CAP_NET_ADMIN:\n"
+            f"  sudo setcap cap_net_admin+ep {os.path.realpath(sys.executable)}\n"
+            "In a container: --cap-add NET_ADMIN --device /dev/net/tun. Without privileges, fasttun.pair() and\n"
+            "'fasttun bench pair' still work.")
+
+
 def print_info(as_json: bool = False) -> int:
     """``fasttun info`` (``as_json``: ``fasttun info --json``, one JSON object on stdout)."""
     f = facts()
@@ -262,10 +271,7 @@ def print_info(as_json: bool = False) -> int:
             print(f"{key.ljust(width)}  {value}")
         if not f["can_create_devices"] and f["backend"] == "linux":
             print()
-            print("To create TUN devices, run as root (sudo), or give the interpreter CAP_NET_ADMIN:")
-            print(f"  sudo setcap cap_net_admin+ep {os.path.realpath(sys.executable)}")
-            print("In a container: --cap-add NET_ADMIN --device /dev/net/tun. Without privileges, fasttun.pair() and")
-            print("'fasttun bench pair' still work.")
+            print(privilege_hint())
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     return 0

@@ -155,7 +155,7 @@ def _stop_readers_at_exit() -> None:
 class Reader:
     """Reader threads (one per queue) that hand batches of packets to a callback.
 
-    The callback gets a :class:`Batch` whose views are valid only during the call. A callback that raises
+    The callback gets a :class:`Batch` whose packets are valid only during the call. A callback that raises
     stops the reader (the threads of every queue); :meth:`stop` and :meth:`join` raise that exception again,
     traceback included."""
 
@@ -692,7 +692,7 @@ class Tun(_Endpoint):
 
         Each thread spins up to ``spin_us`` microseconds on an empty queue before it sleeps (0: never spin);
         with ``adaptive`` it spins only while packets arrive at ``adaptive_pps`` packets/s or more, so an idle
-        device costs no CPU. The callback runs with the GIL; the batch's views are valid only during the call.
+        device costs no CPU. The callback runs with the GIL; the batch's packets are valid only during the call.
         With several queues the callback is called from several threads, one at a time; if it raises on one,
         every queue's thread ends.
 

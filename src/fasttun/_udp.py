@@ -273,7 +273,7 @@ class UdpEndpoint(_Endpoint):
     def start_reader(self, callback: BatchCallback, batch_size: int = 64, *, spin_us: int | None = None,
                      adaptive: bool = True, adaptive_pps: int | None = None, pipeline: int = 0) -> Reader:
         """Starts a reader thread that calls ``callback(batch)`` with up to ``batch_size`` datagrams, exactly as
-        :meth:`fasttun.Tun.start_reader` does; the batch's views are valid only during the call."""
+        :meth:`fasttun.Tun.start_reader` does; the batch's packets are valid only during the call."""
         return self._start_readers(1, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 

@@ -1,5 +1,7 @@
 """asyncio for fasttun devices: receive batches and send packets in coroutines, zero-copy, without blocking the loop.
 
+For example::
+
     from fasttun import aio
 
     async with aio.batches(tun, batch_size=64) as stream:

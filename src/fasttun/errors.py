@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import errno as _errno
 
+__all__ = [
+    "TunClosedError",
+    "TunError",
+    "TunExistsError",
+    "TunFullError",
+    "TunNotFoundError",
+    "TunPermissionError",
+    "WintunLoadError",
+]
+
 
 class TunError(OSError):
-    """A TUN device operation failed. ``errno`` says why in POSIX terms; ``winerror`` (Windows) keeps the
-    raw system error code."""
+    """A TUN device operation failed. ``errno`` says why in POSIX terms; where the system's own error code
+    differs from it (a Windows error code), ``winerror_code`` keeps that raw code (absent otherwise)."""
 
 
 class TunPermissionError(TunError, PermissionError):

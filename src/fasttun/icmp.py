@@ -17,6 +17,8 @@ from typing import Union
 from fasttun import _core
 from fasttun._core import Packet
 
+__all__ = ["checksum", "echo_replies", "echo_reply"]
+
 Buffer = Union[bytes, bytearray, memoryview, Packet]
 
 
