@@ -184,3 +184,14 @@ def test_demo_without_privileges_says_what_it_needs(argv: list[str]) -> None:
     # The same advice as fasttun info's.
     assert "setcap cap_net_admin+ep" in proc.stderr and "--device /dev/net/tun" in proc.stderr, proc.stderr
     assert "demo OK" not in proc.stdout
+
+
+def test_the_library_info_and_demo_never_import_the_benchmark_harness():
+    # Layers in one direction: only `fasttun bench` reaches the harness.
+    code = ("import sys, fasttun, fasttun.aio, fasttun.pcap, fasttun.events, fasttun.icmp\n"
+            "from fasttun import _info, _demo, _cli\n"
+            "_info.facts()\n"
+            "_demo._privilege_problem()\n"
+            "assert not [m for m in sys.modules if m.startswith('fasttun._bench')], sorted(sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

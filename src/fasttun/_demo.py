@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 def _privilege_problem() -> str | None:
     """What this process lacks to run the demo (None if nothing): it makes a network namespace (CAP_SYS_ADMIN)
     and a TUN device in it (CAP_NET_ADMIN, /dev/net/tun)."""
-    from fasttun._bench.system import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap
+    from fasttun._host import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap
 
     missing = [name for cap, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"))
                if not has_cap(cap)]
