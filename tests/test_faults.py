@@ -24,6 +24,7 @@ import fasttun
 from fasttun import _netns
 from conftest import require_root_environment
 from packets import ipv4_udp, minimal_ipv4
+import traffic
 
 PROMPT = 2.0
 LOCAL4, PEER4 = "10.204.0.1", "10.204.0.2"
@@ -645,19 +646,6 @@ def test_a_callback_that_raises_ends_every_queue_even_when_logging_it_fails(quie
     handler = BrokenLogHandler()
     logger.addHandler(handler)
     tun = open_tun(queues=4)
-    stop = threading.Event()
-
-    def flows() -> None:  # 64 destination ports: the flows spread over the queues
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(2_000_000):
-                if stop.is_set():
-                    return
-                try:
-                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
-                except OSError:
-                    return
-
-    sender = threading.Thread(target=flows)
     try:
         raised = threading.Event()
         lock = threading.Lock()
@@ -670,15 +658,12 @@ def test_a_callback_that_raises_ends_every_queue_even_when_logging_it_fails(quie
             raise ValueError("bad packet")
 
         reader = tun.start_reader(on_batch)
-        sender.start()
-        assert raised.wait(PROMPT)
-        with pytest.raises(ValueError, match="bad packet"):
-            reader.join(timeout=PROMPT + 1)
+        with traffic.flooding(PEER4):
+            assert raised.wait(PROMPT)
+            with pytest.raises(ValueError, match="bad packet"):
+                reader.join(timeout=PROMPT + 1)
         assert not reader.running
         assert any(isinstance(u.exc_value, RuntimeError) for u in unraisable)
     finally:
-        stop.set()
-        if sender.is_alive():
-            sender.join(10)
         logger.removeHandler(handler)
         tun.close()

@@ -19,6 +19,7 @@ import fasttun
 from fasttun import _core, _netns, icmp
 from icmp_ping import ping
 from packets import ipv4_udp, ipv6_udp, udp_payload
+import traffic
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
 
@@ -43,30 +44,8 @@ def udp_flood(count: int, family=socket.AF_INET, dst=PEER4, port=9000, sport=0, 
             s.sendto(struct.pack("!I", i) + pad, (dst, port))
 
 
-@contextlib.contextmanager
-def flooding() -> Iterator[None]:
-    """A thread sends UDP to PEER4 (64 destination ports, so flows spread over queues) for as long as the block
-    runs, or until the route goes with the device; it is stopped and joined on the way out, also on failure."""
-    stop = threading.Event()
-
-    def flood() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(2_000_000):
-                if stop.is_set():
-                    return
-                try:
-                    s.sendto(struct.pack("!I", i), (PEER4, 9000 + i % 64))
-                except OSError:
-                    return  # the route went with the device
-
-    sender = threading.Thread(target=flood)
-    sender.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        sender.join(10)
-    assert not sender.is_alive()
+def flooding() -> contextlib.AbstractContextManager[None]:
+    return traffic.flooding(PEER4)
 
 
 def deep_sink(family=socket.AF_INET) -> socket.socket:
