@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
 
         with tun.start_reader(on_batch):
             print(f"capture: recording {tun.name} into {args.write}; stop with Ctrl-C", flush=True)
-            stop.wait()
+            while not stop.wait(0.5):   # Windows runs the signal handler only between waits
+                pass
         stats = tun.stats
     # A failed capture (a full disk) stopped itself and left the device running; it is reported here.
     error = writer.error

@@ -70,7 +70,8 @@ def main(argv: list[str]) -> int:
         with tun.start_reader(responder, batch_size=args.batch_size):
             print(f"echo: answering pings behind {tun.name} ({', '.join(map(str, tun.addresses))}); "
                   f"stop with Ctrl-C", flush=True)
-            stop.wait()
+            while not stop.wait(0.5):   # Windows runs the signal handler only between waits
+                pass
         print(f"echo: {responder.report()}", flush=True)
     return 0
 

@@ -41,7 +41,11 @@ on the TUN device's and the socket's descriptors (``loop.add_reader``, registere
 instead (see ``fasttun bench tunnel`` and the README for how the two compare). Sends never wait there (a full
 socket buffer drops and counts).
 
-Runs until SIGINT or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
+On Windows the same program runs on a Wintun adapter: ``--offload on`` (the default) has the adapter coalesce the
+TCP segments of a flow into packets of up to 64 KiB before Wintun (``coalesce=True``), and ``--asyncio`` takes the
+adapter's batches from ``fasttun.aio.batches`` (a Wintun adapter has no descriptor) on a selector event loop.
+
+Runs until SIGINT (Ctrl-C) or SIGTERM, then prints its counters (one ``counters {json}`` line) and exits 0."""
 
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ OVERHEAD = HEADER.size + TAG       # of a datagram that is a whole train
 WINDOW = 1024
 TRAIN = 16                         # default: at most this many datagrams per train
 BATCH = 128
+WINDOWS = sys.platform == "win32"
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -317,6 +322,13 @@ def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Cal
     return status
 
 
+async def tick() -> None:
+    """Wakes the loop every 200 ms: Windows runs a Python signal handler only once the main thread is back in
+    Python, and its select() is not interrupted by Ctrl-C."""
+    while True:
+        await asyncio.sleep(0.2)
+
+
 async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback,
                       udp_to_tun: Callback, mode: str) -> int:
     """Both directions on the event loop, no thread. The UDP endpoint through ``loop.add_reader`` on its
@@ -325,8 +337,13 @@ async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_ud
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
+    ticker = None
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:   # Windows' loops: a plain handler, run on this thread between the loop's waits
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+            ticker = ticker or asyncio.create_task(tick())
 
     def drain(recv: Callable[..., fasttun.Batch], forward: Callback) -> Callable[[], None]:
         def readable() -> None:
@@ -367,10 +384,11 @@ async def run_asyncio(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_ud
     finally:
         for fd in fds:
             loop.remove_reader(fd)   # before the descriptors close
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for pending in (task, ticker):
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
     for exc in errors:
         log.error("tunnel failed: %r", exc)
     return 1 if errors else 0
@@ -388,11 +406,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"with --key-file: seal up to N datagrams' worth of consecutive packets with one "
                              f"AEAD call (1..64, default {TRAIN}; 1: one packet per datagram)")
     parser.add_argument("--offload", choices=("on", "off"), default="on",
-                        help="TUN TSO/USO segments and UDP GSO/GRO where the kernel has them (default on)")
-    parser.add_argument("--asyncio", nargs="?", const="fd", choices=("fd", "aio"),
+                        help="Linux: TUN TSO/USO segments and UDP GSO/GRO where the kernel has them; Windows: TCP "
+                             "segments coalesced into packets of up to 64 KiB before Wintun (default on)")
+    parser.add_argument("--asyncio", nargs="?", const="aio" if WINDOWS else "fd", choices=("fd", "aio"),
                         help="run both directions on one asyncio event loop instead of two reader threads: "
-                             "loop.add_reader on both descriptors (fd, the default), or fasttun.aio.batches for "
-                             "the TUN device (aio)")
+                             "loop.add_reader on both descriptors (fd, the default on Linux), or fasttun.aio.batches "
+                             "for the TUN device (aio; the only one on Windows, where a Wintun adapter has no "
+                             "descriptor)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -405,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mtu must be 576..65000")
     if not 1 <= args.train <= 64:
         parser.error("--train must be 1..64")
+    if WINDOWS and args.asyncio == "fd":
+        parser.error("--asyncio fd needs the TUN device's descriptor, which a Wintun adapter has not: use "
+                     "--asyncio aio")
     key = None
     if args.key_file:
         try:
@@ -421,14 +444,18 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
 
-    tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True, txqueuelen=10000)
-    try:
-        tun = fasttun.Tun(args.name, offload=offload, **tun_options)
-    except (fasttun.TunError, TypeError, ValueError) as exc:
-        if not offload:
-            raise
-        log.warning("TUN offload unavailable (%s); running without it", exc)
-        tun = fasttun.Tun(args.name, **tun_options)
+    tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True)
+    if WINDOWS:
+        tun = fasttun.Tun(args.name, coalesce=offload, **tun_options)
+    else:
+        tun_options.update(txqueuelen=10000)
+        try:
+            tun = fasttun.Tun(args.name, offload=offload, **tun_options)
+        except (fasttun.TunError, TypeError, ValueError) as exc:
+            if not offload:
+                raise
+            log.warning("TUN offload unavailable (%s); running without it", exc)
+            tun = fasttun.Tun(args.name, **tun_options)
     overhead = OVERHEAD if key else 0
     # On the event loop a send must never wait for room (it would stall the loop): a full socket buffer
     # drops, and counts, what does not fit, as the network itself would.
@@ -461,10 +488,12 @@ def main(argv: list[str] | None = None) -> int:
 
     log.info("tunnel %s %s <-> %s:%d (%s, %s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
              "ChaCha20-Poly1305" if key else "plain", "asyncio" if args.asyncio else "reader threads",
-             tun.offload_mode or "off",
+             ("coalesce" if offload else "off") if WINDOWS else tun.offload_mode or "off",
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))
     if args.asyncio:
+        if WINDOWS:   # loop.add_reader (the socket's side) needs a selector loop; Windows' default has none
+            asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
         status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
     else:
         status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
@@ -472,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         opener.abandon()
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),
                                            "tun": dataclasses.asdict(tun.stats)}
-    report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun.offload_mode or "off")
+    tun_offload = ("coalesce" if offload else "off") if WINDOWS else tun.offload_mode or "off"
+    report: dict[str, Any] = dict(sections, udp_offloads=endpoint.offloads, tun_offload=tun_offload)
     tun.close()
     endpoint.close()
     for section, values in sections.items():

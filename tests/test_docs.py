@@ -147,10 +147,18 @@ def swapped(code: str) -> str:
     return code.replace("10.200.0.1", "\0").replace("10.200.0.2", "10.200.0.1").replace("\0", "10.200.0.2")
 
 
+WINDOWS_SIGNALS = Path(__file__).resolve().parent / "windows_signals"
+
+
 @pytest.mark.root
+@pytest.mark.parametrize("signals", ["posix", "windows"])
 @pytest.mark.parametrize("snippet", by_mode("peer"), ids=lambda s: s.id)
-def test_tunnel_snippet_carries_pings_between_two_namespaces(snippet: Snippet, tmp_path: Path) -> None:
+def test_tunnel_snippet_carries_pings_between_two_namespaces(snippet: Snippet, signals: str, tmp_path: Path) -> None:
+    # "windows": the interpreter's signal module and asyncio loops as Windows has them (tests/windows_signals)
     require_root_environment()
+    environ = env()
+    if signals == "windows":
+        environ["PYTHONPATH"] = os.pathsep.join([str(WINDOWS_SIGNALS), environ["PYTHONPATH"]])
     assert "10.99.0.1/" in snippet.code and "10.200.0.1" in snippet.code and "10.200.0.2" in snippet.code, \
         "a peer snippet is one end of a tunnel 10.99.0.1 <-> 10.99.0.2 over UDP between 10.200.0.1 and .2"
     a, b = f"ftdoc-{os.getpid()}-a", f"ftdoc-{os.getpid()}-b"
@@ -165,7 +173,7 @@ def test_tunnel_snippet_carries_pings_between_two_namespaces(snippet: Snippet, t
             subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True, capture_output=True)
         for ns, code in ((a, snippet.code), (b, swapped(snippet.code))):
             procs.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code], cwd=tmp_path,
-                                          env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           stdin=subprocess.DEVNULL))
         deadline = time.monotonic() + 10
         answered = 0

@@ -96,13 +96,13 @@ def link(tmp_path):
             _ip("-n", ns, "addr", "add", addr, "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
 
-        def start(*extra: str) -> tuple[Tunnel, Tunnel]:
+        def start(*extra: str, env: dict[str, str] | None = None) -> tuple[Tunnel, Tunnel]:
             for ns, tun_addr, here, there in ((names[0], "10.99.0.1/24", "10.200.0.1", "10.200.0.2"),
                                               (names[1], "10.99.0.2/24", "10.200.0.2", "10.200.0.1")):
                 cmd = ["ip", "netns", "exec", ns, sys.executable, str(EXAMPLE), "--tun-addr", tun_addr,
                        "--bind", f"{here}:{PORT}", "--peer", f"{there}:{PORT}", *extra]
                 procs.append(Tunnel(ns, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                         text=True)))
+                                                         text=True, env=env)))
             for t in procs[-2:]:
                 t.wait_ready()
             return procs[-2], procs[-1]
@@ -259,6 +259,23 @@ def test_asyncio_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link, mode
     assert counters_b["tunnel"]["not_ip"] == 1
     assert counters_a["udp"]["tx_bytes"] >= TRANSFER
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
+
+
+WINDOWS_SIGNALS = Path(__file__).resolve().parent / "windows_signals"
+
+
+@pytest.mark.parametrize("variant", [[], ["--asyncio", "aio"]], ids=["threads", "asyncio"])
+def test_the_tunnel_ends_cleanly_with_the_signal_handling_windows_has(link, variant):
+    # Windows has no pthread_sigmask/sigwait and its event loops no add_signal_handler: the example must stop on
+    # SIGTERM (Ctrl-C there) with what Windows offers (tests/windows_signals makes this interpreter look so).
+    names, start = link
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WINDOWS_SIGNALS), env.get("PYTHONPATH")]))
+    a, b = start(*variant, env=env)
+    _ping(names[0])
+    for t in (a, b):
+        counters = t.stop()
+        assert counters["tunnel"] is not None
 
 
 def test_bad_command_lines_exit_with_a_message():
