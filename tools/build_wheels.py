@@ -29,6 +29,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -171,10 +172,9 @@ def prepare_python_side(tree: Path, work: Path, sdist_dir: Path | None) -> tuple
     for d in (pkg, meta):
         shutil.rmtree(d, ignore_errors=True)
     meta.mkdir(parents=True)
-    cmd = [sys.executable, "setup.py", "-q", "build_py", "-d", str(pkg), "dist_info", "-o", str(meta)]
+    run([sys.executable, "setup.py", "-q", "build_py", "-d", str(pkg), "dist_info", "-o", str(meta)], cwd=tree)
     if sdist_dir is not None:
-        cmd += ["sdist", "-d", str(sdist_dir)]
-    run(cmd, cwd=tree)
+        run([sys.executable, "setup.py", "-q", "sdist", "-d", str(sdist_dir)], cwd=tree)
     (dist_info,) = meta.glob("fasttun-*.dist-info")
     return pkg, dist_info
 
@@ -259,7 +259,10 @@ def link(target: Target, objects: list[Path], work: Path, cache: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     objs = [str(o) for o in objects]
     if target.platform == "win_amd64":
-        run([MINGW, f"-specs={work / 'ucrt.specs'}", "-shared", "-s", "-Wl,--no-insert-timestamp", "-o", str(out),
+        # GNU ld derives a DLL's image base from its output file name unless told not to: a fixed base, so that the
+        # bytes do not depend on where the build ran
+        run([MINGW, f"-specs={work / 'ucrt.specs'}", "-shared", "-s", "-Wl,--no-insert-timestamp",
+             "-Wl,--disable-auto-image-base", "-o", str(out),
              *objs, str(python_import(target, work, cache)), *WINDOWS_LIBS, "-static-libgcc"], cwd=work)
     elif target.platform == "win_arm64":
         run([*compiler(target), "-shared", "-s", "-o", str(out), *objs, str(python_import(target, work, cache)),
@@ -346,9 +349,13 @@ def build(out: Path, platforms: list[str], versions: list[str], work: Path | Non
     cache = windows_python.cache_dir() / "downloads"
     chosen = set(platforms)
     check_tools(chosen)
-    work = work or ROOT / "build" / "wheels"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if work is None:
+        (ROOT / "build").mkdir(exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="wheels-", dir=ROOT / "build"))
+        try:
+            return build(out, platforms, versions, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     tree = source_tree(work)
