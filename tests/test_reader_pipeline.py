@@ -53,7 +53,8 @@ def test_the_callback_always_runs_on_the_reader_thread_and_stop_is_prompt(pipeli
     reader = b.start_reader(lambda batch: threads.add(threading.get_ident()), pipeline=pipeline)
     for i in range(50):
         a.send(minimal_ipv4(60, i))
-    assert wait_until(lambda: reader.stats.packets == 50)
+    # stats count a batch when it is read, before a pipelined reader hands it over: wait for the callback too
+    assert wait_until(lambda: reader.stats.packets == 50 and threads)
     t0 = time.monotonic()
     assert reader.stop(timeout=5)
     assert time.monotonic() - t0 < 1.0

