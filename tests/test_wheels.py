@@ -16,7 +16,6 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-
 import wheelhouse
 
 ROOT = Path(__file__).resolve().parent.parent
