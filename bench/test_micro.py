@@ -8,7 +8,8 @@
   lengths, copy);
 - the ICMP echo responder's work per batch: echo_reply per packet against echo_replies per batch;
 - send validation: send_batch of good packets (validated, then sent through an in-memory pair), of a batch
-  whose last packet is bad (validated, nothing sent), and check_packet alone.
+  whose last packet is bad (validated, nothing sent), and check_packet alone;
+- a capture hook on the device (what pcap.tee attaches): a send and a receive without one and with one.
 
 The numbers are per call of the benchmarked function; compare them within one run on one machine."""
 
@@ -223,6 +224,25 @@ def test_send_batch_64_through_pair(benchmark: Any, kind: str) -> None:
     """send_batch of 64 good packets (validated and copied into the pair), then drained with recv_batch."""
     a, b = fasttun.pair(capacity=1024, capacity_bytes=1 << 20)
     packets: Any = [PACKET] * 64 if kind == "list" else fasttun.make_batch([PACKET] * 64)
+
+    def round_trip() -> None:
+        a.send_batch(packets)
+        b.recv_batch(64, timeout=0)
+
+    benchmark(round_trip)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("capture", ["no tap", "a tap that ignores the packets"])
+def test_send_and_receive_64_with_and_without_a_capture_tap(benchmark: Any, capture: str) -> None:
+    """What a capture hook on the device costs: absent, one test per call; present, one Python call per batch
+    and direction (here a hook that does nothing; a pcap writer then adds its own writing)."""
+    a, b = fasttun.pair(capacity=1024, capacity_bytes=1 << 20)
+    packets = fasttun.make_batch([PACKET] * 64)
+    if capture != "no tap":
+        a._set_tap(lambda packets, direction: None)
+        b._set_tap(lambda packets, direction: None)
 
     def round_trip() -> None:
         a.send_batch(packets)

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import fasttun
-from fasttun import _core, aio, pcap
+from fasttun import aio, pcap
 from conftest import IN_CI, require_root_environment
 from packets import ipv4_udp, ipv6_udp, minimal_ipv4, seq_of
 
@@ -144,7 +144,7 @@ def test_a_tee_records_what_a_device_receives_and_sends(tmp_path):
                 return -1
 
             assert asyncio.run(one()) == 10
-        assert type(a._dev) is _core.Device and type(b._dev) is _core.Device  # no tee, no cost
+        assert a._dev.tap is None and b._dev.tap is None  # no tee, no cost
         a.send(minimal_ipv4(60, 11))
         b.recv()
     a.close()
@@ -155,6 +155,54 @@ def test_a_tee_records_what_a_device_receives_and_sends(tmp_path):
     assert [s for s, _ in sent] == list(range(8)) + [10]
     assert [s for s, _ in received] == list(range(8)) + [10]
     assert len(records) == 18
+
+
+def test_a_tee_sees_readers_started_before_it_and_stops_with_remove(tmp_path):
+    # The capture is the device's, not a stand-in for it: a reader (or an asyncio stream) already running when
+    # the tee is set is captured from then on, and nothing after remove() is.
+    path = str(tmp_path / "late.pcapng")
+    a, b = fasttun.pair()
+    got: list[int] = []
+    with b.start_reader(lambda batch: got.extend(seq_of(p) for p in batch)) as reader:
+        a.send(minimal_ipv4(60, 0))                       # before the tee: not recorded
+        while len(got) < 1:
+            reader.join(0.01)
+        with pcap.open(path) as writer:
+            with pcap.tee(b, writer):
+                a.send_batch([minimal_ipv4(60, i) for i in range(1, 4)])
+                while len(got) < 4:
+                    reader.join(0.01)
+                with pytest.raises(ValueError, match="already has a tee"):
+                    pcap.tee(b, writer)
+            a.send(minimal_ipv4(60, 4))                   # after remove(): not recorded
+            while len(got) < 5:
+                reader.join(0.01)
+    a.close()
+    b.close()
+    records = scapy_rdpcap()(path)
+    assert [seq_of(bytes(r)) for r in records] == [1, 2, 3]
+    assert all(r.direction == pcap.OUTBOUND for r in records)
+
+
+def test_a_tap_that_raises_reaches_neither_senders_nor_readers(monkeypatch):
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    a, b = fasttun.pair()
+
+    def broken(packets, direction):
+        raise RuntimeError("a broken capture hook")
+
+    a._set_tap(broken)
+    b._set_tap(broken)
+    got: list[int] = []
+    assert a.send_batch([minimal_ipv4(60, i) for i in range(3)]) == 3
+    assert seq_of(b.recv()) == 0
+    with b.start_reader(lambda batch: got.extend(seq_of(p) for p in batch)) as reader:
+        while len(got) < 2:
+            reader.join(0.01)
+    assert got == [1, 2] and len(unraisable) >= 3
+    a.close()
+    b.close()
 
 
 def test_a_closed_writer_does_not_stop_the_device(tmp_path):

@@ -11,6 +11,8 @@ DEFAULT_SPIN_US: int
 DEFAULT_ADAPTIVE_PPS: int
 MAX_SPIN_US: int
 MAX_PIPELINE: int
+TAP_RECEIVED: int
+TAP_SENT: int
 PAIR_DEFAULT_CAPACITY: int
 PAIR_DEFAULT_CAPACITY_BYTES: int
 PAIR_MAX_CAPACITY: int
@@ -130,6 +132,7 @@ class QueueReader:
 class Device:
     backend: str
     super_mode: bool
+    tap: Callable[[Any, int], None] | None
     def txqueuelen_grows(self) -> int: ...
     def offloads(self) -> tuple[int, int]: ...
     @property

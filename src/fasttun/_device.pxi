@@ -37,6 +37,12 @@ cdef int _config_flag(ft_device *d, _flag_setter fn, bint v) except -1:
     return 0
 
 
+# Device.tap's directions: packets fasttun received from the device (the system sent them), and packets fasttun
+# sent into it.
+TAP_RECEIVED = 1
+TAP_SENT = 2
+
+
 cdef class Device:
     """A device of the C core: a Linux TUN device, one end of an in-memory pair or a Wintun adapter."""
 
@@ -45,6 +51,11 @@ cdef class Device:
     cdef bytes kept           # a packet recv_into could not fit: the next receive of any kind returns it
     cdef readonly str backend
     cdef readonly bint super_mode
+    # A capture hook (fasttun.pcap's tee): called as tap(packets, TAP_RECEIVED or TAP_SENT) with what every receive,
+    # reader and send of this device moved, whichever started it and when; None costs one test per call or batch.
+    # It must not keep the packets past the call; an exception from it goes to sys.unraisablehook, never to the
+    # data path.
+    cdef public object tap
     cdef object __weakref__
 
     def __dealloc__(self):
@@ -131,7 +142,14 @@ cdef class Device:
 
     cdef bytes _take_kept(self):
         kept, self.kept = self.kept, None
+        if self.tap is not None:
+            self._tapped((kept,), TAP_RECEIVED)
         return kept
+
+    cdef void _tapped(self, packets, int direction) noexcept:
+        tap = self.tap
+        if tap is not None:
+            tap(packets, direction)
 
     def recv(self, int queue=FT_ALL_QUEUES, timeout=None):
         cdef ft_batch b
@@ -143,7 +161,10 @@ cdef class Device:
             b.max = 1
             if self._recv(queue, &b, timeout) == 0:
                 return None
-            return PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
+            packet = PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
+            if self.tap is not None:
+                self._tapped((packet,), TAP_RECEIVED)
+            return packet
         finally:
             a.in_batch = False
 
@@ -165,6 +186,8 @@ cdef class Device:
                         return 0
                     if b.lengths[0] <= <size_t>view.len:
                         memcpy(view.buf, b.data + b.offsets[0], b.lengths[0])
+                        if self.tap is not None:
+                            self._tapped((PyBytes_FromStringAndSize(<char *>view.buf, b.lengths[0]),), TAP_RECEIVED)
                         return b.lengths[0]
                     self.kept = PyBytes_FromStringAndSize(<char *>b.data + b.offsets[0], b.lengths[0])
                 finally:
@@ -174,7 +197,7 @@ cdef class Device:
                 raise ValueError(f"the next packet is {n} bytes and the buffer only {view.len}; it is kept for the "
                                  f"next receive")
             memcpy(view.buf, PyBytes_AS_STRING(self.kept), <size_t>n)
-            self.kept = None
+            self._take_kept()
             return n
         finally:
             PyBuffer_Release(&view)
@@ -193,7 +216,10 @@ cdef class Device:
             a.in_batch = False
             raise
         # The batch owns the arena until the user drops it; then the next call may reuse it.
-        return _new_batch(a, <uint32_t>n, b.used, False, self.super_mode)
+        batch = _new_batch(a, <uint32_t>n, b.used, False, self.super_mode)
+        if self.tap is not None and n > 0:
+            self._tapped(batch, TAP_RECEIVED)
+        return batch
 
     # -- sending --
 
@@ -242,7 +268,15 @@ cdef class Device:
         try:
             pkt.data = <const uint8_t *>view.buf
             pkt.len = <size_t>view.len
-            return self._send(queue, &pkt, NULL, 1, policy, timeout)
+            try:
+                sent = self._send(queue, &pkt, NULL, 1, policy, timeout)
+            except BaseException as exc:   # it may have gone all the same: its .sent says so
+                if self.tap is not None and getattr(exc, "sent", 0) == 1:
+                    self._tapped((packet,), TAP_SENT)
+                raise
+            if self.tap is not None and sent:
+                self._tapped((packet,), TAP_SENT)
+            return sent
         finally:
             PyBuffer_Release(&view)
 
@@ -277,13 +311,27 @@ cdef class Device:
                 got += 1
                 pkts[i].data = <const uint8_t *>views[i].buf
                 pkts[i].len = <size_t>views[i].len
-            return self._send(queue, pkts, NULL, <uint32_t>n, policy, timeout)
+            try:
+                sent = self._send(queue, pkts, NULL, <uint32_t>n, policy, timeout)
+            except BaseException as exc:   # those that went before the error: its .sent
+                if self.tap is not None:
+                    self._tap_sent(seq, exc)
+                raise
+            if self.tap is not None and sent:
+                self._tapped(seq[:sent], TAP_SENT)
+            return sent
         finally:
             for i in range(got):
                 PyBuffer_Release(&views[i])
             if views != small_views:
                 PyMem_Free(views)
                 PyMem_Free(pkts)
+
+    cdef void _tap_sent(self, packets, BaseException exc) noexcept:
+        went = getattr(exc, "sent", 0)
+        if isinstance(went, int) and went > 0:
+            self._tapped(packets[:went] if isinstance(packets, tuple) else [packets[i] for i in range(went)],
+                         TAP_SENT)
 
     cdef int _send_arena(self, Batch batch, int queue, int policy, object timeout) except -1:
         batch._check()
@@ -303,7 +351,15 @@ cdef class Device:
                 pkts[i].data = a.data + a.offsets[i]
                 pkts[i].len = a.lengths[i]
             # Super-packets go out whole with their headers, to a device opened with offload.
-            return self._send(queue, pkts, a.vnet if batch.is_super else NULL, n, policy, timeout)
+            try:
+                sent = self._send(queue, pkts, a.vnet if batch.is_super else NULL, n, policy, timeout)
+            except BaseException as exc:   # those that went before the error: its .sent
+                if self.tap is not None:
+                    self._tap_sent(batch, exc)
+                raise
+            if self.tap is not None and sent:
+                self._tapped(batch if <uint32_t>sent == n else [batch[k] for k in range(sent)], TAP_SENT)
+            return sent
         finally:
             a.exports -= 1
             if pkts != small_pkts:

@@ -173,6 +173,8 @@ cdef class QueueReader:
             batch.used = b.used
             batch.valid = True
         self.batch = None
+        if self.device.tap is not None:
+            self.device._tapped(batch, TAP_RECEIVED)
         cdef int stop = 0
         # The user's callback is called directly: a Python wrapper around it (for the log line below) was one
         # more Python frame per batch, about 5% of the reader's CPU per wake-up on a slow host (90 -> 85 us).

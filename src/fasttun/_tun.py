@@ -300,6 +300,17 @@ class _Endpoint:
                 _log(log, logging.DEBUG, "reader on %s ended with an error while closing", self.name, exc_info=True)
         _log(log, logging.DEBUG, "closed %s", self.name)
 
+    def _set_tap(self, tap: Callable[[Any, int], None] | None, current: object = None) -> None:
+        """Attaches a capture hook to the device (see _core.Device.tap), or with None detaches ``current`` (if it
+        is still the one attached). One hook at a time."""
+        if tap is None:
+            if self._dev.tap is not None and self._dev.tap == current:
+                self._dev.tap = None
+            return
+        if self._dev.tap is not None:
+            raise ValueError(f"{self.name} already has a tee; remove it first")
+        self._dev.tap = tap
+
     def _forget_reader(self, reader: Reader) -> None:
         with self._lock:
             if reader in self._readers:

@@ -274,103 +274,33 @@ def open(file: PathOrFile, format: Optional[str] = None, *, snaplen: int = 65535
 # ---- a device teeing into a writer --------------------------------------------------------------------
 
 
-class _TeeDevice:
-    """Stands in front of a device's _core.Device while a tee is set: the data calls write what went through,
-    everything else is the device's own."""
-
-    def __init__(self, dev: _core.Device, writer: _Writer, rx: bool, tx: bool) -> None:
-        self._real = dev
-        self._writer = writer
-        self._rx = rx
-        self._tx = tx
-        self.active = True  # readers started under the tee stop writing once it is removed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def _record(self, packets: Any, direction: int) -> None:
-        if self.active:
-            self._writer._capture(packets, direction)
-
-    def _in(self, packets: Any) -> None:  # fasttun received these from the device: the system sent them
-        if self._rx:
-            self._record(packets, OUTBOUND)
-
-    def _out(self, packets: Any) -> None:
-        if self._tx:
-            self._record(packets, INBOUND)
-
-    def recv(self, *args: Any, **kw: Any) -> Any:
-        packet = self._real.recv(*args, **kw)
-        if packet is not None:
-            self._in([packet])
-        return packet
-
-    def recv_into(self, buffer: Any, *args: Any, **kw: Any) -> int:
-        n = self._real.recv_into(buffer, *args, **kw)
-        if n:
-            self._in([memoryview(buffer).cast("B")[:n]])
-        return n
-
-    def recv_batch(self, *args: Any, **kw: Any) -> Batch:
-        batch = self._real.recv_batch(*args, **kw)
-        if batch:
-            self._in(batch)
-        return batch
-
-    def send(self, packet: Any, *args: Any, **kw: Any) -> int:
-        try:
-            sent = self._real.send(packet, *args, **kw)
-        except BaseException as e:  # it may have gone all the same (its .sent says so): recorded, then raised
-            if getattr(e, "sent", 0):
-                self._out([packet])
-            raise
-        if sent:
-            self._out([packet])
-        return sent
-
-    def send_batch(self, packets: Any, *args: Any, **kw: Any) -> int:
-        if not isinstance(packets, (Batch, list)):
-            packets = list(packets)
-        try:
-            sent = self._real.send_batch(packets, *args, **kw)
-        except BaseException as e:  # those that went before the error (its .sent) are recorded, then it is raised
-            went = getattr(e, "sent", 0)
-            if isinstance(went, int) and went > 0:
-                self._out(packets[:went])
-            raise
-        if sent:
-            self._out(packets if sent == len(packets) else packets[:sent])
-        return sent
-
-    def start_reader(self, queue: int, callback: Any, *args: Any) -> Any:
-        def teed(batch: Batch) -> Any:
-            self._in(batch)
-            return callback(batch)
-        return self._real.start_reader(queue, teed, *args)
-
-
 class Tee:
     """A device writing what it receives and sends into a writer, until :meth:`remove` (or the end of a
-    ``with`` block). Readers started before the tee are not teed. A write error never reaches the device's
-    callers: it stops the capture, is logged once and counted in the writer's ``write_errors`` and
-    ``dropped`` (see the module's documentation)."""
+    ``with`` block): every packet of its receives, sends and readers, whenever they started. A write error never
+    reaches the device's callers: it stops the capture, is logged once and counted in the writer's
+    ``write_errors`` and ``dropped`` (see the module's documentation)."""
 
     def __init__(self, tun: Tun, writer: _Writer, rx: bool, tx: bool) -> None:
         if not isinstance(tun, Tun):
             raise TypeError(f"tee() needs a fasttun.Tun, not {type(tun).__name__}")
         if not isinstance(writer, _Writer):
             raise TypeError(f"tee() needs a PcapWriter or PcapngWriter, not {type(writer).__name__}")
-        if isinstance(tun._dev, _TeeDevice):
-            raise ValueError(f"{tun.name} already has a tee; remove it first")
         self._tun = tun
-        self._proxy = _TeeDevice(tun._dev, writer, rx, tx)
-        tun._dev = self._proxy  # type: ignore[assignment]
+        self._writer = writer
+        self._rx = rx
+        self._tx = tx
+        tun._set_tap(self._record)
+
+    def _record(self, packets: Any, direction: int) -> None:
+        # Called by the device with what it moved; the writer never raises (a failed capture stops itself).
+        if direction == _core.TAP_RECEIVED:
+            if self._rx:   # fasttun received these from the device: the system sent them
+                self._writer._capture(packets, OUTBOUND)
+        elif self._tx:
+            self._writer._capture(packets, INBOUND)
 
     def remove(self) -> None:
-        self._proxy.active = False
-        if self._tun._dev is self._proxy:  # type: ignore[comparison-overlap]
-            self._tun._dev = self._proxy._real
+        self._tun._set_tap(None, self._record)
 
     def __enter__(self) -> Tee:
         return self
