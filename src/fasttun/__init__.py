@@ -12,10 +12,11 @@ Linux uses /dev/net/tun; ``fasttun.pair()`` gives two connected in-memory device
 from __future__ import annotations
 
 from fasttun._core import MAX_PACKET, MIN_MTU, Batch, BatchBuilder, Packet, make_batch
-from fasttun._tun import Reader, ReaderStats, Stats, Tun, pair
+from fasttun._tun import PairDevice, Reader, ReaderStats, Stats, Tun, pair
+from fasttun._linux import LinuxTun
 from fasttun._info import features
 from fasttun._udp import UdpEndpoint, UdpStats, udp_offloads
-from fasttun._wintun import delete_wintun_driver, load_wintun, wintun_driver_version
+from fasttun._wintun import WintunAdapter, delete_wintun_driver, load_wintun, wintun_driver_version
 from fasttun.errors import (
     TunClosedError,
     TunError,
@@ -33,7 +34,9 @@ __all__ = [
     "MIN_MTU",
     "Batch",
     "BatchBuilder",
+    "LinuxTun",
     "Packet",
+    "PairDevice",
     "Reader",
     "ReaderStats",
     "Stats",
@@ -46,6 +49,7 @@ __all__ = [
     "TunPermissionError",
     "UdpEndpoint",
     "UdpStats",
+    "WintunAdapter",
     "WintunLoadError",
     "delete_wintun_driver",
     "features",

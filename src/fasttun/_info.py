@@ -48,9 +48,9 @@ def probe_offloads() -> dict[str, Optional[bool]]:
     if not (has_cap(CAP_NET_ADMIN) and has_cap(CAP_SYS_ADMIN)) or not os.path.exists("/dev/net/tun"):
         return {k: None for k in names}
     from fasttun import _netns
-    from fasttun._tun import Tun
+    from fasttun._linux import LinuxTun
 
-    with _netns.private(), Tun(None, offload=True) as tun:
+    with _netns.private(), LinuxTun(None, offload=True) as tun:
         accepted = tun.offloads
     return {name: all(accepted.get(bit, False) for bit in bits) for name, bits in names.items()}
 

@@ -10,9 +10,8 @@ import ipaddress
 import logging
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from fasttun import _core, _if_tun
 from fasttun.errors import TunClosedError, TunError
@@ -43,7 +42,6 @@ Address = Union[str, ipaddress.IPv4Interface, ipaddress.IPv6Interface, ipaddress
 Interface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 FullPolicy = Literal["drop", "wait", "raise"]
 OffloadMode = Literal["segments", "super"]
-_OFFLOAD_MODES = {"segments": 1, "super": 2}
 # TUN_F_* bits of linux/if_tun.h, as TUNSETOFFLOAD accepted them.
 _TUN_F = _if_tun.TUN_F
 BatchCallback = Callable[[_core.Batch], Any]
@@ -352,76 +350,79 @@ class _Endpoint:
 
 
 _E = TypeVar("_E", bound=_Endpoint)
+_T = TypeVar("_T", bound="Tun")
 
 
-class Tun(_Endpoint):
-    """A TUN device: whole IPv4/IPv6 packets in and out.
+# The options each platform's device takes beyond the shared ones, with their defaults: given to another
+# platform's device at anything but the default, they are refused with what they belong to.
+LINUX_OPTIONS = {"queues": 1, "persist": None, "txqueuelen": None, "offload": False, "offload_mode": "segments"}
+WINTUN_OPTIONS = {"tunnel_type": "fasttun", "guid": None, "ring_capacity": None, "coalesce": False}
 
-    On Linux it opens ``/dev/net/tun`` (creating the device, or attaching to an existing persistent one);
-    :func:`pair` gives two connected in-memory devices with the same API. Use it as a context manager, or
-    call :meth:`close`."""
+
+class _TunMeta(type):
+    """``Tun(...)`` opens the platform's device: a :class:`LinuxTun` on Linux, a :class:`WintunAdapter` on
+    Windows. The other platform's options are refused there unless left at their defaults."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Tun:
+            chosen = _platform_class(kwargs)
+            foreign = _foreign_options()
+            return chosen(*args, **{k: v for k, v in kwargs.items() if k not in foreign})
+        return super().__call__(*args, **kwargs)
+
+
+def _foreign_options() -> dict[str, Any]:
+    return WINTUN_OPTIONS if sys.platform.startswith("linux") else LINUX_OPTIONS
+
+
+def _platform_class(kwargs: dict[str, Any]) -> type[Tun]:
+    def given(options: dict[str, Any]) -> list[str]:
+        return [k for k, default in options.items() if k in kwargs and kwargs[k] != default]
+
+    if sys.platform.startswith("linux"):
+        if given(WINTUN_OPTIONS):
+            raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
+                             "(on Linux, offload=True coalesces on send)")
+        from fasttun._linux import LinuxTun
+        return LinuxTun
+    if sys.platform == "win32":
+        linux = given(LINUX_OPTIONS)
+        if "offload" in linux or "offload_mode" in linux:
+            raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
+        if kwargs.get("txqueuelen") == "auto":
+            raise ValueError("txqueuelen is a Linux setting; on Windows, ring_capacity='auto' grows the rings")
+        if linux:
+            raise ValueError("queues, persist and txqueuelen are Linux settings; a Wintun adapter has one session")
+        from fasttun._wintun import WintunAdapter
+        return WintunAdapter
+    raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
+                       f"in-memory device")
+
+
+class Tun(_Endpoint, metaclass=_TunMeta):
+    """A layer-3 device: whole IPv4/IPv6 packets in and out. What every kind of device has: receives, sends,
+    reader threads, counters, and the interface's configuration (where the device is an interface).
+
+    ``Tun(name, ...)`` opens the platform's device: a :class:`LinuxTun` (``/dev/net/tun``) on Linux, a
+    :class:`WintunAdapter` on Windows, each with the options and members only it has; :func:`pair` gives two
+    connected in-memory devices (:class:`PairDevice`). The shared options: ``mtu``, ``addresses``, ``up``,
+    ``open_existing`` (``None`` opens or creates, ``True`` only attaches to an existing device, ``False`` only
+    creates a new one), and ``on_full`` with ``send_timeout``: what send does when the device cannot take a
+    packet: ``"drop"`` (counted in ``stats.tx_dropped_full``), ``"wait"`` up to ``send_timeout`` seconds, or
+    ``"raise"`` :class:`TunFullError`. Use a device as a context manager, or call :meth:`close`."""
 
     _dev: _core.Device
 
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        mtu: int | None = None,
-        addresses: Iterable[Address] = (),
-        queues: int = 1,
-        persist: bool | None = None,
-        open_existing: bool | None = None,
-        up: bool = False,
-        txqueuelen: int | Literal["auto"] | None = None,
-        on_full: FullPolicy = "drop",
-        send_timeout: float | None = None,
-        tunnel_type: str = "fasttun",
-        guid: uuid.UUID | str | None = None,
-        ring_capacity: int | Literal["auto"] | None = None,
-        coalesce: bool = False,
-        offload: bool = False,
-        offload_mode: OffloadMode = "segments",
-    ) -> None:
-        """Opens a TUN device.
+    if TYPE_CHECKING:  # what _TunMeta passes on to the platform's class
+        def __init__(self, name: str | None = None, **options: Any) -> None: ...
 
-        ``name``: the interface name (at most 15 bytes on Linux; ``None`` or a name with ``%d`` lets the kernel
-        choose). ``open_existing``: ``None`` opens or creates, ``True`` only attaches to an existing (persistent)
-        device, ``False`` only creates a new one. ``persist``: ``True`` keeps the device after close, ``False``
-        makes it go away with the last close, ``None`` leaves the flag as it is. ``queues``: with more than one,
-        a multi-queue device with one file descriptor per queue (one reader thread each). ``on_full`` and
-        ``send_timeout``: what send does when the device cannot take a packet: ``"drop"`` (counted in
-        ``stats.tx_dropped_full``), ``"wait"`` up to ``send_timeout`` seconds, or ``"raise"``
-        :class:`TunFullError`.
-
-        Linux offload: ``offload=True`` opens the device with a virtio-net header and lets the kernel hand over
-        and accept TCP (and, on Linux 6.2+, UDP) super-packets of up to 64 KiB. In ``offload_mode="segments"``
-        (default) they are split in C into ordinary packets before Python sees them, and ordinary packets you send
-        are coalesced per flow into super-packets; in ``"super"`` they are delivered whole (``batch.is_super``,
-        ``batch.gso(i)``) and a batch of them can be sent on to another offload device untouched.
-
-        Windows (Wintun): ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its
-        type, ``guid`` a fixed interface GUID (default: a UUIDv5 of ``tunnel_type`` and ``name``, the same
-        every time), ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default
-        4 MiB), or ``"auto"``: 4 MiB, doubled (session restarted, up to 64 MiB, at most once per 2 s) when the
-        rings overflow (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow
-        into one packet of up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged
-        packet that finds the ring full is dropped and counted whatever ``on_full`` says.
-        ``queues``, ``persist`` and ``txqueuelen`` are Linux notions. ``txqueuelen``: the kernel's queue of packets
-        waiting to be read, in packets per queue; ``"auto"`` keeps the default and doubles it (up to 65536, at most
-        once per 2 s) whenever the kernel counts packets it had to drop because the queue was full (see
-        :attr:`txqueuelen_grows`); the check rides on the receives, so it needs a reader or receive calls."""
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-        if name == "":
-            raise ValueError("the name is empty; give one, or None (or a name with %d) to let the system choose")
-        _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
+    def _open(self, dev_factory: Callable[[], _core.Device], mtu: int | None, addresses: Iterable[Address],
+              up: bool, on_full: FullPolicy, send_timeout: float | None,
+              configure: Callable[[_core.Device], None] | None = None) -> None:
+        """What every platform's constructor does around opening its device: the shared options checked first,
+        then the device opened, configured, addressed and brought up, or closed again on any failure."""
         if mtu is not None:
             _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-        auto_txq = txqueuelen == "auto"
-        if isinstance(txqueuelen, str) and not auto_txq:
-            raise ValueError(f"txqueuelen must be a number of packets, None or 'auto', not {txqueuelen!r}")
-        queue_len = None if auto_txq or txqueuelen is None else _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
         if isinstance(addresses, (str, bytes)):
             raise TypeError("addresses must be a list of addresses like ['10.0.0.1/24'], "
                             f"not one {type(addresses).__name__}")
@@ -429,24 +430,11 @@ class Tun(_Endpoint):
         self._policy = _policy(on_full)
         self._send_timeout = send_timeout
         _core._timeout_check(send_timeout)
-        if sys.platform.startswith("linux"):
-            dev = _open_linux(name, queues, persist, open_existing, mtu, tunnel_type, guid, ring_capacity, coalesce,
-                              offload, offload_mode, auto_txq)
-        elif sys.platform == "win32":
-            if offload:
-                raise ValueError("offload (virtio-net header, GSO/GRO) is a Linux TUN feature")
-            if auto_txq:
-                raise ValueError("txqueuelen is a Linux setting; on Windows, ring_capacity='auto' grows the rings")
-            dev = _open_wintun(name, queues, persist, queue_len, open_existing, mtu, tunnel_type, guid,
-                               ring_capacity, coalesce)
-            queue_len = None
-        else:
-            raise TunError(38, f"fasttun has no TUN backend for {sys.platform} yet; use fasttun.pair() for an "
-                               f"in-memory device")
+        dev = dev_factory()
         self._setup(dev)
         try:
-            if queue_len is not None:
-                dev.set_txqueuelen(queue_len)
+            if configure is not None:
+                configure(dev)
             for iface in ifaces:
                 self.add_address(iface)
             if up:
@@ -457,7 +445,7 @@ class Tun(_Endpoint):
             raise
 
     @classmethod
-    def _wrap(cls, dev: _core.Device, on_full: FullPolicy, send_timeout: float | None) -> Tun:
+    def _wrap(cls: type[_T], dev: _core.Device, on_full: FullPolicy, send_timeout: float | None) -> _T:
         self = cls.__new__(cls)
         self._policy = _policy(on_full)
         self._send_timeout = send_timeout
@@ -473,7 +461,7 @@ class Tun(_Endpoint):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<fasttun.Tun {self.name!r} ({self._dev.backend}, {state})>"
+        return f"<fasttun.{type(self).__name__} {self.name!r} ({self._dev.backend}, {state})>"
 
     # ---- properties and configuration ----
 
@@ -503,51 +491,6 @@ class Tun(_Endpoint):
                  "addresses", value, self.name)
         self._dev.set_mtu(value)
 
-    @property
-    def offloads(self) -> dict[str, bool]:
-        """Linux: the offloads the kernel accepted (csum, tso4, tso6, tso_ecn, uso4, uso6); empty without
-        offload."""
-        self._check_open()
-        mode, bits = self._dev.offloads()
-        return {name: bool(bits & bit) for name, bit in _TUN_F.items()} if mode else {}
-
-    @property
-    def offload_mode(self) -> str | None:
-        """"segments", "super", or None without offload."""
-        self._check_open()
-        mode = self._dev.offloads()[0]
-        return {1: "segments", 2: "super"}.get(mode)
-
-    def _wintun_only(self, what: str) -> None:
-        self._check_open()
-        if self._dev.backend != "wintun":
-            raise TunError(errno.ENOSYS, f"{what} is a property of Wintun adapters (Windows); this is a "
-                                         f"{self._dev.backend} device")
-
-    @property
-    def luid(self) -> int:
-        """Windows: the adapter's LUID (what the IP Helper API keys on)."""
-        self._wintun_only("luid")
-        return int(self._dev.wintun_info()[0])
-
-    @property
-    def guid(self) -> uuid.UUID:
-        """Windows: the adapter's interface GUID."""
-        self._wintun_only("guid")
-        return uuid.UUID(bytes_le=self._dev.wintun_guid())
-
-    @property
-    def ring_capacity(self) -> int:
-        """Windows: the size of the Wintun session ring in bytes (with ``ring_capacity="auto"``: now)."""
-        self._wintun_only("ring_capacity")
-        return int(self._dev.wintun_info()[2])
-
-    @property
-    def ring_grows(self) -> int:
-        """Windows: how many times ``ring_capacity="auto"`` doubled the ring (each a session restart)."""
-        self._wintun_only("ring_grows")
-        return int(self._dev.wintun_info()[3])
-
     def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
         """Routes ``destination`` (e.g. "10.8.0.0/16" or "fd00::/8") through the device, optionally via a
         gateway; ``metric`` 0 lets the system choose (rtnetlink on Linux, the IP Helper API on Windows)."""
@@ -570,29 +513,6 @@ class Tun(_Endpoint):
         _ranged_int(metric, "metric", 0, 2**32 - 1)
         self._dev.route(net.version, net.network_address.packed, net.prefixlen, hop, metric, add)
 
-    def set_dns(self, servers: Iterable[str]) -> None:
-        """Windows: the adapter's DNS servers (an empty list clears them)."""
-        self._check_open()
-        parsed = [ipaddress.ip_address(s) for s in servers]
-        self._dev.wintun_set_dns([(a.version, a.packed) for a in parsed])
-
-    @property
-    def txqueuelen(self) -> int:
-        """The kernel's queue of packets waiting to be read (Linux; raise it to absorb bursts)."""
-        return self._dev.get_txqueuelen()
-
-    @txqueuelen.setter
-    def txqueuelen(self, value: int) -> None:
-        _ranged_int(value, "txqueuelen", 0, 2**31 - 1)
-        self._dev.set_txqueuelen(value)
-
-    @property
-    def txqueuelen_grows(self) -> int:
-        """Linux, with ``txqueuelen="auto"``: how many times the queue was doubled because the kernel dropped
-        packets (0 otherwise)."""
-        self._check_open()
-        return int(self._dev.txqueuelen_grows())
-
     @property
     def is_up(self) -> bool:
         return self._dev.is_up()
@@ -605,13 +525,9 @@ class Tun(_Endpoint):
         """Brings the link down."""
         self._dev.set_up(False)
 
-    def set_persist(self, persist: bool) -> None:
-        """Linux: keep the device after the last close (True) or not (False)."""
-        self._dev.set_persist(bool(persist))
-
     @property
     def addresses(self) -> list[Interface]:
-        """The device's IPv4 and IPv6 addresses with their prefixes (as the kernel reports them, including
+        """The device's IPv4 and IPv6 addresses with their prefixes (as the system reports them, including
         link-local ones it added itself)."""
         return [ipaddress.ip_interface((ipaddress.ip_address(raw), prefix))
                 for _family, raw, prefix in self._dev.list_addresses()]
@@ -632,11 +548,6 @@ class Tun(_Endpoint):
     def remove_address(self, address: Address) -> None:
         iface = _interface(address)
         self._dev.address(iface.version, iface.ip.packed, iface.network.prefixlen, False)
-
-    def fileno(self, queue: int = 0) -> int:
-        """Linux: the file descriptor of a queue (for select/poll/asyncio readiness)."""
-        _ranged_int(queue, "queue", 0, self.queues - 1)
-        return self._dev.fileno(queue)
 
     @property
     def stats(self) -> Stats:
@@ -716,6 +627,10 @@ class Tun(_Endpoint):
         return self._start_readers(self.queues, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
+class PairDevice(Tun):
+    """One end of an in-memory pair (:func:`pair`): the shared device API, no interface and no privileges."""
+
+
 def _open_mode(open_existing: bool | None) -> int:
     """open_existing as the C core's one open mode (the same on every backend)."""
     if open_existing is None:
@@ -725,46 +640,6 @@ def _open_mode(open_existing: bool | None) -> int:
     if open_existing is False:
         return _core.OPEN_CREATE
     raise TypeError(f"open_existing must be True, False or None, not {open_existing!r}")
-
-
-def _open_linux(name: str | None, queues: int, persist: bool | None, open_existing: bool | None, mtu: int | None,
-                tunnel_type: str, guid: uuid.UUID | str | None, ring_capacity: int | Literal["auto"] | None,
-                coalesce: bool, offload: bool, offload_mode: OffloadMode, auto_txqueuelen: bool) -> _core.Device:
-    if guid is not None or ring_capacity is not None or tunnel_type != "fasttun" or coalesce:
-        raise ValueError("tunnel_type, guid, coalesce and ring_capacity are Wintun (Windows) settings "
-                         "(on Linux, offload=True coalesces on send)")
-    if offload_mode not in _OFFLOAD_MODES:
-        raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
-    return _core.open_linux(name, queues, -1 if persist is None else int(bool(persist)), _open_mode(open_existing),
-                            mtu or 0, None, _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txqueuelen)
-
-
-def _open_wintun(name: str | None, queues: int, persist: bool | None, txqueuelen: int | None,
-                 open_existing: bool | None, mtu: int | None, tunnel_type: str, guid: uuid.UUID | str | None,
-                 ring_capacity: int | Literal["auto"] | None, coalesce: bool) -> _core.Device:
-    from fasttun import _wintun
-
-    if not name:
-        raise ValueError("a Wintun adapter needs a name (1..127 characters)")
-    if queues != 1 or persist is not None or txqueuelen is not None:
-        raise ValueError("queues, persist and txqueuelen are Linux settings; a Wintun adapter has one session")
-    if not isinstance(tunnel_type, str) or not tunnel_type:
-        raise ValueError("tunnel_type must be a non-empty str")
-    if guid is None:
-        guid = _wintun.adapter_guid(tunnel_type, name)  # stable: the same name reopens the same interface
-    guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
-    if not isinstance(coalesce, bool):
-        raise TypeError(f"coalesce must be True or False, not {coalesce!r}")
-    auto = ring_capacity == "auto"
-    capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None or auto else ring_capacity
-    if isinstance(capacity, str):
-        raise ValueError(f"ring_capacity must be a power of two (128 KiB..64 MiB), None or 'auto', not {capacity!r}")
-    _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
-    if capacity & (capacity - 1):
-        raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
-    mode = _open_mode(open_existing)
-    _wintun.ensure_loaded()
-    return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
 
 
 def _callback_failed(name: str, queue: int, queues: list[_core.QueueReader], exc: BaseException) -> None:
@@ -783,7 +658,7 @@ def pair(
     capacity_bytes: int = _core.PAIR_DEFAULT_CAPACITY_BYTES,
     on_full: FullPolicy = "wait",
     send_timeout: float | None = None,
-) -> tuple[Tun, Tun]:
+) -> tuple[PairDevice, PairDevice]:
     """Two connected in-memory devices: what one sends, the other receives. No privileges needed.
 
     Each direction holds at most ``capacity`` packets and ``capacity_bytes`` bytes. Unlike a real device a
@@ -794,4 +669,4 @@ def pair(
     _ranged_int(capacity_bytes, "capacity_bytes", _core.PAIR_MIN_CAPACITY_BYTES, _core.PAIR_MAX_CAPACITY_BYTES)
     _core._timeout_check(send_timeout)
     a, b = _core.open_pair(mtu, capacity, capacity_bytes)
-    return Tun._wrap(a, on_full, send_timeout), Tun._wrap(b, on_full, send_timeout)
+    return PairDevice._wrap(a, on_full, send_timeout), PairDevice._wrap(b, on_full, send_timeout)

@@ -6,14 +6,18 @@ from the current directory or PATH."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from fasttun import _core
+from fasttun._tun import Address, FullPolicy, Tun, _open_mode, _ranged_int
 from fasttun.errors import TunError, WintunLoadError
 
 ENV_VAR = "FASTTUN_WINTUN_DLL"
@@ -87,3 +91,88 @@ def adapter_guid(tunnel_type: str, name: str) -> uuid.UUID:
     without case, as Windows compares adapter names), so that reopening the same name gives the same
     interface and Windows keeps its network profile instead of piling up new ones."""
     return uuid.uuid5(GUID_NAMESPACE, f"{tunnel_type}\n{name.casefold()}")
+
+
+class WintunAdapter(Tun):
+    """A Wintun adapter (Windows); ``fasttun.Tun(...)`` opens one on Windows."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        mtu: int | None = None,
+        addresses: Iterable[Address] = (),
+        open_existing: bool | None = None,
+        up: bool = False,
+        on_full: FullPolicy = "drop",
+        send_timeout: float | None = None,
+        tunnel_type: str = "fasttun",
+        guid: uuid.UUID | str | None = None,
+        ring_capacity: int | Literal["auto"] | None = None,
+        coalesce: bool = False,
+    ) -> None:
+        """Opens (or creates) a Wintun adapter.
+
+        ``name`` is the adapter's name (required, at most 127 characters), ``tunnel_type`` its type, ``guid`` a
+        fixed interface GUID (default: a UUIDv5 of ``tunnel_type`` and ``name``, the same every time),
+        ``ring_capacity`` the session ring in bytes (a power of two, 128 KiB..64 MiB, default 4 MiB), or
+        ``"auto"``: 4 MiB, doubled (session restarted, up to 64 MiB, at most once per 2 s) when the rings overflow
+        (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow into one packet of
+        up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged packet that finds the
+        ring full is dropped and counted whatever ``on_full`` says. The other options are :class:`Tun`'s."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if not name:
+            raise ValueError("a Wintun adapter needs a name (1..127 characters)")
+        if not isinstance(tunnel_type, str) or not tunnel_type:
+            raise ValueError("tunnel_type must be a non-empty str")
+        if guid is None:
+            guid = adapter_guid(tunnel_type, name)  # stable: the same name reopens the same interface
+        guid_bytes = (guid if isinstance(guid, uuid.UUID) else uuid.UUID(str(guid))).bytes_le
+        if not isinstance(coalesce, bool):
+            raise TypeError(f"coalesce must be True or False, not {coalesce!r}")
+        auto = ring_capacity == "auto"
+        capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None or auto else ring_capacity
+        if isinstance(capacity, str):
+            raise ValueError(f"ring_capacity must be a power of two (128 KiB..64 MiB), None or 'auto', "
+                             f"not {capacity!r}")
+        _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
+        if capacity & (capacity - 1):
+            raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
+        mode = _open_mode(open_existing)
+
+        def open_adapter() -> _core.Device:
+            ensure_loaded()
+            return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
+
+        self._open(open_adapter, mtu, addresses, up, on_full, send_timeout)
+
+    @property
+    def luid(self) -> int:
+        """The adapter's LUID (what the IP Helper API keys on)."""
+        self._check_open()
+        return int(self._dev.wintun_info()[0])
+
+    @property
+    def guid(self) -> uuid.UUID:
+        """The adapter's interface GUID."""
+        self._check_open()
+        return uuid.UUID(bytes_le=self._dev.wintun_guid())
+
+    @property
+    def ring_capacity(self) -> int:
+        """The size of the Wintun session ring in bytes (with ``ring_capacity="auto"``: now)."""
+        self._check_open()
+        return int(self._dev.wintun_info()[2])
+
+    @property
+    def ring_grows(self) -> int:
+        """How many times ``ring_capacity="auto"`` doubled the ring (each a session restart)."""
+        self._check_open()
+        return int(self._dev.wintun_info()[3])
+
+    def set_dns(self, servers: Iterable[str]) -> None:
+        """The adapter's DNS servers (an empty list clears them)."""
+        self._check_open()
+        parsed = [ipaddress.ip_address(s) for s in servers]
+        self._dev.wintun_set_dns([(a.version, a.packed) for a in parsed])

@@ -66,6 +66,7 @@ from typing import Any, Optional, Union
 
 from fasttun import _core
 from fasttun._core import Batch
+from fasttun._linux import LinuxTun
 from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _log, _policy, _ranged_int
 from fasttun.errors import TunClosedError, TunFullError
 
@@ -77,8 +78,14 @@ Packets = Union[Iterable[Any], Batch]
 
 
 def _loop_driven(tun: Tun) -> bool:
-    """True where the device has file descriptors the event loop can wait on."""
-    return tun.backend == "linux"
+    """True where the device has file descriptors the event loop can wait on (a Linux TUN device's queues)."""
+    return isinstance(tun, LinuxTun)
+
+
+def _descriptors(tun: Tun) -> list[int]:
+    """The descriptors of a loop-driven device's queues."""
+    assert isinstance(tun, LinuxTun)
+    return [tun.fileno(q) for q in range(tun.queues)]
 
 
 def _closed_error(tun: Tun) -> TunClosedError:
@@ -492,7 +499,7 @@ class BatchStream:
                     return batch
                 self._streak = 0
                 if self._fds is None:
-                    self._fds = [tun.fileno(q) for q in range(tun.queues)]
+                    self._fds = _descriptors(tun)
                 self._waiter = waiter = asyncio.get_running_loop().create_future()
                 self._loop = waiter.get_loop()
                 try:
@@ -542,7 +549,7 @@ async def recv_batch(tun: Tun, max_packets: int = 64, timeout: Optional[float] =
             raise _closed_error(tun) from None
         finally:
             stream.close()
-    fds = [tun.fileno(q) for q in range(tun.queues)]
+    fds = _descriptors(tun)
     while True:
         left = None if deadline is None else deadline - loop.time()
         if left is not None and left <= 0:
@@ -588,4 +595,4 @@ async def send_batch(tun: Tun, packets: Packets, *, on_full: Optional[FullPolicy
         if not _loop_driven(tun):
             run = functools.partial(tun.send_batch, seq[sent:], on_full="wait", timeout=left)
             return sent + await loop.run_in_executor(None, run)
-        await _wait_fds(tun, [tun.fileno(0)], True, left)
+        await _wait_fds(tun, _descriptors(tun)[:1], True, left)

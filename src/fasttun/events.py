@@ -45,6 +45,7 @@ from typing import Optional, Union
 
 from fasttun import _core
 from fasttun._tun import Interface, Tun
+from fasttun._wintun import WintunAdapter
 from fasttun.errors import TunError
 
 __all__ = ["DeviceEvent", "DeviceEvents"]
@@ -106,7 +107,7 @@ class DeviceEvents:
 
     def __init__(self, device: Union[Tun, str, int]) -> None:
         luid = 0
-        if isinstance(device, Tun) and _WINDOWS and device.backend == "wintun":
+        if isinstance(device, WintunAdapter):
             luid, name = device.luid, device.name
             try:
                 index = device.index

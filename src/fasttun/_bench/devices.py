@@ -20,12 +20,12 @@ PYTUN_READ = 2048
 
 
 def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None,
-                   offload: Optional[str] = None) -> fasttun.Tun:
+                   offload: Optional[str] = None) -> fasttun.LinuxTun:
     """A fasttun device in namespace ns, with an address, up; offload: None, "segments" or "super"."""
     with _netns.entered(netns_path(ns)):
         if offload is None:
-            return fasttun.Tun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
-        return fasttun.Tun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen, offload=True,
+            return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
+        return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen, offload=True,
                            offload_mode="super" if offload == "super" else "segments")
 
 

@@ -285,7 +285,7 @@ class TunLeg:
         self.generated = 0
         self.send_errors = 0
         with _netns.entered(netns_path(ns)):
-            self.tun = fasttun.Tun(TUN_NAME, mtu=1500, queues=TUN_QUEUES, addresses=[TUN_ADDRESS], up=True,
+            self.tun = fasttun.LinuxTun(TUN_NAME, mtu=1500, queues=TUN_QUEUES, addresses=[TUN_ADDRESS], up=True,
                                    txqueuelen=TUN_TXQUEUELEN)
             self.sockets: list[socket.socket] = []
             try:
