@@ -241,6 +241,8 @@ class _Endpoint:
     _readers: list[Reader]
     _lock: threading.Lock
     _close_hooks: list[Callable[[], None]]
+    _policy: int
+    _send_timeout: float | None
 
     def _init_lifecycle(self) -> None:
         self._closed = False
@@ -308,6 +310,25 @@ class _Endpoint:
         if self._dev.tap is not None:
             raise ValueError(f"{self.name} already has a tee; remove it first")
         self._dev.tap = tap
+
+    # ---- the interface fasttun's own extensions (aio, pcap) use; not user API ----
+
+    def _on_close(self, hook: Callable[[], None]) -> None:
+        """Runs ``hook`` when close() has asked the readers to stop, before the release (it must not raise)."""
+        self._close_hooks.append(hook)
+
+    def _send_settings(self, on_full: FullPolicy | None, timeout: float | None) -> tuple[int, float | None]:
+        """The send policy and timeout a send with these arguments uses (None: the device's own)."""
+        return (self._policy if on_full is None else _policy(on_full),
+                self._send_timeout if timeout is None else timeout)
+
+    def _start_queue_reader(self, queue: int, callback: BatchCallback, batch_size: int, spin_us: int,
+                            adaptive: bool, adaptive_pps: int, deliver_after_stop: bool) -> _core.QueueReader:
+        """One queue's reader thread, without a Reader around it; with ``deliver_after_stop`` a batch read while
+        a stop is requested still reaches the callback (fasttun.aio keeps it for the next call)."""
+        reader: _core.QueueReader = self._dev.start_reader(queue, callback, batch_size, spin_us, adaptive,
+                                                           adaptive_pps, 0, None, deliver_after_stop)
+        return reader
 
     def _forget_reader(self, reader: Reader) -> None:
         with self._lock:

@@ -67,7 +67,7 @@ from typing import Any, Optional, Union
 from fasttun import _core
 from fasttun._core import Batch
 from fasttun._linux import LinuxTun
-from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _log, _policy, _ranged_int
+from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _log, _ranged_int
 from fasttun.errors import TunClosedError, TunFullError
 
 __all__ = ["BatchStream", "batches", "recv_batch", "send", "send_batch"]
@@ -189,7 +189,7 @@ def _watch(tun: Tun) -> _Watch:
         watch = _watches.get(tun)
         if watch is None:
             watch = _watches[tun] = _Watch(tun.name)
-            tun._close_hooks.append(watch.on_close)  # the watch must not refer to tun (a weak key)
+            tun._on_close(watch.on_close)  # the watch must not refer to tun (a weak key)
         return watch
 
 
@@ -251,8 +251,8 @@ class _ThreadFeed:
         try:
             for q in range(tun.queues):
                 # Batches read while the feed closes still reach on_batch, which keeps them for the next call.
-                self.queues.append(tun._dev.start_reader(q, self.on_batch, batch_size, spin_us, adaptive,
-                                                         adaptive_pps, 0, None, True))
+                self.queues.append(tun._start_queue_reader(q, self.on_batch, batch_size, spin_us, adaptive,
+                                                           adaptive_pps, deliver_after_stop=True))
         except BaseException:
             self.close(keep=False)
             raise
@@ -574,13 +574,12 @@ async def send_batch(tun: Tun, packets: Packets, *, on_full: Optional[FullPolicy
     coroutine waits for room without blocking the loop (Linux: ``add_writer`` on the device; a pair: in the
     loop's default executor), up to ``timeout`` seconds (default: the device's ``send_timeout``), then drops and
     counts the rest. Returns how many were sent."""
-    policy = tun._policy if on_full is None else _policy(on_full)
+    policy, limit = tun._send_settings(on_full, timeout)
     if policy != _core.POLICY_WAIT:
         return tun.send_batch(packets, on_full=on_full, timeout=timeout)
     _core._timeout_check(timeout)
     seq: Union[list[Any], Batch] = packets if isinstance(packets, (list, Batch)) else list(packets)
     loop = asyncio.get_running_loop()
-    limit = tun._send_timeout if timeout is None else timeout
     deadline = None if limit is None else loop.time() + limit
     sent = 0
     while True:
