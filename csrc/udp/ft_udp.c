@@ -60,12 +60,6 @@ socklen_t_ ft_udp_name_from_endpoint(int family, const ft_endpoint *ep, udp_name
     return (socklen_t_)sizeof(n->v6);
 }
 
-int ft_udp_same_endpoint(const ft_endpoint *a, const ft_endpoint *b)
-{
-    return a->family == b->family && a->port == b->port && a->scope_id == b->scope_id &&
-           memcmp(a->addr, b->addr, a->family == 4 ? 4 : 16) == 0;
-}
-
 int ft_udp_append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from)
 {
     if (b->count >= b->max || b->cap - b->used < len)

@@ -92,7 +92,6 @@ static inline udp_dev *U(ft_device *d) { return d->impl; }
 /* ---- shared (ft_udp.c) ---- */
 void ft_udp_endpoint_from_name(const udp_name *n, ft_endpoint *ep);
 socklen_t_ ft_udp_name_from_endpoint(int family, const ft_endpoint *ep, udp_name *n);
-int ft_udp_same_endpoint(const ft_endpoint *a, const ft_endpoint *b);
 /* Appends one datagram (copied unless it is already in place) and its source; 0 when the batch has no room. */
 int ft_udp_append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from);
 

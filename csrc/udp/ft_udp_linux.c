@@ -2,11 +2,12 @@
  * by the endpoint, then datagrams are copied into the caller's batch as room allows (a coalesced UDP_GRO read is
  * split there by the segment size of its control message, udp/ft_udp_train.h). Send with sendmmsg straight from
  * the caller's packets (iovecs, no copy); a run of equal-sized datagrams to one destination goes out as one
- * message with UDP_SEGMENT (the last may be shorter). Both offloads are probed at open and given up per feature
+ * message with UDP_SEGMENT (the last may be shorter; udp/ft_udp_runs.h). Both offloads are probed at open and given up per feature
  * when the kernel refuses them. */
 #ifdef __linux__
 #define _GNU_SOURCE
 #include "udp/ft_udp_internal.h"
+#include "udp/ft_udp_runs.h"
 #include "udp/ft_udp_train.h"
 
 #ifndef SOL_UDP
@@ -161,25 +162,16 @@ static uint32_t build_messages(udp_dev *u, const ft_pkt *pkts, uint32_t n, const
                                uint32_t offset)
 {
     int gso = ft_atomic_load(&u->gso);
-    uint32_t gso_max = (uint32_t)ft_atomic_load(&u->gso_max_segment);
+    ft_udp_run_limits lim = {.max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment),
+                             .max_total = u->max_payload, .short_tail = 1};
     uint32_t i = 0, m = 0, v = 0;
     while (i < n && m < TX_MAX_MSGS && v < TX_MAX_IOV) {
         const ft_endpoint *dst = !to ? NULL : to_count == 1 ? to : to + offset + i;
-        uint32_t seg = (uint32_t)pkts[i].len, k = 1;
-        uint64_t total = seg;
-        if (gso && seg > 0 && seg <= gso_max) {
-            while (i + k < n && k < FT_UDP_GSO_MAX_SEGMENTS && v + k < TX_MAX_IOV) {
-                uint32_t len = (uint32_t)pkts[i + k].len;
-                if (len == 0 || len > seg || total + len > u->max_payload)
-                    break;
-                if (to_count > 1 && !ft_udp_same_endpoint(dst, to + offset + i + k))
-                    break;
-                total += len;
-                k++;
-                if (len < seg) /* a shorter datagram can only end a run */
-                    break;
-            }
-        }
+        uint32_t iov_room = TX_MAX_IOV - v;
+        lim.max_segments = !gso ? 1 : iov_room < FT_UDP_GSO_MAX_SEGMENTS ? iov_room : FT_UDP_GSO_MAX_SEGMENTS;
+        uint64_t total;
+        uint32_t k = ft_udp_run(pkts + i, n - i, to_count > 1 ? dst : NULL, &lim, &total);
+        uint32_t seg = (uint32_t)pkts[i].len;
         struct msghdr *h = &u->os.tx_msgs[m].msg_hdr;
         memset(h, 0, sizeof(*h));
         if (dst) {

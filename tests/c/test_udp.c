@@ -6,6 +6,7 @@
 #endif
 #include "core/ft_reader.h"
 #include "udp/ft_udp.h"
+#include "udp/ft_udp_runs.h"
 #include "udp/ft_udp_train.h"
 #include "check.h"
 
@@ -319,6 +320,133 @@ static void test_train_splitting(void)
                 }
 }
 
+/* The lengths of the runs ft_udp_run cuts pkts into. */
+static uint32_t runs_of(const ft_pkt *pkts, uint32_t n, const ft_endpoint *dsts, const ft_udp_run_limits *lim,
+                        uint32_t *runs, uint32_t max_runs)
+{
+    uint32_t i = 0, r = 0;
+    while (i < n) {
+        uint64_t total, sum = 0;
+        uint32_t k = ft_udp_run(pkts + i, n - i, dsts ? dsts + i : NULL, lim, &total);
+        CHECK(k >= 1 && k <= n - i);
+        for (uint32_t j = 0; j < k; j++)
+            sum += pkts[i + j].len;
+        if (sum != total)
+            CHECK(0);
+        if (r < max_runs)
+            runs[r++] = k;
+        i += k;
+    }
+    return r;
+}
+
+static void set_lengths(ft_pkt *pkts, const uint32_t *lens, uint32_t n)
+{
+    static const uint8_t bytes[1] = {0};
+    for (uint32_t i = 0; i < n; i++)
+        pkts[i] = (ft_pkt){bytes, lens[i]};
+}
+
+/* The run grouping on synthetic sends (no socket): equal sizes to one destination form a run, a shorter one ends
+ * it (or goes alone where short tails are not allowed), and every limit cuts where it says. */
+static void test_run_grouping(void)
+{
+    ft_pkt pkts[200];
+    uint32_t runs[200];
+    ft_udp_run_limits lim = {.max_segments = 64, .max_segment = 65507, .max_total = 65507, .short_tail = 1};
+    /* [1200 x 3, 700, 1200]: the short one ends the first run */
+    uint32_t a[] = {1200, 1200, 1200, 700, 1200};
+    set_lengths(pkts, a, 5);
+    CHECK(runs_of(pkts, 5, NULL, &lim, runs, 200) == 2 && runs[0] == 4 && runs[1] == 1);
+    /* no short tails (Windows USO): the short one goes alone */
+    lim.short_tail = 0;
+    CHECK(runs_of(pkts, 5, NULL, &lim, runs, 200) == 3 && runs[0] == 3 && runs[1] == 1 && runs[2] == 1);
+    lim.short_tail = 1;
+    /* a larger one starts a new run; an empty datagram is never segmented */
+    uint32_t b[] = {500, 500, 900, 900, 0, 0, 900};
+    set_lengths(pkts, b, 7);
+    CHECK(runs_of(pkts, 7, NULL, &lim, runs, 200) == 5 && runs[0] == 2 && runs[1] == 2 && runs[2] == 1 &&
+          runs[3] == 1 && runs[4] == 1);
+    /* 150 equal datagrams: runs of at most max_segments */
+    for (uint32_t i = 0; i < 150; i++)
+        pkts[i] = (ft_pkt){pkts[0].data, 100};
+    CHECK(runs_of(pkts, 150, NULL, &lim, runs, 200) == 3 && runs[0] == 64 && runs[1] == 64 && runs[2] == 22);
+    /* max_total: 1400-byte datagrams, 65507 bytes hold 46 of them */
+    for (uint32_t i = 0; i < 150; i++)
+        pkts[i].len = 1400;
+    CHECK(runs_of(pkts, 150, NULL, &lim, runs, 200) == 4 && runs[0] == 46 && runs[3] == 150 - 3 * 46);
+    /* segmentation off (max_segments 1), and a segment size above what the socket accepted */
+    lim.max_segments = 1;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 10);
+    lim.max_segments = 64;
+    lim.max_segment = 1399;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 10);
+    lim.max_segment = 1400;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 1 && runs[0] == 10);
+    /* per-datagram destinations: a run never crosses a change of destination (address, port, family, zone) */
+    ft_endpoint d[6];
+    memset(d, 0, sizeof(d));
+    for (int i = 0; i < 6; i++) {
+        d[i].family = 4;
+        d[i].port = 5000;
+        d[i].addr[0] = 10;
+    }
+    d[2].port = 5001;
+    d[4].family = 6;
+    d[5].family = 6;
+    d[5].scope_id = 3;
+    CHECK(runs_of(pkts, 6, d, &lim, runs, 200) == 5 && runs[0] == 2 && runs[1] == 1 && runs[2] == 1);
+    d[3].port = 5001;
+    CHECK(runs_of(pkts, 6, d, &lim, runs, 200) == 4 && runs[0] == 2 && runs[1] == 2);
+    d[1].addr[3] = 1;
+    CHECK(runs_of(pkts, 2, d, &lim, runs, 200) == 2);
+    /* against a model, every sequence of lengths from {0, 1, 2, 3} up to 7 datagrams, with small limits */
+    for (uint32_t n = 1; n <= 7; n++) {
+        uint32_t combos = 1;
+        for (uint32_t i = 0; i < n; i++)
+            combos *= 4;
+        for (uint32_t c = 0; c < combos; c++) {
+            uint32_t lens[7], x = c;
+            for (uint32_t i = 0; i < n; i++, x /= 4)
+                lens[i] = x % 4;
+            set_lengths(pkts, lens, n);
+            for (int tail = 0; tail <= 1; tail++) {
+                ft_udp_run_limits l = {.max_segments = 3, .max_segment = 2, .max_total = 7, .short_tail = tail};
+                uint64_t total;
+                uint32_t k = ft_udp_run(pkts, n, NULL, &l, &total), expect = 1;
+                uint64_t sum = lens[0];
+                if (lens[0] > 0 && lens[0] <= 2)
+                    while (expect < n && expect < 3 && lens[expect] > 0 && sum + lens[expect] <= 7 &&
+                           (lens[expect] == lens[0] || (tail && lens[expect] < lens[0]))) {
+                        sum += lens[expect++];
+                        if (lens[expect - 1] < lens[0])
+                            break;
+                    }
+                if (k != expect || total != sum)
+                    CHECK(0);
+            }
+        }
+    }
+}
+
+/* The guard against receive offloads that coalesce wrongly, on synthetic units. */
+static void test_malformed_units(void)
+{
+    ft_udp_train t = {.full = 12000, .copied = 12000, .seg = 1200, .max = 1500};
+    CHECK(!ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    t.seg = 0; /* a coalesced unit without a segment size */
+    CHECK(ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    t.seg = FT_UDP_MAX_PAYLOAD4 + 1; /* a segment larger than any datagram */
+    CHECK(ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    CHECK(!ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD6));
+    /* no segment size: a datagram as long as one can be is one, a longer "datagram" is several */
+    ft_udp_train single = {.full = FT_UDP_MAX_PAYLOAD4, .copied = FT_UDP_MAX_PAYLOAD4, .seg = 0, .max = 1500};
+    CHECK(!ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD4));
+    single.full = single.copied = FT_UDP_MAX_PAYLOAD4 + 1;
+    CHECK(ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD4));
+    CHECK(!ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD6));
+}
+
 int main(void)
 {
 #ifdef _WIN32
@@ -327,6 +455,8 @@ int main(void)
         return 2;
 #endif
     test_train_splitting();
+    test_run_grouping();
+    test_malformed_units();
     test_runs_both_ways(1, 256);
     test_runs_both_ways(1, 7); /* a coalesced read spread over many receives */
     test_runs_both_ways(0, 64);
