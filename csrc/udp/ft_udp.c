@@ -234,6 +234,12 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
                        max_payload);
 
+    const uint32_t *bufs[2] = {&p->rcvbuf, &p->sndbuf};
+    for (int i = 0; i < 2; i++)
+        if (*bufs[i] != 0 && (*bufs[i] < FT_UDP_BUF_MIN || *bufs[i] > FT_UDP_BUF_MAX))
+            return ft_fail(e, FT_EINVAL, EINVAL, "%s %u is out of range; allowed: %u..%u", i ? "sndbuf" : "rcvbuf",
+                           *bufs[i], FT_UDP_BUF_MIN, FT_UDP_BUF_MAX);
+
     udp_block *block = calloc(1, sizeof(*block));
     if (!block)
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint");
@@ -289,7 +295,7 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->gso_supported = u->gso_supported;
     o->gro_supported = u->gro_supported;
     o->gso = ft_atomic_load(&u->gso);
-    o->gro = u->gro;
+    o->gro = ft_atomic_load(&u->gro);
     o->max_datagram = u->max_datagram;
     o->gso_max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment);
     o->tx_calls = ft_atomic_load64(&u->info.tx_calls);
@@ -302,6 +308,15 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->rx_dropped_trunc = ft_atomic_load64(&u->info.rx_dropped_trunc);
     o->rx_icmp_errors = ft_atomic_load64(&u->info.rx_icmp_errors);
     o->tx_unreachable = ft_atomic_load64(&u->info.tx_unreachable);
+#ifdef _WIN32
+    o->message_calls = ft_atomic_load(&u->os.recvmsg_on) && ft_atomic_load(&u->os.sendmsg_on);
+#else
+    o->message_calls = 1;
+#endif
+    o->rcvbuf = u->rcvbuf;
+    o->sndbuf = u->sndbuf;
+    o->message_fallbacks = ft_atomic_load64(&u->info.message_fallbacks);
+    o->gro_malformed = ft_atomic_load64(&u->info.gro_malformed);
     return FT_OK;
 }
 #endif
