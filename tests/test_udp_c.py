@@ -1,6 +1,7 @@
 """Builds the UDP endpoint backend's own C test (tests/c/test_udp.c) and runs it: natively under the sanitizers
-(recvmmsg/sendmmsg, GSO/GRO), and cross-compiled with mingw-w64 under Wine (the Windows per-datagram fallback,
-the reader waiting on the socket's event). Loopback sockets through the device interface, a reader thread,
+(recvmmsg/sendmmsg, GSO/GRO), and cross-compiled with mingw-w64 under Wine (WSARecvMsg/WSASendMsg, the offload
+probes as Wine answers them, the URO path and guard and the recvfrom/sendto fallback forced, the reader waiting on
+the socket's event). Loopback sockets through the device interface, a reader thread,
 close under it."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from cbuild import ROOT, build_and_run, build_and_run_wine, c_sources, compiler
 
 SOURCES = c_sources("linux", "core", "offload", "posix", "udp")
-# the Windows build: the per-datagram fallback (Wine has no USO/URO)
+# the Windows build: the message calls (Wine has no USO/URO; the test forces those paths)
 WINDOWS_SOURCES = c_sources("win32", "core", "offload", "windows", "udp")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="built and run from Linux")
