@@ -574,3 +574,18 @@ def test_stats_stay_readable_after_close(connected_pair):
     assert a.offloads["connected"] is True
     with pytest.raises(fasttun.TunClosedError):
         b.recv_batch(4, timeout=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's buffer rule (Windows: tests/test_windows.py)")
+def test_socket_buffers_are_asked_for_in_c_and_reported():
+    with fasttun.UdpEndpoint(bind=("127.0.0.1", 0)) as plain, \
+            fasttun.UdpEndpoint(bind=("127.0.0.1", 0), rcvbuf=3 << 20, sndbuf=1 << 20) as sized:
+        o = sized.offloads
+        # Linux reports twice what it grants (its bookkeeping); root may exceed net.core.[rw]mem_max
+        assert o["rcvbuf"] >= 3 << 20 and o["sndbuf"] >= 1 << 20, o
+        assert plain.offloads["rcvbuf"] < o["rcvbuf"]  # without sizes the socket keeps the system's default
+        assert o["message_calls"] is True
+        assert sized.stats.message_fallbacks == 0 and sized.stats.gro_malformed == 0
+    for bad in (1023, (1 << 30) + 1):
+        with pytest.raises(ValueError, match="rcvbuf"):
+            fasttun.UdpEndpoint(bind=("127.0.0.1", 0), rcvbuf=bad)

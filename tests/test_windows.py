@@ -113,3 +113,31 @@ def test_auto_ring_and_coalesce_work_with_the_real_driver():
                     s.sendto(b"hello", ("10.204.0.2", 9999))
                     time.sleep(0.1)
         assert any(p[9] == 17 and p[-5:] == b"hello" for p in got)
+
+
+def test_udp_endpoint_batches_with_the_message_calls_and_large_buffers():
+    """WSARecvMsg/WSASendMsg in use, 8 MiB buffers granted by default, USO/URO as the socket's probe found them
+    (Wine 8 has neither), per-datagram destinations, and `fasttun info` saying the same."""
+    with fasttun.UdpEndpoint(bind=("127.0.0.1", 0)) as rx1, fasttun.UdpEndpoint(bind=("127.0.0.1", 0)) as rx2, \
+            fasttun.UdpEndpoint(bind=("127.0.0.1", 0)) as tx:
+        o = tx.offloads
+        assert o["message_calls"] and o["rcvbuf"] >= 8 << 20 and o["sndbuf"] >= 8 << 20, o
+        if under_wine():
+            assert not o["gso_supported"] and not o["gro_supported"], o
+        assert fasttun.udp_offloads() == {"gso": o["gso_supported"], "gro": o["gro_supported"]}
+        port1, port2 = int(rx1.name.rsplit(":", 1)[1]), int(rx2.name.rsplit(":", 1)[1])
+        for i in range(6):
+            assert tx.send_batch([bytes([i]) * 200] * 3, ("127.0.0.1", port1 if i % 2 == 0 else port2)) == 3
+        got1, got2 = [], []
+        deadline = time.monotonic() + 10
+        while (len(got1) < 9 or len(got2) < 9) and time.monotonic() < deadline:
+            for ep, got in ((rx1, got1), (rx2, got2)):
+                got.extend(bytes(p) for p in ep.recv_batch(64, timeout=0.1))
+        assert got1 == [bytes([i]) * 200 for i in (0, 2, 4) for _ in range(3)]
+        assert got2 == [bytes([i]) * 200 for i in (1, 3, 5) for _ in range(3)]
+        s = tx.stats
+        assert s.tx_packets == 18 and s.message_fallbacks == 0
+        assert s.gso_messages > 0 if o["gso"] else s.tx_messages == 18
+    from fasttun._info import facts, text_lines
+    row = dict(text_lines(facts()))["UDP USO/URO"]
+    assert "WSARecvMsg/WSASendMsg" in row and "8.0/8.0 MiB" in row, row

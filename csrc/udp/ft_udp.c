@@ -60,12 +60,6 @@ socklen_t_ ft_udp_name_from_endpoint(int family, const ft_endpoint *ep, udp_name
     return (socklen_t_)sizeof(n->v6);
 }
 
-int ft_udp_same_endpoint(const ft_endpoint *a, const ft_endpoint *b)
-{
-    return a->family == b->family && a->port == b->port && a->scope_id == b->scope_id &&
-           memcmp(a->addr, b->addr, a->family == 4 ? 4 : 16) == 0;
-}
-
 int ft_udp_append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from)
 {
     if (b->count >= b->max || b->cap - b->used < len)
@@ -240,6 +234,12 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
                        max_payload);
 
+    const uint32_t *bufs[2] = {&p->rcvbuf, &p->sndbuf};
+    for (int i = 0; i < 2; i++)
+        if (*bufs[i] != 0 && (*bufs[i] < FT_UDP_BUF_MIN || *bufs[i] > FT_UDP_BUF_MAX))
+            return ft_fail(e, FT_EINVAL, EINVAL, "%s %u is out of range; allowed: %u..%u", i ? "sndbuf" : "rcvbuf",
+                           *bufs[i], FT_UDP_BUF_MIN, FT_UDP_BUF_MAX);
+
     udp_block *block = calloc(1, sizeof(*block));
     if (!block)
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for a UDP endpoint");
@@ -295,7 +295,7 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->gso_supported = u->gso_supported;
     o->gro_supported = u->gro_supported;
     o->gso = ft_atomic_load(&u->gso);
-    o->gro = u->gro;
+    o->gro = ft_atomic_load(&u->gro);
     o->max_datagram = u->max_datagram;
     o->gso_max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment);
     o->tx_calls = ft_atomic_load64(&u->info.tx_calls);
@@ -308,6 +308,15 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->rx_dropped_trunc = ft_atomic_load64(&u->info.rx_dropped_trunc);
     o->rx_icmp_errors = ft_atomic_load64(&u->info.rx_icmp_errors);
     o->tx_unreachable = ft_atomic_load64(&u->info.tx_unreachable);
+#ifdef _WIN32
+    o->message_calls = ft_atomic_load(&u->os.recvmsg_on) && ft_atomic_load(&u->os.sendmsg_on);
+#else
+    o->message_calls = 1;
+#endif
+    o->rcvbuf = u->rcvbuf;
+    o->sndbuf = u->sndbuf;
+    o->message_fallbacks = ft_atomic_load64(&u->info.message_fallbacks);
+    o->gro_malformed = ft_atomic_load64(&u->info.gro_malformed);
     return FT_OK;
 }
 #endif

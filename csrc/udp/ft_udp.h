@@ -1,8 +1,11 @@
 /* udp/ft_udp.h - a UDP socket as a batch endpoint: one more backend behind ft_device.h, so the reader, batches,
  * arenas and statistics are the same code as for a TUN device. Linux: recvmmsg/sendmmsg, UDP_SEGMENT (GSO)
  * on send and UDP_GRO on receive, each probed at open and dropped back to one datagram per message when the
- * kernel lacks or refuses it. Windows: one datagram per recvfrom/sendto, in C. Elsewhere the same names exist
- * and answer FT_EUNSUPPORTED. */
+ * kernel lacks or refuses it. Windows: WSARecvMsg/WSASendMsg, USO (UDP_SEND_MSG_SIZE) on send and URO
+ * (UDP_RECV_MAX_COALESCED_SIZE) on receive, each probed at open and given up per feature when refused or, for URO,
+ * when a coalesced unit looks wrong; recvfrom/sendto where the message calls are refused. Elsewhere the same
+ * names exist and answer FT_EUNSUPPORTED. In this header "GSO"/"GRO" name the platform's offload: Linux
+ * UDP_SEGMENT/UDP_GRO, Windows USO/URO. */
 #ifndef FT_UDP_H
 #define FT_UDP_H
 
@@ -14,6 +17,12 @@
 #define FT_UDP_MAX_PAYLOAD6 65527u
 /* Send-side segmentation limits of the kernel: datagrams per UDP_SEGMENT message (UDP_MAX_SEGMENTS). */
 #define FT_UDP_GSO_MAX_SEGMENTS 64u
+/* Socket buffer sizes a caller may ask for (ft_udp_params.rcvbuf/sndbuf), and the size Windows endpoints get
+ * when the caller asks for none: Windows' default (64 KiB) is far too small for a tunnel, and it grants this
+ * much without any system setting. */
+#define FT_UDP_BUF_MIN 1024u
+#define FT_UDP_BUF_MAX (1u << 30)
+#define FT_UDP_WIN_DEFAULT_BUF (8u << 20)
 
 typedef struct ft_udp_params {
     int fd;                /* a UDP socket (Windows: a SOCKET), AF_INET or AF_INET6, bound (and connected or not);
@@ -23,6 +32,8 @@ typedef struct ft_udp_params {
                             * larger ones are dropped and counted, never truncated */
     int gso;               /* 1: segment runs of equal datagrams with UDP_SEGMENT where the kernel has it */
     int gro;               /* 1: let the kernel coalesce received datagrams (UDP_GRO) where it has it */
+    uint32_t rcvbuf;       /* SO_RCVBUF/SO_SNDBUF to ask for (FT_UDP_BUF_MIN..FT_UDP_BUF_MAX; Linux tries the */
+    uint32_t sndbuf;       /* FORCE variants first); 0: Linux leaves the socket's, Windows asks FT_UDP_WIN_DEFAULT_BUF */
 } ft_udp_params;
 
 /* What the endpoint uses and what its offload paths did. */
@@ -45,6 +56,12 @@ typedef struct ft_udp_info {
     uint64_t rx_dropped_trunc;   /* datagrams larger than max_datagram, dropped (also in rx_dropped_oversize) */
     uint64_t rx_icmp_errors;     /* errors the socket reported from ICMP (ECONNREFUSED...), counted and passed */
     uint64_t tx_unreachable;     /* datagrams dropped because the destination could not be reached */
+    int message_calls;           /* Windows: 1 while WSARecvMsg/WSASendMsg are used, 0 after a refusal made the
+                                  * endpoint fall back to recvfrom/sendto; Linux: 1 (recvmmsg/sendmmsg) */
+    uint32_t rcvbuf, sndbuf;     /* the socket buffers granted (getsockopt after open) */
+    uint64_t message_fallbacks;  /* refusals of WSARecvMsg/WSASendMsg that made the endpoint fall back */
+    uint64_t gro_malformed;      /* coalesced units whose segmentation looked wrong (Windows URO): dropped, and the
+                                  * first one switched the receive offload off for the socket */
 } ft_udp_info;
 
 #if defined(__linux__) || defined(_WIN32)

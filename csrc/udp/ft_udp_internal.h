@@ -39,11 +39,24 @@ typedef struct udp_info_atomic {
     ft_atomic_u64 tx_calls, tx_messages, gso_messages, gso_fallbacks;
     ft_atomic_u64 rx_calls, rx_messages, gro_messages;
     ft_atomic_u64 rx_dropped_trunc, rx_icmp_errors, tx_unreachable;
+    ft_atomic_u64 message_fallbacks, gro_malformed;
 } udp_info_atomic;
 
 #ifdef _WIN32
+#include <mswsock.h>
+#define WIN_TX_MAX_BUFS FT_UDP_GSO_MAX_SEGMENTS
+
 typedef struct udp_os {
-    WSAEVENT ev; /* FD_READ | FD_WRITE of the socket (event-select mode) */
+    WSAEVENT ev;                 /* FD_READ | FD_WRITE of the socket (event-select mode) */
+    LPFN_WSARECVMSG recvmsg;     /* WSARecvMsg, if the provider offers it */
+    ft_atomic_int recvmsg_on;    /* 0: recvfrom (WSARecvMsg not offered, or refused) */
+    ft_atomic_int sendmsg_on;    /* 0 after WSASendMsg was refused: sendto */
+    /* URO: a coalesced unit is received here, then split into batches as room allows */
+    uint8_t *unit;
+    uint32_t unit_size;
+    uint32_t got, off, seg;      /* the staged unit's bytes, those delivered, its segment size (0: single) */
+    udp_name from;
+    WSABUF tx_bufs[WIN_TX_MAX_BUFS];
 } udp_os;
 #else
 #define RX_CTRL 64u              /* room for the UDP_GRO control message (and a stray one) */
@@ -80,7 +93,8 @@ typedef struct udp_dev {
     int gso_supported, gro_supported;
     ft_atomic_int gso;           /* cleared for good after EIO */
     ft_atomic_int gso_max_segment;
-    int gro;
+    ft_atomic_int gro;           /* Windows: cleared for good after a malformed coalesced unit */
+    uint32_t rcvbuf, sndbuf;     /* granted at open */
     udp_info_atomic info;
     ft_mutex *rx_lock;
     ft_mutex *tx_lock;
@@ -92,7 +106,6 @@ static inline udp_dev *U(ft_device *d) { return d->impl; }
 /* ---- shared (ft_udp.c) ---- */
 void ft_udp_endpoint_from_name(const udp_name *n, ft_endpoint *ep);
 socklen_t_ ft_udp_name_from_endpoint(int family, const ft_endpoint *ep, udp_name *n);
-int ft_udp_same_endpoint(const ft_endpoint *a, const ft_endpoint *b);
 /* Appends one datagram (copied unless it is already in place) and its source; 0 when the batch has no room. */
 int ft_udp_append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *from);
 
@@ -101,7 +114,7 @@ int ft_udp_append(ft_batch *b, const uint8_t *p, uint32_t len, const udp_name *f
 void ft_udp_os_init(udp_dev *u);
 /* The socket's family if it is a UDP socket, else 0. */
 int ft_udp_os_family(ft_sock fd);
-/* Offload probes, events and buffers; FT_OK or a failure. */
+/* Offload probes, events and buffers (u->rcvbuf/sndbuf: what was granted); FT_OK or a failure. */
 int ft_udp_os_setup(udp_dev *u, ft_sock fd, const ft_udp_params *p, ft_err *e);
 /* Closes the socket (if u owns it) and frees what setup made. */
 void ft_udp_os_release(udp_dev *u);

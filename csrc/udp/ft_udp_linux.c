@@ -2,11 +2,12 @@
  * by the endpoint, then datagrams are copied into the caller's batch as room allows (a coalesced UDP_GRO read is
  * split there by the segment size of its control message, udp/ft_udp_train.h). Send with sendmmsg straight from
  * the caller's packets (iovecs, no copy); a run of equal-sized datagrams to one destination goes out as one
- * message with UDP_SEGMENT (the last may be shorter). Both offloads are probed at open and given up per feature
+ * message with UDP_SEGMENT (the last may be shorter; udp/ft_udp_runs.h). Both offloads are probed at open and given up per feature
  * when the kernel refuses them. */
 #ifdef __linux__
 #define _GNU_SOURCE
 #include "udp/ft_udp_internal.h"
+#include "udp/ft_udp_runs.h"
 #include "udp/ft_udp_train.h"
 
 #ifndef SOL_UDP
@@ -37,6 +38,7 @@ static int is_icmp_error(int err)
 static int stage_read(ft_device *d, ft_err *e)
 {
     udp_dev *u = U(d);
+    int gro = ft_atomic_load(&u->gro);
     for (int tries = 0;; tries++) {
         for (uint32_t i = 0; i < u->os.nslots; i++) {
             struct msghdr *h = &u->os.rx_msgs[i].msg_hdr;
@@ -46,8 +48,8 @@ static int stage_read(ft_device *d, ft_err *e)
             h->msg_namelen = sizeof(udp_name);
             h->msg_iov = &u->os.rx_iov[i];
             h->msg_iovlen = 1;
-            h->msg_control = u->gro ? u->os.rx_ctrl + (size_t)i * RX_CTRL : NULL;
-            h->msg_controllen = u->gro ? RX_CTRL : 0;
+            h->msg_control = gro ? u->os.rx_ctrl + (size_t)i * RX_CTRL : NULL;
+            h->msg_controllen = gro ? RX_CTRL : 0;
             h->msg_flags = 0;
             u->os.rx_msgs[i].msg_len = 0;
         }
@@ -85,7 +87,7 @@ static int stage_read(ft_device *d, ft_err *e)
 static uint32_t gro_segment(udp_dev *u, uint32_t i)
 {
     struct msghdr *h = &u->os.rx_msgs[i].msg_hdr;
-    if (!u->gro || h->msg_controllen == 0)
+    if (!ft_atomic_load(&u->gro) || h->msg_controllen == 0)
         return 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
         if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
@@ -161,25 +163,16 @@ static uint32_t build_messages(udp_dev *u, const ft_pkt *pkts, uint32_t n, const
                                uint32_t offset)
 {
     int gso = ft_atomic_load(&u->gso);
-    uint32_t gso_max = (uint32_t)ft_atomic_load(&u->gso_max_segment);
+    ft_udp_run_limits lim = {.max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment),
+                             .max_total = u->max_payload, .short_tail = 1};
     uint32_t i = 0, m = 0, v = 0;
     while (i < n && m < TX_MAX_MSGS && v < TX_MAX_IOV) {
         const ft_endpoint *dst = !to ? NULL : to_count == 1 ? to : to + offset + i;
-        uint32_t seg = (uint32_t)pkts[i].len, k = 1;
-        uint64_t total = seg;
-        if (gso && seg > 0 && seg <= gso_max) {
-            while (i + k < n && k < FT_UDP_GSO_MAX_SEGMENTS && v + k < TX_MAX_IOV) {
-                uint32_t len = (uint32_t)pkts[i + k].len;
-                if (len == 0 || len > seg || total + len > u->max_payload)
-                    break;
-                if (to_count > 1 && !ft_udp_same_endpoint(dst, to + offset + i + k))
-                    break;
-                total += len;
-                k++;
-                if (len < seg) /* a shorter datagram can only end a run */
-                    break;
-            }
-        }
+        uint32_t iov_room = TX_MAX_IOV - v;
+        lim.max_segments = !gso ? 1 : iov_room < FT_UDP_GSO_MAX_SEGMENTS ? iov_room : FT_UDP_GSO_MAX_SEGMENTS;
+        uint64_t total;
+        uint32_t k = ft_udp_run(pkts + i, n - i, to_count > 1 ? dst : NULL, &lim, &total);
+        uint32_t seg = (uint32_t)pkts[i].len;
         struct msghdr *h = &u->os.tx_msgs[m].msg_hdr;
         memset(h, 0, sizeof(*h));
         if (dst) {
@@ -325,16 +318,32 @@ int ft_udp_os_family(ft_sock fd)
     return domain == AF_INET || domain == AF_INET6 ? domain : 0;
 }
 
+/* Asks for a socket buffer (root may exceed net.core.[rw]mem_max with the FORCE option) and returns the size the
+ * kernel reports (twice what it grants for its bookkeeping, as Linux does). 0 asks for nothing. */
+static uint32_t socket_buffer(ft_sock fd, int option, int force, uint32_t size)
+{
+    if (size != 0) {
+        int v = (int)size;
+        if (setsockopt(fd, SOL_SOCKET, force, &v, sizeof(v)) != 0)
+            setsockopt(fd, SOL_SOCKET, option, &v, sizeof(v));
+    }
+    int got = 0;
+    socklen_t l = sizeof(got);
+    return getsockopt(fd, SOL_SOCKET, option, &got, &l) == 0 && got > 0 ? (uint32_t)got : 0;
+}
+
 int ft_udp_os_setup(udp_dev *u, ft_sock fd, const ft_udp_params *p, ft_err *e)
 {
+    u->rcvbuf = socket_buffer(fd, SO_RCVBUF, SO_RCVBUFFORCE, p->rcvbuf);
+    u->sndbuf = socket_buffer(fd, SO_SNDBUF, SO_SNDBUFFORCE, p->sndbuf);
     int v = 0;
     socklen_t l = sizeof(v);
     u->gso_supported = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &v, &l) == 0;
     ft_atomic_store(&u->gso, p->gso && u->gso_supported);
     int on = p->gro ? 1 : 0;
     u->gro_supported = setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof(on)) == 0;
-    u->gro = p->gro && u->gro_supported;
-    u->os.slot = u->gro ? GRO_SLOT : u->max_datagram;
+    ft_atomic_store(&u->gro, p->gro && u->gro_supported);
+    u->os.slot = p->gro && u->gro_supported ? GRO_SLOT : u->max_datagram;
     u->os.nslots = STAGE_BYTES / u->os.slot;
     if (u->os.nslots > RX_MAX_MSGS)
         u->os.nslots = RX_MAX_MSGS;

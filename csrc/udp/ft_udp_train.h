@@ -44,4 +44,15 @@ static inline uint32_t ft_udp_train_cut(const ft_udp_train *t, uint32_t off)
     return (uint32_t)(((uint64_t)t->full - off + seg - 1) / seg);
 }
 
+/* A unit whose segmentation cannot be right, from a receive offload that is not to be trusted any more (Windows URO
+ * on some machines): a segment size reported as 0 or larger than the family's largest payload, or a unit given as a
+ * single datagram (no segment size) that is longer than any datagram can be, i.e. several coalesced without
+ * their segment size. has_seg: the unit came with its segment size. */
+static inline int ft_udp_train_malformed(const ft_udp_train *t, int has_seg, uint32_t max_payload)
+{
+    if (has_seg)
+        return t->seg == 0 || t->seg > max_payload;
+    return t->full > max_payload;
+}
+
 #endif

@@ -266,12 +266,17 @@ cdef extern from "udp/ft_udp.h" nogil:
         FT_UDP_MAX_PAYLOAD4
         FT_UDP_MAX_PAYLOAD6
         FT_UDP_GSO_MAX_SEGMENTS
+        FT_UDP_BUF_MIN
+        FT_UDP_BUF_MAX
+        FT_UDP_WIN_DEFAULT_BUF
 
     ctypedef struct ft_udp_params:
         int fd
         uint32_t max_datagram
         int gso
         int gro
+        uint32_t rcvbuf
+        uint32_t sndbuf
 
     ctypedef struct ft_udp_info:
         int family
@@ -285,6 +290,9 @@ cdef extern from "udp/ft_udp.h" nogil:
         uint64_t tx_calls, tx_messages, gso_messages, gso_fallbacks
         uint64_t rx_calls, rx_messages, gro_messages
         uint64_t rx_dropped_trunc, rx_icmp_errors, tx_unreachable
+        int message_calls
+        uint32_t rcvbuf, sndbuf
+        uint64_t message_fallbacks, gro_malformed
 
     int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
     int ft_udp_fd(ft_device *d)

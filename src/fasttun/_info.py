@@ -16,6 +16,7 @@ from typing import Any, Optional
 from fasttun import _core
 from fasttun._host import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_cap, root_problem, tool
 from fasttun._if_tun import IFF_FLAGS
+from fasttun._udp import udp_probe
 
 # What a Wintun adapter is, in the same terms: layer 3 (no TAP), packets without a packet-information header,
 # one session (one queue), no virtio-net header offload.
@@ -164,6 +165,7 @@ def facts() -> dict[str, Any]:
         "offloads": None,
         "offloads_error": None,
         "wintun": None,
+        "udp": None,
         "can_create_devices": False,
         "bench_root_problem": None,
         "tools": None,
@@ -185,6 +187,7 @@ def facts() -> dict[str, Any]:
     elif sys.platform == "win32":
         out["tun_features"] = features()
         out["wintun"] = _wintun_facts()
+        out["udp"] = udp_probe()
         out["can_create_devices"] = _is_windows_admin()
     out["bench_root_problem"] = root_problem()
     if linux:
@@ -205,6 +208,14 @@ def _wintun_lines(w: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         lines.append(("wintun driver", w["driver_version"]))
     return lines
+
+
+def _windows_udp_line(u: dict[str, Any] | None) -> str:
+    if u is None:
+        return "unknown (a loopback UDP endpoint could not be opened)"
+    calls = "WSARecvMsg/WSASendMsg" if u["message_calls"] else "recvfrom/sendto"
+    return (f"uso {_yes(u['gso_supported'])}, uro {_yes(u['gro_supported'])}, {calls}, buffers "
+            f"{u['rcvbuf'] / (1 << 20):.1f}/{u['sndbuf'] / (1 << 20):.1f} MiB (fasttun.UdpEndpoint)")
 
 
 def text_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
@@ -237,6 +248,7 @@ def text_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
     elif f["backend"] == "wintun":
         lines.append(("backend", "wintun"))
         lines.extend(_wintun_lines(f["wintun"]))
+        lines.append(("UDP USO/URO", _windows_udp_line(f["udp"])))
     else:
         lines.append(("backend", f"none for {f['sys_platform']}; fasttun.pair() works everywhere"))
     lines.append(("create devices", "yes" if f["can_create_devices"] else

@@ -7,6 +7,9 @@ import socket as _socket
 UDP_MAX_PAYLOAD4 = FT_UDP_MAX_PAYLOAD4
 UDP_MAX_PAYLOAD6 = FT_UDP_MAX_PAYLOAD6
 UDP_GSO_MAX_SEGMENTS = FT_UDP_GSO_MAX_SEGMENTS
+UDP_BUF_MIN = FT_UDP_BUF_MIN
+UDP_BUF_MAX = FT_UDP_BUF_MAX
+UDP_WIN_DEFAULT_BUF = FT_UDP_WIN_DEFAULT_BUF
 
 
 cdef object _endpoint_tuple(const ft_endpoint *ep):
@@ -219,8 +222,9 @@ cdef class UdpDevice(Device):
                 PyMem_Free(pkts)
 
 
-def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro):
-    """A UdpDevice owning the UDP socket fd (on failure the fd stays the caller's)."""
+def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=0, uint32_t sndbuf=0):
+    """A UdpDevice owning the UDP socket fd (on failure the fd stays the caller's); rcvbuf/sndbuf 0: the
+    platform's default (ft_udp_params)."""
     cdef ft_udp_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -230,6 +234,8 @@ def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro):
     p.max_datagram = max_datagram
     p.gso = gso
     p.gro = gro
+    p.rcvbuf = rcvbuf
+    p.sndbuf = sndbuf
     with nogil:
         r = ft_udp_open(&p, &d, &e)
     if r != FT_OK:

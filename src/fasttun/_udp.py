@@ -1,8 +1,8 @@
 """A UDP socket with the batch API of a device: ``UdpEndpoint``.
 
 It is one more backend of the C core, so receiving, readers, batches and statistics work as they do for a
-:class:`~fasttun.Tun`. Linux: recvmmsg/sendmmsg with UDP GSO/GRO; Windows: one recvfrom/sendto per datagram in
-C (no USO/URO yet)."""
+:class:`~fasttun.Tun`. Linux: recvmmsg/sendmmsg with UDP GSO/GRO; Windows: WSARecvMsg/WSASendMsg with USO/URO
+where the socket has them, recvfrom/sendto where the message calls are refused."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ class UdpStats:
     rx_calls: int
     rx_messages: int
     gro_messages: int
+    message_fallbacks: int = 0
+    """Windows: refusals of WSARecvMsg/WSASendMsg after which the endpoint went on with recvfrom/sendto."""
+    gro_malformed: int = 0
+    """Windows: coalesced units (URO) whose segmentation looked wrong; dropped, and the first switched URO off for
+    the socket (logged once)."""
 
     @property
     def drops(self) -> int:
@@ -89,16 +94,6 @@ def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
     return fam, sockaddr
 
 
-def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)  # root may exceed net.core.[rw]mem_max
-            return
-        except OSError:
-            pass
-    sock.setsockopt(socket.SOL_SOCKET, option, size)
-
-
 class UdpEndpoint(_Endpoint):
     """A UDP socket that sends and receives batches of datagrams in C.
 
@@ -113,6 +108,10 @@ class UdpEndpoint(_Endpoint):
     are dropped and counted (``stats.rx_dropped_oversize``), never truncated; without GRO a smaller value
     lets one system call receive more datagrams. Datagrams are not IP packets: anything up to the UDP
     maximum (65507 bytes over IPv4, 65527 over IPv6) may be sent.
+
+    ``rcvbuf``/``sndbuf`` are the socket buffers to ask for (bytes; on Linux root may exceed the system's limit);
+    without them Linux keeps the socket's and Windows asks for 8 MiB each way (its default, 64 KiB, is far too
+    small for a tunnel). ``offloads`` says what was granted. On Windows ``gso``/``gro`` are USO/URO.
 
     ``on_full`` is what a send does when the socket's buffer is full: "wait" (default; up to ``send_timeout``
     seconds, None: as long as it takes), "drop" (counted) or "raise" (TunFullError)."""
@@ -140,7 +139,7 @@ class UdpEndpoint(_Endpoint):
         use_gro = bool(offload) if gro is None else bool(gro)
         for value, what in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
             if value is not None:
-                _ranged_int(value, what, 1024, 1 << 30)
+                _ranged_int(value, what, _core.UDP_BUF_MIN, _core.UDP_BUF_MAX)
         if sock is not None:
             if bind is not None or peer is not None:
                 raise ValueError("give either sock= or bind=/peer=, not both")
@@ -172,13 +171,9 @@ class UdpEndpoint(_Endpoint):
                 raise
         try:
             family = own.family
-            if rcvbuf is not None:
-                _set_buffer(own, socket.SO_RCVBUF, 33, rcvbuf)  # 33: SO_RCVBUFFORCE
-            if sndbuf is not None:
-                _set_buffer(own, socket.SO_SNDBUF, 32, sndbuf)  # 32: SO_SNDBUFFORCE
             limit = _core.UDP_MAX_PAYLOAD4 if family == socket.AF_INET else _core.UDP_MAX_PAYLOAD6
             size = limit if max_datagram is None else _ranged_int(max_datagram, "max_datagram", 1, limit)
-            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro)
+            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro, rcvbuf or 0, sndbuf or 0)
         except BaseException:
             own.close()
             raise
@@ -186,8 +181,22 @@ class UdpEndpoint(_Endpoint):
         self._dev: _core.UdpDevice = dev
         self._family = family
         self._init_lifecycle()
+        self._malformed_logged = False
+        self._close_hooks.append(self._log_malformed)
         info = dev.info()
-        _log(log, logging.DEBUG, "opened %s: gso %s, gro %s", dev.name, bool(info["gso"]), bool(info["gro"]))
+        _log(log, logging.DEBUG, "opened %s: gso %s, gro %s, buffers %d/%d", dev.name, bool(info["gso"]),
+             bool(info["gro"]), info["rcvbuf"], info["sndbuf"])
+
+    def _log_malformed(self, info: dict[str, Any] | None = None) -> None:
+        """The one log line for the receive offload switched off by a malformed unit (the C side counts it),
+        written when stats or offloads are read, or at close."""
+        if self._malformed_logged:
+            return
+        i = self._dev.info() if info is None else info
+        if i["gro_malformed"]:
+            self._malformed_logged = True
+            _log(log, logging.WARNING, "%s: a coalesced receive (URO) looked wrong (a train without its segment "
+                 "size); URO is off for this socket from now on", self._dev.name)
 
     # ---- lifecycle (context manager, close, finalizer: _Endpoint) ----
 
@@ -212,17 +221,22 @@ class UdpEndpoint(_Endpoint):
 
     @property
     def offloads(self) -> dict[str, Any]:
-        """What the endpoint uses: gso/gro in use now, gso_supported/gro_supported as probed at open,
-        max_datagram, connected."""
+        """What the endpoint uses: gso/gro in use now (Windows: USO/URO), gso_supported/gro_supported as probed
+        at open, max_datagram, connected, message_calls (Windows: WSARecvMsg/WSASendMsg in use, False after a
+        fallback to recvfrom/sendto; Linux: True), rcvbuf/sndbuf (the socket buffers granted, as the system
+        reports them)."""
         i = self._dev.info()
+        self._log_malformed(i)
         return {"gso": bool(i["gso"]), "gro": bool(i["gro"]), "gso_supported": bool(i["gso_supported"]),
                 "gro_supported": bool(i["gro_supported"]), "max_datagram": int(i["max_datagram"]),
-                "connected": bool(i["connected"])}
+                "connected": bool(i["connected"]), "message_calls": bool(i["message_calls"]),
+                "rcvbuf": int(i["rcvbuf"]), "sndbuf": int(i["sndbuf"])}
 
     @property
     def stats(self) -> UdpStats:
         s = self._dev.stats()
         i = self._dev.info()
+        self._log_malformed(i)
         return UdpStats(
             rx_packets=s["rx_packets"], rx_bytes=s["rx_bytes"], rx_batches=s["rx_batches"],
             tx_packets=s["tx_packets"], tx_bytes=s["tx_bytes"], tx_dropped_full=s["tx_dropped_full"],
@@ -231,7 +245,8 @@ class UdpEndpoint(_Endpoint):
             tx_errors=s["tx_errors"], waits=s["waits"], spins=s["spins"], tx_waits=s["tx_waits"],
             tx_calls=i["tx_calls"], tx_messages=i["tx_messages"], gso_messages=i["gso_messages"],
             gso_fallbacks=i["gso_fallbacks"], rx_calls=i["rx_calls"], rx_messages=i["rx_messages"],
-            gro_messages=i["gro_messages"])
+            gro_messages=i["gro_messages"], message_fallbacks=i["message_fallbacks"],
+            gro_malformed=i["gro_malformed"])
 
     # ---- receiving ----
 
@@ -277,13 +292,22 @@ class UdpEndpoint(_Endpoint):
         return self._start_readers(1, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
-def udp_offloads() -> dict[str, bool]:
-    """Whether this kernel offers UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO), probed on a loopback socket."""
-    if not sys.platform.startswith("linux"):
-        return {"gso": False, "gro": False}
+def udp_probe() -> dict[str, Any] | None:
+    """The :attr:`UdpEndpoint.offloads` of a loopback endpoint opened with the defaults (what a socket gets here),
+    or None where UDP endpoints are not implemented or the probe failed."""
+    if not (sys.platform.startswith("linux") or sys.platform == "win32"):
+        return None
     try:
         with UdpEndpoint(bind=("127.0.0.1", 0)) as ep:
-            o = ep.offloads
-            return {"gso": o["gso_supported"], "gro": o["gro_supported"]}
+            return ep.offloads
     except OSError:
+        return None
+
+
+def udp_offloads() -> dict[str, bool]:
+    """Whether this system offers the UDP segmentation offloads, probed on a loopback socket: Linux UDP GSO
+    (UDP_SEGMENT) and GRO (UDP_GRO); Windows USO (UDP_SEND_MSG_SIZE) and URO (UDP_RECV_MAX_COALESCED_SIZE)."""
+    o = udp_probe()
+    if o is None:
         return {"gso": False, "gro": False}
+    return {"gso": o["gso_supported"], "gro": o["gro_supported"]}

@@ -6,8 +6,12 @@
 #endif
 #include "core/ft_reader.h"
 #include "udp/ft_udp.h"
+#include "udp/ft_udp_runs.h"
 #include "udp/ft_udp_train.h"
 #include "check.h"
+#ifdef _WIN32
+#include "udp/ft_udp_internal.h" /* the Windows paths' switches, to force each fallback */
+#endif
 
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +323,341 @@ static void test_train_splitting(void)
                 }
 }
 
+/* The lengths of the runs ft_udp_run cuts pkts into. */
+static uint32_t runs_of(const ft_pkt *pkts, uint32_t n, const ft_endpoint *dsts, const ft_udp_run_limits *lim,
+                        uint32_t *runs, uint32_t max_runs)
+{
+    uint32_t i = 0, r = 0;
+    while (i < n) {
+        uint64_t total, sum = 0;
+        uint32_t k = ft_udp_run(pkts + i, n - i, dsts ? dsts + i : NULL, lim, &total);
+        CHECK(k >= 1 && k <= n - i);
+        for (uint32_t j = 0; j < k; j++)
+            sum += pkts[i + j].len;
+        if (sum != total)
+            CHECK(0);
+        if (r < max_runs)
+            runs[r++] = k;
+        i += k;
+    }
+    return r;
+}
+
+static void set_lengths(ft_pkt *pkts, const uint32_t *lens, uint32_t n)
+{
+    static const uint8_t bytes[1] = {0};
+    for (uint32_t i = 0; i < n; i++)
+        pkts[i] = (ft_pkt){bytes, lens[i]};
+}
+
+/* The run grouping on synthetic sends (no socket): equal sizes to one destination form a run, a shorter one ends
+ * it (or goes alone where short tails are not allowed), and every limit cuts where it says. */
+static void test_run_grouping(void)
+{
+    ft_pkt pkts[200];
+    uint32_t runs[200];
+    ft_udp_run_limits lim = {.max_segments = 64, .max_segment = 65507, .max_total = 65507, .short_tail = 1};
+    /* [1200 x 3, 700, 1200]: the short one ends the first run */
+    uint32_t a[] = {1200, 1200, 1200, 700, 1200};
+    set_lengths(pkts, a, 5);
+    CHECK(runs_of(pkts, 5, NULL, &lim, runs, 200) == 2 && runs[0] == 4 && runs[1] == 1);
+    /* no short tails (Windows USO): the short one goes alone */
+    lim.short_tail = 0;
+    CHECK(runs_of(pkts, 5, NULL, &lim, runs, 200) == 3 && runs[0] == 3 && runs[1] == 1 && runs[2] == 1);
+    lim.short_tail = 1;
+    /* a larger one starts a new run; an empty datagram is never segmented */
+    uint32_t b[] = {500, 500, 900, 900, 0, 0, 900};
+    set_lengths(pkts, b, 7);
+    CHECK(runs_of(pkts, 7, NULL, &lim, runs, 200) == 5 && runs[0] == 2 && runs[1] == 2 && runs[2] == 1 &&
+          runs[3] == 1 && runs[4] == 1);
+    /* 150 equal datagrams: runs of at most max_segments */
+    for (uint32_t i = 0; i < 150; i++)
+        pkts[i] = (ft_pkt){pkts[0].data, 100};
+    CHECK(runs_of(pkts, 150, NULL, &lim, runs, 200) == 3 && runs[0] == 64 && runs[1] == 64 && runs[2] == 22);
+    /* max_total: 1400-byte datagrams, 65507 bytes hold 46 of them */
+    for (uint32_t i = 0; i < 150; i++)
+        pkts[i].len = 1400;
+    CHECK(runs_of(pkts, 150, NULL, &lim, runs, 200) == 4 && runs[0] == 46 && runs[3] == 150 - 3 * 46);
+    /* segmentation off (max_segments 1), and a segment size above what the socket accepted */
+    lim.max_segments = 1;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 10);
+    lim.max_segments = 64;
+    lim.max_segment = 1399;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 10);
+    lim.max_segment = 1400;
+    CHECK(runs_of(pkts, 10, NULL, &lim, runs, 200) == 1 && runs[0] == 10);
+    /* per-datagram destinations: a run never crosses a change of destination (address, port, family, zone) */
+    ft_endpoint d[6];
+    memset(d, 0, sizeof(d));
+    for (int i = 0; i < 6; i++) {
+        d[i].family = 4;
+        d[i].port = 5000;
+        d[i].addr[0] = 10;
+    }
+    d[2].port = 5001;
+    d[4].family = 6;
+    d[5].family = 6;
+    d[5].scope_id = 3;
+    CHECK(runs_of(pkts, 6, d, &lim, runs, 200) == 5 && runs[0] == 2 && runs[1] == 1 && runs[2] == 1);
+    d[3].port = 5001;
+    CHECK(runs_of(pkts, 6, d, &lim, runs, 200) == 4 && runs[0] == 2 && runs[1] == 2);
+    d[1].addr[3] = 1;
+    CHECK(runs_of(pkts, 2, d, &lim, runs, 200) == 2);
+    /* against a model, every sequence of lengths from {0, 1, 2, 3} up to 7 datagrams, with small limits */
+    for (uint32_t n = 1; n <= 7; n++) {
+        uint32_t combos = 1;
+        for (uint32_t i = 0; i < n; i++)
+            combos *= 4;
+        for (uint32_t c = 0; c < combos; c++) {
+            uint32_t lens[7], x = c;
+            for (uint32_t i = 0; i < n; i++, x /= 4)
+                lens[i] = x % 4;
+            set_lengths(pkts, lens, n);
+            for (int tail = 0; tail <= 1; tail++) {
+                ft_udp_run_limits l = {.max_segments = 3, .max_segment = 2, .max_total = 7, .short_tail = tail};
+                uint64_t total;
+                uint32_t k = ft_udp_run(pkts, n, NULL, &l, &total), expect = 1;
+                uint64_t sum = lens[0];
+                if (lens[0] > 0 && lens[0] <= 2)
+                    while (expect < n && expect < 3 && lens[expect] > 0 && sum + lens[expect] <= 7 &&
+                           (lens[expect] == lens[0] || (tail && lens[expect] < lens[0]))) {
+                        sum += lens[expect++];
+                        if (lens[expect - 1] < lens[0])
+                            break;
+                    }
+                if (k != expect || total != sum)
+                    CHECK(0);
+            }
+        }
+    }
+}
+
+/* The guard against receive offloads that coalesce wrongly, on synthetic units. */
+static void test_malformed_units(void)
+{
+    ft_udp_train t = {.full = 12000, .copied = 12000, .seg = 1200, .max = 1500};
+    CHECK(!ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    t.seg = 0; /* a coalesced unit without a segment size */
+    CHECK(ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    t.seg = FT_UDP_MAX_PAYLOAD4 + 1; /* a segment larger than any datagram */
+    CHECK(ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD4));
+    CHECK(!ft_udp_train_malformed(&t, 1, FT_UDP_MAX_PAYLOAD6));
+    /* no segment size: a datagram as long as one can be is one, a longer "datagram" is several */
+    ft_udp_train single = {.full = FT_UDP_MAX_PAYLOAD4, .copied = FT_UDP_MAX_PAYLOAD4, .seg = 0, .max = 1500};
+    CHECK(!ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD4));
+    single.full = single.copied = FT_UDP_MAX_PAYLOAD4 + 1;
+    CHECK(ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD4));
+    CHECK(!ft_udp_train_malformed(&single, 0, FT_UDP_MAX_PAYLOAD6));
+}
+
+/* A UDP socket of the family on loopback, its address in *ss. */
+static int bound_family_socket(int family, struct sockaddr_storage *ss)
+{
+    int fd = (int)socket(family, SOCK_DGRAM, 0);
+    if (fd < 0)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_addr = in6addr_loopback;
+        len = sizeof(*a);
+    }
+    if (bind(fd, (struct sockaddr *)ss, len) != 0 || getsockname(fd, (struct sockaddr *)ss, &len) != 0) {
+        close_socket(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void endpoint_of(const struct sockaddr_storage *ss, ft_endpoint *ep)
+{
+    memset(ep, 0, sizeof(*ep));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        ep->family = 4;
+        ep->port = ntohs(a->sin_port);
+        memcpy(ep->addr, &a->sin_addr, 4);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        ep->family = 6;
+        ep->port = ntohs(a->sin6_port);
+        memcpy(ep->addr, &a->sin6_addr, 16);
+    }
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+/* Receives `count` datagrams of `size` bytes on d and checks that they carry the indexes `want` in order and
+ * came from `port` over the family. */
+static void expect_datagrams(ft_device *d, const uint32_t *want, uint32_t count, uint32_t size, uint8_t family,
+                             uint16_t port)
+{
+    batch_mem m;
+    batch_alloc(&m, 7, 7 * 2048 + 65535);
+    uint32_t got = 0;
+    int ok = 1;
+    ft_err e;
+    for (int tries = 0; got < count && tries < 100; tries++) {
+        int r = ft_device_recv(d, 0, &m.b, 1000, &e);
+        if (r <= 0)
+            break;
+        for (int i = 0; i < r; i++, got++) {
+            uint32_t idx;
+            memcpy(&idx, m.b.data + m.b.offsets[i], sizeof(idx));
+            if (got >= count || idx != want[got] || m.b.lengths[i] != size || m.addrs[i].family != family ||
+                m.addrs[i].port != port)
+                ok = 0;
+        }
+    }
+    CHECK(got == count);
+    CHECK(ok);
+    batch_free(&m);
+}
+
+/* An unconnected endpoint sending each datagram to its own destination, IPv4 and IPv6: runs to one destination
+ * may be segmented, a change of destination always starts a new message, and each datagram arrives where it was
+ * sent, from the sender's address. */
+static void test_per_datagram_destinations(int family)
+{
+    struct sockaddr_storage ss, s1, s2;
+    int fs = bound_family_socket(family, &ss), f1 = bound_family_socket(family, &s1),
+        f2 = bound_family_socket(family, &s2);
+    CHECK(fs >= 0 && f1 >= 0 && f2 >= 0);
+    if (fs < 0 || f1 < 0 || f2 < 0)
+        return;
+    ft_device *s = open_endpoint(fs, 0, 1), *r1 = open_endpoint(f1, 0, 1), *r2 = open_endpoint(f2, 0, 1);
+    if (!s || !r1 || !r2)
+        return;
+    enum { N = 10, SIZE = 300 };
+    ft_pkt pkts[N];
+    uint8_t *buf = make_datagrams(N, SIZE, pkts);
+    ft_endpoint e1, e2, to[N];
+    endpoint_of(&s1, &e1);
+    endpoint_of(&s2, &e2);
+    static const int second[N] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 1};
+    for (int i = 0; i < N; i++)
+        to[i] = second[i] ? e2 : e1;
+    ft_err e;
+    CHECK(ft_udp_send(s, pkts, N, to, N, FT_FULL_WAIT, 1000, &e) == N);
+    static const uint32_t want1[] = {0, 1, 2, 5, 6, 7, 8}, want2[] = {3, 4, 9};
+    uint8_t fam = family == AF_INET ? 4 : 6;
+    expect_datagrams(r1, want1, 7, SIZE, fam, port_of(&ss));
+    expect_datagrams(r2, want2, 3, SIZE, fam, port_of(&ss));
+    ft_udp_info info;
+    CHECK(ft_udp_get_info(s, &info) == FT_OK);
+    /* segmented: [0-2] [3-4] [5-8] [9]; one datagram per message: 10 */
+    CHECK(info.gso ? info.tx_messages == 4 && info.gso_messages == 3 : info.tx_messages == N);
+    free(buf);
+    ft_device_free(s);
+    ft_device_free(r1);
+    ft_device_free(r2);
+}
+
+#ifdef _WIN32
+static int under_wine(void)
+{
+    HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+    return ntdll && GetProcAddress(ntdll, "wine_get_version") != NULL;
+}
+
+/* n connected datagrams of `size` from a to b, received in order. */
+static void connected_round(ft_device *a, ft_device *b, uint32_t n, uint32_t size, uint16_t from_port)
+{
+    ft_pkt pkts[64];
+    uint32_t want[64];
+    uint8_t *buf = make_datagrams(n, size, pkts);
+    for (uint32_t i = 0; i < n; i++)
+        want[i] = i;
+    ft_err e;
+    CHECK(ft_udp_send(a, pkts, n, NULL, 0, FT_FULL_WAIT, 1000, &e) == (int)n);
+    expect_datagrams(b, want, n, size, 4, from_port);
+    free(buf);
+}
+
+/* The Windows paths as Winsock offers them: the message calls in use, the offloads as probed (exactly what Wine
+ * has: WSARecvMsg and WSASendMsg, no UDP_SEND_MSG_SIZE or UDP_RECV_MAX_COALESCED_SIZE), large socket buffers,
+ * the URO guard switching URO off on a unit that cannot be right, and the recvfrom/sendto fallback. */
+static void test_windows_paths(void)
+{
+    struct sockaddr_in aa, ab;
+    int fa = bound_socket(&aa), fb = bound_socket(&ab);
+    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
+    ft_device *a = open_endpoint(fa, 0, 1), *b = open_endpoint(fb, 0, 1);
+    if (!a || !b)
+        return;
+    ft_udp_info ia, ib;
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ft_udp_get_info(b, &ib) == FT_OK);
+    CHECK(ia.message_calls == 1 && ib.message_calls == 1);
+    CHECK(ia.rcvbuf >= FT_UDP_WIN_DEFAULT_BUF && ia.sndbuf >= FT_UDP_WIN_DEFAULT_BUF);
+    if (under_wine())
+        CHECK(!ia.gso_supported && !ia.gro_supported && !ia.gso && !ia.gro);
+    else
+        CHECK(ia.gso == ia.gso_supported && ia.gro == ia.gro_supported);
+    uint16_t port_a = ntohs(aa.sin_port);
+    connected_round(a, b, 20, 500, port_a);
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ft_udp_get_info(b, &ib) == FT_OK);
+    CHECK(ia.gso ? ia.gso_messages > 0 : ia.tx_calls == 20 && ia.tx_messages == 20);
+    CHECK(ib.gro || ib.rx_calls == 20);
+
+    if (under_wine()) {
+        /* Wine takes a UDP_SEND_MSG_SIZE control message and ignores it: a run leaves as one datagram. This is
+         * why USO is used only where the probe found it. */
+        ft_atomic_store(&U(a)->gso, 1);
+        ft_pkt pkts[3];
+        uint8_t *buf = make_datagrams(3, 100, pkts);
+        ft_err e;
+        CHECK(ft_udp_send(a, pkts, 3, NULL, 0, FT_FULL_WAIT, 1000, &e) == 3);
+        uint32_t zero = 0;
+        expect_datagrams(b, &zero, 1, 300, 4, port_a);
+        CHECK(ft_udp_get_info(a, &ia) == FT_OK && ia.gso_messages == 1 && ia.gso_fallbacks == 0);
+        ft_atomic_store(&U(a)->gso, 0);
+        free(buf);
+
+        /* URO's path with Wine's plain datagrams (no control message: single datagrams), a batch table smaller
+         * than what waits; then a "single" longer than the largest payload (shrunk here to 400 bytes) is a train
+         * without its segment size: dropped, counted, and URO off for good */
+        U(b)->os.unit = malloc(256u << 10);
+        U(b)->os.unit_size = 256u << 10;
+        ft_atomic_store(&U(b)->gro, 1);
+        connected_round(a, b, 20, 300, port_a);
+        CHECK(ft_udp_get_info(b, &ib) == FT_OK && ib.gro && ib.gro_malformed == 0 && ib.gro_messages == 0);
+        U(b)->max_payload = 400;
+        ft_pkt big = {pkts[0].data, 0};
+        uint8_t payload[500] = {0};
+        big.data = payload;
+        big.len = sizeof(payload);
+        CHECK(ft_udp_send(a, &big, 1, NULL, 0, FT_FULL_WAIT, 1000, &e) == 1);
+        connected_round(a, b, 5, 300, port_a); /* arrive after the malformed one, on the plain path */
+        U(b)->max_payload = FT_UDP_MAX_PAYLOAD4;
+        CHECK(ft_udp_get_info(b, &ib) == FT_OK && !ib.gro && ib.gro_malformed == 1);
+        ft_stats s;
+        ft_device_get_stats(b, &s);
+        CHECK(s.rx_packets == 20 + 1 + 20 + 5);
+    }
+
+    /* the per-datagram fallback: recvfrom/sendto */
+    ft_atomic_store(&U(a)->os.sendmsg_on, 0);
+    ft_atomic_store(&U(b)->os.recvmsg_on, 0);
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ia.message_calls == 0);
+    uint64_t calls_before = ia.tx_calls;
+    connected_round(a, b, 20, 700, port_a);
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ia.tx_calls == calls_before + 20);
+    ft_device_free(a);
+    ft_device_free(b);
+}
+#endif
+
 int main(void)
 {
 #ifdef _WIN32
@@ -327,11 +666,18 @@ int main(void)
         return 2;
 #endif
     test_train_splitting();
+    test_run_grouping();
+    test_malformed_units();
     test_runs_both_ways(1, 256);
     test_runs_both_ways(1, 7); /* a coalesced read spread over many receives */
     test_runs_both_ways(0, 64);
     test_unconnected_sources_and_oversize();
     test_reader_and_close_under_it();
     test_not_a_udp_socket();
+    test_per_datagram_destinations(AF_INET);
+    test_per_datagram_destinations(AF_INET6);
+#ifdef _WIN32
+    test_windows_paths();
+#endif
     return check_summary();
 }
