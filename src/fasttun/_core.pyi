@@ -11,6 +11,8 @@ DEFAULT_SPIN_US: int
 DEFAULT_ADAPTIVE_PPS: int
 MAX_SPIN_US: int
 MAX_PIPELINE: int
+UDP_BUF_MIN: int
+UDP_BUF_MAX: int
 TAP_RECEIVED: int
 TAP_SENT: int
 PAIR_DEFAULT_CAPACITY: int
@@ -214,4 +216,4 @@ class UdpDevice(Device):
     def send_to(self, packets: Iterable[Any] | Batch, addr: tuple[Any, ...] | None, policy: int = ...,
                 timeout: float | None = None) -> int: ...
 
-def open_udp(fd: int, max_datagram: int, gso: bool, gro: bool) -> UdpDevice: ...
+def open_udp(fd: int, max_datagram: int, gso: bool, gro: bool, rcvbuf: int = 0, sndbuf: int = 0) -> UdpDevice: ...

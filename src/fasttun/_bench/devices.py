@@ -26,7 +26,7 @@ def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] =
         if offload is None:
             return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
         return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen, offload=True,
-                           offload_mode="super" if offload == "super" else "segments")
+                                offload_mode="super" if offload == "super" else "segments")
 
 
 def pytun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None) -> Any:

@@ -286,7 +286,7 @@ class TunLeg:
         self.send_errors = 0
         with _netns.entered(netns_path(ns)):
             self.tun = fasttun.LinuxTun(TUN_NAME, mtu=1500, queues=TUN_QUEUES, addresses=[TUN_ADDRESS], up=True,
-                                   txqueuelen=TUN_TXQUEUELEN)
+                                        txqueuelen=TUN_TXQUEUELEN)
             self.sockets: list[socket.socket] = []
             try:
                 for s in range(TUN_STREAMS):
