@@ -158,7 +158,9 @@ def test_stop_from_another_thread_loses_nothing_silently(pipeline):
         left += 1
     assert s.packets == after + s.undelivered
     assert after + s.undelivered + left == 2000
-    assert s.undelivered <= max(pipeline - 1, 0) * 8
+    # what was read ahead (pipeline - 1 batches at most), and the batch whose thread was waiting for the GIL
+    # when stop() asked: it is declined, not delivered after stop()
+    assert s.undelivered <= max(pipeline, 1) * 8
     a.close()
     b.close()
 
