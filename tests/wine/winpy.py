@@ -85,14 +85,6 @@ def log(msg: str) -> None:
     print(f"winpy: {msg}", file=sys.stderr, flush=True)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def winpath(path: Path) -> str:
     """A Linux path as Wine sees it (Z: is the root file system)."""
     return "Z:" + str(path).replace("/", "\\")
@@ -146,7 +138,7 @@ def site_packages(version: str = "3.11") -> Path:
     req = HERE / ("requirements-win.txt" if version == "3.11" else f"requirements-win-{version}.txt")
     target = BUILD / ("site" if version == "3.11" else f"site-{version}")
     marker = target / ".requirements-sha256"
-    want = sha256(req)
+    want = windows_python.sha256(req)
     if marker.exists() and marker.read_text() == want:
         return target
     shutil.rmtree(target, ignore_errors=True)
