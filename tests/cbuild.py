@@ -1,5 +1,6 @@
 """What the C test drivers share: the source manifest, the compiler lookup, one build-and-run under sanitizers,
-one cross-build-and-run under Wine, and the "N passed, M failed" line that tests/c/check.h prints."""
+one cross-build-and-run under Wine, one libFuzzer build, and the "N passed, M failed" line tests/c/check.h
+prints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+import pytest
 
 from conftest import IN_CI, require_tool
 
@@ -76,7 +78,6 @@ def build_and_run_wine(sources: Sequence[Path], out: str, libs: Sequence[str] = 
     """Cross-compiles a C test program with mingw-w64 (pedantic C11, warnings are errors), runs it under Wine
     and returns its (passed, failed) counts. Without mingw-w64 or Wine the test skips with the install hint,
     and fails in CI (CI set), which must run the Wine tests."""
-    import pytest
 
     missing = [t for t in (MINGW, "wine", "wineboot") if shutil.which(t) is None]
     if missing:
@@ -95,3 +96,23 @@ def build_and_run_wine(sources: Sequence[Path], out: str, libs: Sequence[str] = 
     passed, failed = passed_line(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     return passed, failed
+
+
+def build_libfuzzer(sources: Sequence[Path], exe: Path, libs: Sequence[str] = ()) -> Path:
+    """A libFuzzer target built with clang under ASan/UBSan; without clang or its fuzzer runtime the test skips
+    with the install hint (fails in CI)."""
+    clang = shutil.which("clang")
+    why = None
+    if clang is None:
+        why = "clang is not installed"
+    else:
+        built = subprocess.run([clang, "-std=c11", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
+                                "-fno-sanitize-recover=all", f"-I{CSRC}", *map(str, sources), "-o", str(exe), *libs],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            why = "clang cannot build a libFuzzer target (install libclang-rt-dev): " + built.stderr[-500:]
+    if why:
+        if IN_CI:
+            pytest.fail(f"CI must run the fuzzer, but {why}")
+        pytest.skip(why)
+    return exe
