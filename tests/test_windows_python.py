@@ -1,6 +1,7 @@
 """fasttun's Python layer on Windows CPython, under Wine: the Windows sub-suite (the pair, aio, packaging, the
 Wintun backend through the Python API against our fake wintun.dll (tests/test_wintun_python.py), ``fasttun info``
-and ``fasttun bench pair``, device events (tests/test_events_windows.py)) run on the release win_amd64 wheels of
+and ``fasttun bench pair``, device events (tests/test_events_windows.py), examples/udp_tunnel.py end to end on
+fake adapters (tests/test_udp_tunnel_windows.py)) run on the release win_amd64 wheels of
 tools/build_wheels.py (tests/wheelhouse.py), each installed by pip into the official embeddable CPython of its
 version, with the wheel's own wintun.dll found without configuration; and once on the extension cross-built for
 CPython 3.11 with mingw-w64's default C runtime (msvcrt.dll), the developer's quick loop (tests/wine/winpy.py).
@@ -90,13 +91,18 @@ def test_the_windows_sub_suite_passes_under_wine(run: str) -> None:
     # JUnit class names are "tests.test_aio" or, for test classes, "tests.test_aio.TestPairOnDefaultLoop".
     modules = {next(p for p in t.split("::")[0].split(".") if p.startswith("test_")) for t in passed}
     assert {"test_pair", "test_aio", "test_packaging", "test_wintun_python", "test_windows",
-            "test_events_windows"} <= modules, modules
+            "test_events_windows", "test_udp_tunnel_windows"} <= modules, modules
     wintun = [t for t in passed if "test_wintun_python" in t]
     for name in ("test_loader_errors_and_planted_dlls_are_never_loaded", "test_the_package_copy_of_the_dll_is_used",
                  "test_fasttun_info_on_windows", "test_fasttun_bench_pair_on_windows",
                  "test_end_of_file_mid_stream_ends_the_reader", "test_reader_gets_everything_in_order",
                  "test_ring_full_wait_sends_once_there_is_room", "test_a_failure_after_the_adapter_is_open_closes_it"):
         assert any(t.split("[")[0].endswith("::" + name) for t in wintun), f"{name} did not pass under Wine"
+    # The Windows tunnel end to end (two processes on fake adapters, joined by UDP); encrypted wherever the
+    # sub-suite has cryptography (tests/wine/requirements-win*.txt: not 3.9).
+    tunnel = {t.split("[")[1].rstrip("]") for t in passed if "test_two_windows_tunnels_carry_every_packet" in t}
+    want = {"plain", "asyncio"} | ({"encrypted"} if version != "3.9" else set())
+    assert want <= tunnel, f"the Windows tunnel end to end passed only for {sorted(tunnel)}"
     assert len(passed) >= 60, f"only {len(passed)} passed"
     if version is not None:  # the installed wheel carries wintun.dll and loads it when nothing else is configured
         assert any(t.endswith("::test_the_wheel_ships_its_dll") for t in passed), "the wheel's DLL was not checked"
