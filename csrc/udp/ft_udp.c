@@ -234,6 +234,14 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
                        max_payload);
 
+    if (p->per_datagram != 0 && p->per_datagram != 1)
+        return ft_fail(e, FT_EINVAL, EINVAL, "per_datagram %d is out of range; allowed: 0 or 1", p->per_datagram);
+#ifndef _WIN32
+    if (p->per_datagram)
+        return ft_fail(e, FT_EUNSUPPORTED, ENOTSUP, "a per-datagram UDP endpoint is Windows' fallback path; Linux "
+                       "always uses recvmmsg/sendmmsg");
+#endif
+
     const uint32_t *bufs[2] = {&p->rcvbuf, &p->sndbuf};
     for (int i = 0; i < 2; i++)
         if (*bufs[i] != 0 && (*bufs[i] < FT_UDP_BUF_MIN || *bufs[i] > FT_UDP_BUF_MAX))

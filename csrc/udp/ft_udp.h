@@ -34,6 +34,9 @@ typedef struct ft_udp_params {
     int gro;               /* 1: let the kernel coalesce received datagrams (UDP_GRO) where it has it */
     uint32_t rcvbuf;       /* SO_RCVBUF/SO_SNDBUF to ask for (FT_UDP_BUF_MIN..FT_UDP_BUF_MAX; Linux tries the */
     uint32_t sndbuf;       /* FORCE variants first); 0: Linux leaves the socket's, Windows asks FT_UDP_WIN_DEFAULT_BUF */
+    int per_datagram;      /* 0 or 1. 1: one datagram per system call, without offload: the path Windows falls back
+                            * to (recvfrom/sendto), chosen at open instead of found, to measure what the message
+                            * calls and USO/URO gain (fasttun bench udp). Linux has no such path: FT_EUNSUPPORTED. */
 } ft_udp_params;
 
 /* What the endpoint uses and what its offload paths did. */

@@ -16,7 +16,8 @@
  * later send. USO is probed per socket (getsockopt) and given up for the socket at the first refusal, since
  * support changes with the driver; the refused run is sent again a datagram per message.
  *
- * Where WSARecvMsg/WSASendMsg are missing or refused, recvfrom/sendto one datagram per call. */
+ * Where WSARecvMsg/WSASendMsg are missing or refused, recvfrom/sendto one datagram per call; an endpoint opened
+ * with per_datagram takes that path from the start, without USO/URO (the offloads are still probed, to report). */
 #ifdef _WIN32
 #include "udp/ft_udp_internal.h"
 #include "udp/ft_udp_runs.h"
@@ -355,19 +356,19 @@ int ft_udp_os_setup(udp_dev *u, ft_sock fd, const ft_udp_params *p, ft_err *e)
     if (WSAIoctl(fd, SIO_GET_EXTENSION_FUNCTION_POINTER, &id, sizeof(id), &fn, sizeof(fn), &bytes, NULL, NULL) == 0 &&
         fn) {
         u->os.recvmsg = fn;
-        ft_atomic_store(&u->os.recvmsg_on, 1);
+        ft_atomic_store(&u->os.recvmsg_on, !p->per_datagram);
     }
-    ft_atomic_store(&u->os.sendmsg_on, 1);
+    ft_atomic_store(&u->os.sendmsg_on, !p->per_datagram);
 
     /* USO: offered where the option can be read. Never set on the socket (see the top of the file). */
     DWORD v = 0;
     socklen_t_ l = (socklen_t_)sizeof(v);
     u->gso_supported = getsockopt(fd, IPPROTO_UDP, UDP_SEND_MSG_SIZE, (char *)&v, &l) == 0;
-    ft_atomic_store(&u->gso, p->gso && u->gso_supported);
+    ft_atomic_store(&u->gso, p->gso && u->gso_supported && !p->per_datagram);
 
     /* URO: asked for on this socket, or (not wanted) switched off, as a socket handed to us may have it on; it
      * needs WSARecvMsg for the segment size. */
-    DWORD want = p->gro && u->os.recvmsg ? URO_REQUEST : 0;
+    DWORD want = p->gro && u->os.recvmsg && !p->per_datagram ? URO_REQUEST : 0;
     u->gro_supported = setsockopt(fd, IPPROTO_UDP, UDP_RECV_MAX_COALESCED_SIZE, (const char *)&want,
                                   sizeof(want)) == 0;
     if (want && u->gro_supported) {

@@ -277,6 +277,7 @@ cdef extern from "udp/ft_udp.h" nogil:
         int gro
         uint32_t rcvbuf
         uint32_t sndbuf
+        int per_datagram
 
     ctypedef struct ft_udp_info:
         int family

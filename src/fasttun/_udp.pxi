@@ -222,9 +222,10 @@ cdef class UdpDevice(Device):
                 PyMem_Free(pkts)
 
 
-def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=0, uint32_t sndbuf=0):
+def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=0, uint32_t sndbuf=0,
+             bint per_datagram=False):
     """A UdpDevice owning the UDP socket fd (on failure the fd stays the caller's); rcvbuf/sndbuf 0: the
-    platform's default (ft_udp_params)."""
+    platform's default; per_datagram: Windows' recvfrom/sendto path from the start (ft_udp_params)."""
     cdef ft_udp_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -236,6 +237,7 @@ def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=
     p.gro = gro
     p.rcvbuf = rcvbuf
     p.sndbuf = sndbuf
+    p.per_datagram = per_datagram
     with nogil:
         r = ft_udp_open(&p, &d, &e)
     if r != FT_OK:

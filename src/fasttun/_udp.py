@@ -116,6 +116,10 @@ class UdpEndpoint(_Endpoint):
     ``on_full`` is what a send does when the socket's buffer is full: "wait" (default; up to ``send_timeout``
     seconds, None: as long as it takes), "drop" (counted) or "raise" (TunFullError)."""
 
+    _per_datagram = False
+    """Internal (``fasttun bench udp``'s baseline, a subclass, sets it): on Windows, the recvfrom/sendto path an
+    endpoint falls back to, taken from the start, without USO/URO; Linux has no such path (TunError)."""
+
     def __init__(
         self,
         bind: tuple[str, int] | None = None,
@@ -173,7 +177,7 @@ class UdpEndpoint(_Endpoint):
             family = own.family
             limit = _core.UDP_MAX_PAYLOAD4 if family == socket.AF_INET else _core.UDP_MAX_PAYLOAD6
             size = limit if max_datagram is None else _ranged_int(max_datagram, "max_datagram", 1, limit)
-            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro, rcvbuf or 0, sndbuf or 0)
+            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro, rcvbuf or 0, sndbuf or 0, self._per_datagram)
         except BaseException:
             own.close()
             raise

@@ -658,6 +658,44 @@ static void test_windows_paths(void)
 }
 #endif
 
+/* per_datagram: 0 or 1; on Windows the recvfrom/sendto path from the start, without USO/URO, one call per datagram;
+ * Linux has no such path and says so. */
+static void test_per_datagram_option(void)
+{
+    struct sockaddr_in aa, ab;
+    int fa = bound_socket(&aa), fb = bound_socket(&ab);
+    ft_device *a = NULL;
+    ft_err e;
+    ft_udp_params p = {.fd = fa, .gso = 1, .gro = 1, .per_datagram = 2};
+    CHECK(ft_udp_open(&p, &a, &e) == FT_EINVAL && a == NULL);
+    p.per_datagram = -1;
+    CHECK(ft_udp_open(&p, &a, &e) == FT_EINVAL && a == NULL);
+    p.per_datagram = 1;
+#ifdef _WIN32
+    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
+    CHECK(ft_udp_open(&p, &a, &e) == FT_OK);
+    p.fd = fb;
+    ft_device *b = NULL;
+    CHECK(ft_udp_open(&p, &b, &e) == FT_OK);
+    if (!a || !b)
+        return;
+    ft_udp_info ia, ib;
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ft_udp_get_info(b, &ib) == FT_OK);
+    CHECK(ia.message_calls == 0 && ib.message_calls == 0 && !ia.gso && !ia.gro && !ib.gso && !ib.gro);
+    CHECK(ia.message_fallbacks == 0); /* chosen, not fallen back to */
+    connected_round(a, b, 20, 700, ntohs(aa.sin_port));
+    CHECK(ft_udp_get_info(a, &ia) == FT_OK && ft_udp_get_info(b, &ib) == FT_OK);
+    CHECK(ia.tx_calls == 20 && ia.tx_messages == 20 && ib.rx_calls == 20 && ib.gro_messages == 0);
+    ft_device_free(a);
+    ft_device_free(b);
+#else
+    CHECK(ft_udp_open(&p, &a, &e) == FT_EUNSUPPORTED && a == NULL);
+    CHECK(strstr(e.msg, "Windows") != NULL);
+    close_socket(fa); /* still ours after a failed open */
+    close_socket(fb);
+#endif
+}
+
 int main(void)
 {
 #ifdef _WIN32
@@ -676,6 +714,7 @@ int main(void)
     test_not_a_udp_socket();
     test_per_datagram_destinations(AF_INET);
     test_per_datagram_destinations(AF_INET6);
+    test_per_datagram_option();
 #ifdef _WIN32
     test_windows_paths();
 #endif
