@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import fasttun
 from conftest import IN_CI
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ["pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel"]
+ALL = ["pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel", "udp"]
 NEEDS_ROOT = {"rx", "rx-live", "tx", "latency", "forward", "tunnel"}
 
 
@@ -82,6 +83,30 @@ def test_pair_needs_no_privileges_and_has_a_baseline(smoke: tuple[subprocess.Com
     assert all(r["status"] == "ok" for r in pair)
     base = [r for r in pair if r["baseline"]]
     assert len(base) == 1 and base[0]["ratio"] == pytest.approx(1.0)
+
+
+def test_udp_needs_no_privileges_and_compares_with_its_baseline(
+        smoke: tuple[subprocess.CompletedProcess[str], dict]) -> None:
+    # On Linux: recvmmsg/sendmmsg with GSO/GRO against the same calls without offload (no per-datagram path here;
+    # the Windows variants are checked under Wine, tests/test_wintun_python.py)
+    _, doc = smoke
+    udp = [r for r in doc["rows"] if r["scenario"] == "udp"]
+    assert [r["status"] for r in udp] == ["ok", "ok"], udp
+    batched, base = udp
+    assert batched["variant"].startswith("batched: sendmmsg") and not batched["baseline"], udp
+    assert base["baseline"] and "no GSO/GRO" in base["variant"] and base["ratio"] == pytest.approx(1.0), udp
+    assert batched["ratio"] > 0 and all(r["note"] == "" for r in udp), udp
+    for r in udp:
+        assert r["extra"]["datagrams_per_send_call"] >= 1 and r["extra"]["datagrams_per_receive_call"] >= 1, r
+        assert 0 <= r["extra"]["loss_pct"] <= 100, r
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's answer")
+def test_udp_refuses_the_per_datagram_path_on_linux() -> None:
+    from fasttun._bench.udp import _PerDatagramEndpoint
+
+    with pytest.raises(fasttun.TunError, match="Windows' fallback path"):
+        _PerDatagramEndpoint(bind=("127.0.0.1", 0))
 
 
 def missing_tool(row: dict) -> bool:

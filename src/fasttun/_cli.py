@@ -40,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=after,
         help="measure fasttun next to its baselines on this machine",
         description="Measures fasttun next to its baselines (a C per-packet loop, python-pytun) in the same run, "
-                    "alternating runs, and prints medians and spread. Scenarios: pair (no privileges), rx, tx, "
-                    "latency, forward, tunnel (root: they create their own network namespaces and TUN devices, and "
-                    "always remove them). soak runs only when named: for --seconds S (default 30; hours by hand) "
+                    "alternating runs, and prints medians and spread. Scenarios: pair and udp (no privileges; udp: "
+                    "UdpEndpoint on loopback, batched against one datagram per call), rx, tx, latency, forward, "
+                    "tunnel (root: they create their own network namespaces and TUN devices, and always remove "
+                    "them). soak runs only when named: for --seconds S (default 30; hours by hand) "
                     "it streams sequence-numbered, checksummed packets through a pair and a TUN device into "
                     "readers, then checks that nothing was corrupt, duplicated or reordered, that every missing "
                     "packet is in a drop counter and that resident memory stayed flat; it prints a verdict and "
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                             "default 30, up to a week)")
     bench.add_argument("--repeat", type=int, default=None, metavar="R", help="runs per variant (default 3; soak: 1)")
     bench.add_argument("--size", type=int, default=64, metavar="BYTES",
-                       help="IP packet size for pair, rx and tx (default 64)")
+                       help="IP packet size for pair, rx and tx, datagram size for udp (default 64)")
     bench.add_argument("--batch", type=int, default=1024, metavar="N",
                        help="reader batch size, and packets per send_batch (default 1024)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")

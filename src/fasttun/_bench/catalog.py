@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fasttun._bench.scenario import Scenario
 
-NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel")
+NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel", "udp")
 """What ``fasttun bench`` runs when no scenario is named."""
 ONLY_WHEN_NAMED = ("soak",)
 """Scenarios that run only when named: they are long and judge correctness rather than measure speed."""
@@ -44,6 +44,9 @@ def make(name: str) -> Scenario:
     if name == "tunnel":
         from fasttun._bench.tunnel import TunnelScenario
         return TunnelScenario()
+    if name == "udp":
+        from fasttun._bench.udp import UdpScenario
+        return UdpScenario()
     if name == "soak":
         from fasttun._bench.soak import SoakScenario
         return SoakScenario()

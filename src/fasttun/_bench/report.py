@@ -29,6 +29,8 @@ _EXTRA_FORMATS = {
     "soak_missing": "missing {:,.0f}",
     "soak_dropped": "counted as dropped {:,.0f}",
     "rss_growth_kib": "RSS {:+,.0f} KiB after warm-up",
+    "datagrams_per_send_call": "{:.1f} datagrams/send call",
+    "datagrams_per_receive_call": "{:.1f} datagrams/receive call",
 }
 
 
@@ -42,6 +44,8 @@ def details(row: Row) -> str:
     parts = [_EXTRA_FORMATS[k].format(v) for k, v in row.extras().items() if k in _EXTRA_FORMATS]
     if row.baseline:
         parts.insert(0, "baseline")
+    if row.note:
+        parts.append(row.note)
     return ", ".join(parts)
 
 

@@ -45,6 +45,8 @@ class Row:
     samples: list[Sample] = dataclasses.field(default_factory=list)
     ratio: Optional[float] = None
     """Median of ``key`` divided by the baseline's median of ``key``."""
+    note: str = ""
+    """What a reader of the numbers must know (the variant's note)."""
 
     def median(self, key: str) -> Optional[float]:
         values = [s.value(key) for s in self.samples if key in ("pps", "gbps") or key in s.extra]
@@ -88,6 +90,7 @@ class Row:
             "baseline": self.baseline,
             "status": self.status,
             "reason": self.reason,
+            "note": self.note,
             "key": self.key,
             "pps": self.pps,
             "gbps": self.gbps,

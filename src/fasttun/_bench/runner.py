@@ -54,7 +54,7 @@ def _run_one(scenario: Scenario, settings: Settings, progress: TextIO, plan: Pla
             plan.setup_failed(index, time.monotonic() - started)
             return [Row(scenario.name, "(setup)", baseline=False, status=FAILED, reason=str(exc), key=scenario.key)]
         plan.setup_took(time.monotonic() - started)
-        rows = [Row(scenario.name, v.name, baseline=v.baseline, key=scenario.key) for v in variants]
+        rows = [Row(scenario.name, v.name, baseline=v.baseline, key=scenario.key, note=v.note) for v in variants]
         for v, row in zip(variants, rows):
             if v.missing:
                 row.status, row.reason = MISSING, v.missing

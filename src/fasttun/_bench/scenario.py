@@ -32,6 +32,8 @@ class Variant:
     baseline: bool = False
     missing: Optional[str] = None
     """Why this variant cannot run here (a baseline that cannot be built, python-pytun not installed)."""
+    note: str = ""
+    """What a reader of its numbers must know (udp under Wine: a smoke test only); shown with the row."""
 
 
 class Scenario(Protocol):
