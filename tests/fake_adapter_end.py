@@ -135,24 +135,34 @@ def say(line: str) -> None:
 def control(driver: Driver) -> None:
     """The test's commands, until stop or the end of stdin."""
     for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "feed" and len(words) == 2:
-            if not driver.session(30.0):
-                say("end error no session")
-                continue
-            say(f"end fed {driver.inject(read_packets(words[1]))}")
-        elif words[0] == "drain" and len(words) == 4:
-            got = driver.drain(int(words[1]), float(words[2]))
-            write_packets(words[3], got, "ab")
-            say(f"end drained {len(got)}")
-        elif words[0] == "stop" and len(words) == 2 and words[1] in ("SIGINT", "SIGTERM"):
-            signal.raise_signal(getattr(signal, words[1]))
-            return
-        else:
-            say(f"end error unknown command {line.strip()!r}")
+        try:
+            if not command(driver, line):
+                return
+        except Exception as exc:  # noqa: BLE001 - the test reads it as a failure of its command
+            say(f"end error {line.strip()!r}: {exc!r}")
     signal.raise_signal(signal.SIGTERM)  # the test went away
+
+
+def command(driver: Driver, line: str) -> bool:
+    """Carries out one command; False after stop."""
+    words = line.split()
+    if not words:
+        return True
+    if words[0] == "feed" and len(words) == 2:
+        if not driver.session(30.0):
+            say("end error no session")
+        else:
+            say(f"end fed {driver.inject(read_packets(words[1]))}")
+    elif words[0] == "drain" and len(words) == 4:
+        got = driver.drain(int(words[1]), float(words[2]))
+        write_packets(words[3], got, "ab")
+        say(f"end drained {len(got)}")
+    elif words[0] == "stop" and len(words) == 2 and words[1] in ("SIGINT", "SIGTERM"):
+        signal.raise_signal(getattr(signal, words[1]))
+        return False
+    else:
+        say(f"end error unknown command {line.strip()!r}")
+    return True
 
 
 def open_adapter(name: str, **options: Any) -> fasttun.Tun:
