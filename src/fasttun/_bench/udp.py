@@ -18,8 +18,6 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Any
-
 import fasttun
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
@@ -136,29 +134,30 @@ class UdpScenario:
                     while counted[0] == 0 and time.monotonic() < first and sender.error is None:
                         time.sleep(0.005)  # the warm-up starts with the first datagram (Wine is slow to start)
                     time.sleep(warmup)
-                    before = (counted[0], counted[1], tx.stats, rx.stats, time.perf_counter())
+                    before = (counted[0], counted[1], tx.stats.tx_packets, time.perf_counter())
                     time.sleep(settings.seconds)
-                    after = (counted[0], counted[1], tx.stats, rx.stats, time.perf_counter())
+                    after = (counted[0], counted[1], tx.stats.tx_packets, time.perf_counter())
                     sender.stop.set()
             if sender.error is not None:
                 raise sender.error
+            # Calls per datagram over the whole run, once the sender and the reader have stopped: the call counters
+            # move per call, the datagram counters per batch, so only at rest do they agree.
+            totals = (tx.stats, rx.stats)
         finally:
             tx.close()
             rx.close()
-        return _sample(before, after)
+        return _sample(before, after, *totals)
 
 
-def _sample(before: tuple[Any, ...], after: tuple[Any, ...]) -> Sample:
-    datagrams, nbytes = after[0] - before[0], after[1] - before[1]
-    seconds = after[4] - before[4]
+def _sample(before: tuple[int, int, int, float], after: tuple[int, int, int, float], tx: fasttun.UdpStats,
+            rx: fasttun.UdpStats) -> Sample:
+    datagrams, nbytes, sent = after[0] - before[0], after[1] - before[1], after[2] - before[2]
+    seconds = after[3] - before[3]
     if datagrams <= 0 or seconds <= 0:
         raise RuntimeError(f"no datagram arrived in {seconds:.3f} s")
-    tx0, rx0, tx1, rx1 = before[2], before[3], after[2], after[3]
-    sent = tx1.tx_packets - tx0.tx_packets
-    send_calls, receive_calls = tx1.tx_calls - tx0.tx_calls, rx1.rx_calls - rx0.rx_calls
     extra = {
         "loss_pct": max(0.0, 100.0 * (sent - datagrams) / sent) if sent > 0 else 0.0,
-        "datagrams_per_send_call": sent / send_calls if send_calls > 0 else 0.0,
-        "datagrams_per_receive_call": (rx1.rx_packets - rx0.rx_packets) / receive_calls if receive_calls > 0 else 0.0,
+        "datagrams_per_send_call": tx.tx_packets / tx.tx_calls if tx.tx_calls > 0 else 0.0,
+        "datagrams_per_receive_call": rx.rx_packets / rx.rx_calls if rx.rx_calls > 0 else 0.0,
     }
     return Sample(pps=datagrams / seconds, gbps=nbytes * 8 / seconds / 1e9, extra=extra)
