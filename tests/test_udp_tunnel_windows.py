@@ -2,7 +2,8 @@
 adapter (our wintun.dll, tests/wintun_fake), joined by UDP on 127.0.0.1. Packets fed into one adapter's receive
 ring (as the OS would route them into it) must come out of the other adapter's send ring intact and in order,
 both ways, plain, encrypted and on the asyncio variant; a packet that is not IP is fed too and must be dropped
-and counted; and each tunnel's ``counters {json}`` line (printed at exit, after SIGINT or SIGTERM raised in the
+and counted; a TCP flow comes out coalesced (the tunnel's default on Windows) into exactly the merges of its
+consecutive segments; and each tunnel's ``counters {json}`` line (printed at exit, after SIGINT or SIGTERM raised in the
 process) and the fake's own counters must account for every packet fed and received.
 
 The fake keeps its rings in the process that loaded it, so each tunnel runs under tests/fake_adapter_end.py,
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from packets import ipv4_udp, ipv6_udp
+from packets import flow, ipv4_udp, ipv6_udp, merge
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -166,6 +167,16 @@ class End:
             self.proc.wait(timeout=30)
 
 
+def start_pair(tmp_path: Path, tag: str, extra: list[str]) -> tuple[End, End]:
+    pa, pb = free_udp_ports(2)
+    name = f"{os.getpid()}-{tag}"
+    a = End(f"ftwa-{name}", ["--tun-addr", "10.99.0.1/24", "--bind", f"127.0.0.1:{pa}", "--peer",
+                             f"127.0.0.1:{pb}", *extra], tmp_path)
+    b = End(f"ftwb-{name}", ["--tun-addr", "10.99.0.2/24", "--bind", f"127.0.0.1:{pb}", "--peer",
+                             f"127.0.0.1:{pa}", *extra], tmp_path)
+    return a, b
+
+
 def require_cryptography() -> None:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -188,12 +199,7 @@ def test_two_windows_tunnels_carry_every_packet_intact_and_in_order(mode: str, t
         extra += ["--key-file", str(key)]
     if mode == "asyncio":
         extra += ["--asyncio"]
-    pa, pb = free_udp_ports(2)
-    tag = f"{os.getpid()}-{mode}"
-    a = End(f"ftwa-{tag}", ["--tun-addr", "10.99.0.1/24", "--bind", f"127.0.0.1:{pa}", "--peer",
-                            f"127.0.0.1:{pb}", *extra], tmp_path)
-    b = End(f"ftwb-{tag}", ["--tun-addr", "10.99.0.2/24", "--bind", f"127.0.0.1:{pb}", "--peer",
-                            f"127.0.0.1:{pa}", *extra], tmp_path)
+    a, b = start_pair(tmp_path, mode, extra)
     try:
         for end in (a, b):
             end.expect("ready", 120)
@@ -248,3 +254,42 @@ def test_two_windows_tunnels_carry_every_packet_intact_and_in_order(mode: str, t
     # what one socket sent, the other received (none lost on the loopback in between)
     assert counters_a["udp"]["tx_packets"] == counters_b["udp"]["rx_packets"]
     assert counters_b["udp"]["tx_packets"] == counters_a["udp"]["rx_packets"]
+
+
+def as_merges(got: list[bytes], segments: list[bytes]) -> list[int]:
+    """How many consecutive segments each packet of got merges (the packet must be exactly their merge: headers,
+    lengths, checksums); AssertionError where one is not."""
+    runs, i = [], 0
+    for n, packet in enumerate(got):
+        k = next((k for k in range(1, len(segments) - i + 1) if merge(segments[i:i + k]) == packet), 0)
+        assert k, f"packet {n} ({len(packet)} bytes) is no merge of segments from {i} on"
+        runs.append(k)
+        i += k
+    assert i == len(segments), f"only {i} of {len(segments)} segments arrived"
+    return runs
+
+
+def test_a_windows_tunnel_writes_a_tcp_flow_coalesced(tmp_path: Path) -> None:
+    """On Windows the tunnel hands its adapter TCP coalesced (coalesce=True, --offload on, the default): what
+    arrives is the flow's segments merged run by run, each merge exact, nothing lost or reordered, and the
+    device counts segments."""
+    if not FAKE_DIR:
+        pytest.skip("needs the fake wintun.dll: run through tests/test_windows_python.py (tests/wine/winpy.py)")
+    segments = flow(False, 7001, 40, 1000)
+    a, b = start_pair(tmp_path, "tcp", ["--mtu", str(MTU)])
+    try:
+        for end in (a, b):
+            end.expect("ready", 120)
+        a.feed_packets(segments)
+        b.drain(len(segments), 3.0)  # fewer packets than segments when merged: the rest of the time is waited out
+        counters_a, _ = a.stop("SIGINT")
+        counters_b, fake_b = b.stop("SIGINT")
+    finally:
+        a.kill()
+        b.kill()
+    got = read_packets(b.drained)
+    runs = as_merges(got, segments)
+    assert fake_b["sent"] == fake_b["read_back"] == len(got), fake_b
+    assert counters_a["udp"]["tx_packets"] == counters_b["udp"]["rx_packets"] == len(segments)
+    assert counters_b["tun"]["tx_packets"] == len(segments) and counters_b["tun"]["tx_dropped_full"] == 0
+    print(f"{len(segments)} segments arrived as {len(got)} packets: runs {runs}")

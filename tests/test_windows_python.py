@@ -104,6 +104,8 @@ def test_the_windows_sub_suite_passes_under_wine(run: str) -> None:
     tunnel = {t.split("[")[1].rstrip("]") for t in passed if "test_two_windows_tunnels_carry_every_packet" in t}
     want = {"plain", "asyncio"} | ({"encrypted"} if version != "3.9" else set())
     assert want <= tunnel, f"the Windows tunnel end to end passed only for {sorted(tunnel)}"
+    assert any(t.endswith("::test_a_windows_tunnel_writes_a_tcp_flow_coalesced") for t in passed), \
+        "the Windows tunnel's coalesced TCP was not checked"
     assert len(passed) >= 60, f"only {len(passed)} passed"
     if version is not None:  # the installed wheel carries wintun.dll and loads it when nothing else is configured
         assert any(t.endswith("::test_the_wheel_ships_its_dll") for t in passed), "the wheel's DLL was not checked"

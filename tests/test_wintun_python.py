@@ -23,10 +23,9 @@ from pathlib import Path
 import pytest
 
 import fasttun
-import ipaddress
 import struct
 
-from packets import checksum, ipv4_udp, minimal_ipv4, seq_of
+from packets import flow, ipv4_udp, merge, minimal_ipv4, seq_of, tcp_segment
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -629,40 +628,7 @@ def test_auto_ring_and_coalesce_arguments_are_checked(driver):
 
 
 # ---- coalesce=True -------------------------------------------------------------------------------------
-# Segments and their merge built here, with the standard library (packets.checksum), not by fasttun.
-
-TCP_ACK, TCP_PSH = 0x10, 0x08
-
-
-def tcp_segment(v6: bool, sport: int, seq: int, payload: bytes, ident: int = 0, flags: int = TCP_ACK) -> bytes:
-    src, dst = ("fd00::1", "fd00::2") if v6 else ("10.9.0.1", "10.9.0.2")
-    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
-    tcp = struct.pack("!HHIIBBHHH", sport, 443, seq & 0xFFFFFFFF, 777, 5 << 4, flags, 5000, 0, 0) + payload
-    pseudo = s + d + (struct.pack("!IxxxB", len(tcp), 6) if v6 else struct.pack("!xBH", 6, len(tcp)))
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    if v6:
-        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + s + d + tcp
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident & 0xFFFF, 0x4000, 64, 6, 0, s, d)
-    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + tcp
-
-
-def merge(segments: list[bytes]) -> bytes:
-    """One segment carrying the payloads of consecutive segments: the first's headers, lengths and checksums
-    recomputed, PSH from the last."""
-    first = segments[0]
-    v6 = first[0] >> 4 == 6
-    ip_hl = 40 if v6 else 20
-    payload = b"".join(seg[ip_hl + 20:] for seg in segments)
-    flags = first[ip_hl + 13] | (segments[-1][ip_hl + 13] & TCP_PSH)
-    sport, seq = struct.unpack("!HxxI", first[ip_hl:ip_hl + 8])
-    ident = 0 if v6 else struct.unpack("!H", first[4:6])[0]
-    return tcp_segment(v6, sport, seq, payload, ident, flags)
-
-
-def flow(v6: bool, sport: int, n: int, size: int, seq0: int = 1000, ident0: int = 100) -> list[bytes]:
-    return [tcp_segment(v6, sport, seq0 + i * size, bytes((i + j) & 0xFF for j in range(size)), ident0 + i,
-                        TCP_ACK | (TCP_PSH if i == n - 1 else 0)) for i in range(n)]
-
+# Segments and their merge built by tests/packets.py, with the standard library, not by fasttun.
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_coalesce_merges_consecutive_segments_of_a_flow(driver, v6):
