@@ -18,6 +18,7 @@ import contextlib
 import sys
 import threading
 import time
+
 import fasttun
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant
