@@ -408,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="Linux: TUN TSO/USO segments and UDP GSO/GRO where the kernel has them; Windows: TCP "
                              "segments coalesced into packets of up to 64 KiB before Wintun (default on)")
+    parser.add_argument("--remote-csum", choices=("on", "off"),
+                        help="Linux, plain tunnel: leave the TCP/UDP checksums the kernel left partial for the far "
+                             "end's kernel to finish (Tun(remote_csum=True): a 4-byte header before such packets), "
+                             "so neither end computes one; both ends must agree (default on for a plain tunnel "
+                             "on Linux, where with --offload off this end only takes such packets; off with "
+                             "--key-file and on Windows)")
     parser.add_argument("--asyncio", nargs="?", const="aio" if WINDOWS else "fd", choices=("fd", "aio"),
                         help="run both directions on one asyncio event loop instead of two reader threads: "
                              "loop.add_reader on both descriptors (fd, the default on Linux), or fasttun.aio.batches "
@@ -439,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--key-file needs the 'cryptography' package (pip install cryptography)")
 
     offload = args.offload == "on"
+    if args.remote_csum == "on" and (key or WINDOWS):
+        parser.error("--remote-csum on is for a plain tunnel between two Linux ends")
+    # Without offload this end never leaves a checksum partial, but still takes packets whose checksum the far end
+    # left partial, so the two ends agree on the format whatever their offload.
+    remote_csum = not (key or WINDOWS) if args.remote_csum is None else args.remote_csum == "on"
     stop = threading.Event()
     if not args.asyncio:   # the asyncio variant gets them from its loop
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -450,13 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         tun_options.update(txqueuelen=10000)
         try:
-            tun = fasttun.Tun(args.name, offload=offload, **tun_options)
+            tun = fasttun.Tun(args.name, offload=offload, remote_csum=remote_csum, **tun_options)
         except (fasttun.TunError, TypeError, ValueError) as exc:
             if not offload:
                 raise
             log.warning("TUN offload unavailable (%s); running without it", exc)
-            tun = fasttun.Tun(args.name, **tun_options)
-    overhead = OVERHEAD if key else 0
+            tun = fasttun.Tun(args.name, remote_csum=remote_csum, **tun_options)
+    overhead = OVERHEAD if key else 4 if remote_csum else 0   # 4: the remote-checksum header
     # On the event loop a send must never wait for room (it would stall the loop): a full socket buffer
     # drops, and counts, what does not fit, as the network itself would.
     endpoint = fasttun.UdpEndpoint(bind=args.bind, peer=args.peer, offload=offload,
@@ -487,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 deliver(tun, packets, counters)
 
     log.info("tunnel %s %s <-> %s:%d (%s, %s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
-             "ChaCha20-Poly1305" if key else "plain", "asyncio" if args.asyncio else "reader threads",
+             "ChaCha20-Poly1305" if key else "plain, remote checksums" if remote_csum else "plain",
+             "asyncio" if args.asyncio else "reader threads",
              ("coalesce" if offload else "off") if WINDOWS else tun.offload_mode or "off",
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))

@@ -22,16 +22,16 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 
-/* Segments mode: one super-packet read from a queue, split into segments that are handed out over as many
- * receives as the callers' batches need. */
+/* Segments mode: one super-packet read from a queue, split into the caller's batch (see recv_segments). */
 #define SEG_ARENA (256u << 10)
 #define SEG_MAX 2048u
 #define TX_BUF (256u << 10)
 
 typedef struct seg_queue {
     uint8_t *raw;        /* FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET bytes: what one read returns */
-    ft_batch seg;        /* its segments */
-    uint32_t next;       /* the first segment not yet delivered */
+    size_t pending;      /* bytes of raw not yet split (0: none) */
+    ft_batch seg;        /* the segments of a super-packet too big for the caller's batch */
+    uint32_t next;       /* the first of them not yet delivered */
 } seg_queue;
 
 typedef struct linux_dev {
@@ -46,10 +46,13 @@ typedef struct linux_dev {
     uint32_t offloads;           /* TUN_F_* the kernel accepted */
     uint32_t coalesce_allow;     /* FT_COALESCE_* matching them */
     seg_queue *segq;             /* [nqueues], segments mode only */
-    ft_mutex *tx_lock;           /* guards the coalescing buffers below */
-    uint8_t *tx_buf;
+    int remote_csum;             /* packets may come and go behind an FT_RCSUM header */
+    ft_mutex *tx_lock;           /* guards the buffers below */
+    uint8_t *tx_buf;             /* offload: coalesced units; remote_csum without offload: one packet */
     ft_pkt tx_units[FT_COALESCE_WINDOW];
     uint32_t tx_segs[FT_COALESCE_WINDOW];
+    ft_pkt tx_in[FT_COALESCE_WINDOW];       /* remote_csum: a window of packets without their headers */
+    uint8_t tx_partial[FT_COALESCE_WINDOW]; /* ... and which of them had one */
     /* txqueuelen "auto": see auto_txqueuelen */
     int auto_txq;
     ft_atomic_int txq_busy;      /* one receiving thread checks at a time */
@@ -386,14 +389,30 @@ static int recv_super(ft_device *d, int q, ft_batch *b, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
-/* Segments mode: read a super-packet, split it in C, hand out its segments as room allows. */
+/* Segments mode: read a super-packet and split it in C straight into the caller's batch. A super-packet whose
+ * segments do not fit in what is left of the batch waits in raw for the next receive; one with more segments
+ * than even an empty batch holds (a small batch size) is split into the queue's own arena instead and handed
+ * out over as many receives as it takes. */
 static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     int fd = L(d)->fds[q];
     seg_queue *sq = &L(d)->segq[q];
     int n = 0;
     while (b->count < b->max) {
-        if (sq->next >= sq->seg.count) {
+        if (sq->next < sq->seg.count) { /* the rest of a super-packet too big for one batch */
+            uint32_t len = sq->seg.lengths[sq->next];
+            if (b->cap - b->used < len)
+                break;
+            memcpy(b->data + b->used, sq->seg.data + sq->seg.offsets[sq->next], len);
+            b->offsets[b->count] = (uint32_t)b->used;
+            b->lengths[b->count] = len;
+            b->count++;
+            b->used += len;
+            sq->next++;
+            n++;
+            continue;
+        }
+        if (sq->pending == 0) {
             ssize_t r = tun_read(fd, sq->raw, FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET);
             if (r < 0) {
                 if (errno == EINTR)
@@ -402,25 +421,24 @@ static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
                     break;
                 return read_error(d, errno, e);
             }
-            sq->seg.count = 0;
-            sq->seg.used = 0;
-            sq->next = 0;
-            ft_err why;
-            if (ft_offload_split(sq->raw, (size_t)r, &sq->seg, &why) <= 0) {
-                ft_atomic_add64(&d->stats.rx_dropped_invalid, 1); /* malformed or hostile: counted, dropped */
-                continue;
-            }
+            sq->pending = (size_t)r;
         }
-        uint32_t len = sq->seg.lengths[sq->next];
-        if (b->cap - b->used < len)
-            break;
-        memcpy(b->data + b->used, sq->seg.data + sq->seg.offsets[sq->next], len);
-        b->offsets[b->count] = (uint32_t)b->used;
-        b->lengths[b->count] = len;
-        b->count++;
-        b->used += len;
-        sq->next++;
-        n++;
+        ft_err why;
+        uint32_t flags = L(d)->remote_csum ? FT_SPLIT_RCSUM : 0;
+        int got = ft_offload_split_ex(sq->raw, sq->pending, flags, b, &why);
+        if (got == FT_EAGAIN)
+            break; /* the batch is full enough: the super-packet stays pending for the next receive */
+        size_t len = sq->pending;
+        sq->pending = 0;
+        if (got > 0) {
+            n += got;
+            continue;
+        }
+        sq->seg.count = 0;
+        sq->seg.used = 0;
+        sq->next = 0;
+        if (ft_offload_split_ex(sq->raw, len, flags, &sq->seg, &why) <= 0)
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1); /* malformed or hostile: counted, dropped */
     }
     return n > 0 ? n : FT_EAGAIN;
 }
@@ -533,8 +551,20 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
         uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
         while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > TX_BUF)
             k /= 2;
-        int units = ft_offload_coalesce(pkts + i, k, l->coalesce_allow, l->tx_buf, TX_BUF, l->tx_units, l->tx_segs,
-                                        FT_COALESCE_WINDOW, e);
+        const ft_pkt *in = pkts + i;
+        const uint8_t *partial = NULL;
+        if (l->remote_csum) { /* packets behind an FT_RCSUM header (lx_check checked it) go in without it */
+            for (uint32_t j = 0; j < k; j++) {
+                int has = in[j].len > FT_RCSUM_HDR_SIZE && in[j].data[0] == FT_RCSUM_MAGIC;
+                l->tx_in[j].data = in[j].data + (has ? FT_RCSUM_HDR_SIZE : 0);
+                l->tx_in[j].len = in[j].len - (has ? FT_RCSUM_HDR_SIZE : 0);
+                l->tx_partial[j] = (uint8_t)has;
+            }
+            in = l->tx_in;
+            partial = l->tx_partial;
+        }
+        int units = ft_offload_coalesce_ex(in, partial, k, l->coalesce_allow, l->tx_buf, TX_BUF, l->tx_units,
+                                           l->tx_segs, FT_COALESCE_WINDOW, e);
         if (units < 0) {
             result = i > 0 ? (int)i : units;
             goto out;
@@ -591,6 +621,25 @@ static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     return (int)i;
 }
 
+/* remote_csum without offload: a packet whose checksum the far end left partial is completed here, in a copy. */
+static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
+{
+    linux_dev *l = L(d);
+    uint16_t start, field;
+    if (!l->remote_csum || p->len <= FT_RCSUM_HDR_SIZE || p->data[0] != FT_RCSUM_MAGIC ||
+        ft_rcsum_decode(p->data, p->len, &start, &field, NULL) != FT_OK)
+        return tun_write(fd, p->data, p->len);
+    size_t len = p->len - FT_RCSUM_HDR_SIZE;
+    ft_mutex_lock(l->tx_lock);
+    memcpy(l->tx_buf, p->data + FT_RCSUM_HDR_SIZE, len);
+    ft_offload_complete_csum(l->tx_buf, len, start, field, NULL);
+    ssize_t r = tun_write(fd, l->tx_buf, len);
+    int err = errno;
+    ft_mutex_unlock(l->tx_lock);
+    errno = err;
+    return r;
+}
+
 static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
     if (L(d)->offload_mode != FT_OFFLOAD_OFF)
@@ -598,7 +647,7 @@ static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     int fd = L(d)->fds[q];
     uint32_t i = 0;
     while (i < n) {
-        ssize_t r = tun_write(fd, pkts[i].data, pkts[i].len);
+        ssize_t r = write_completing(d, fd, &pkts[i]);
         if (r >= 0) {
             i++;
             continue;
@@ -683,6 +732,22 @@ static void lx_forget(ft_device *d)
 }
 
 /* recv reads fds[q] and, for txqueuelen "auto", talks to the kernel through nl_fd and ctl_fd. */
+/* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
+static int lx_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
+{
+    uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
+    if (len == 0 || p[0] != FT_RCSUM_MAGIC)
+        return ft_packet_check(p, len, mtu, e);
+    if (!L(d)->remote_csum)
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "packet starts with a remote-checksum header (byte 0x%02x), which only a device opened with "
+                       "remote_csum=True takes; an IPv4 or IPv6 packet is allowed",
+                       FT_RCSUM_MAGIC);
+    uint16_t start, field;
+    int r = ft_rcsum_decode(p, len, &start, &field, e);
+    return r != FT_OK ? r : ft_packet_check(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, mtu, e);
+}
+
 static int lx_receiver_fds(ft_device *d, int q, ft_handle *out, int max)
 {
     linux_dev *l = L(d);
@@ -698,6 +763,7 @@ static const ft_backend_ops linux_ops = {
     .name = "linux",
     .recv = lx_recv,
     .send = lx_send,
+    .check = lx_check,
     .wait_handles = lx_wait_handles,
     .close = lx_close,
     .forget = lx_forget,
@@ -794,6 +860,10 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER)
         return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
                        p->offload);
+    if (p->remote_csum && p->offload == FT_OFFLOAD_SUPER)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "remote_csum needs offload_mode 'segments' or no offload: super-packets carry their "
+                       "checksum state in their own headers");
     if (check_name(name, e) != FT_OK)
         return e->status;
     int fixed_name = name[0] && !strchr(name, '%');
@@ -857,8 +927,17 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         r = ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
         goto fail;
     }
+    l->remote_csum = p->remote_csum != 0;
     if (p->offload && (r = setup_offload(d, p->offload, e)) != FT_OK)
         goto fail;
+    if (!p->offload && l->remote_csum) { /* room to complete one packet's checksum in */
+        l->tx_lock = ft_mutex_create();
+        l->tx_buf = malloc(FT_MAX_PACKET);
+        if (!l->tx_lock || !l->tx_buf) {
+            r = ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the remote-checksum buffer");
+            goto fail;
+        }
+    }
     r = ft_device_init(d, e);
     if (r != FT_OK)
         goto fail;
@@ -897,6 +976,8 @@ uint32_t ft_linux_offloads(ft_device *d, int *mode)
     ft_device_leave(d);
     return bits;
 }
+
+int ft_linux_remote_csum(ft_device *d) { return is_linux(d) && L(d)->remote_csum; }
 
 int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {

@@ -181,6 +181,60 @@ int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint
     return FT_OK;
 }
 
+/* ---- remote checksum ------------------------------------------------------------------------------ */
+
+int ft_rcsum_layout(const uint8_t *ip, size_t len, uint16_t *csum_start, uint16_t *csum_offset)
+{
+    if (!ip || len < 20)
+        return 0;
+    size_t hl;
+    uint8_t proto;
+    if ((ip[0] >> 4) == 4) {
+        hl = (size_t)(ip[0] & 0x0fu) * 4u;
+        if (hl < 20 || (get16(ip + 6) & 0x3fffu) != 0)
+            return 0;
+        proto = ip[9];
+    } else if ((ip[0] >> 4) == 6 && len >= 40) {
+        hl = 40;
+        proto = ip[6];
+    } else {
+        return 0;
+    }
+    size_t field = proto == IPPROTO_TCP_ ? 16u : proto == IPPROTO_UDP_ ? 6u : 0u;
+    if (field == 0 || hl + field + 2 > len)
+        return 0;
+    *csum_start = (uint16_t)hl;
+    *csum_offset = (uint16_t)field;
+    return 1;
+}
+
+int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t *csum_offset, ft_err *e)
+{
+    if (!p || len < FT_RCSUM_HDR_SIZE || p[0] != FT_RCSUM_MAGIC)
+        return ft_fail(e, FT_EPACKET, EINVAL, "not a remote-checksum header (it starts with byte 0x%02x)",
+                       FT_RCSUM_MAGIC);
+    uint16_t start = 0, field = 0;
+    if (!ft_rcsum_layout(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, &start, &field))
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "a packet behind a remote-checksum header must be TCP or UDP over IPv4 (not a fragment) or "
+                       "over IPv6 without extension headers, with its checksum field inside its %zu bytes",
+                       len - FT_RCSUM_HDR_SIZE);
+    if (p[1] != field || get16(p + 2) != start)
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "remote-checksum header puts the checksum at %u + %u but the packet has it at %u + %u",
+                       get16(p + 2), (unsigned)p[1], (unsigned)start, (unsigned)field);
+    *csum_start = start;
+    *csum_offset = field;
+    return FT_OK;
+}
+
+static void rcsum_encode(uint8_t *o, uint16_t csum_start, uint16_t csum_offset)
+{
+    o[0] = FT_RCSUM_MAGIC;
+    o[1] = (uint8_t)csum_offset;
+    put16(o + 2, csum_start);
+}
+
 /* ---- split ---------------------------------------------------------------------------------------- */
 
 static const char *gso_name(unsigned type)
@@ -217,7 +271,8 @@ static void batch_append(ft_batch *out, size_t len)
     out->used += len;
 }
 
-static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, ft_batch *out, ft_err *e)
+static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, uint32_t flags, ft_batch *out,
+                       ft_err *e)
 {
     int r = ft_packet_check(ip, len, FT_MAX_PACKET, e);
     if (r != FT_OK)
@@ -234,14 +289,20 @@ static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, ft_b
                            "checksum field at csum_start %u + csum_offset %u does not lie within the %zu-byte packet",
                            (unsigned)h->csum_start, (unsigned)h->csum_offset, len);
     }
-    r = batch_room(out, 1, len, e);
+    uint16_t start = 0, field = 0;
+    int keep = (flags & FT_SPLIT_RCSUM) && (h->flags & FT_VNET_F_NEEDS_CSUM) &&
+               ft_rcsum_layout(ip, len, &start, &field) && start == h->csum_start && field == h->csum_offset;
+    size_t extra = keep ? FT_RCSUM_HDR_SIZE : 0;
+    r = batch_room(out, 1, len + extra, e);
     if (r != FT_OK)
         return r;
     uint8_t *o = out->data + out->used;
-    memcpy(o, ip, len);
-    if (h->flags & FT_VNET_F_NEEDS_CSUM)
+    if (keep)
+        rcsum_encode(o, start, field);
+    memcpy(o + extra, ip, len);
+    if ((h->flags & FT_VNET_F_NEEDS_CSUM) && !keep)
         ft_offload_complete_csum(o, len, h->csum_start, h->csum_offset, NULL);
-    batch_append(out, len);
+    batch_append(out, len + extra);
     return 1;
 }
 
@@ -314,8 +375,8 @@ static int parse_super(unsigned type, const uint8_t *ip, size_t len, gso_view *g
     return FT_OK;
 }
 
-static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, size_t len, ft_batch *out,
-                       ft_err *e)
+static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, size_t len, uint32_t flags,
+                       ft_batch *out, ft_err *e)
 {
     gso_view g;
     memset(&g, 0, sizeof(g));
@@ -337,7 +398,9 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
         return ft_fail(e, FT_EPACKET, EINVAL, "%s super-packet carries no payload", gso_name(type));
     size_t mss = h->gso_size;
     size_t nseg = (payload + mss - 1) / mss;
-    r = batch_room(out, nseg, (uint64_t)nseg * hl + payload, e);
+    int keep = (flags & FT_SPLIT_RCSUM) != 0; /* the segments' checksums stay partial behind an FT_RCSUM header */
+    size_t extra = keep ? FT_RCSUM_HDR_SIZE : 0;
+    r = batch_room(out, nseg, (uint64_t)nseg * (hl + extra) + payload, e);
     if (r != FT_OK)
         return r;
 
@@ -350,8 +413,10 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
     for (size_t i = 0, off = 0; i < nseg; i++, off += mss) {
         size_t chunk = payload - off < mss ? payload - off : mss;
         size_t seglen = hl + chunk;
-        uint8_t *o = out->data + out->used;
+        uint8_t *o = out->data + out->used + extra;
         uint8_t *th = o + g.ip_hl;
+        if (keep)
+            rcsum_encode(o - extra, (uint16_t)g.ip_hl, (uint16_t)field);
         memcpy(o, ip, hl);
         memcpy(o + hl, ip + hl + off, chunk);
         if (g.v6) {
@@ -373,16 +438,26 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
             put16(th + 4, (uint32_t)(8 + chunk));
         }
         size_t l4len = seglen - g.ip_hl;
-        uint16_t c = csum_skipping_field(th, l4len, field, ft_csum_pseudo(o, g.proto, (uint32_t)l4len));
-        if (!tcp && c == 0)
-            c = 0xffffu; /* zero means "no checksum" in UDP */
-        put16(th + field, c);
-        batch_append(out, seglen);
+        uint16_t pseudo = ft_csum_pseudo(o, g.proto, (uint32_t)l4len);
+        if (keep) {
+            put16(th + field, pseudo); /* partial, as the kernel would hand it over: the far end completes it */
+        } else {
+            uint16_t c = csum_skipping_field(th, l4len, field, pseudo);
+            if (!tcp && c == 0)
+                c = 0xffffu; /* zero means "no checksum" in UDP */
+            put16(th + field, c);
+        }
+        batch_append(out, seglen + extra);
     }
     return (int)nseg;
 }
 
 int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
+{
+    return ft_offload_split_ex(pkt, len, 0, out, e);
+}
+
+int ft_offload_split_ex(const uint8_t *pkt, size_t len, uint32_t flags, ft_batch *out, ft_err *e)
 {
     if (!pkt || !out || !out->data || !out->offsets || !out->lengths)
         return ft_fail(e, FT_EINVAL, EINVAL, "split needs a packet and a batch with its buffers");
@@ -403,11 +478,11 @@ int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
                        (unsigned)h.gso_type);
     switch (type) {
     case FT_VNET_GSO_NONE:
-        return split_plain(&h, ip, iplen, out, e);
+        return split_plain(&h, ip, iplen, flags, out, e);
     case FT_VNET_GSO_TCPV4:
     case FT_VNET_GSO_TCPV6:
     case FT_VNET_GSO_UDP_L4:
-        return split_super(&h, type, ip, iplen, out, e);
+        return split_super(&h, type, ip, iplen, flags, out, e);
     case FT_VNET_GSO_UDP:
         return ft_fail(e, FT_EPACKET, EINVAL, "gso_type UDP (UFO, IP fragmentation) is not supported");
     default:
@@ -428,6 +503,7 @@ typedef struct pkt_info {
     uint8_t flow;      /* FLOW_PORTS: addresses+protocol+ports known; FLOW_ADDRS: only addresses (a
                           fragment, IPv6 extension headers): it must not be overtaken by its flow's packets */
     uint8_t v6;
+    uint8_t partial;   /* its transport checksum is partial (it came behind an FT_RCSUM header) */
     uint16_t ip_hl, hl;/* IP header bytes; IP + transport header bytes */
     uint32_t payload;
     uint32_t hash;
@@ -472,9 +548,10 @@ static int checksums_ok(const uint8_t *p, const pkt_info *pi, uint8_t proto)
     return get16(l4 + field) == want; /* also refuses IPv4 UDP without a checksum (0) */
 }
 
-static void classify(const uint8_t *p, size_t len, uint32_t allow, pkt_info *pi)
+static void classify(const uint8_t *p, size_t len, uint32_t allow, int partial, pkt_info *pi)
 {
     memset(pi, 0, sizeof(*pi));
+    pi->partial = (uint8_t)(partial != 0);
     if (!p || len < 20)
         return;
     unsigned version = p[0] >> 4;
@@ -530,8 +607,12 @@ static void classify(const uint8_t *p, size_t len, uint32_t allow, pkt_info *pi)
         pi->hl = (uint16_t)(ip_hl + 8);
     }
     pi->payload = (uint32_t)(len - pi->hl);
-    if (!(allow & FT_COALESCE_TRUST_CSUM) && !checksums_ok(p, pi, proto))
+    if (pi->partial) {
+        if (!pi->v6 && get16(p + 10) != ipv4_header_csum(p))
+            return; /* the transport checksum is the far end's to finish, the IPv4 header's is not */
+    } else if (!(allow & FT_COALESCE_TRUST_CSUM) && !checksums_ok(p, pi, proto)) {
         return;
+    }
     pi->kind = proto == IPPROTO_TCP_ ? KIND_TCP : KIND_UDP;
 }
 
@@ -649,6 +730,15 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
     const ft_pkt *first = &w->pkts[u->first];
     if (u->kind == KIND_PASS || u->count == 1) {
         memset(o, 0, FT_VNET_HDR_SIZE);
+        uint16_t start, field;
+        if (w->info[u->first].partial && ft_rcsum_layout(first->data, first->len, &start, &field)) {
+            ft_vnet_hdr h;
+            memset(&h, 0, sizeof(h));
+            h.flags = FT_VNET_F_NEEDS_CSUM; /* the kernel completes what the far end left partial */
+            h.csum_start = start;
+            h.csum_offset = field;
+            ft_vnet_hdr_encode(&h, o);
+        }
         if (first->len)
             memcpy(o + FT_VNET_HDR_SIZE, first->data, first->len);
         return FT_VNET_HDR_SIZE + first->len;
@@ -707,6 +797,12 @@ size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
 int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
                         ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
 {
+    return ft_offload_coalesce_ex(in, NULL, n, allow, out_buf, out_cap, out, out_segs, out_max, e);
+}
+
+int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *out_buf,
+                           size_t out_cap, ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
+{
     if (n == 0)
         return 0;
     if (!in || !out_buf || !out)
@@ -732,7 +828,7 @@ int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *o
         uint32_t k = n - base < FT_COALESCE_WINDOW ? n - base : FT_COALESCE_WINDOW;
         w.pkts = in + base;
         for (uint32_t i = 0; i < k; i++)
-            classify(w.pkts[i].data, w.pkts[i].len, allow, &w.info[i]);
+            classify(w.pkts[i].data, w.pkts[i].len, allow, partial && partial[base + i], &w.info[i]);
         group_window(&w, k);
         for (uint32_t u = 0; u < w.nunits; u++) {
             size_t len = write_unit(&w, &w.units[u], out_buf + used);

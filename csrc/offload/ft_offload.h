@@ -53,7 +53,30 @@ uint16_t ft_csum_pseudo(const uint8_t *ip, uint8_t proto, uint32_t l4_len);
  * csum_start + csum_offset. FT_OK, or FT_EPACKET if the field does not lie within the len bytes. */
 int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint32_t csum_offset, ft_err *e);
 
+/* ---- remote checksum: a partial checksum carried to the far end of a tunnel ------------------------- */
+/* Between two fasttun devices (a tunnel, a forwarder) a TCP or UDP checksum nobody has computed yet need not be
+ * computed in user space at all: the sending end leaves it partial, as the kernel handed it over (the field holds
+ * the pseudo-header sum, NEEDS_CSUM), and puts these 4 bytes in front of the packet; the receiving end writes it
+ * to its device with NEEDS_CSUM, and the kernel completes the checksum or, for local delivery, skips it. The
+ * same idea as remote checksum offload in VXLAN and GUE.
+ *   byte 0     FT_RCSUM_MAGIC: a version nibble of 1, which no IP packet has, so a receiver tells the two apart
+ *   byte 1     csum_offset: 16 (TCP) or 6 (UDP)
+ *   bytes 2-3  csum_start, big-endian: where the transport header starts (20..60 for IPv4, 40 for IPv6)
+ * Only for IPv4 packets that are not fragments and IPv6 packets with TCP or UDP right after the fixed header. */
+#define FT_RCSUM_HDR_SIZE 4
+#define FT_RCSUM_MAGIC 0x1fu
+
+/* Where the transport checksum of the packet at ip starts and lies, if the packet may travel with a partial
+ * checksum; 0 if it may not (not TCP/UDP, a fragment, extension headers, too short). */
+int ft_rcsum_layout(const uint8_t *ip, size_t len, uint16_t *csum_start, uint16_t *csum_offset);
+
+/* Checks the 4 bytes at p (a packet of len bytes that starts with FT_RCSUM_MAGIC) against the IP packet behind
+ * them: FT_OK with its start and offset, or FT_EPACKET saying what is wrong. */
+int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t *csum_offset, ft_err *e);
+
 /* ---- split: what a read from the fd gave us -> ordinary IP packets --------------------------------- */
+#define FT_SPLIT_RCSUM 0x1u   /* leave TCP/UDP checksums partial behind an FT_RCSUM header (see above) */
+
 /* pkt/len: a virtio-net header followed by one IP packet, exactly as read from the fd. Appends the
  * resulting ordinary IP packets to out the way a backend recv does (from out->used/out->count on, within
  * out->cap bytes and out->max packets; offsets, lengths, count and used updated):
@@ -72,6 +95,11 @@ int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint
  *               which): nothing was appended; drop the packet;
  *   FT_EINVAL   a NULL argument or an inconsistent batch. */
 int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e);
+
+/* ft_offload_split with flags: FT_SPLIT_RCSUM leaves the checksums the kernel left partial as they are and puts
+ * an FT_RCSUM header before each such packet (whose length then includes the header); a checksum that cannot
+ * travel partial is completed as without the flag. */
+int ft_offload_split_ex(const uint8_t *pkt, size_t len, uint32_t flags, ft_batch *out, ft_err *e);
 
 /* ---- coalesce: ordinary IP packets -> what to write to the fd -------------------------------------- */
 #define FT_COALESCE_TCP 0x1u          /* merge TCP segments (the device has TUN_F_TSO4/TSO6) */
@@ -100,5 +128,12 @@ size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n);
  * FT_EINVAL (bad arguments, buffers too small; nothing written). Never fails because of packet contents. */
 int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
                         ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
+
+/* ft_offload_coalesce where partial[i] != 0 says that packet i's transport checksum is partial (it came behind an
+ * FT_RCSUM header, already checked with ft_rcsum_decode and removed): such a packet's transport checksum is not
+ * verified (only its IPv4 header checksum is), and when it goes out alone its header carries NEEDS_CSUM so that
+ * the kernel completes it. partial may be NULL (none is). */
+int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *out_buf,
+                           size_t out_cap, ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
 
 #endif

@@ -207,6 +207,7 @@ cdef extern from "linux/ft_linux.h" nogil:
         uint32_t mtu
         const char *dev_path
         int offload
+        int remote_csum
 
     enum:
         FT_OFFLOAD_OFF
@@ -219,6 +220,7 @@ cdef extern from "linux/ft_linux.h" nogil:
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     uint32_t ft_linux_offloads(ft_device *d, int *mode)
     int ft_linux_txqueuelen_grows(ft_device *d)
+    int ft_linux_remote_csum(ft_device *d)
 
 
 cdef extern from "wintun/ft_wintun.h" nogil:
