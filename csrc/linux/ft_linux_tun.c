@@ -25,7 +25,6 @@
 /* Segments mode: one super-packet read from a queue, split into the caller's batch (see recv_segments). */
 #define SEG_ARENA (256u << 10)
 #define SEG_MAX 2048u
-#define TX_BUF (256u << 10)
 
 typedef struct seg_queue {
     uint8_t *raw;        /* FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET bytes: what one read returns */
@@ -48,9 +47,12 @@ typedef struct linux_dev {
     seg_queue *segq;             /* [nqueues], segments mode only */
     int remote_csum;             /* packets may come and go behind an FT_RCSUM header */
     ft_mutex *tx_lock;           /* guards the buffers below */
-    uint8_t *tx_buf;             /* offload: coalesced units; remote_csum without offload: one packet */
-    ft_pkt tx_units[FT_COALESCE_WINDOW];
-    uint32_t tx_segs[FT_COALESCE_WINDOW];
+    uint8_t *tx_buf;             /* remote_csum without offload: one packet to complete the checksum of */
+    /* offload: one window of packets coalesced into units written with writev, payloads where they are */
+    uint8_t tx_hdr[FT_COALESCE_WINDOW * FT_COALESCE_HDR_MAX];
+    ft_pkt tx_pieces[2 * FT_COALESCE_WINDOW];
+    struct iovec tx_iov[2 * FT_COALESCE_WINDOW];
+    ft_coalesce_unit tx_units[FT_COALESCE_WINDOW];
     ft_pkt tx_in[FT_COALESCE_WINDOW];       /* remote_csum: a window of packets without their headers */
     uint8_t tx_partial[FT_COALESCE_WINDOW]; /* ... and which of them had one */
     /* txqueuelen "auto": see auto_txqueuelen */
@@ -549,8 +551,6 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
     ft_mutex_lock(l->tx_lock);
     while (i < n) {
         uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
-        while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > TX_BUF)
-            k /= 2;
         const ft_pkt *in = pkts + i;
         const uint8_t *partial = NULL;
         if (l->remote_csum) { /* packets behind an FT_RCSUM header (lx_check checked it) go in without it */
@@ -563,29 +563,35 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
             in = l->tx_in;
             partial = l->tx_partial;
         }
-        int units = ft_offload_coalesce_ex(in, partial, k, l->coalesce_allow, l->tx_buf, TX_BUF, l->tx_units,
-                                           l->tx_segs, FT_COALESCE_WINDOW, e);
+        int units = ft_offload_coalesce_iov(in, partial, k, l->coalesce_allow, l->tx_hdr, sizeof(l->tx_hdr),
+                                            l->tx_pieces, 2 * FT_COALESCE_WINDOW, l->tx_units, FT_COALESCE_WINDOW, e);
         if (units < 0) {
             result = i > 0 ? (int)i : units;
             goto out;
         }
+        uint32_t pieces = units > 0 ? l->tx_units[units - 1].iov_first + l->tx_units[units - 1].iov_count : 0;
+        for (uint32_t p = 0; p < pieces; p++) {
+            l->tx_iov[p].iov_base = (void *)l->tx_pieces[p].data;
+            l->tx_iov[p].iov_len = l->tx_pieces[p].len;
+        }
         for (int u = 0; u < units; u++) {
+            const ft_coalesce_unit *cu = &l->tx_units[u];
             ssize_t r;
             do
-                r = tun_write(fd, l->tx_units[u].data, l->tx_units[u].len);
+                r = tun_writev(fd, l->tx_iov + cu->iov_first, (int)cu->iov_count);
             while (r < 0 && errno == EINTR);
             if (r >= 0)
                 continue;
             if (errno == EAGAIN || errno == ENOBUFS) {
-                ft_atomic_add64(&d->stats.tx_dropped_full, l->tx_segs[u]);
+                ft_atomic_add64(&d->stats.tx_dropped_full, cu->segs);
                 continue;
             }
             if (i == 0 && u == 0 && !refused_packet(errno)) {
                 result = write_error(d, fd, errno, e);
                 goto out;
             }
-            ft_atomic_add64(&d->stats.tx_errors, l->tx_segs[u]); /* counted here: the loop above cannot skip a
-                                                                    part of a coalesced unit */
+            ft_atomic_add64(&d->stats.tx_errors, cu->segs); /* counted here: the loop above cannot skip a part of
+                                                               a coalesced unit */
         }
         i += k;
     }
@@ -805,8 +811,7 @@ static int setup_offload(ft_device *d, int mode, ft_err *e)
     l->coalesce_allow = ((l->offloads & (FT_TUN_F_TSO4 | FT_TUN_F_TSO6)) ? FT_COALESCE_TCP : 0) |
                         ((l->offloads & (FT_TUN_F_USO4 | FT_TUN_F_USO6)) ? FT_COALESCE_UDP : 0);
     l->tx_lock = ft_mutex_create();
-    l->tx_buf = malloc(TX_BUF);
-    if (!l->tx_lock || !l->tx_buf)
+    if (!l->tx_lock)
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the offload buffers");
     if (mode == FT_OFFLOAD_SUPER) {
         d->max_packet = FT_MAX_SUPER_PACKET;

@@ -724,12 +724,16 @@ static void group_window(window *w, uint32_t n)
     }
 }
 
-/* Writes unit u at o; returns its length (header included). */
-static size_t write_unit(const window *w, const unit *u, uint8_t *o)
+/* Describes unit u without copying a payload byte: its header bytes go to hdr (the virtio-net header, and for a
+ * merged unit the merged IP and transport headers: at most FT_COALESCE_HDR_MAX), its pieces to iov, the header
+ * first, then the packet itself or, merged, each member's payload. Returns the number of pieces. */
+static uint32_t unit_pieces(const window *w, const unit *u, uint8_t *hdr, ft_pkt *iov)
 {
     const ft_pkt *first = &w->pkts[u->first];
+    iov[0].data = hdr;
+    iov[0].len = FT_VNET_HDR_SIZE;
     if (u->kind == KIND_PASS || u->count == 1) {
-        memset(o, 0, FT_VNET_HDR_SIZE);
+        memset(hdr, 0, FT_VNET_HDR_SIZE);
         uint16_t start, field;
         if (w->info[u->first].partial && ft_rcsum_layout(first->data, first->len, &start, &field)) {
             ft_vnet_hdr h;
@@ -737,11 +741,12 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
             h.flags = FT_VNET_F_NEEDS_CSUM; /* the kernel completes what the far end left partial */
             h.csum_start = start;
             h.csum_offset = field;
-            ft_vnet_hdr_encode(&h, o);
+            ft_vnet_hdr_encode(&h, hdr);
         }
-        if (first->len)
-            memcpy(o + FT_VNET_HDR_SIZE, first->data, first->len);
-        return FT_VNET_HDR_SIZE + first->len;
+        if (first->len == 0)
+            return 1;
+        iov[1] = *first;
+        return 2;
     }
     const pkt_info *fi = &w->info[u->first];
     int tcp = u->kind == KIND_TCP;
@@ -752,13 +757,17 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
     h.gso_size = u->gso_size;
     h.csum_start = fi->ip_hl;
     h.csum_offset = tcp ? 16 : 6;
-    ft_vnet_hdr_encode(&h, o);
+    ft_vnet_hdr_encode(&h, hdr);
 
-    uint8_t *ip = o + FT_VNET_HDR_SIZE;
+    uint8_t *ip = hdr + FT_VNET_HDR_SIZE;
     memcpy(ip, first->data, fi->hl);
+    iov[0].len += fi->hl;
     size_t pos = fi->hl;
+    uint32_t k = 1;
     for (uint16_t m = u->first;; m = w->next[m]) {
-        memcpy(ip + pos, w->pkts[m].data + fi->hl, w->info[m].payload);
+        iov[k].data = w->pkts[m].data + fi->hl;
+        iov[k].len = w->info[m].payload;
+        k++;
         pos += w->info[m].payload;
         if (m == u->last)
             break;
@@ -779,7 +788,21 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
         put16(l4 + 4, l4len);
         put16(l4 + 6, ft_csum_pseudo(ip, proto, l4len));
     }
-    return FT_VNET_HDR_SIZE + pos;
+    return k;
+}
+
+/* Writes unit u at o, contiguous; returns its length (header included). */
+static size_t write_unit(const window *w, const unit *u, uint8_t *o)
+{
+    uint8_t hdr[FT_COALESCE_HDR_MAX];
+    ft_pkt iov[FT_COALESCE_WINDOW + 1];
+    uint32_t k = unit_pieces(w, u, hdr, iov);
+    size_t pos = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        memcpy(o + pos, iov[j].data, iov[j].len);
+        pos += iov[j].len;
+    }
+    return pos;
 }
 
 size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
@@ -794,6 +817,99 @@ size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
     return need;
 }
 
+/* Groups the packets window by window and hands each unit to sink, in order. */
+static void each_unit(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow,
+                      void (*sink)(void *ctx, const window *w, const unit *u), void *ctx)
+{
+    window w;
+    for (uint32_t base = 0; base < n; base += FT_COALESCE_WINDOW) {
+        uint32_t k = n - base < FT_COALESCE_WINDOW ? n - base : FT_COALESCE_WINDOW;
+        w.pkts = in + base;
+        for (uint32_t i = 0; i < k; i++)
+            classify(w.pkts[i].data, w.pkts[i].len, allow, partial && partial[base + i], &w.info[i]);
+        group_window(&w, k);
+        for (uint32_t u = 0; u < w.nunits; u++)
+            sink(ctx, &w, &w.units[u]);
+    }
+}
+
+typedef struct buf_sink { /* units copied back to back into one buffer */
+    uint8_t *buf;
+    size_t used;
+    ft_pkt *out;
+    uint32_t *segs;
+    uint32_t nout;
+} buf_sink;
+
+static void add_unit(void *ctx, const window *w, const unit *u)
+{
+    buf_sink *s = ctx;
+    size_t len = write_unit(w, u, s->buf + s->used);
+    s->out[s->nout].data = s->buf + s->used;
+    s->out[s->nout].len = len;
+    if (s->segs)
+        s->segs[s->nout] = u->count;
+    s->nout++;
+    s->used += len;
+}
+
+typedef struct iov_sink { /* units as pieces: headers built in hdr, payloads where they are */
+    uint8_t *hdr;
+    size_t hdr_used;
+    ft_pkt *iov;
+    uint32_t pieces;
+    ft_coalesce_unit *units;
+    uint32_t nout;
+} iov_sink;
+
+static void add_pieces(void *ctx, const window *w, const unit *u)
+{
+    iov_sink *s = ctx;
+    uint32_t got = unit_pieces(w, u, s->hdr + s->hdr_used, s->iov + s->pieces);
+    ft_coalesce_unit *cu = &s->units[s->nout++];
+    cu->iov_first = s->pieces;
+    cu->iov_count = got;
+    cu->segs = u->count;
+    cu->len = 0;
+    for (uint32_t j = 0; j < got; j++)
+        cu->len += s->iov[s->pieces + j].len;
+    s->hdr_used += s->iov[s->pieces].len;
+    s->pieces += got;
+}
+
+static int check_coalesce_input(const ft_pkt *in, uint32_t n, int have_outputs, uint32_t units_max, ft_err *e)
+{
+    if (!in || !have_outputs)
+        return ft_fail(e, FT_EINVAL, EINVAL, "coalesce needs packets, an output buffer and an output table");
+    if (n > INT32_MAX)
+        return ft_fail(e, FT_EINVAL, EINVAL, "%u packets is too many for one call", n);
+    for (uint32_t i = 0; i < n; i++)
+        if (!in[i].data && in[i].len)
+            return ft_fail(e, FT_EINVAL, EINVAL, "packet %u has no data but a length of %zu", i, in[i].len);
+    if (units_max < n)
+        return ft_fail(e, FT_EINVAL, EINVAL, "the output table holds %u units; %u packets need up to %u", units_max,
+                       n, n);
+    return FT_OK;
+}
+
+int ft_offload_coalesce_iov(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *hdr_buf,
+                            size_t hdr_cap, ft_pkt *iov, uint32_t iov_cap, ft_coalesce_unit *units,
+                            uint32_t units_max, ft_err *e)
+{
+    if (n == 0)
+        return 0;
+    int r = check_coalesce_input(in, n, hdr_buf != NULL && iov != NULL && units != NULL, units_max, e);
+    if (r != FT_OK)
+        return r;
+    if (hdr_cap / FT_COALESCE_HDR_MAX < n || iov_cap / 2 < n)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "%u packets need up to %llu header bytes and %llu pieces; got room for %zu and %u", n,
+                       (unsigned long long)n * FT_COALESCE_HDR_MAX, 2ull * n, hdr_cap, iov_cap);
+    iov_sink sink = {hdr_buf, 0, iov, 0, units, 0};
+    each_unit(in, partial, n, allow, add_pieces, &sink);
+    return (int)sink.nout;
+}
+
 int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
                         ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
 {
@@ -805,40 +921,16 @@ int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n,
 {
     if (n == 0)
         return 0;
-    if (!in || !out_buf || !out)
-        return ft_fail(e, FT_EINVAL, EINVAL, "coalesce needs packets, an output buffer and an output table");
-    if (n > INT32_MAX)
-        return ft_fail(e, FT_EINVAL, EINVAL, "%u packets is too many for one call", n);
-    for (uint32_t i = 0; i < n; i++)
-        if (!in[i].data && in[i].len)
-            return ft_fail(e, FT_EINVAL, EINVAL, "packet %u has no data but a length of %zu", i, in[i].len);
-    if (out_max < n)
-        return ft_fail(e, FT_EINVAL, EINVAL, "the output table holds %u units; %u packets need up to %u", out_max,
-                       n, n);
+    int r = check_coalesce_input(in, n, out_buf != NULL && out != NULL, out_max, e);
+    if (r != FT_OK)
+        return r;
     size_t need = ft_offload_coalesce_bound(in, n);
     if (out_cap < need)
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "the output buffer has %zu bytes; %u packets need up to %zu (their bytes plus %d each)",
                        out_cap, n, need, FT_VNET_HDR_SIZE);
 
-    window w;
-    size_t used = 0;
-    uint32_t nout = 0;
-    for (uint32_t base = 0; base < n; base += FT_COALESCE_WINDOW) {
-        uint32_t k = n - base < FT_COALESCE_WINDOW ? n - base : FT_COALESCE_WINDOW;
-        w.pkts = in + base;
-        for (uint32_t i = 0; i < k; i++)
-            classify(w.pkts[i].data, w.pkts[i].len, allow, partial && partial[base + i], &w.info[i]);
-        group_window(&w, k);
-        for (uint32_t u = 0; u < w.nunits; u++) {
-            size_t len = write_unit(&w, &w.units[u], out_buf + used);
-            out[nout].data = out_buf + used;
-            out[nout].len = len;
-            if (out_segs)
-                out_segs[nout] = w.units[u].count;
-            nout++;
-            used += len;
-        }
-    }
-    return (int)nout;
+    buf_sink sink = {out_buf, 0, out, out_segs, 0};
+    each_unit(in, partial, n, allow, add_unit, &sink);
+    return (int)sink.nout;
 }

@@ -136,4 +136,25 @@ int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *o
 int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *out_buf,
                            size_t out_cap, ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
 
+/* ---- coalesce without copying: what to write to the fd, as pieces for writev --------------------------- */
+/* Header bytes of one unit at most: the virtio-net header and merged IP (20 or 40) and TCP (up to 60) headers. */
+#define FT_COALESCE_HDR_MAX (FT_VNET_HDR_SIZE + 40u + 60u)
+
+typedef struct ft_coalesce_unit {
+    uint32_t iov_first; /* its pieces: iov[iov_first .. iov_first + iov_count) */
+    uint32_t iov_count;
+    uint32_t segs;      /* input packets it carries */
+    size_t len;         /* bytes in all, header included */
+} ft_coalesce_unit;
+
+/* The units of ft_offload_coalesce_ex, not copied into one buffer but described as pieces: unit i is
+ * units[i].iov_count pieces from iov[units[i].iov_first]: first its header bytes, built in hdr_buf (a virtio-net
+ * header, and for a merged unit the merged IP and transport headers), then either the input packet itself or each
+ * member's payload, pointing into the input packets (which must stay as they are until the units are written).
+ * Needs hdr_cap >= n * FT_COALESCE_HDR_MAX, iov_cap >= 2 * n and units_max >= n. Returns the number of units or
+ * FT_EINVAL (bad arguments; nothing described). */
+int ft_offload_coalesce_iov(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *hdr_buf,
+                            size_t hdr_cap, ft_pkt *iov, uint32_t iov_cap, ft_coalesce_unit *units,
+                            uint32_t units_max, ft_err *e);
+
 #endif

@@ -281,6 +281,32 @@ static void fuzz_coalesce(const uint8_t *data, size_t size)
     REQUIRE(ft_offload_coalesce(in, n, allow, out, bound - 1, units, segs, n, &e) == FT_EINVAL);
     r = ft_offload_coalesce(in, n, allow, out, bound, units, segs, n, &e);
 
+    /* The same units as pieces for writev (headers built apart, payloads where they are), in exactly sized
+     * tables: joined, they are the units above byte for byte. */
+    {
+        uint8_t *hdr = malloc((size_t)n * FT_COALESCE_HDR_MAX);
+        ft_pkt *pieces = malloc(2 * (size_t)n * sizeof(*pieces));
+        ft_coalesce_unit *cu = malloc(n * sizeof(*cu));
+        REQUIRE(ft_offload_coalesce_iov(in, NULL, n, allow, hdr, (size_t)n * FT_COALESCE_HDR_MAX - 1, pieces, 2 * n,
+                                        cu, n, &e) == FT_EINVAL);
+        REQUIRE(ft_offload_coalesce_iov(in, NULL, n, allow, hdr, (size_t)n * FT_COALESCE_HDR_MAX, pieces, 2 * n, cu,
+                                        n, &e) == r);
+        for (int k = 0; k < r; k++) {
+            REQUIRE(cu[k].segs == segs[k] && cu[k].len == units[k].len && cu[k].iov_count >= 1);
+            REQUIRE(cu[k].iov_first + cu[k].iov_count <= 2 * n);
+            size_t pos = 0;
+            for (uint32_t j = 0; j < cu[k].iov_count; j++) {
+                const ft_pkt *piece = &pieces[cu[k].iov_first + j];
+                REQUIRE(pos + piece->len <= units[k].len && memcmp(units[k].data + pos, piece->data, piece->len) == 0);
+                pos += piece->len;
+            }
+            REQUIRE(pos == units[k].len);
+        }
+        free(hdr);
+        free(pieces);
+        free(cu);
+    }
+
     uint32_t total = 0;
     const uint8_t *expect_at = out;
     batch_setup(&second_split, arena2, MAX_SEGS, ARENA);
