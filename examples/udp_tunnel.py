@@ -409,11 +409,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="Linux: TUN TSO/USO segments and UDP GSO/GRO where the kernel has them; Windows: TCP "
                              "segments coalesced into packets of up to 64 KiB before Wintun (default on)")
     parser.add_argument("--remote-csum", choices=("on", "off"),
-                        help="Linux, plain tunnel: leave the TCP/UDP checksums the kernel left partial for the far "
-                             "end's kernel to finish (Tun(remote_csum=True): a 4-byte header before such packets), "
-                             "so neither end computes one; both ends must agree (default on for a plain tunnel "
-                             "on Linux, where with --offload off this end only takes such packets; off with "
-                             "--key-file and on Windows)")
+                        help="plain tunnel: leave the TCP/UDP checksums the kernel left partial for the far end "
+                             "to finish (Tun(remote_csum=True): a 4-byte header before such packets), so neither "
+                             "Linux end computes one; both ends must agree (default on for a plain tunnel; an end "
+                             "without offload, and a Windows end, only take such packets and finish them; off with "
+                             "--key-file)")
     parser.add_argument("--asyncio", nargs="?", const="aio" if WINDOWS else "fd", choices=("fd", "aio"),
                         help="run both directions on one asyncio event loop instead of two reader threads: "
                              "loop.add_reader on both descriptors (fd, the default on Linux), or fasttun.aio.batches "
@@ -445,11 +445,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--key-file needs the 'cryptography' package (pip install cryptography)")
 
     offload = args.offload == "on"
-    if args.remote_csum == "on" and (key or WINDOWS):
-        parser.error("--remote-csum on is for a plain tunnel between two Linux ends")
-    # Without offload this end never leaves a checksum partial, but still takes packets whose checksum the far end
-    # left partial, so the two ends agree on the format whatever their offload.
-    remote_csum = not (key or WINDOWS) if args.remote_csum is None else args.remote_csum == "on"
+    if args.remote_csum == "on" and key:
+        parser.error("--remote-csum on is for a plain tunnel (--key-file seals whole IP packets)")
+    # An end without offload (and a Windows end: Wintun has none) never leaves a checksum partial but still takes
+    # packets whose checksum the far end left partial, so the two ends agree whatever their offload.
+    remote_csum = not key if args.remote_csum is None else args.remote_csum == "on"
     stop = threading.Event()
     if not args.asyncio:   # the asyncio variant gets them from its loop
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True)
     if WINDOWS:
-        tun = fasttun.Tun(args.name, coalesce=offload, **tun_options)
+        tun = fasttun.Tun(args.name, coalesce=offload, remote_csum=remote_csum, **tun_options)
     else:
         tun_options.update(txqueuelen=10000)
         try:

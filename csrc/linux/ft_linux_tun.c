@@ -554,12 +554,7 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
         const ft_pkt *in = pkts + i;
         const uint8_t *partial = NULL;
         if (l->remote_csum) { /* packets behind an FT_RCSUM header (lx_check checked it) go in without it */
-            for (uint32_t j = 0; j < k; j++) {
-                int has = in[j].len > FT_RCSUM_HDR_SIZE && in[j].data[0] == FT_RCSUM_MAGIC;
-                l->tx_in[j].data = in[j].data + (has ? FT_RCSUM_HDR_SIZE : 0);
-                l->tx_in[j].len = in[j].len - (has ? FT_RCSUM_HDR_SIZE : 0);
-                l->tx_partial[j] = (uint8_t)has;
-            }
+            ft_rcsum_strip(in, k, l->tx_in, l->tx_partial);
             in = l->tx_in;
             partial = l->tx_partial;
         }
@@ -631,14 +626,10 @@ static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
 static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
 {
     linux_dev *l = L(d);
-    uint16_t start, field;
-    if (!l->remote_csum || p->len <= FT_RCSUM_HDR_SIZE || p->data[0] != FT_RCSUM_MAGIC ||
-        ft_rcsum_decode(p->data, p->len, &start, &field, NULL) != FT_OK)
+    if (!l->remote_csum || p->len == 0 || p->data[0] != FT_RCSUM_MAGIC)
         return tun_write(fd, p->data, p->len);
-    size_t len = p->len - FT_RCSUM_HDR_SIZE;
     ft_mutex_lock(l->tx_lock);
-    memcpy(l->tx_buf, p->data + FT_RCSUM_HDR_SIZE, len);
-    ft_offload_complete_csum(l->tx_buf, len, start, field, NULL);
+    size_t len = ft_rcsum_complete_into(p->data, p->len, l->tx_buf);
     ssize_t r = tun_write(fd, l->tx_buf, len);
     int err = errno;
     ft_mutex_unlock(l->tx_lock);
@@ -741,17 +732,7 @@ static void lx_forget(ft_device *d)
 /* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
 static int lx_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
 {
-    uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
-    if (len == 0 || p[0] != FT_RCSUM_MAGIC)
-        return ft_packet_check(p, len, mtu, e);
-    if (!L(d)->remote_csum)
-        return ft_fail(e, FT_EPACKET, EINVAL,
-                       "packet starts with a remote-checksum header (byte 0x%02x), which only a device opened with "
-                       "remote_csum=True takes; an IPv4 or IPv6 packet is allowed",
-                       FT_RCSUM_MAGIC);
-    uint16_t start, field;
-    int r = ft_rcsum_decode(p, len, &start, &field, e);
-    return r != FT_OK ? r : ft_packet_check(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, mtu, e);
+    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), L(d)->remote_csum, e);
 }
 
 static int lx_receiver_fds(ft_device *d, int q, ft_handle *out, int max)

@@ -241,6 +241,41 @@ int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t
     return FT_OK;
 }
 
+int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_err *e)
+{
+    if (len == 0 || p[0] != FT_RCSUM_MAGIC)
+        return ft_packet_check(p, len, mtu, e);
+    if (!accept)
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "packet starts with a remote-checksum header (byte 0x%02x), which only a device opened with "
+                       "remote_csum=True takes; an IPv4 or IPv6 packet is allowed",
+                       FT_RCSUM_MAGIC);
+    uint16_t start, field;
+    int r = ft_rcsum_decode(p, len, &start, &field, e);
+    return r != FT_OK ? r : ft_packet_check(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, mtu, e);
+}
+
+size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out)
+{
+    uint16_t start = 0, field = 0;
+    if (len <= FT_RCSUM_HDR_SIZE || ft_rcsum_decode(p, len, &start, &field, NULL) != FT_OK)
+        return 0;
+    len -= FT_RCSUM_HDR_SIZE;
+    memcpy(out, p + FT_RCSUM_HDR_SIZE, len);
+    ft_offload_complete_csum(out, len, start, field, NULL);
+    return len;
+}
+
+void ft_rcsum_strip(const ft_pkt *in, uint32_t n, ft_pkt *out, uint8_t *partial)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int has = in[i].len > FT_RCSUM_HDR_SIZE && in[i].data[0] == FT_RCSUM_MAGIC;
+        out[i].data = in[i].data + (has ? FT_RCSUM_HDR_SIZE : 0);
+        out[i].len = in[i].len - (has ? FT_RCSUM_HDR_SIZE : 0);
+        partial[i] = (uint8_t)has;
+    }
+}
+
 static void rcsum_encode(uint8_t *o, uint16_t csum_start, uint16_t csum_offset)
 {
     o[0] = FT_RCSUM_MAGIC;

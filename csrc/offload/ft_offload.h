@@ -74,6 +74,19 @@ int ft_rcsum_layout(const uint8_t *ip, size_t len, uint16_t *csum_start, uint16_
  * them: FT_OK with its start and offset, or FT_EPACKET saying what is wrong. */
 int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t *csum_offset, ft_err *e);
 
+/* A packet a device is asked to send, when the device may (accept != 0) or may not take packets behind an
+ * FT_RCSUM header: an IP packet within mtu as ft_packet_check says, or, if accepted, a header that
+ * ft_rcsum_decode accepts followed by such a packet. FT_OK or FT_EPACKET saying what is wrong; a header where
+ * none is accepted is refused with a message naming remote_csum=True. */
+int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_err *e);
+
+/* A packet behind a checked FT_RCSUM header, copied to out (at least len - FT_RCSUM_HDR_SIZE bytes) with its
+ * checksum completed; returns its length. For a device that finishes checksums itself (no offload, Wintun). */
+size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out);
+
+/* out[i] = in[i] without its FT_RCSUM header if it has one (already checked), partial[i] = whether it had. */
+void ft_rcsum_strip(const ft_pkt *in, uint32_t n, ft_pkt *out, uint8_t *partial);
+
 /* ---- split: what a read from the fd gave us -> ordinary IP packets --------------------------------- */
 #define FT_SPLIT_RCSUM 0x1u   /* leave TCP/UDP checksums partial behind an FT_RCSUM header (see above) */
 

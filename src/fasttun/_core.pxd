@@ -232,6 +232,7 @@ cdef extern from "wintun/ft_wintun.h" nogil:
         FT_WINTUN_DRIVER_NOT_LOADED
         FT_WINTUN_AUTO_RING
         FT_WINTUN_COALESCE
+        FT_WINTUN_REMOTE_CSUM
 
     ctypedef struct ft_wintun_params:
         const char *name
@@ -255,6 +256,7 @@ cdef extern from "wintun/ft_wintun.h" nogil:
     int ft_wintun_created(ft_device *d)
     uint32_t ft_wintun_ring_capacity(ft_device *d)
     uint32_t ft_wintun_ring_grows(ft_device *d)
+    int ft_wintun_remote_csum(ft_device *d)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 

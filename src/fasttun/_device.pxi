@@ -78,8 +78,8 @@ cdef class Device:
         return ft_linux_txqueuelen_grows(self.dev)
 
     def remote_csum(self):
-        """Whether packets may carry a partial checksum behind a 4-byte header (Linux remote_csum=True)."""
-        return bool(ft_linux_remote_csum(self.dev))
+        """Whether the device takes packets whose checksum is partial behind a 4-byte header (remote_csum=True)."""
+        return bool(ft_linux_remote_csum(self.dev) or ft_wintun_remote_csum(self.dev))
 
     def offloads(self):
         """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""
