@@ -280,6 +280,25 @@ def _require_cryptography() -> None:
         pytest.skip("cryptography is not installed (pip install cryptography; it is in the [test] extra)")
 
 
+@pytest.mark.parametrize("a_args, b_args", [([], ["--offload", "off"]), (["--remote-csum", "off"],) * 2],
+                         ids=["peer-offload-off", "remote-csum-off"])
+def test_encrypted_tunnel_between_ends_with_different_offload(link, tmp_path, a_args, b_args):
+    """Remote checksums sealed with the trains: a hash-verified TCP transfer to an end that finishes them itself
+    (no offload: its kernel verifies every checksum), and with them off at both ends."""
+    _require_cryptography()
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    names, start = link
+    a, b = start("--key-file", str(key), *a_args, b_extra=("--key-file", str(key), *b_args))
+    _ping(names[0])
+    _transfer(names)
+    counters_a, counters_b = a.stop(), b.stop()
+    for c in (counters_a, counters_b):
+        assert not any(c["tunnel"].values()), c["tunnel"]
+        assert c["tun"]["tx_errors"] == 0 and c["tun"]["tx_rejected"] == 0
+    assert counters_b["tun"]["tx_bytes"] >= TRANSFER
+
+
 @pytest.mark.parametrize("variant", [[], ["--asyncio"]], ids=["threads", "asyncio"])
 def test_encrypted_tunnel_carries_tcp_and_ping_and_drops_replays_tampering_and_strangers(link, tmp_path, variant):
     _require_cryptography()

@@ -260,6 +260,12 @@ cdef extern from "wintun/ft_wintun.h" nogil:
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 
+cdef extern from "offload/ft_offload.h" nogil:
+    enum:
+        FT_RCSUM_HDR_SIZE
+        FT_RCSUM_MAGIC
+
+
 cdef extern from "icmp/ft_icmp.h" nogil:
     uint16_t ft_inet_checksum(const uint8_t *data, size_t len, uint32_t initial)
     size_t ft_icmp_echo_reply(const uint8_t *p, size_t len, uint8_t *out, size_t cap)
