@@ -35,6 +35,11 @@ that lost one of its datagrams or got them out of order (``incomplete``): a lost
 train to fill. There is no handshake: both ends share the key; use WireGuard where you need key exchange and
 forward secrecy.
 
+With ``--remote-csum on`` (the default) the TUN device is opened with ``remote_csum=True``: a TCP or UDP checksum
+the kernel left for the offload to finish stays unfinished and the packet travels behind a 4-byte header (see
+``LinuxTun``), plain or sealed with the train, for the far end's kernel to finish; so the datagrams and trains are
+up to 4 bytes per packet longer. Both ends must agree; ``--remote-csum off`` for a peer that is another program.
+
 With ``--asyncio`` both directions run on one asyncio event loop instead of two reader threads: the loop waits
 on the TUN device's and the socket's descriptors (``loop.add_reader``, registered once) and drains each with
 ``recv_batch(timeout=0)``; ``--asyncio aio`` takes the TUN device's batches from ``fasttun.aio.batches``
@@ -408,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offload", choices=("on", "off"), default="on",
                         help="Linux: TUN TSO/USO segments and UDP GSO/GRO where the kernel has them; Windows: TCP "
                              "segments coalesced into packets of up to 64 KiB before Wintun (default on)")
+    parser.add_argument("--remote-csum", choices=("on", "off"),
+                        help="leave the TCP/UDP checksums the kernel left partial for the far end to finish "
+                             "(Tun(remote_csum=True): a 4-byte header before such packets, sealed with them under "
+                             "--key-file), so neither Linux end computes one; both ends must agree (default on; an "
+                             "end without offload, and a Windows end, only take such packets and finish them)")
     parser.add_argument("--asyncio", nargs="?", const="aio" if WINDOWS else "fd", choices=("fd", "aio"),
                         help="run both directions on one asyncio event loop instead of two reader threads: "
                              "loop.add_reader on both descriptors (fd, the default on Linux), or fasttun.aio.batches "
@@ -439,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--key-file needs the 'cryptography' package (pip install cryptography)")
 
     offload = args.offload == "on"
+    # An end without offload (and a Windows end: Wintun has none) never leaves a checksum partial but still takes
+    # packets whose checksum the far end left partial, so the two ends agree whatever their offload.
+    remote_csum = args.remote_csum != "off"
     stop = threading.Event()
     if not args.asyncio:   # the asyncio variant gets them from its loop
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -446,17 +459,18 @@ def main(argv: list[str] | None = None) -> int:
 
     tun_options: dict[str, Any] = dict(mtu=args.mtu, addresses=[args.tun_addr], up=True)
     if WINDOWS:
-        tun = fasttun.Tun(args.name, coalesce=offload, **tun_options)
+        tun = fasttun.Tun(args.name, coalesce=offload, remote_csum=remote_csum, **tun_options)
     else:
         tun_options.update(txqueuelen=10000)
         try:
-            tun = fasttun.Tun(args.name, offload=offload, **tun_options)
+            tun = fasttun.Tun(args.name, offload=offload, remote_csum=remote_csum, **tun_options)
         except (fasttun.TunError, TypeError, ValueError) as exc:
             if not offload:
                 raise
             log.warning("TUN offload unavailable (%s); running without it", exc)
-            tun = fasttun.Tun(args.name, **tun_options)
-    overhead = OVERHEAD if key else 0
+            tun = fasttun.Tun(args.name, remote_csum=remote_csum, **tun_options)
+    rcsum = 4 if remote_csum else 0   # the remote-checksum header a packet may come behind
+    overhead = (OVERHEAD if key else 0) + rcsum
     # On the event loop a send must never wait for room (it would stall the loop): a full socket buffer
     # drops, and counts, what does not fit, as the network itself would.
     endpoint = fasttun.UdpEndpoint(bind=args.bind, peer=args.peer, offload=offload,
@@ -475,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         def udp_to_tun(batch: fasttun.Batch) -> None:
             deliver(tun, batch, counters)
     else:
-        sealer = Sealer(key, ours, args.mtu, args.train)
-        opener = Opener(key, 1 - ours, args.mtu, counters, args.train)
+        sealer = Sealer(key, ours, args.mtu + rcsum, args.train)
+        opener = Opener(key, 1 - ours, args.mtu + rcsum, counters, args.train)
 
         def tun_to_udp(batch: fasttun.Batch) -> None:
             endpoint.send_batch(sealer.seal(batch))
@@ -487,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
                 deliver(tun, packets, counters)
 
     log.info("tunnel %s %s <-> %s:%d (%s, %s, offload: tun %s, udp %s)", tun.name, args.tun_addr, *args.peer,
-             "ChaCha20-Poly1305" if key else "plain", "asyncio" if args.asyncio else "reader threads",
+             ("ChaCha20-Poly1305" if key else "plain") + (", remote checksums" if remote_csum else ""),
+             "asyncio" if args.asyncio else "reader threads",
              ("coalesce" if offload else "off") if WINDOWS else tun.offload_mode or "off",
              "gso+gro" if endpoint.offloads["gso"] and endpoint.offloads["gro"] else
              ("gso" if endpoint.offloads["gso"] else "gro" if endpoint.offloads["gro"] else "off"))

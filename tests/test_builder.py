@@ -161,6 +161,20 @@ def test_a_view_of_a_packet_split_into_several_expires_with_the_first_of_them_po
     assert b.batch().copy() == [minimal_ipv4(28, 1)]
 
 
+def test_split_ip_keeps_a_remote_checksum_header_with_its_packet():
+    """A decrypted train of a tunnel with remote checksums: packets, some behind the 4-byte header (0x1f)."""
+    b = fasttun.BatchBuilder(max_packets=8, capacity=512)
+    framed = bytes([0x1F, 16, 0, 20]) + minimal_ipv4(60, 2)
+    b.append(minimal_ipv4(28, 1) + framed + minimal_ipv4(40, 3))
+    assert b.split_ip() == 3
+    assert b.batch().copy() == [minimal_ipv4(28, 1), framed, minimal_ipv4(40, 3)]
+    for cut in (bytes([0x1F, 16, 0, 20]), framed[:-1], bytes([0x1F]) + framed[1:-1]):   # the packet is cut short
+        b.clear()
+        b.append(cut)
+        with pytest.raises(ValueError, match="does not start an IPv4/IPv6 packet"):
+            b.split_ip()
+
+
 def test_pop_does_not_reuse_bytes_a_buffer_export_may_still_write():
     b = fasttun.BatchBuilder(max_packets=8, capacity=256)
     b.append(b"head")

@@ -95,6 +95,19 @@ def test_pcapng_records_the_direction(tmp_path):
     assert [getattr(r, "direction", None) for r in records] == [1, 2, None]
 
 
+def test_a_packet_behind_a_remote_checksum_header_is_recorded_without_it():
+    """A device opened with remote_csum=True hands out (and takes) some packets behind a 4-byte header: the
+    capture holds the IP packet, as LINKTYPE_RAW says."""
+    framed = bytes([0x1F, 6, 0, 20]) + SAMPLE[0]
+    for packets in ([framed, SAMPLE[1]], fasttun.make_batch([framed, SAMPLE[1]])):
+        buffer = io.BytesIO()
+        with pcap.PcapWriter(buffer) as writer:
+            writer.write_batch(packets, timestamp_ns=T0)
+            data = buffer.getvalue()
+        assert data[24 + 16:24 + 16 + len(SAMPLE[0])] == SAMPLE[0]
+        assert len(data) == 24 + 2 * 16 + len(SAMPLE[0]) + len(SAMPLE[1])
+
+
 def test_a_writer_takes_an_open_binary_file():
     buffer = io.BytesIO()
     writer = pcap.PcapWriter(buffer)

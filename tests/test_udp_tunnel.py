@@ -96,11 +96,14 @@ def link(tmp_path):
             _ip("-n", ns, "addr", "add", addr, "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
 
-        def start(*extra: str, env: dict[str, str] | None = None) -> tuple[Tunnel, Tunnel]:
-            for ns, tun_addr, here, there in ((names[0], "10.99.0.1/24", "10.200.0.1", "10.200.0.2"),
-                                              (names[1], "10.99.0.2/24", "10.200.0.2", "10.200.0.1")):
+        def start(*extra: str, env: dict[str, str] | None = None,
+                  b_extra: tuple[str, ...] | None = None) -> tuple[Tunnel, Tunnel]:
+            """Both sides with the options extra, or the second with b_extra."""
+            for ns, tun_addr, here, there, options in (
+                    (names[0], "10.99.0.1/24", "10.200.0.1", "10.200.0.2", extra),
+                    (names[1], "10.99.0.2/24", "10.200.0.2", "10.200.0.1", extra if b_extra is None else b_extra)):
                 cmd = ["ip", "netns", "exec", ns, sys.executable, str(EXAMPLE), "--tun-addr", tun_addr,
-                       "--bind", f"{here}:{PORT}", "--peer", f"{there}:{PORT}", *extra]
+                       "--bind", f"{here}:{PORT}", "--peer", f"{there}:{PORT}", *options]
                 procs.append(Tunnel(ns, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                          text=True, env=env)))
             for t in procs[-2:]:
@@ -155,6 +158,39 @@ def _transfer(names: tuple[str, str]) -> None:
     assert received.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
+class WireWatch:
+    """Collects the first byte of every tunnel datagram (or GSO train) the second namespace receives off the veth
+    while it runs: 0x1f is a packet behind a remote-checksum header, 0x45/0x6X a plain IP packet."""
+
+    def __init__(self, names: tuple[str, str]) -> None:
+        with _netns.entered(f"/run/netns/{names[1]}"):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+            self.sock.bind(("ftuvb", 0x0800))
+        self.sock.settimeout(0.2)
+        self.first: dict[int, int] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                packet, (_, _, kind, _, _) = self.sock.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            ihl = (packet[0] & 15) * 4
+            if kind == socket.PACKET_HOST and packet[9] == 17 and len(packet) > ihl + 8 and \
+                    struct.unpack_from("!H", packet, ihl + 2)[0] == PORT:
+                byte = packet[ihl + 8]
+                self.first[byte] = self.first.get(byte, 0) + 1
+
+    def stop(self) -> dict[int, int]:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+        return self.first
+
+
 def _capture_sealed_datagram(names: tuple[str, str]) -> bytes:
     """A datagram the first tunnel sent, as the second namespace received it off the veth while a ping runs
     (the UDP payload)."""
@@ -198,7 +234,11 @@ def test_plain_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link):
     names, start = link
     a, b = start()
     _ping(names[0])
+    watch = WireWatch(names)
     _transfer(names)
+    first = watch.stop()
+    # the TCP data crossed with its checksums left partial (a 0x1f header), completed by the far end's kernel
+    assert first.get(0x1F, 0) > 0, first
     _inject(names, b"this is not an IP packet")
     time.sleep(0.3)
     counters_a, counters_b = a.stop(), b.stop()
@@ -210,6 +250,27 @@ def test_plain_tunnel_carries_tcp_and_ping_and_drops_what_is_not_ip(link):
     assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 
+@pytest.mark.parametrize("a_args, b_args, partial_on_the_wire", [
+    ([], ["--offload", "off"], True),                    # the far end has no offload: it completes checksums in C
+    (["--offload", "off"], [], False),                   # this end has none: its packets come complete
+    (["--remote-csum", "off"], ["--offload", "off"], False),   # full checksums, as to a peer of another kind
+], ids=["peer-offload-off", "own-offload-off", "remote-csum-off"])
+def test_plain_tunnel_between_ends_with_different_offload(link, a_args, b_args, partial_on_the_wire):
+    """A TCP transfer verified by hash between ends that differ in offload and in remote checksums; the far end's
+    kernel verifies every checksum where it has no offload, so a checksum done wrong stops the transfer."""
+    names, start = link
+    a, b = start(*a_args, b_extra=tuple(b_args))
+    _ping(names[0])
+    watch = WireWatch(names)
+    _transfer(names)
+    first = watch.stop()
+    assert (first.get(0x1F, 0) > 0) == partial_on_the_wire, first
+    counters_a, counters_b = a.stop(), b.stop()
+    for c in (counters_a, counters_b):
+        assert c["tunnel"]["not_ip"] == 0 and c["tun"]["tx_errors"] == 0 and c["tun"]["tx_rejected"] == 0
+    assert counters_b["tun"]["tx_bytes"] >= TRANSFER
+
+
 def _require_cryptography() -> None:
     try:
         import cryptography  # noqa: F401
@@ -217,6 +278,25 @@ def _require_cryptography() -> None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the encrypted tunnel, but cryptography is missing (it is in the [test] extra)")
         pytest.skip("cryptography is not installed (pip install cryptography; it is in the [test] extra)")
+
+
+@pytest.mark.parametrize("a_args, b_args", [([], ["--offload", "off"]), (["--remote-csum", "off"],) * 2],
+                         ids=["peer-offload-off", "remote-csum-off"])
+def test_encrypted_tunnel_between_ends_with_different_offload(link, tmp_path, a_args, b_args):
+    """Remote checksums sealed with the trains: a hash-verified TCP transfer to an end that finishes them itself
+    (no offload: its kernel verifies every checksum), and with them off at both ends."""
+    _require_cryptography()
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    names, start = link
+    a, b = start("--key-file", str(key), *a_args, b_extra=("--key-file", str(key), *b_args))
+    _ping(names[0])
+    _transfer(names)
+    counters_a, counters_b = a.stop(), b.stop()
+    for c in (counters_a, counters_b):
+        assert not any(c["tunnel"].values()), c["tunnel"]
+        assert c["tun"]["tx_errors"] == 0 and c["tun"]["tx_rejected"] == 0
+    assert counters_b["tun"]["tx_bytes"] >= TRANSFER
 
 
 @pytest.mark.parametrize("variant", [[], ["--asyncio"]], ids=["threads", "asyncio"])

@@ -25,7 +25,7 @@ import pytest
 import fasttun
 import struct
 
-from packets import flow, ipv4_udp, merge, minimal_ipv4, seq_of, tcp_segment
+from packets import checksum, flow, ipv4_udp, merge, minimal_ipv4, seq_of, tcp_segment
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -679,6 +679,46 @@ def test_coalesce_counts_a_full_ring_per_packet(driver):
         assert tun.stats.tx_dropped_full == 20
         driver.fault(SEND_FULL, False)
         assert tun.send_batch(segs) == 20 and driver.read_sent() == [merge(segs)]
+
+
+# ---- remote_csum=True: packets a Linux end left with a partial checksum, finished before Wintun ----------
+
+RCSUM_MAGIC = 0x1F
+
+
+def behind_rcsum_header(packet: bytes) -> bytes:
+    """The TCP segment as a Linux device with remote_csum hands it over: its checksum field holding only the
+    pseudo-header sum (computed here independently), behind the 4-byte header."""
+    v6 = packet[0] >> 4 == 6
+    hl = 40 if v6 else 20
+    tcp_len = len(packet) - hl
+    addrs = packet[8:40] if v6 else packet[12:20]
+    pseudo = addrs + (struct.pack("!IxxxB", tcp_len, 6) if v6 else struct.pack("!xBH", 6, tcp_len))
+    partial = ~checksum(pseudo) & 0xFFFF
+    return bytes([RCSUM_MAGIC, 16, 0, hl]) + packet[:hl + 16] + struct.pack("!H", partial) + packet[hl + 18:]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_remote_csum_packets_reach_the_ring_with_their_checksums_finished(driver, v6):
+    segs = flow(v6, 8001, 12, 700)
+    partial = [behind_rcsum_header(p) for p in segs]
+    with fasttun.Tun(new_name(), remote_csum=True) as tun:
+        assert tun.remote_csum
+        assert tun.send(partial[0]) == 1 and tun.send_batch(partial[1:]) == 11
+        assert driver.read_sent() == segs   # each the full segment, checksum finished, header gone
+        assert tun.send_batch(segs[:2]) == 2 and driver.read_sent() == segs[:2]   # complete ones as they are
+    with fasttun.Tun(new_name(), coalesce=True, remote_csum=True) as tun:
+        assert tun.send_batch(partial) == 12
+        assert driver.read_sent() == [merge(segs)]   # merged without verifying, then finished as one
+    with fasttun.Tun(new_name()) as tun:
+        assert not tun.remote_csum
+        with pytest.raises(ValueError, match="remote_csum=True"):
+            tun.send(partial[0])
+        bad = partial[0][:1] + bytes([6]) + partial[0][2:]
+    with fasttun.Tun(new_name(), remote_csum=True) as tun:
+        with pytest.raises(ValueError, match="remote-checksum header puts the checksum"):
+            tun.send_batch([partial[0], bad])
+        assert driver.read_sent() == [] and tun.stats.tx_rejected == 1
 
 
 def test_a_missed_wakeup_costs_milliseconds(tun, driver):

@@ -17,6 +17,8 @@ typedef struct ft_linux_params {
     const char *dev_path;/* NULL for /dev/net/tun (tests point it elsewhere) */
     int offload;         /* FT_OFFLOAD_OFF, _SEGMENTS (split on read, coalesce on write) or _SUPER (whole) */
     int auto_txqueuelen; /* double txqueuelen (up to 65536) when the kernel drops packets it could not queue */
+    int remote_csum;     /* packets may carry a partial checksum behind an FT_RCSUM header (offload/ft_offload.h):
+                          * segments mode hands them out that way, and every mode but super takes them */
 } ft_linux_params;
 
 enum { FT_OFFLOAD_OFF = 0, FT_OFFLOAD_SEGMENTS = 1, FT_OFFLOAD_SUPER = 2 };
@@ -38,6 +40,8 @@ int ft_linux_features(uint32_t *flags, ft_err *e);
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e);
 /* The TUN_F_* offloads enabled on the device (0 without offload) and its offload mode. */
 uint32_t ft_linux_offloads(ft_device *d, int *mode);
+/* Whether the device was opened with remote_csum (0 for other devices). */
+int ft_linux_remote_csum(ft_device *d);
 /* How many times txqueuelen "auto" doubled the queue (0 for other devices). */
 int ft_linux_txqueuelen_grows(ft_device *d);
 #else
@@ -76,6 +80,11 @@ static inline uint32_t ft_linux_offloads(ft_device *d, int *mode)
 {
     (void)d;
     *mode = 0;
+    return 0;
+}
+static inline int ft_linux_remote_csum(ft_device *d)
+{
+    (void)d;
     return 0;
 }
 static inline int ft_linux_txqueuelen_grows(ft_device *d)

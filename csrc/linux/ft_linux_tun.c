@@ -22,16 +22,15 @@
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 
-/* Segments mode: one super-packet read from a queue, split into segments that are handed out over as many
- * receives as the callers' batches need. */
+/* Segments mode: one super-packet read from a queue, split into the caller's batch (see recv_segments). */
 #define SEG_ARENA (256u << 10)
 #define SEG_MAX 2048u
-#define TX_BUF (256u << 10)
 
 typedef struct seg_queue {
     uint8_t *raw;        /* FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET bytes: what one read returns */
-    ft_batch seg;        /* its segments */
-    uint32_t next;       /* the first segment not yet delivered */
+    size_t pending;      /* bytes of raw not yet split (0: none) */
+    ft_batch seg;        /* the segments of a super-packet too big for the caller's batch */
+    uint32_t next;       /* the first of them not yet delivered */
 } seg_queue;
 
 typedef struct linux_dev {
@@ -46,10 +45,16 @@ typedef struct linux_dev {
     uint32_t offloads;           /* TUN_F_* the kernel accepted */
     uint32_t coalesce_allow;     /* FT_COALESCE_* matching them */
     seg_queue *segq;             /* [nqueues], segments mode only */
-    ft_mutex *tx_lock;           /* guards the coalescing buffers below */
-    uint8_t *tx_buf;
-    ft_pkt tx_units[FT_COALESCE_WINDOW];
-    uint32_t tx_segs[FT_COALESCE_WINDOW];
+    int remote_csum;             /* packets may come and go behind an FT_RCSUM header */
+    ft_mutex *tx_lock;           /* guards the buffers below */
+    uint8_t *tx_buf;             /* remote_csum without offload: one packet to complete the checksum of */
+    /* offload: one window of packets coalesced into units written with writev, payloads where they are */
+    uint8_t tx_hdr[FT_COALESCE_WINDOW * FT_COALESCE_HDR_MAX];
+    ft_pkt tx_pieces[2 * FT_COALESCE_WINDOW];
+    struct iovec tx_iov[2 * FT_COALESCE_WINDOW];
+    ft_coalesce_unit tx_units[FT_COALESCE_WINDOW];
+    ft_pkt tx_in[FT_COALESCE_WINDOW];       /* remote_csum: a window of packets without their headers */
+    uint8_t tx_partial[FT_COALESCE_WINDOW]; /* ... and which of them had one */
     /* txqueuelen "auto": see auto_txqueuelen */
     int auto_txq;
     ft_atomic_int txq_busy;      /* one receiving thread checks at a time */
@@ -386,14 +391,30 @@ static int recv_super(ft_device *d, int q, ft_batch *b, ft_err *e)
     return n > 0 ? n : FT_EAGAIN;
 }
 
-/* Segments mode: read a super-packet, split it in C, hand out its segments as room allows. */
+/* Segments mode: read a super-packet and split it in C straight into the caller's batch. A super-packet whose
+ * segments do not fit in what is left of the batch waits in raw for the next receive; one with more segments
+ * than even an empty batch holds (a small batch size) is split into the queue's own arena instead and handed
+ * out over as many receives as it takes. */
 static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
 {
     int fd = L(d)->fds[q];
     seg_queue *sq = &L(d)->segq[q];
     int n = 0;
     while (b->count < b->max) {
-        if (sq->next >= sq->seg.count) {
+        if (sq->next < sq->seg.count) { /* the rest of a super-packet too big for one batch */
+            uint32_t len = sq->seg.lengths[sq->next];
+            if (b->cap - b->used < len)
+                break;
+            memcpy(b->data + b->used, sq->seg.data + sq->seg.offsets[sq->next], len);
+            b->offsets[b->count] = (uint32_t)b->used;
+            b->lengths[b->count] = len;
+            b->count++;
+            b->used += len;
+            sq->next++;
+            n++;
+            continue;
+        }
+        if (sq->pending == 0) {
             ssize_t r = tun_read(fd, sq->raw, FT_VNET_HDR_SIZE + FT_MAX_SUPER_PACKET);
             if (r < 0) {
                 if (errno == EINTR)
@@ -402,25 +423,24 @@ static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
                     break;
                 return read_error(d, errno, e);
             }
-            sq->seg.count = 0;
-            sq->seg.used = 0;
-            sq->next = 0;
-            ft_err why;
-            if (ft_offload_split(sq->raw, (size_t)r, &sq->seg, &why) <= 0) {
-                ft_atomic_add64(&d->stats.rx_dropped_invalid, 1); /* malformed or hostile: counted, dropped */
-                continue;
-            }
+            sq->pending = (size_t)r;
         }
-        uint32_t len = sq->seg.lengths[sq->next];
-        if (b->cap - b->used < len)
-            break;
-        memcpy(b->data + b->used, sq->seg.data + sq->seg.offsets[sq->next], len);
-        b->offsets[b->count] = (uint32_t)b->used;
-        b->lengths[b->count] = len;
-        b->count++;
-        b->used += len;
-        sq->next++;
-        n++;
+        ft_err why;
+        uint32_t flags = L(d)->remote_csum ? FT_SPLIT_RCSUM : 0;
+        int got = ft_offload_split_ex(sq->raw, sq->pending, flags, b, &why);
+        if (got == FT_EAGAIN)
+            break; /* the batch is full enough: the super-packet stays pending for the next receive */
+        size_t len = sq->pending;
+        sq->pending = 0;
+        if (got > 0) {
+            n += got;
+            continue;
+        }
+        sq->seg.count = 0;
+        sq->seg.used = 0;
+        sq->next = 0;
+        if (ft_offload_split_ex(sq->raw, len, flags, &sq->seg, &why) <= 0)
+            ft_atomic_add64(&d->stats.rx_dropped_invalid, 1); /* malformed or hostile: counted, dropped */
     }
     return n > 0 ? n : FT_EAGAIN;
 }
@@ -531,31 +551,42 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
     ft_mutex_lock(l->tx_lock);
     while (i < n) {
         uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
-        while (k > 1 && ft_offload_coalesce_bound(pkts + i, k) > TX_BUF)
-            k /= 2;
-        int units = ft_offload_coalesce(pkts + i, k, l->coalesce_allow, l->tx_buf, TX_BUF, l->tx_units, l->tx_segs,
-                                        FT_COALESCE_WINDOW, e);
+        const ft_pkt *in = pkts + i;
+        const uint8_t *partial = NULL;
+        if (l->remote_csum) { /* packets behind an FT_RCSUM header (lx_check checked it) go in without it */
+            ft_rcsum_strip(in, k, l->tx_in, l->tx_partial);
+            in = l->tx_in;
+            partial = l->tx_partial;
+        }
+        int units = ft_offload_coalesce_iov(in, partial, k, l->coalesce_allow, l->tx_hdr, sizeof(l->tx_hdr),
+                                            l->tx_pieces, 2 * FT_COALESCE_WINDOW, l->tx_units, FT_COALESCE_WINDOW, e);
         if (units < 0) {
             result = i > 0 ? (int)i : units;
             goto out;
         }
+        uint32_t pieces = units > 0 ? l->tx_units[units - 1].iov_first + l->tx_units[units - 1].iov_count : 0;
+        for (uint32_t p = 0; p < pieces; p++) {
+            l->tx_iov[p].iov_base = (void *)l->tx_pieces[p].data;
+            l->tx_iov[p].iov_len = l->tx_pieces[p].len;
+        }
         for (int u = 0; u < units; u++) {
+            const ft_coalesce_unit *cu = &l->tx_units[u];
             ssize_t r;
             do
-                r = tun_write(fd, l->tx_units[u].data, l->tx_units[u].len);
+                r = tun_writev(fd, l->tx_iov + cu->iov_first, (int)cu->iov_count);
             while (r < 0 && errno == EINTR);
             if (r >= 0)
                 continue;
             if (errno == EAGAIN || errno == ENOBUFS) {
-                ft_atomic_add64(&d->stats.tx_dropped_full, l->tx_segs[u]);
+                ft_atomic_add64(&d->stats.tx_dropped_full, cu->segs);
                 continue;
             }
             if (i == 0 && u == 0 && !refused_packet(errno)) {
                 result = write_error(d, fd, errno, e);
                 goto out;
             }
-            ft_atomic_add64(&d->stats.tx_errors, l->tx_segs[u]); /* counted here: the loop above cannot skip a
-                                                                    part of a coalesced unit */
+            ft_atomic_add64(&d->stats.tx_errors, cu->segs); /* counted here: the loop above cannot skip a part of
+                                                               a coalesced unit */
         }
         i += k;
     }
@@ -591,6 +622,21 @@ static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     return (int)i;
 }
 
+/* remote_csum without offload: a packet whose checksum the far end left partial is completed here, in a copy. */
+static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
+{
+    linux_dev *l = L(d);
+    if (!l->remote_csum || p->len == 0 || p->data[0] != FT_RCSUM_MAGIC)
+        return tun_write(fd, p->data, p->len);
+    ft_mutex_lock(l->tx_lock);
+    size_t len = ft_rcsum_complete_into(p->data, p->len, l->tx_buf);
+    ssize_t r = tun_write(fd, l->tx_buf, len);
+    int err = errno;
+    ft_mutex_unlock(l->tx_lock);
+    errno = err;
+    return r;
+}
+
 static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
 {
     if (L(d)->offload_mode != FT_OFFLOAD_OFF)
@@ -598,7 +644,7 @@ static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     int fd = L(d)->fds[q];
     uint32_t i = 0;
     while (i < n) {
-        ssize_t r = tun_write(fd, pkts[i].data, pkts[i].len);
+        ssize_t r = write_completing(d, fd, &pkts[i]);
         if (r >= 0) {
             i++;
             continue;
@@ -683,6 +729,12 @@ static void lx_forget(ft_device *d)
 }
 
 /* recv reads fds[q] and, for txqueuelen "auto", talks to the kernel through nl_fd and ctl_fd. */
+/* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
+static int lx_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
+{
+    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), L(d)->remote_csum, e);
+}
+
 static int lx_receiver_fds(ft_device *d, int q, ft_handle *out, int max)
 {
     linux_dev *l = L(d);
@@ -698,6 +750,7 @@ static const ft_backend_ops linux_ops = {
     .name = "linux",
     .recv = lx_recv,
     .send = lx_send,
+    .check = lx_check,
     .wait_handles = lx_wait_handles,
     .close = lx_close,
     .forget = lx_forget,
@@ -739,8 +792,7 @@ static int setup_offload(ft_device *d, int mode, ft_err *e)
     l->coalesce_allow = ((l->offloads & (FT_TUN_F_TSO4 | FT_TUN_F_TSO6)) ? FT_COALESCE_TCP : 0) |
                         ((l->offloads & (FT_TUN_F_USO4 | FT_TUN_F_USO6)) ? FT_COALESCE_UDP : 0);
     l->tx_lock = ft_mutex_create();
-    l->tx_buf = malloc(TX_BUF);
-    if (!l->tx_lock || !l->tx_buf)
+    if (!l->tx_lock)
         return ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the offload buffers");
     if (mode == FT_OFFLOAD_SUPER) {
         d->max_packet = FT_MAX_SUPER_PACKET;
@@ -794,6 +846,10 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER)
         return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
                        p->offload);
+    if (p->remote_csum && p->offload == FT_OFFLOAD_SUPER)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "remote_csum needs offload_mode 'segments' or no offload: super-packets carry their "
+                       "checksum state in their own headers");
     if (check_name(name, e) != FT_OK)
         return e->status;
     int fixed_name = name[0] && !strchr(name, '%');
@@ -857,8 +913,17 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         r = ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
         goto fail;
     }
+    l->remote_csum = p->remote_csum != 0;
     if (p->offload && (r = setup_offload(d, p->offload, e)) != FT_OK)
         goto fail;
+    if (!p->offload && l->remote_csum) { /* room to complete one packet's checksum in */
+        l->tx_lock = ft_mutex_create();
+        l->tx_buf = malloc(FT_MAX_PACKET);
+        if (!l->tx_lock || !l->tx_buf) {
+            r = ft_fail(e, FT_ENOMEM, ENOMEM, "out of memory for the remote-checksum buffer");
+            goto fail;
+        }
+    }
     r = ft_device_init(d, e);
     if (r != FT_OK)
         goto fail;
@@ -897,6 +962,8 @@ uint32_t ft_linux_offloads(ft_device *d, int *mode)
     ft_device_leave(d);
     return bits;
 }
+
+int ft_linux_remote_csum(ft_device *d) { return is_linux(d) && L(d)->remote_csum; }
 
 int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {

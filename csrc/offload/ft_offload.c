@@ -152,9 +152,19 @@ uint16_t ft_csum_sum(const void *data, size_t len, uint16_t initial)
     return fold32((uint32_t)v + initial);
 }
 
+/* Plain sum of the n/2 big-endian 16-bit words at p (n even and small: headers and addresses), not folded; the
+ * per-packet header sums are far too short for ft_csum_sum's wide loop to pay. */
+static uint32_t sum_words(const uint8_t *p, size_t n)
+{
+    uint32_t s = 0;
+    for (size_t i = 0; i < n; i += 2)
+        s += get16(p + i);
+    return s;
+}
+
 uint16_t ft_csum_pseudo(const uint8_t *ip, uint8_t proto, uint32_t l4_len)
 {
-    uint32_t s = (ip[0] >> 4) == 6 ? ft_csum_sum(ip + 8, 32, 0) : ft_csum_sum(ip + 12, 8, 0);
+    uint32_t s = (ip[0] >> 4) == 6 ? fold32(sum_words(ip + 8, 32)) : fold32(sum_words(ip + 12, 8));
     s += proto + (l4_len >> 16) + (l4_len & 0xffffu);
     return fold32(s);
 }
@@ -168,7 +178,10 @@ static uint16_t csum_skipping_field(const uint8_t *p, size_t len, size_t field, 
     return (uint16_t)~s;
 }
 
-static uint16_t ipv4_header_csum(const uint8_t *ip) { return csum_skipping_field(ip, 20, 10, 0); }
+static uint16_t ipv4_header_csum(const uint8_t *ip)
+{
+    return (uint16_t)~fold32(sum_words(ip, 10) + sum_words(ip + 12, 8)); /* the field itself counted as zero */
+}
 
 int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint32_t csum_offset, ft_err *e)
 {
@@ -179,6 +192,95 @@ int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint
     uint16_t c = (uint16_t)~ft_csum_sum(pkt + csum_start, len - csum_start, 0);
     put16(pkt + csum_start + csum_offset, c == 0 ? 0xffffu : c);
     return FT_OK;
+}
+
+/* ---- remote checksum ------------------------------------------------------------------------------ */
+
+int ft_rcsum_layout(const uint8_t *ip, size_t len, uint16_t *csum_start, uint16_t *csum_offset)
+{
+    if (!ip || len < 20)
+        return 0;
+    size_t hl;
+    uint8_t proto;
+    if ((ip[0] >> 4) == 4) {
+        hl = (size_t)(ip[0] & 0x0fu) * 4u;
+        if (hl < 20 || (get16(ip + 6) & 0x3fffu) != 0)
+            return 0;
+        proto = ip[9];
+    } else if ((ip[0] >> 4) == 6 && len >= 40) {
+        hl = 40;
+        proto = ip[6];
+    } else {
+        return 0;
+    }
+    size_t field = proto == IPPROTO_TCP_ ? 16u : proto == IPPROTO_UDP_ ? 6u : 0u;
+    if (field == 0 || hl + field + 2 > len)
+        return 0;
+    *csum_start = (uint16_t)hl;
+    *csum_offset = (uint16_t)field;
+    return 1;
+}
+
+int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t *csum_offset, ft_err *e)
+{
+    if (!p || len < FT_RCSUM_HDR_SIZE || p[0] != FT_RCSUM_MAGIC)
+        return ft_fail(e, FT_EPACKET, EINVAL, "not a remote-checksum header (it starts with byte 0x%02x)",
+                       FT_RCSUM_MAGIC);
+    uint16_t start = 0, field = 0;
+    if (!ft_rcsum_layout(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, &start, &field))
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "a packet behind a remote-checksum header must be TCP or UDP over IPv4 (not a fragment) or "
+                       "over IPv6 without extension headers, with its checksum field inside its %zu bytes",
+                       len - FT_RCSUM_HDR_SIZE);
+    if (p[1] != field || get16(p + 2) != start)
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "remote-checksum header puts the checksum at %u + %u but the packet has it at %u + %u",
+                       get16(p + 2), (unsigned)p[1], (unsigned)start, (unsigned)field);
+    *csum_start = start;
+    *csum_offset = field;
+    return FT_OK;
+}
+
+int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_err *e)
+{
+    if (len == 0 || p[0] != FT_RCSUM_MAGIC)
+        return ft_packet_check(p, len, mtu, e);
+    if (!accept)
+        return ft_fail(e, FT_EPACKET, EINVAL,
+                       "packet starts with a remote-checksum header (byte 0x%02x), which only a device opened with "
+                       "remote_csum=True takes; an IPv4 or IPv6 packet is allowed",
+                       FT_RCSUM_MAGIC);
+    uint16_t start, field;
+    int r = ft_rcsum_decode(p, len, &start, &field, e);
+    return r != FT_OK ? r : ft_packet_check(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, mtu, e);
+}
+
+size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out)
+{
+    uint16_t start = 0, field = 0;
+    if (len <= FT_RCSUM_HDR_SIZE || ft_rcsum_decode(p, len, &start, &field, NULL) != FT_OK)
+        return 0;
+    len -= FT_RCSUM_HDR_SIZE;
+    memcpy(out, p + FT_RCSUM_HDR_SIZE, len);
+    ft_offload_complete_csum(out, len, start, field, NULL);
+    return len;
+}
+
+void ft_rcsum_strip(const ft_pkt *in, uint32_t n, ft_pkt *out, uint8_t *partial)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int has = in[i].len > FT_RCSUM_HDR_SIZE && in[i].data[0] == FT_RCSUM_MAGIC;
+        out[i].data = in[i].data + (has ? FT_RCSUM_HDR_SIZE : 0);
+        out[i].len = in[i].len - (has ? FT_RCSUM_HDR_SIZE : 0);
+        partial[i] = (uint8_t)has;
+    }
+}
+
+static void rcsum_encode(uint8_t *o, uint16_t csum_start, uint16_t csum_offset)
+{
+    o[0] = FT_RCSUM_MAGIC;
+    o[1] = (uint8_t)csum_offset;
+    put16(o + 2, csum_start);
 }
 
 /* ---- split ---------------------------------------------------------------------------------------- */
@@ -217,7 +319,8 @@ static void batch_append(ft_batch *out, size_t len)
     out->used += len;
 }
 
-static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, ft_batch *out, ft_err *e)
+static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, uint32_t flags, ft_batch *out,
+                       ft_err *e)
 {
     int r = ft_packet_check(ip, len, FT_MAX_PACKET, e);
     if (r != FT_OK)
@@ -234,14 +337,20 @@ static int split_plain(const ft_vnet_hdr *h, const uint8_t *ip, size_t len, ft_b
                            "checksum field at csum_start %u + csum_offset %u does not lie within the %zu-byte packet",
                            (unsigned)h->csum_start, (unsigned)h->csum_offset, len);
     }
-    r = batch_room(out, 1, len, e);
+    uint16_t start = 0, field = 0;
+    int keep = (flags & FT_SPLIT_RCSUM) && (h->flags & FT_VNET_F_NEEDS_CSUM) &&
+               ft_rcsum_layout(ip, len, &start, &field) && start == h->csum_start && field == h->csum_offset;
+    size_t extra = keep ? FT_RCSUM_HDR_SIZE : 0;
+    r = batch_room(out, 1, len + extra, e);
     if (r != FT_OK)
         return r;
     uint8_t *o = out->data + out->used;
-    memcpy(o, ip, len);
-    if (h->flags & FT_VNET_F_NEEDS_CSUM)
+    if (keep)
+        rcsum_encode(o, start, field);
+    memcpy(o + extra, ip, len);
+    if ((h->flags & FT_VNET_F_NEEDS_CSUM) && !keep)
         ft_offload_complete_csum(o, len, h->csum_start, h->csum_offset, NULL);
-    batch_append(out, len);
+    batch_append(out, len + extra);
     return 1;
 }
 
@@ -314,8 +423,8 @@ static int parse_super(unsigned type, const uint8_t *ip, size_t len, gso_view *g
     return FT_OK;
 }
 
-static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, size_t len, ft_batch *out,
-                       ft_err *e)
+static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, size_t len, uint32_t flags,
+                       ft_batch *out, ft_err *e)
 {
     gso_view g;
     memset(&g, 0, sizeof(g));
@@ -337,7 +446,9 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
         return ft_fail(e, FT_EPACKET, EINVAL, "%s super-packet carries no payload", gso_name(type));
     size_t mss = h->gso_size;
     size_t nseg = (payload + mss - 1) / mss;
-    r = batch_room(out, nseg, (uint64_t)nseg * hl + payload, e);
+    int keep = (flags & FT_SPLIT_RCSUM) != 0; /* the segments' checksums stay partial behind an FT_RCSUM header */
+    size_t extra = keep ? FT_RCSUM_HDR_SIZE : 0;
+    r = batch_room(out, nseg, (uint64_t)nseg * (hl + extra) + payload, e);
     if (r != FT_OK)
         return r;
 
@@ -350,8 +461,10 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
     for (size_t i = 0, off = 0; i < nseg; i++, off += mss) {
         size_t chunk = payload - off < mss ? payload - off : mss;
         size_t seglen = hl + chunk;
-        uint8_t *o = out->data + out->used;
+        uint8_t *o = out->data + out->used + extra;
         uint8_t *th = o + g.ip_hl;
+        if (keep)
+            rcsum_encode(o - extra, (uint16_t)g.ip_hl, (uint16_t)field);
         memcpy(o, ip, hl);
         memcpy(o + hl, ip + hl + off, chunk);
         if (g.v6) {
@@ -373,16 +486,26 @@ static int split_super(const ft_vnet_hdr *h, unsigned type, const uint8_t *ip, s
             put16(th + 4, (uint32_t)(8 + chunk));
         }
         size_t l4len = seglen - g.ip_hl;
-        uint16_t c = csum_skipping_field(th, l4len, field, ft_csum_pseudo(o, g.proto, (uint32_t)l4len));
-        if (!tcp && c == 0)
-            c = 0xffffu; /* zero means "no checksum" in UDP */
-        put16(th + field, c);
-        batch_append(out, seglen);
+        uint16_t pseudo = ft_csum_pseudo(o, g.proto, (uint32_t)l4len);
+        if (keep) {
+            put16(th + field, pseudo); /* partial, as the kernel would hand it over: the far end completes it */
+        } else {
+            uint16_t c = csum_skipping_field(th, l4len, field, pseudo);
+            if (!tcp && c == 0)
+                c = 0xffffu; /* zero means "no checksum" in UDP */
+            put16(th + field, c);
+        }
+        batch_append(out, seglen + extra);
     }
     return (int)nseg;
 }
 
 int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
+{
+    return ft_offload_split_ex(pkt, len, 0, out, e);
+}
+
+int ft_offload_split_ex(const uint8_t *pkt, size_t len, uint32_t flags, ft_batch *out, ft_err *e)
 {
     if (!pkt || !out || !out->data || !out->offsets || !out->lengths)
         return ft_fail(e, FT_EINVAL, EINVAL, "split needs a packet and a batch with its buffers");
@@ -403,11 +526,11 @@ int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e)
                        (unsigned)h.gso_type);
     switch (type) {
     case FT_VNET_GSO_NONE:
-        return split_plain(&h, ip, iplen, out, e);
+        return split_plain(&h, ip, iplen, flags, out, e);
     case FT_VNET_GSO_TCPV4:
     case FT_VNET_GSO_TCPV6:
     case FT_VNET_GSO_UDP_L4:
-        return split_super(&h, type, ip, iplen, out, e);
+        return split_super(&h, type, ip, iplen, flags, out, e);
     case FT_VNET_GSO_UDP:
         return ft_fail(e, FT_EPACKET, EINVAL, "gso_type UDP (UFO, IP fragmentation) is not supported");
     default:
@@ -428,6 +551,7 @@ typedef struct pkt_info {
     uint8_t flow;      /* FLOW_PORTS: addresses+protocol+ports known; FLOW_ADDRS: only addresses (a
                           fragment, IPv6 extension headers): it must not be overtaken by its flow's packets */
     uint8_t v6;
+    uint8_t partial;   /* its transport checksum is partial (it came behind an FT_RCSUM header) */
     uint16_t ip_hl, hl;/* IP header bytes; IP + transport header bytes */
     uint32_t payload;
     uint32_t hash;
@@ -472,9 +596,10 @@ static int checksums_ok(const uint8_t *p, const pkt_info *pi, uint8_t proto)
     return get16(l4 + field) == want; /* also refuses IPv4 UDP without a checksum (0) */
 }
 
-static void classify(const uint8_t *p, size_t len, uint32_t allow, pkt_info *pi)
+static void classify(const uint8_t *p, size_t len, uint32_t allow, int partial, pkt_info *pi)
 {
     memset(pi, 0, sizeof(*pi));
+    pi->partial = (uint8_t)(partial != 0);
     if (!p || len < 20)
         return;
     unsigned version = p[0] >> 4;
@@ -530,8 +655,12 @@ static void classify(const uint8_t *p, size_t len, uint32_t allow, pkt_info *pi)
         pi->hl = (uint16_t)(ip_hl + 8);
     }
     pi->payload = (uint32_t)(len - pi->hl);
-    if (!(allow & FT_COALESCE_TRUST_CSUM) && !checksums_ok(p, pi, proto))
+    if (pi->partial) {
+        if (!pi->v6 && get16(p + 10) != ipv4_header_csum(p))
+            return; /* the transport checksum is the far end's to finish, the IPv4 header's is not */
+    } else if (!(allow & FT_COALESCE_TRUST_CSUM) && !checksums_ok(p, pi, proto)) {
         return;
+    }
     pi->kind = proto == IPPROTO_TCP_ ? KIND_TCP : KIND_UDP;
 }
 
@@ -643,15 +772,29 @@ static void group_window(window *w, uint32_t n)
     }
 }
 
-/* Writes unit u at o; returns its length (header included). */
-static size_t write_unit(const window *w, const unit *u, uint8_t *o)
+/* Describes unit u without copying a payload byte: its header bytes go to hdr (the virtio-net header, and for a
+ * merged unit the merged IP and transport headers: at most FT_COALESCE_HDR_MAX), its pieces to iov, the header
+ * first, then the packet itself or, merged, each member's payload. Returns the number of pieces. */
+static uint32_t unit_pieces(const window *w, const unit *u, uint8_t *hdr, ft_pkt *iov)
 {
     const ft_pkt *first = &w->pkts[u->first];
+    iov[0].data = hdr;
+    iov[0].len = FT_VNET_HDR_SIZE;
     if (u->kind == KIND_PASS || u->count == 1) {
-        memset(o, 0, FT_VNET_HDR_SIZE);
-        if (first->len)
-            memcpy(o + FT_VNET_HDR_SIZE, first->data, first->len);
-        return FT_VNET_HDR_SIZE + first->len;
+        memset(hdr, 0, FT_VNET_HDR_SIZE);
+        uint16_t start, field;
+        if (w->info[u->first].partial && ft_rcsum_layout(first->data, first->len, &start, &field)) {
+            ft_vnet_hdr h;
+            memset(&h, 0, sizeof(h));
+            h.flags = FT_VNET_F_NEEDS_CSUM; /* the kernel completes what the far end left partial */
+            h.csum_start = start;
+            h.csum_offset = field;
+            ft_vnet_hdr_encode(&h, hdr);
+        }
+        if (first->len == 0)
+            return 1;
+        iov[1] = *first;
+        return 2;
     }
     const pkt_info *fi = &w->info[u->first];
     int tcp = u->kind == KIND_TCP;
@@ -662,13 +805,17 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
     h.gso_size = u->gso_size;
     h.csum_start = fi->ip_hl;
     h.csum_offset = tcp ? 16 : 6;
-    ft_vnet_hdr_encode(&h, o);
+    ft_vnet_hdr_encode(&h, hdr);
 
-    uint8_t *ip = o + FT_VNET_HDR_SIZE;
+    uint8_t *ip = hdr + FT_VNET_HDR_SIZE;
     memcpy(ip, first->data, fi->hl);
+    iov[0].len += fi->hl;
     size_t pos = fi->hl;
+    uint32_t k = 1;
     for (uint16_t m = u->first;; m = w->next[m]) {
-        memcpy(ip + pos, w->pkts[m].data + fi->hl, w->info[m].payload);
+        iov[k].data = w->pkts[m].data + fi->hl;
+        iov[k].len = w->info[m].payload;
+        k++;
         pos += w->info[m].payload;
         if (m == u->last)
             break;
@@ -689,7 +836,21 @@ static size_t write_unit(const window *w, const unit *u, uint8_t *o)
         put16(l4 + 4, l4len);
         put16(l4 + 6, ft_csum_pseudo(ip, proto, l4len));
     }
-    return FT_VNET_HDR_SIZE + pos;
+    return k;
+}
+
+/* Writes unit u at o, contiguous; returns its length (header included). */
+static size_t write_unit(const window *w, const unit *u, uint8_t *o)
+{
+    uint8_t hdr[FT_COALESCE_HDR_MAX];
+    ft_pkt iov[FT_COALESCE_WINDOW + 1];
+    uint32_t k = unit_pieces(w, u, hdr, iov);
+    size_t pos = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        memcpy(o + pos, iov[j].data, iov[j].len);
+        pos += iov[j].len;
+    }
+    return pos;
 }
 
 size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
@@ -704,45 +865,120 @@ size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n)
     return need;
 }
 
-int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
-                        ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
+/* Groups the packets window by window and hands each unit to sink, in order. */
+static void each_unit(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow,
+                      void (*sink)(void *ctx, const window *w, const unit *u), void *ctx)
 {
-    if (n == 0)
-        return 0;
-    if (!in || !out_buf || !out)
+    window w;
+    for (uint32_t base = 0; base < n; base += FT_COALESCE_WINDOW) {
+        uint32_t k = n - base < FT_COALESCE_WINDOW ? n - base : FT_COALESCE_WINDOW;
+        w.pkts = in + base;
+        for (uint32_t i = 0; i < k; i++)
+            classify(w.pkts[i].data, w.pkts[i].len, allow, partial && partial[base + i], &w.info[i]);
+        group_window(&w, k);
+        for (uint32_t u = 0; u < w.nunits; u++)
+            sink(ctx, &w, &w.units[u]);
+    }
+}
+
+typedef struct buf_sink { /* units copied back to back into one buffer */
+    uint8_t *buf;
+    size_t used;
+    ft_pkt *out;
+    uint32_t *segs;
+    uint32_t nout;
+} buf_sink;
+
+static void add_unit(void *ctx, const window *w, const unit *u)
+{
+    buf_sink *s = ctx;
+    size_t len = write_unit(w, u, s->buf + s->used);
+    s->out[s->nout].data = s->buf + s->used;
+    s->out[s->nout].len = len;
+    if (s->segs)
+        s->segs[s->nout] = u->count;
+    s->nout++;
+    s->used += len;
+}
+
+typedef struct iov_sink { /* units as pieces: headers built in hdr, payloads where they are */
+    uint8_t *hdr;
+    size_t hdr_used;
+    ft_pkt *iov;
+    uint32_t pieces;
+    ft_coalesce_unit *units;
+    uint32_t nout;
+} iov_sink;
+
+static void add_pieces(void *ctx, const window *w, const unit *u)
+{
+    iov_sink *s = ctx;
+    uint32_t got = unit_pieces(w, u, s->hdr + s->hdr_used, s->iov + s->pieces);
+    ft_coalesce_unit *cu = &s->units[s->nout++];
+    cu->iov_first = s->pieces;
+    cu->iov_count = got;
+    cu->segs = u->count;
+    cu->len = 0;
+    for (uint32_t j = 0; j < got; j++)
+        cu->len += s->iov[s->pieces + j].len;
+    s->hdr_used += s->iov[s->pieces].len;
+    s->pieces += got;
+}
+
+static int check_coalesce_input(const ft_pkt *in, uint32_t n, int have_outputs, uint32_t units_max, ft_err *e)
+{
+    if (!in || !have_outputs)
         return ft_fail(e, FT_EINVAL, EINVAL, "coalesce needs packets, an output buffer and an output table");
     if (n > INT32_MAX)
         return ft_fail(e, FT_EINVAL, EINVAL, "%u packets is too many for one call", n);
     for (uint32_t i = 0; i < n; i++)
         if (!in[i].data && in[i].len)
             return ft_fail(e, FT_EINVAL, EINVAL, "packet %u has no data but a length of %zu", i, in[i].len);
-    if (out_max < n)
-        return ft_fail(e, FT_EINVAL, EINVAL, "the output table holds %u units; %u packets need up to %u", out_max,
+    if (units_max < n)
+        return ft_fail(e, FT_EINVAL, EINVAL, "the output table holds %u units; %u packets need up to %u", units_max,
                        n, n);
+    return FT_OK;
+}
+
+int ft_offload_coalesce_iov(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *hdr_buf,
+                            size_t hdr_cap, ft_pkt *iov, uint32_t iov_cap, ft_coalesce_unit *units,
+                            uint32_t units_max, ft_err *e)
+{
+    if (n == 0)
+        return 0;
+    int r = check_coalesce_input(in, n, hdr_buf != NULL && iov != NULL && units != NULL, units_max, e);
+    if (r != FT_OK)
+        return r;
+    if (hdr_cap / FT_COALESCE_HDR_MAX < n || iov_cap / 2 < n)
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "%u packets need up to %llu header bytes and %llu pieces; got room for %zu and %u", n,
+                       (unsigned long long)n * FT_COALESCE_HDR_MAX, 2ull * n, hdr_cap, iov_cap);
+    iov_sink sink = {hdr_buf, 0, iov, 0, units, 0};
+    each_unit(in, partial, n, allow, add_pieces, &sink);
+    return (int)sink.nout;
+}
+
+int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
+                        ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
+{
+    return ft_offload_coalesce_ex(in, NULL, n, allow, out_buf, out_cap, out, out_segs, out_max, e);
+}
+
+int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *out_buf,
+                           size_t out_cap, ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e)
+{
+    if (n == 0)
+        return 0;
+    int r = check_coalesce_input(in, n, out_buf != NULL && out != NULL, out_max, e);
+    if (r != FT_OK)
+        return r;
     size_t need = ft_offload_coalesce_bound(in, n);
     if (out_cap < need)
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "the output buffer has %zu bytes; %u packets need up to %zu (their bytes plus %d each)",
                        out_cap, n, need, FT_VNET_HDR_SIZE);
 
-    window w;
-    size_t used = 0;
-    uint32_t nout = 0;
-    for (uint32_t base = 0; base < n; base += FT_COALESCE_WINDOW) {
-        uint32_t k = n - base < FT_COALESCE_WINDOW ? n - base : FT_COALESCE_WINDOW;
-        w.pkts = in + base;
-        for (uint32_t i = 0; i < k; i++)
-            classify(w.pkts[i].data, w.pkts[i].len, allow, &w.info[i]);
-        group_window(&w, k);
-        for (uint32_t u = 0; u < w.nunits; u++) {
-            size_t len = write_unit(&w, &w.units[u], out_buf + used);
-            out[nout].data = out_buf + used;
-            out[nout].len = len;
-            if (out_segs)
-                out_segs[nout] = w.units[u].count;
-            nout++;
-            used += len;
-        }
-    }
-    return (int)nout;
+    buf_sink sink = {out_buf, 0, out, out_segs, 0};
+    each_unit(in, partial, n, allow, add_unit, &sink);
+    return (int)sink.nout;
 }

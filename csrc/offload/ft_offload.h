@@ -53,7 +53,43 @@ uint16_t ft_csum_pseudo(const uint8_t *ip, uint8_t proto, uint32_t l4_len);
  * csum_start + csum_offset. FT_OK, or FT_EPACKET if the field does not lie within the len bytes. */
 int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint32_t csum_offset, ft_err *e);
 
+/* ---- remote checksum: a partial checksum carried to the far end of a tunnel ------------------------- */
+/* Between two fasttun devices (a tunnel, a forwarder) a TCP or UDP checksum nobody has computed yet need not be
+ * computed in user space at all: the sending end leaves it partial, as the kernel handed it over (the field holds
+ * the pseudo-header sum, NEEDS_CSUM), and puts these 4 bytes in front of the packet; the receiving end writes it
+ * to its device with NEEDS_CSUM, and the kernel completes the checksum or, for local delivery, skips it. The
+ * same idea as remote checksum offload in VXLAN and GUE.
+ *   byte 0     FT_RCSUM_MAGIC: a version nibble of 1, which no IP packet has, so a receiver tells the two apart
+ *   byte 1     csum_offset: 16 (TCP) or 6 (UDP)
+ *   bytes 2-3  csum_start, big-endian: where the transport header starts (20..60 for IPv4, 40 for IPv6)
+ * Only for IPv4 packets that are not fragments and IPv6 packets with TCP or UDP right after the fixed header. */
+#define FT_RCSUM_HDR_SIZE 4
+#define FT_RCSUM_MAGIC 0x1fu
+
+/* Where the transport checksum of the packet at ip starts and lies, if the packet may travel with a partial
+ * checksum; 0 if it may not (not TCP/UDP, a fragment, extension headers, too short). */
+int ft_rcsum_layout(const uint8_t *ip, size_t len, uint16_t *csum_start, uint16_t *csum_offset);
+
+/* Checks the 4 bytes at p (a packet of len bytes that starts with FT_RCSUM_MAGIC) against the IP packet behind
+ * them: FT_OK with its start and offset, or FT_EPACKET saying what is wrong. */
+int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t *csum_offset, ft_err *e);
+
+/* A packet a device is asked to send, when the device may (accept != 0) or may not take packets behind an
+ * FT_RCSUM header: an IP packet within mtu as ft_packet_check says, or, if accepted, a header that
+ * ft_rcsum_decode accepts followed by such a packet. FT_OK or FT_EPACKET saying what is wrong; a header where
+ * none is accepted is refused with a message naming remote_csum=True. */
+int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_err *e);
+
+/* A packet behind a checked FT_RCSUM header, copied to out (at least len - FT_RCSUM_HDR_SIZE bytes) with its
+ * checksum completed; returns its length. For a device that finishes checksums itself (no offload, Wintun). */
+size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out);
+
+/* out[i] = in[i] without its FT_RCSUM header if it has one (already checked), partial[i] = whether it had. */
+void ft_rcsum_strip(const ft_pkt *in, uint32_t n, ft_pkt *out, uint8_t *partial);
+
 /* ---- split: what a read from the fd gave us -> ordinary IP packets --------------------------------- */
+#define FT_SPLIT_RCSUM 0x1u   /* leave TCP/UDP checksums partial behind an FT_RCSUM header (see above) */
+
 /* pkt/len: a virtio-net header followed by one IP packet, exactly as read from the fd. Appends the
  * resulting ordinary IP packets to out the way a backend recv does (from out->used/out->count on, within
  * out->cap bytes and out->max packets; offsets, lengths, count and used updated):
@@ -72,6 +108,11 @@ int ft_offload_complete_csum(uint8_t *pkt, size_t len, uint32_t csum_start, uint
  *               which): nothing was appended; drop the packet;
  *   FT_EINVAL   a NULL argument or an inconsistent batch. */
 int ft_offload_split(const uint8_t *pkt, size_t len, ft_batch *out, ft_err *e);
+
+/* ft_offload_split with flags: FT_SPLIT_RCSUM leaves the checksums the kernel left partial as they are and puts
+ * an FT_RCSUM header before each such packet (whose length then includes the header); a checksum that cannot
+ * travel partial is completed as without the flag. */
+int ft_offload_split_ex(const uint8_t *pkt, size_t len, uint32_t flags, ft_batch *out, ft_err *e);
 
 /* ---- coalesce: ordinary IP packets -> what to write to the fd -------------------------------------- */
 #define FT_COALESCE_TCP 0x1u          /* merge TCP segments (the device has TUN_F_TSO4/TSO6) */
@@ -100,5 +141,33 @@ size_t ft_offload_coalesce_bound(const ft_pkt *in, uint32_t n);
  * FT_EINVAL (bad arguments, buffers too small; nothing written). Never fails because of packet contents. */
 int ft_offload_coalesce(const ft_pkt *in, uint32_t n, uint32_t allow, uint8_t *out_buf, size_t out_cap,
                         ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
+
+/* ft_offload_coalesce where partial[i] != 0 says that packet i's transport checksum is partial (it came behind an
+ * FT_RCSUM header, already checked with ft_rcsum_decode and removed): such a packet's transport checksum is not
+ * verified (only its IPv4 header checksum is), and when it goes out alone its header carries NEEDS_CSUM so that
+ * the kernel completes it. partial may be NULL (none is). */
+int ft_offload_coalesce_ex(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *out_buf,
+                           size_t out_cap, ft_pkt *out, uint32_t *out_segs, uint32_t out_max, ft_err *e);
+
+/* ---- coalesce without copying: what to write to the fd, as pieces for writev --------------------------- */
+/* Header bytes of one unit at most: the virtio-net header and merged IP (20 or 40) and TCP (up to 60) headers. */
+#define FT_COALESCE_HDR_MAX (FT_VNET_HDR_SIZE + 40u + 60u)
+
+typedef struct ft_coalesce_unit {
+    uint32_t iov_first; /* its pieces: iov[iov_first .. iov_first + iov_count) */
+    uint32_t iov_count;
+    uint32_t segs;      /* input packets it carries */
+    size_t len;         /* bytes in all, header included */
+} ft_coalesce_unit;
+
+/* The units of ft_offload_coalesce_ex, not copied into one buffer but described as pieces: unit i is
+ * units[i].iov_count pieces from iov[units[i].iov_first]: first its header bytes, built in hdr_buf (a virtio-net
+ * header, and for a merged unit the merged IP and transport headers), then either the input packet itself or each
+ * member's payload, pointing into the input packets (which must stay as they are until the units are written).
+ * Needs hdr_cap >= n * FT_COALESCE_HDR_MAX, iov_cap >= 2 * n and units_max >= n. Returns the number of units or
+ * FT_EINVAL (bad arguments; nothing described). */
+int ft_offload_coalesce_iov(const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow, uint8_t *hdr_buf,
+                            size_t hdr_cap, ft_pkt *iov, uint32_t iov_cap, ft_coalesce_unit *units,
+                            uint32_t units_max, ft_err *e);
 
 #endif

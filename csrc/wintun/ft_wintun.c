@@ -95,6 +95,9 @@ typedef struct wt_dev {
     uint8_t *co_buf;
     ft_pkt co_units[FT_COALESCE_WINDOW];
     uint32_t co_segs[FT_COALESCE_WINDOW];
+    int remote_csum;     /* FT_WINTUN_REMOTE_CSUM */
+    ft_pkt co_in[FT_COALESCE_WINDOW];       /* remote_csum: a window of packets without their headers */
+    uint8_t co_partial[FT_COALESCE_WINDOW]; /* ... and which of them had one */
     volatile LONG64 drained; /* (Interlocked*) ring bytes received since the reader last found the ring empty */
     /* Once the session is dead (ERROR_HANDLE_EOF, a corrupt ring) every call reports why, without
      * touching the DLL again: a reader ends instead of spinning on the error or flooding the log. */
@@ -384,6 +387,8 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
             return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet of %zu bytes cannot go through Wintun (allowed: 1..%u)",
                            len, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
         }
+        if (w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC && len > FT_RCSUM_HDR_SIZE)
+            len -= FT_RCSUM_HDR_SIZE; /* what goes into the ring is the packet behind the header */
         BYTE *slot = w->api->AllocateSendPacket(w->session, (DWORD)len);
         if (!slot) {
             DWORD err = GetLastError();
@@ -391,7 +396,10 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
             int r = send_error(w, err, e);
             return i > 0 ? (int)i : r;
         }
-        memcpy(slot, pkts[i].data, len);
+        if (w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC)
+            ft_rcsum_complete_into(pkts[i].data, pkts[i].len, slot); /* the packet behind, checksum finished */
+        else
+            memcpy(slot, pkts[i].data, len);
         w->api->SendPacket(w->session, slot);
     }
     return (int)n;
@@ -435,8 +443,15 @@ static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t 
             result = i > 0 ? (int)i : send_locked(w, pkts + i, 1, full, e);
             goto out;
         }
-        int units = ft_offload_coalesce(pkts + i, k, FT_COALESCE_TCP, w->co_buf, COALESCE_BUF, w->co_units,
-                                        w->co_segs, FT_COALESCE_WINDOW, e);
+        const ft_pkt *in = pkts + i;
+        const uint8_t *partial = NULL;
+        if (w->remote_csum) { /* packets behind an FT_RCSUM header go in without it, their checksums finished below */
+            ft_rcsum_strip(in, k, w->co_in, w->co_partial);
+            in = w->co_in;
+            partial = w->co_partial;
+        }
+        int units = ft_offload_coalesce_ex(in, partial, k, FT_COALESCE_TCP, w->co_buf, COALESCE_BUF, w->co_units,
+                                           w->co_segs, FT_COALESCE_WINDOW, e);
         if (units < 0) {
             result = i > 0 ? (int)i : units;
             goto out;
@@ -623,10 +638,17 @@ int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *
     return r;
 }
 
+/* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
+static int wt_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
+{
+    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), W(d)->remote_csum, e);
+}
+
 static const ft_backend_ops wintun_ops = {
     .name = "wintun",
     .recv = wt_recv,
     .send = wt_send,
+    .check = wt_check,
     .wait_handles = wt_wait_handles,
     .close = wt_close,
     .get_mtu = wt_get_mtu,
@@ -681,9 +703,10 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "open mode %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
                        p->open_mode);
-    if (p->flags & ~(FT_WINTUN_AUTO_RING | FT_WINTUN_COALESCE))
-        return ft_fail(e, FT_EINVAL, EINVAL, "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce)",
-                       p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE);
+    if (p->flags & ~(FT_WINTUN_AUTO_RING | FT_WINTUN_COALESCE | FT_WINTUN_REMOTE_CSUM))
+        return ft_fail(e, FT_EINVAL, EINVAL,
+                       "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce), 0x%x (remote checksums)",
+                       p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE, FT_WINTUN_REMOTE_CSUM);
     if (p->mtu != 0 && (p->mtu < FT_MIN_MTU || p->mtu > WINTUN_MAX_IP_PACKET_SIZE))
         return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u, or 0 to keep the adapter's",
                        p->mtu, FT_MIN_MTU, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
@@ -883,6 +906,7 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
     w->capacity = capacity;
     w->capacity_now = (LONG)capacity;
     w->auto_ring = (p->flags & FT_WINTUN_AUTO_RING) != 0;
+    w->remote_csum = (p->flags & FT_WINTUN_REMOTE_CSUM) != 0;
     InitializeSRWLock(&w->co_lock);
     if (p->flags & FT_WINTUN_COALESCE) {
         w->co_buf = malloc(COALESCE_BUF);
@@ -931,6 +955,8 @@ uint32_t ft_wintun_ring_capacity(ft_device *d)
     return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0;
 }
 uint32_t ft_wintun_ring_grows(ft_device *d) { return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
+
+int ft_wintun_remote_csum(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->remote_csum : 0; }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {

@@ -25,12 +25,14 @@ typedef struct ft_wintun_params {
     uint32_t ring_capacity;  /* bytes, a power of two in [MIN, MAX]; 0 for the default */
     int open_mode;           /* FT_OPEN_ANY, FT_OPEN_EXISTING or FT_OPEN_CREATE */
     uint32_t mtu;            /* set on the interface (both IP families); 0 keeps the interface's MTU */
-    uint32_t flags;          /* FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE */
+    uint32_t flags;          /* FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE, FT_WINTUN_REMOTE_CSUM */
 } ft_wintun_params;
 
 /* ft_wintun_params.flags */
 #define FT_WINTUN_AUTO_RING 0x1u /* start at ring_capacity, double it (up to MAX) when the rings overflow */
 #define FT_WINTUN_COALESCE 0x2u  /* merge consecutive TCP segments of a flow into one packet on send */
+#define FT_WINTUN_REMOTE_CSUM 0x4u /* take packets behind an FT_RCSUM header (offload/ft_offload.h) on send and
+                                    * finish their checksums: Wintun itself has no checksum offload */
 
 /* Wintun's log messages, converted to UTF-8. level: 0 info, 1 warning, 2 error. */
 typedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg);
@@ -60,6 +62,7 @@ int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e);
 int ft_wintun_created(ft_device *d);
 uint32_t ft_wintun_ring_capacity(ft_device *d); /* of the current session: auto capacity changes it */
 uint32_t ft_wintun_ring_grows(ft_device *d);    /* times auto capacity doubled the rings */
+int ft_wintun_remote_csum(ft_device *d);        /* opened with FT_WINTUN_REMOTE_CSUM */
 
 /* Replaces the adapter's DNS servers, both families (n = 0 clears them). Needs SetInterfaceDnsSettings
  * (Windows 10 2004 or later): FT_EUNSUPPORTED where it is absent. */
@@ -109,6 +112,11 @@ static inline uint32_t ft_wintun_ring_capacity(ft_device *d)
     return 0;
 }
 static inline uint32_t ft_wintun_ring_grows(ft_device *d)
+{
+    (void)d;
+    return 0;
+}
+static inline int ft_wintun_remote_csum(ft_device *d)
 {
     (void)d;
     return 0;

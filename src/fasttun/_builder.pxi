@@ -9,8 +9,13 @@ BUILDER_MAX_CAPACITY = 1 << 31
 
 
 cdef inline size_t _ip_length(const uint8_t *p, size_t room) noexcept nogil:
-    """The length of the IPv4/IPv6 packet at p as its header gives it, or 0 unless a whole one lies in room."""
+    """The length of the IPv4/IPv6 packet at p as its header gives it, or 0 unless a whole one lies in room; a
+    packet behind a remote-checksum header (byte 0x1f, see LinuxTun(remote_csum=True)) counts with its 4 bytes
+    (the device that takes it checks the header)."""
     cdef size_t n
+    if room > FT_RCSUM_HDR_SIZE and p[0] == FT_RCSUM_MAGIC:
+        n = _ip_length(p + FT_RCSUM_HDR_SIZE, room - FT_RCSUM_HDR_SIZE)
+        return n + FT_RCSUM_HDR_SIZE if n else 0
     if room >= 20 and p[0] >> 4 == 4:
         n = (<size_t>p[2] << 8) | p[3]
         return n if 20 <= n <= room else 0
@@ -284,7 +289,8 @@ cdef class BatchBuilder:
 
     def split_ip(self):
         """Splits the last packet into the IPv4/IPv6 packets it holds back to back, each as long as its header
-        says (e.g. a decrypted tunnel datagram that carried several), and returns how many there are. If it is
+        says (e.g. a decrypted tunnel datagram that carried several), and returns how many there are. A packet may
+        come behind a remote-checksum header (``remote_csum=True``), which stays with it. If it is
         not a whole number of IP packets, or they would not fit in ``max_packets``, ValueError and nothing
         changes. A packet of a Batch still held cannot be split."""
         cdef uint32_t last, k = 0, i

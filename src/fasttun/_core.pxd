@@ -207,6 +207,7 @@ cdef extern from "linux/ft_linux.h" nogil:
         uint32_t mtu
         const char *dev_path
         int offload
+        int remote_csum
 
     enum:
         FT_OFFLOAD_OFF
@@ -219,6 +220,7 @@ cdef extern from "linux/ft_linux.h" nogil:
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     uint32_t ft_linux_offloads(ft_device *d, int *mode)
     int ft_linux_txqueuelen_grows(ft_device *d)
+    int ft_linux_remote_csum(ft_device *d)
 
 
 cdef extern from "wintun/ft_wintun.h" nogil:
@@ -230,6 +232,7 @@ cdef extern from "wintun/ft_wintun.h" nogil:
         FT_WINTUN_DRIVER_NOT_LOADED
         FT_WINTUN_AUTO_RING
         FT_WINTUN_COALESCE
+        FT_WINTUN_REMOTE_CSUM
 
     ctypedef struct ft_wintun_params:
         const char *name
@@ -253,7 +256,14 @@ cdef extern from "wintun/ft_wintun.h" nogil:
     int ft_wintun_created(ft_device *d)
     uint32_t ft_wintun_ring_capacity(ft_device *d)
     uint32_t ft_wintun_ring_grows(ft_device *d)
+    int ft_wintun_remote_csum(ft_device *d)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
+
+
+cdef extern from "offload/ft_offload.h" nogil:
+    enum:
+        FT_RCSUM_HDR_SIZE
+        FT_RCSUM_MAGIC
 
 
 cdef extern from "icmp/ft_icmp.h" nogil:

@@ -77,6 +77,10 @@ cdef class Device:
         """How many times txqueuelen "auto" doubled the kernel's queue (0 for other devices)."""
         return ft_linux_txqueuelen_grows(self.dev)
 
+    def remote_csum(self):
+        """Whether the device takes packets whose checksum is partial behind a 4-byte header (remote_csum=True)."""
+        return bool(ft_linux_remote_csum(self.dev) or ft_wintun_remote_csum(self.dev))
+
     def offloads(self):
         """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""
         cdef int mode = 0
@@ -531,7 +535,7 @@ def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
 
 
 def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_path=None,
-               int offload=0, bint auto_txqueuelen=False):
+               int offload=0, bint auto_txqueuelen=False, bint remote_csum=False):
     cdef ft_linux_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -550,6 +554,7 @@ def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_p
     p.dev_path = NULL if bpath is None else <const char *>bpath
     p.offload = offload
     p.auto_txqueuelen = auto_txqueuelen
+    p.remote_csum = remote_csum
     with nogil:
         r = ft_linux_open(&p, &d, &e)
     if r != FT_OK:

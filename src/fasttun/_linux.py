@@ -29,6 +29,7 @@ class LinuxTun(Tun):
         send_timeout: float | None = None,
         offload: bool = False,
         offload_mode: OffloadMode = "segments",
+        remote_csum: bool = False,
     ) -> None:
         """Opens (or creates) a TUN device.
 
@@ -44,8 +45,17 @@ class LinuxTun(Tun):
         accept TCP (and, on Linux 6.2+, UDP) super-packets of up to 64 KiB. In ``offload_mode="segments"``
         (default) they are split in C into ordinary packets before Python sees them, and ordinary packets you send
         are coalesced per flow into super-packets; in ``"super"`` they are delivered whole (``batch.is_super``,
-        ``batch.gso(i)``) and a batch of them can be sent on to another offload device untouched. The other
-        options are :class:`Tun`'s."""
+        ``batch.gso(i)``) and a batch of them can be sent on to another offload device untouched.
+
+        ``remote_csum=True`` is for tunnels and forwarders whose far end is another fasttun device opened with it:
+        a TCP or UDP checksum the kernel left for the offload to finish stays unfinished, as in VXLAN's remote
+        checksum offload. In segments mode such a packet comes behind a 4-byte header (byte 0 is 0x1f, which no IP
+        packet starts with; byte 1 the checksum field's offset in the transport header, 16 for TCP or 6 for UDP;
+        bytes 2-3 big-endian, where the transport header starts) and its checksum field holds only the
+        pseudo-header sum; the device at the far end takes such packets (in any mode but ``"super"``) and has its
+        kernel complete the checksum, or, without offload, completes it itself. Neither end then computes a
+        checksum over the payload. Inspecting packets in Python sees the header; a device without
+        ``remote_csum`` refuses them. The other options are :class:`Tun`'s."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if name == "":
@@ -62,7 +72,7 @@ class LinuxTun(Tun):
 
         def open_device() -> _core.Device:
             return _core.open_linux(name, queues, persist_flag, mode, mtu or 0, None,
-                                    _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txq)
+                                    _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txq, bool(remote_csum))
 
         def configure(dev: _core.Device) -> None:
             if queue_len is not None:
@@ -83,6 +93,12 @@ class LinuxTun(Tun):
         self._check_open()
         mode = self._dev.offloads()[0]
         return {_core.OFFLOAD_SEGMENTS: "segments", _core.OFFLOAD_SUPER: "super"}.get(mode)
+
+    @property
+    def remote_csum(self) -> bool:
+        """Whether packets may carry a partial checksum behind a 4-byte header (see ``remote_csum=True``)."""
+        self._check_open()
+        return bool(self._dev.remote_csum())
 
     @property
     def txqueuelen(self) -> int:

@@ -1,9 +1,10 @@
 # Wintun: opening adapters, loading the DLL, the driver version and its log. Included by _core.pyx.
 
 def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_mode, uint32_t mtu,
-                bint auto_ring=False, bint coalesce=False):
+                bint auto_ring=False, bint coalesce=False, bint remote_csum=False):
     """open_mode: OPEN_CREATE, OPEN_EXISTING or OPEN_ANY. auto_ring: start at
-    ring_capacity and double it when the rings overflow; coalesce: merge TCP segments on send."""
+    ring_capacity and double it when the rings overflow; coalesce: merge TCP segments on send; remote_csum: take
+    packets behind a remote-checksum header and finish their checksums."""
     cdef ft_wintun_params p
     cdef ft_device *d = NULL
     cdef ft_err e
@@ -20,7 +21,8 @@ def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int ope
     p.ring_capacity = ring_capacity
     p.open_mode = open_mode
     p.mtu = mtu
-    p.flags = (FT_WINTUN_AUTO_RING if auto_ring else 0) | (FT_WINTUN_COALESCE if coalesce else 0)
+    p.flags = ((FT_WINTUN_AUTO_RING if auto_ring else 0) | (FT_WINTUN_COALESCE if coalesce else 0) |
+               (FT_WINTUN_REMOTE_CSUM if remote_csum else 0))
     with nogil:
         r = ft_wintun_open(&p, &d, &e)
     if r != FT_OK:

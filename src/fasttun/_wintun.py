@@ -110,6 +110,7 @@ class WintunAdapter(Tun):
         guid: uuid.UUID | str | None = None,
         ring_capacity: int | Literal["auto"] | None = None,
         coalesce: bool = False,
+        remote_csum: bool = False,
     ) -> None:
         """Opens (or creates) a Wintun adapter.
 
@@ -119,7 +120,11 @@ class WintunAdapter(Tun):
         ``"auto"``: 4 MiB, doubled (session restarted, up to 64 MiB, at most once per 2 s) when the rings overflow
         (see :attr:`ring_grows`). ``coalesce=True`` merges consecutive TCP segments of one flow into one packet of
         up to 64 KiB before handing it to Wintun (Windows' stack pays per packet); a merged packet that finds the
-        ring full is dropped and counted whatever ``on_full`` says. The other options are :class:`Tun`'s."""
+        ring full is dropped and counted whatever ``on_full`` says. ``remote_csum=True`` takes, in ``send`` and
+        ``send_batch``, packets whose TCP/UDP checksum a Linux fasttun device left partial behind a 4-byte header
+        (see ``LinuxTun(remote_csum=True)``) and finishes their checksums before Wintun gets them, so a Windows end
+        can be the peer of a Linux tunnel end that leaves them to the far end. The other options are
+        :class:`Tun`'s."""
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if not name:
@@ -143,7 +148,8 @@ class WintunAdapter(Tun):
 
         def open_adapter() -> _core.Device:
             ensure_loaded()
-            return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce)
+            return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce,
+                                     bool(remote_csum))
 
         self._open(open_adapter, mtu, addresses, up, on_full, send_timeout)
 
@@ -170,6 +176,12 @@ class WintunAdapter(Tun):
         """How many times ``ring_capacity="auto"`` doubled the ring (each a session restart)."""
         self._check_open()
         return int(self._dev.wintun_info()[3])
+
+    @property
+    def remote_csum(self) -> bool:
+        """Whether the adapter takes packets behind a remote-checksum header (``remote_csum=True``)."""
+        self._check_open()
+        return bool(self._dev.remote_csum())
 
     def set_dns(self, servers: Iterable[str]) -> None:
         """The adapter's DNS servers (an empty list clears them)."""

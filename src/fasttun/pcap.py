@@ -68,10 +68,17 @@ def _pad4(n: int) -> int:
 View = Union[memoryview, _Packet]  # what a record is written from: both have nbytes and slice to memoryviews
 
 
+_RCSUM_MAGIC = 0x1F   # byte 0 of a remote-checksum header (LinuxTun(remote_csum=True)): not part of the IP packet
+
+
 def _views(packets: Union[Batch, Iterable[Any]]) -> list[View]:
-    if isinstance(packets, Batch):
-        return list(packets)
-    return [memoryview(p).cast("B") for p in packets]
+    """The packets as byte views; one behind a remote-checksum header is recorded without it (its TCP/UDP
+    checksum shows as partial, as a capture of outgoing packets with checksum offload does)."""
+    views: list[View] = list(packets) if isinstance(packets, Batch) else [memoryview(p).cast("B") for p in packets]
+    for i, v in enumerate(views):
+        if len(v) > 4 and v[0] == _RCSUM_MAGIC:
+            views[i] = memoryview(v)[4:]
+    return views
 
 
 class _Writer:

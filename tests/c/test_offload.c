@@ -1283,6 +1283,154 @@ static void test_udp_checksum_zero_is_sent_as_ffff(void)
     free(c.buf);
 }
 
+/* ---- tests: remote checksum ------------------------------------------------------------------------- */
+
+/* A packet behind an FT_RCSUM header: header fields right, checksum field partial (the pseudo-header sum of the
+ * packet), every other byte what the fully checksummed packet `expect` has. */
+static int rcsum_packet_ok(const uint8_t *got, size_t got_len, const uint8_t *expect, size_t len)
+{
+    if (got_len != len + FT_RCSUM_HDR_SIZE || got[0] != FT_RCSUM_MAGIC)
+        return 0;
+    const uint8_t *ip = got + FT_RCSUM_HDR_SIZE;
+    size_t hl = (ip[0] >> 4) == 6 ? 40 : (size_t)(ip[0] & 15) * 4;
+    uint8_t proto = (ip[0] >> 4) == 6 ? ip[6] : ip[9];
+    size_t field = proto == 6 ? 16 : 6;
+    if (got[1] != field || rd16(got + 2) != hl)
+        return 0;
+    if (memcmp(ip, expect, hl + field) != 0 || memcmp(ip + hl + field + 2, expect + hl + field + 2,
+                                                      len - hl - field - 2) != 0)
+        return 0;
+    if (rd16(ip + hl + field) != ref_fold(ref_pseudo(ip, proto, (uint32_t)(len - hl))))
+        return 0;
+    uint8_t done[BIG];
+    memcpy(done, ip, len);
+    ft_err e;
+    return ft_offload_complete_csum(done, len, (uint32_t)hl, (uint32_t)field, &e) == FT_OK && ref_l4_ok(done, len);
+}
+
+static void test_remote_csum(void)
+{
+    static uint8_t super[BIG], expect[BIG];
+    static ft_pkt pkts[70000];
+    static uint8_t partial[70000];
+    tbatch t, back;
+    coal c;
+    memset(&c, 0, sizeof(c));
+    tb_init(&t, 70000, 8u << 20);
+    tb_init(&back, 70000, 8u << 20);
+    for (size_t k = 0; k < NCASES; k++) {
+        const split_case *sc = &split_cases[k];
+        size_t len = case_super(sc, super);
+        pdesc d = case_desc(sc);
+        uint32_t nseg = (sc->payload + sc->gso - 1) / sc->gso;
+        ft_err e;
+        tb_reset(&t);
+        CHECK(ft_offload_split_ex(super, len, FT_SPLIT_RCSUM, &t.b, &e) == (int)nseg);
+        /* Each segment comes behind the header with its checksum left partial, whatever the super-packet's
+         * checksum field held: the far end completes it. */
+        int all_ok = 1;
+        for (uint32_t i = 0; i < t.b.count; i++) {
+            size_t elen = build_segment(&d, sc->gso, i, expect);
+            all_ok &= rcsum_packet_ok(tb_pkt(&t, i), t.b.lengths[i], expect, elen);
+        }
+        if (!all_ok)
+            fprintf(stderr, "  %s: a segment behind a remote-checksum header is wrong\n", sc->name);
+        CHECK(all_ok);
+        CHECK(tb_guard_ok(&t));
+        /* The far end: headers checked and removed, packets merged without verifying their partial checksums;
+         * splitting what it would write gives back exactly the fully checksummed segments. */
+        for (uint32_t i = 0; i < t.b.count; i++) {
+            uint16_t start, field;
+            CHECK(ft_rcsum_decode(tb_pkt(&t, i), t.b.lengths[i], &start, &field, &e) == FT_OK);
+            pkts[i].data = tb_pkt(&t, i) + FT_RCSUM_HDR_SIZE;
+            pkts[i].len = t.b.lengths[i] - FT_RCSUM_HDR_SIZE;
+            partial[i] = 1;
+        }
+        c.cap = ft_offload_coalesce_bound(pkts, t.b.count);
+        c.buf = realloc(c.buf, c.cap);
+        c.n = ft_offload_coalesce_ex(pkts, partial, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP, c.buf, c.cap,
+                                     c.out, c.segs, 4096, &e);
+        CHECK(c.n >= 1);
+        CHECK(split_units(&c, &back));
+        int same = back.b.count == nseg;
+        for (uint32_t i = 0; same && i < nseg; i++) {
+            size_t elen = build_segment(&d, sc->gso, i, expect);
+            same = back.b.lengths[i] == elen && memcmp(tb_pkt(&back, i), expect, elen) == 0;
+        }
+        if (!same)
+            fprintf(stderr, "  %s: merged partial segments do not split back into the segments\n", sc->name);
+        CHECK(same);
+        /* Without the flag the same packets are not merged: their checksums do not verify. */
+        c.n = ft_offload_coalesce(pkts, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP, c.buf, c.cap, c.out, c.segs,
+                                  4096, &e);
+        CHECK(c.n == (int)t.b.count);
+    }
+
+    /* A lone packet with a partial checksum goes out behind NEEDS_CSUM at its checksum field. */
+    for (int v6 = 0; v6 < 2; v6++)
+        for (int udp = 0; udp < 2; udp++) {
+            pdesc d = desc(v6, udp);
+            d.pay_len = 300;
+            d.partial = 1;
+            uint8_t ip[2000];
+            size_t len = build_ip(&d, ip);
+            ft_pkt one = {ip, len};
+            uint8_t yes = 1;
+            ft_err e;
+            c.cap = ft_offload_coalesce_bound(&one, 1);
+            c.buf = realloc(c.buf, c.cap);
+            CHECK(ft_offload_coalesce_ex(&one, &yes, 1, FT_COALESCE_TCP, c.buf, c.cap, c.out, c.segs, 4096, &e) == 1);
+            ft_vnet_hdr h;
+            ft_vnet_hdr_decode(c.out[0].data, &h);
+            CHECK(h.flags == FT_VNET_F_NEEDS_CSUM && h.gso_type == FT_VNET_GSO_NONE &&
+                  h.csum_start == ip_hl(&d) && h.csum_offset == (udp ? 6 : 16));
+            CHECK(memcmp(c.out[0].data + FT_VNET_HDR_SIZE, ip, len) == 0);
+            /* and the same packet split the way the kernel hands it over, behind the header */
+            uint8_t buf[2100];
+            put_vnet(buf, 1, 0, 0, 0, (uint16_t)ip_hl(&d), udp ? 6 : 16);
+            memcpy(buf + FT_VNET_HDR_SIZE, ip, len);
+            d.partial = 0;
+            build_ip(&d, expect);
+            tb_reset(&t);
+            CHECK(ft_offload_split_ex(buf, len + FT_VNET_HDR_SIZE, FT_SPLIT_RCSUM, &t.b, &e) == 1);
+            CHECK(rcsum_packet_ok(tb_pkt(&t, 0), t.b.lengths[0], expect, len));
+        }
+
+    /* What a receiver refuses behind the header. */
+    {
+        pdesc d = desc(0, 0);
+        d.pay_len = 100;
+        uint8_t p[300];
+        size_t len = build_ip(&d, p + 4) + 4;
+        p[0] = FT_RCSUM_MAGIC, p[1] = 16, p[2] = 0, p[3] = 20;
+        uint16_t start, field;
+        ft_err e;
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_OK && start == 20 && field == 16);
+        p[1] = 6;
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET && strstr(e.msg, "has it at 20 + 16"));
+        p[1] = 16, p[3] = 24;
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET);
+        p[3] = 20, p[0] = 0x1e;
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET && strstr(e.msg, "not a remote-checksum"));
+        p[0] = FT_RCSUM_MAGIC;
+        CHECK(ft_rcsum_decode(p, 4 + 20 + 17, &start, &field, &e) == FT_EPACKET);  /* field past the end */
+        CHECK(ft_rcsum_decode(p, 3, &start, &field, &e) == FT_EPACKET);
+        p[4 + 9] = 1;                                                                  /* ICMP */
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET && strstr(e.msg, "TCP or UDP"));
+        p[4 + 9] = 6, p[4 + 6] |= 0x20;                                                /* a fragment (MF) */
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET);
+        pdesc d6 = desc(1, 1);
+        d6.pay_len = 50;
+        d6.v6_hop_by_hop = 1;                                                          /* extension header */
+        len = build_ip(&d6, p + 4) + 4;
+        p[0] = FT_RCSUM_MAGIC, p[1] = 6, p[2] = 0, p[3] = 40;
+        CHECK(ft_rcsum_decode(p, len, &start, &field, &e) == FT_EPACKET);
+    }
+    free(c.buf);
+    tb_free(&t);
+    tb_free(&back);
+}
+
 int main(void)
 {
     test_vnet_header_layout();
@@ -1301,5 +1449,6 @@ int main(void)
     test_coalesce_arguments();
     test_coalesce_random_soup();
     test_udp_checksum_zero_is_sent_as_ffff();
+    test_remote_csum();
     return check_summary();
 }

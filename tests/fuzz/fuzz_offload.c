@@ -57,7 +57,7 @@ typedef struct batch {
 } batch;
 
 static batch first_split, second_split;
-static uint8_t arena1[ARENA], arena2[ARENA];
+static uint8_t arena1[ARENA], arena2[ARENA], arena3[ARENA];
 
 static void batch_setup(batch *t, uint8_t *arena, uint32_t max, size_t cap)
 {
@@ -106,6 +106,19 @@ static size_t check_segment(const uint8_t *p, size_t len, unsigned gso_type)
         REQUIRE(rd16(p + ip_hl + 4) == len - ip_hl && rd16(p + ip_hl + 6) != 0);
     REQUIRE(l4_checksum_ok(p, len, ip_hl, proto));
     return ip_hl + l4_hl;
+}
+
+/* a and b (len bytes) are the same packet, except that one may store a transport checksum of 0 as 0xffff (as a
+ * checksum completed for NEEDS_CSUM does, like the kernel's) where the other has 0: the same in ones' complement. */
+static int same_but_checksum_zero(const uint8_t *a, const uint8_t *b, size_t len)
+{
+    uint16_t start, field;
+    if (!ft_rcsum_layout(a, len, &start, &field))
+        return memcmp(a, b, len) == 0;
+    size_t at = (size_t)start + field;
+    uint32_t x = rd16(a + at), y = rd16(b + at);
+    return memcmp(a, b, at) == 0 && memcmp(a + at + 2, b + at + 2, len - at - 2) == 0 &&
+           (x == y || (x == 0xffff && y == 0) || (x == 0 && y == 0xffff));
 }
 
 static void fuzz_split(const uint8_t *data, size_t size)
@@ -184,6 +197,32 @@ static void fuzz_split(const uint8_t *data, size_t size)
     for (uint32_t i = 0; i < n; i++)
         REQUIRE(second_split.b.lengths[i] == pkts[i].len &&
                 memcmp(arena2 + second_split.b.offsets[i], pkts[i].data, pkts[i].len) == 0);
+
+    /* Remote checksums: the same segments behind FT_RCSUM headers that the far end accepts, their checksums left
+     * partial; merged there as partial and split again, they are the fully checksummed segments. */
+    static batch third;
+    static uint8_t partial[MAX_SEGS];
+    batch_setup(&second_split, arena2, MAX_SEGS, ARENA);
+    REQUIRE(ft_offload_split_ex(data, size, FT_SPLIT_RCSUM, &second_split.b, &e) == (int)n);
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *p = arena2 + second_split.b.offsets[i];
+        uint16_t start, field;
+        REQUIRE(ft_rcsum_decode(p, second_split.b.lengths[i], &start, &field, &e) == FT_OK);
+        REQUIRE(second_split.b.lengths[i] == first_split.b.lengths[i] + FT_RCSUM_HDR_SIZE);
+        pkts[i].data = p + FT_RCSUM_HDR_SIZE, pkts[i].len = second_split.b.lengths[i] - FT_RCSUM_HDR_SIZE;
+        partial[i] = 1;
+    }
+    bound = ft_offload_coalesce_bound(pkts, n);
+    u = ft_offload_coalesce_ex(pkts, partial, n, FT_COALESCE_TCP | FT_COALESCE_UDP, out, bound, units, segs, n, &e);
+    REQUIRE(u > 0 && (uint32_t)u <= n);
+    batch_setup(&third, arena3, MAX_SEGS, ARENA);
+    for (int k = 0; k < u; k++)
+        REQUIRE(ft_offload_split(units[k].data, units[k].len, &third.b, &e) == (int)segs[k]);
+    REQUIRE(third.b.count == n);
+    for (uint32_t i = 0; i < n; i++)
+        REQUIRE(third.b.lengths[i] == first_split.b.lengths[i] &&
+                same_but_checksum_zero(arena3 + third.b.offsets[i], arena1 + first_split.b.offsets[i],
+                                       third.b.lengths[i]));
 }
 
 /* Flow identity as coalescing promises to respect it: addresses, protocol and ports. */
@@ -241,6 +280,32 @@ static void fuzz_coalesce(const uint8_t *data, size_t size)
     REQUIRE(r > 0 && (uint32_t)r <= n);
     REQUIRE(ft_offload_coalesce(in, n, allow, out, bound - 1, units, segs, n, &e) == FT_EINVAL);
     r = ft_offload_coalesce(in, n, allow, out, bound, units, segs, n, &e);
+
+    /* The same units as pieces for writev (headers built apart, payloads where they are), in exactly sized
+     * tables: joined, they are the units above byte for byte. */
+    {
+        uint8_t *hdr = malloc((size_t)n * FT_COALESCE_HDR_MAX);
+        ft_pkt *pieces = malloc(2 * (size_t)n * sizeof(*pieces));
+        ft_coalesce_unit *cu = malloc(n * sizeof(*cu));
+        REQUIRE(ft_offload_coalesce_iov(in, NULL, n, allow, hdr, (size_t)n * FT_COALESCE_HDR_MAX - 1, pieces, 2 * n,
+                                        cu, n, &e) == FT_EINVAL);
+        REQUIRE(ft_offload_coalesce_iov(in, NULL, n, allow, hdr, (size_t)n * FT_COALESCE_HDR_MAX, pieces, 2 * n, cu,
+                                        n, &e) == r);
+        for (int k = 0; k < r; k++) {
+            REQUIRE(cu[k].segs == segs[k] && cu[k].len == units[k].len && cu[k].iov_count >= 1);
+            REQUIRE(cu[k].iov_first + cu[k].iov_count <= 2 * n);
+            size_t pos = 0;
+            for (uint32_t j = 0; j < cu[k].iov_count; j++) {
+                const ft_pkt *piece = &pieces[cu[k].iov_first + j];
+                REQUIRE(pos + piece->len <= units[k].len && memcmp(units[k].data + pos, piece->data, piece->len) == 0);
+                pos += piece->len;
+            }
+            REQUIRE(pos == units[k].len);
+        }
+        free(hdr);
+        free(pieces);
+        free(cu);
+    }
 
     uint32_t total = 0;
     const uint8_t *expect_at = out;

@@ -20,13 +20,15 @@ PYTUN_READ = 2048
 
 
 def fasttun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None,
-                   offload: Optional[str] = None) -> fasttun.LinuxTun:
-    """A fasttun device in namespace ns, with an address, up; offload: None, "segments" or "super"."""
+                   offload: Optional[str] = None, remote_csum: bool = False) -> fasttun.LinuxTun:
+    """A fasttun device in namespace ns, with an address, up; offload: None, "segments" or "super";
+    remote_csum: checksums left partial travel behind a header (for a forwarder between two such devices)."""
     with _netns.entered(netns_path(ns)):
         if offload is None:
-            return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen)
+            return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen,
+                                    remote_csum=remote_csum)
         return fasttun.LinuxTun(name, mtu=1500, addresses=[address], up=True, txqueuelen=txqueuelen, offload=True,
-                                offload_mode="super" if offload == "super" else "segments")
+                                offload_mode="super" if offload == "super" else "segments", remote_csum=remote_csum)
 
 
 def pytun_device(ns: str, name: str, address: str, txqueuelen: Optional[int] = None) -> Any:

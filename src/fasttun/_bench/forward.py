@@ -45,6 +45,9 @@ class ForwardScenario:
                     missing=no_iperf),
             Variant(f"fasttun offload, segments (split + coalesce), batch {settings.batch}",
                     lambda: self._fasttun(settings, "segments"), missing=no_iperf),
+            Variant(f"fasttun offload, segments with remote checksums (no checksum in user space), batch "
+                    f"{settings.batch}", lambda: self._fasttun(settings, "segments", remote_csum=True),
+                    missing=no_iperf),
             Variant(f"fasttun offload, super-packets passed through, batch {settings.batch}",
                     lambda: self._fasttun(settings, "super"), missing=no_iperf),
             Variant("C per-packet forwarder, read() + write()", lambda: self._c(settings), baseline=True,
@@ -83,9 +86,9 @@ class ForwardScenario:
         return Sample(pps=forwarded / iperf["seconds"], gbps=iperf["bps"] / 1e9,
                       extra={"retransmits": iperf["retransmits"]})
 
-    def _fasttun(self, settings: Settings, offload: str | None = None) -> Sample:
-        with devices.fasttun_device(self.a, "ftbfa0", A_ADDRESS, offload=offload) as ta, \
-                devices.fasttun_device(self.b, "ftbfb0", B_ADDRESS, offload=offload) as tb:
+    def _fasttun(self, settings: Settings, offload: str | None = None, remote_csum: bool = False) -> Sample:
+        with devices.fasttun_device(self.a, "ftbfa0", A_ADDRESS, offload=offload, remote_csum=remote_csum) as ta, \
+                devices.fasttun_device(self.b, "ftbfb0", B_ADDRESS, offload=offload, remote_csum=remote_csum) as tb:
             self._routes("ftbfa0", "ftbfb0")
             with ta.start_reader(tb.send_batch, batch_size=settings.batch) as ra, \
                     tb.start_reader(ta.send_batch, batch_size=settings.batch) as rb:

@@ -24,6 +24,8 @@ _EXTRA_FORMATS = {
     "delivered_pct": "delivered {:.0f}%",
     "drained_pct": "drained {:.0f}%",
     "retransmits": "retransmits {:,.0f}",
+    "tunnel_cpu_s_per_gb": "tunnel CPU {:.2f} s/GB",
+    "host_cpu_s_per_gb": "host CPU {:.2f} s/GB",
     "soak_corrupt": "corrupt {:,.0f}",
     "soak_out_of_order": "duplicated or reordered {:,.0f}",
     "soak_missing": "missing {:,.0f}",

@@ -108,6 +108,15 @@ class Child:
                     stream.close()
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds every CPU of the machine spent busy so far: everything in /proc/stat's cpu line but idle and
+    iowait (guest time is already part of user time)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds_of(pid: int) -> float:
     """User plus system CPU time of a process so far (from /proc/PID/stat)."""
     with open(f"/proc/{pid}/stat") as f:

@@ -6,7 +6,13 @@ loop instead of reader threads, encrypted with ChaCha20-Poly1305 (one AEAD call 
 per datagram), and with offload off), the C per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one
 read+send and one
 recv+write per packet: the baseline), and a python-pytun tunnel (two Python threads per side, one syscall per
-packet, what a pytun user writes). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
+packet, what a pytun user writes), and the kernel's own UDP tunnel (VXLAN over the same veth with the same MTU:
+the anchor fasttun aims at). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
+
+Two CPU columns, steadier than the rate on a shared machine: ``tunnel CPU`` is the user plus system seconds of the
+two tunnel processes per GB of goodput (the kernel's VXLAN has no process: its cost is all in the host column), and
+``host CPU`` is the busy seconds of every CPU of the machine per GB (iperf3 and the kernel's network stack
+included), the one figure comparable across every row.
 
 ``python -m fasttun._bench.tunnel pytun NAME MTU BIND_IP PORT PEER_IP PORT`` runs one python-pytun side."""
 
@@ -28,7 +34,7 @@ from typing import Any, Optional
 
 from fasttun._bench.results import Sample
 from fasttun._bench.scenario import Settings, Variant, pytun_missing
-from fasttun._bench.system import Child, ip, json_line, namespace, run
+from fasttun._bench.system import Child, cpu_seconds_of, host_busy_seconds, ip, json_line, namespace, run
 from fasttun._host import tool
 
 UNDERLAY = ("10.201.6.1", "10.201.6.2")
@@ -37,6 +43,9 @@ UDP_PORT = 5555
 IPERF_PORT = 5202
 MTU = 1400
 DEVICE = "ftbtun0"
+VXLAN = "ftbvx0"
+VXLAN_ID = 42
+VXLAN_PORT = 4789
 
 
 def example_path() -> Optional[Path]:
@@ -53,7 +62,8 @@ class TunnelScenario:
     name = "tunnel"
     needs_root = True
     key = "gbps"
-    summary = "iperf3 TCP through an IP-over-UDP tunnel between two namespaces: fasttun vs a C per-packet tunnel"
+    summary = ("iperf3 TCP through an IP-over-UDP tunnel between two namespaces: fasttun vs the kernel's VXLAN "
+               "and a C per-packet tunnel")
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.ns = (stack.enter_context(namespace("ta")), stack.enter_context(namespace("tb")))
@@ -80,6 +90,8 @@ class TunnelScenario:
         return [
             Variant("fasttun tunnel (TUN segments + UDP GSO/GRO), plain", lambda: self._fasttun([]),
                     missing=no_iperf or no_example),
+            Variant("kernel VXLAN (in-kernel UDP tunnel, same veth and MTU)", self._vxlan, baseline=True,
+                    missing=no_iperf),
             Variant("fasttun tunnel on asyncio (add_reader on both fds), plain",
                     lambda: self._fasttun(["--asyncio"]), missing=no_iperf or no_example),
             Variant("fasttun tunnel on asyncio (fasttun.aio.batches for the TUN), plain",
@@ -91,7 +103,7 @@ class TunnelScenario:
                     missing=no_iperf or no_example or no_crypto),
             Variant("fasttun tunnel, plain, offload off", lambda: self._fasttun(["--offload", "off"]),
                     missing=no_iperf or no_example),
-            Variant("C per-packet tunnel, read()+send() / recv()+write()", self._c, baseline=True,
+            Variant("C per-packet tunnel, read()+send() / recv()+write()", self._c,
                     missing=no_iperf or settings.baselines.missing("ftb_udp_tunnel")),
             Variant("python-pytun tunnel, read()+send() / recv()+write() in 2 threads", self._pytun,
                     missing=no_iperf or pytun_missing()),
@@ -117,7 +129,7 @@ class TunnelScenario:
             for p in procs:
                 if _readline(p, 20).strip() != "ready":
                     raise RuntimeError(f"the fasttun tunnel did not start: {_stderr(p)}")
-            iperf = self._iperf()
+            iperf = self._iperf([p.pid for p in procs])
             counters = []
             for p in procs:
                 p.send_signal(signal.SIGTERM)
@@ -137,6 +149,24 @@ class TunnelScenario:
         lost = sum(sum(c["tunnel"].values()) + c["udp"]["rx_dropped_oversize"] + c["udp"]["tx_dropped_full"]
                    for c in counters)
         return self._sample(crossed, iperf, {"tunnel_drops": float(lost)})
+
+    def _vxlan(self) -> Sample:
+        """The kernel's own UDP tunnel between the same two addresses of the veth: no process, no copy to user
+        space; packets/s counts what the VXLAN devices received."""
+        try:
+            for i in range(2):
+                overlay, here, there = self._side_args(i)
+                ip("-n", self.ns[i], "link", "add", VXLAN, "type", "vxlan", "id", str(VXLAN_ID), "local", here,
+                   "remote", there, "dstport", str(VXLAN_PORT), "dev", ("ftbtva", "ftbtvb")[i])
+                ip("-n", self.ns[i], "link", "set", VXLAN, "mtu", str(MTU))
+                ip("-n", self.ns[i], "addr", "add", f"{overlay}/24", "dev", VXLAN)
+                ip("-n", self.ns[i], "link", "set", VXLAN, "up")
+            iperf = self._iperf([])
+            crossed = sum(_rx_packets(ns, VXLAN) for ns in self.ns)
+        finally:
+            for ns in self.ns:
+                ip("-n", ns, "link", "del", VXLAN, check=False)
+        return self._sample(crossed, iperf, {})
 
     def _c(self) -> Sample:
         binary = self.baselines.path("ftb_udp_tunnel")
@@ -162,14 +192,16 @@ class TunnelScenario:
             for i in range(2):
                 ip("-n", self.ns[i], "addr", "add", f"{OVERLAY[i]}/24", "dev", DEVICE)
                 ip("-n", self.ns[i], "link", "set", DEVICE, "up")
-            iperf = self._iperf()
+            iperf = self._iperf([a.pid, b.pid])
             outs = [child.finish(timeout=10)[0] for child in (a, b)]
         crossed = sum(int(json_line(o, what)[k]) for o in outs for k in count_keys)
         return self._sample(crossed, iperf, {})
 
     # ---- measuring ----
 
-    def _iperf(self) -> dict[str, Any]:
+    def _iperf(self, tunnel_pids: list[int]) -> dict[str, Any]:
+        """One iperf3 run through the tunnel, with the CPU the tunnel processes (tunnel_pids) and the whole
+        machine spent meanwhile."""
         exe = tool("ip")
         assert exe is not None
         with Child([exe, "netns", "exec", self.ns[1], "iperf3", "-s", "-1", "-B", OVERLAY[1], "-p",
@@ -178,23 +210,37 @@ class TunnelScenario:
             while "listening" not in server.readline(timeout=max(0.1, deadline - time.monotonic())).lower():
                 if time.monotonic() >= deadline or server.proc.poll() is not None:
                     raise RuntimeError("the iperf3 server did not start")
+            tunnel_cpu = sum(cpu_seconds_of(pid) for pid in tunnel_pids)
+            host_cpu = host_busy_seconds()
             proc = run([exe, "netns", "exec", self.ns[0], "iperf3", "-c", OVERLAY[1], "-p", str(IPERF_PORT),
                         "-t", str(self.seconds), "-J", "--connect-timeout", "5000"], timeout=self.seconds + 30,
                        check=False)
+            host_cpu = host_busy_seconds() - host_cpu
+            tunnel_cpu = sum(cpu_seconds_of(pid) for pid in tunnel_pids) - tunnel_cpu
         result = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
         if "error" in result or "end" not in result:
             raise RuntimeError(f"iperf3 failed: {result.get('error') or proc.stderr.strip()[-300:]}")
         end = result["end"]
+        gigabytes = float(end["sum_received"]["bytes"]) / 1e9
+        cpu = {"host_cpu_s_per_gb": host_cpu / gigabytes} if gigabytes > 0 else {}
+        if tunnel_pids and gigabytes > 0:
+            cpu["tunnel_cpu_s_per_gb"] = tunnel_cpu / gigabytes
         return {"bps": float(end["sum_received"]["bits_per_second"]),
                 "seconds": float(end["sum_received"]["seconds"]),
-                "retransmits": float(end["sum_sent"].get("retransmits", 0))}
+                "retransmits": float(end["sum_sent"].get("retransmits", 0)), "cpu": cpu}
 
     @staticmethod
     def _sample(crossed: int, iperf: dict[str, Any], extra: dict[str, float]) -> Sample:
         if crossed <= 0 or iperf["bps"] <= 0:
             raise RuntimeError(f"{crossed} datagrams crossed, iperf3 measured {iperf['bps']:.0f} bit/s")
         return Sample(pps=crossed / iperf["seconds"], gbps=iperf["bps"] / 1e9,
-                      extra={"retransmits": iperf["retransmits"], **extra})
+                      extra={"retransmits": iperf["retransmits"], **iperf["cpu"], **extra})
+
+
+def _rx_packets(ns: str, device: str) -> int:
+    """Packets the device in namespace ns received (its link counter)."""
+    links = json.loads(ip("-n", ns, "-s", "-j", "link", "show", "dev", device).stdout)
+    return int(links[0]["stats64"]["rx"]["packets"])
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
