@@ -641,8 +641,7 @@ int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *
 /* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
 static int wt_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
 {
-    const wt_dev *w = W(d); /* NULL once closed: the send that follows the check says so */
-    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), w ? w->remote_csum : 0, e);
+    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), W(d)->remote_csum, e);
 }
 
 static const ft_backend_ops wintun_ops = {
