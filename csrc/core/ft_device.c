@@ -446,13 +446,21 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
 {
     if (q < 0 || q >= d->nqueues)
         return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    /* Entered for the checks too: a closed device says so first, and a backend's check reads its state, which a
+     * close on another thread must not release meanwhile. */
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
     uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
     for (uint32_t i = 0; i < n; i++) {
         int ok = d->ops->check ? d->ops->check(d, pkts[i].data, pkts[i].len, e)
                                : ft_packet_check(pkts[i].data, pkts[i].len, mtu, e);
-        if (ok != FT_OK)
+        if (ok != FT_OK) {
+            ft_device_leave(d);
             return ft_device_reject(d, i, n, "packet", e);
+        }
     }
+    ft_device_leave(d);
     return ft_device_send_loop(d, q, pkts, n, device_step, NULL, policy, timeout_ms, "the device's send queue is full",
                                e);
 }
