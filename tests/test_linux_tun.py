@@ -150,7 +150,7 @@ def test_name_errors(netns):
 
 def test_missing_dev_net_tun_is_explained(netns):
     with pytest.raises(fasttun.TunNotFoundError, match="modprobe tun"):
-        _core.open_linux("ftt0", 1, -1, _core.OPEN_ANY, 0, "/nonexistent/tun")
+        _core.open_linux("ftt0", 1, -1, _core.OPEN_ANY, None, "/nonexistent/tun")
 
 
 def test_without_cap_net_admin_the_error_says_so(netns):
@@ -673,7 +673,7 @@ def test_no_permission_on_a_private_dev_net_tun_says_what_works(netns):
         "from fasttun import _core\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n"
-        f"    _core.open_linux('fttperm1', 1, -1, _core.OPEN_ANY, 0, {str(node)!r})\n"
+        f"    _core.open_linux('fttperm1', 1, -1, _core.OPEN_ANY, None, {str(node)!r})\n"
         "except fasttun.TunPermissionError as e:\n"
         "    print('PERM', e)\n"
     )

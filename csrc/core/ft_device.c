@@ -490,9 +490,8 @@ int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 
 int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
 {
-    if (mtu < FT_MIN_MTU || mtu > FT_MAX_PACKET)
-        return ft_fail(e, FT_EINVAL, EINVAL, "MTU %u is out of range; allowed: %u..%u", mtu, FT_MIN_MTU,
-                       FT_MAX_PACKET);
+    if (ft_limit_check(&ft_limit_mtu, mtu, e) != FT_OK)
+        return FT_EINVAL;
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -509,8 +508,21 @@ int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
 {
     CONFIG_CALL(get_index, "report an interface index", index);
 }
+int ft_addr_check(int family, unsigned prefix, ft_err *e)
+{
+    if (family != 4 && family != 6)
+        return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "address family %d is not allowed; use 4 or 6", family);
+    unsigned max = family == 4 ? 32u : 128u;
+    if (prefix > max)
+        return ft_fail(e, FT_EINVAL, EINVAL, "prefix length %u is out of range for IPv%d; allowed: 0..%u", prefix,
+                       family, max);
+    return FT_OK;
+}
+
 int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
 {
+    if (ft_addr_check(a->family, a->prefix, e) != FT_OK)
+        return FT_EINVAL;
     CONFIG_CALL(address, add ? "add addresses" : "remove addresses", add, a);
 }
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
@@ -532,10 +544,8 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 
 int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 {
-    if (r->family != 4 && r->family != 6)
-        return ft_fail(e, FT_EINVAL, EINVAL, "route family must be 4 or 6, not %d", r->family);
-    if (r->prefix > (r->family == 4 ? 32 : 128))
-        return ft_fail(e, FT_EINVAL, EINVAL, "route prefix /%u is too long for IPv%d", r->prefix, r->family);
+    if (ft_addr_check(r->family, r->prefix, e) != FT_OK)
+        return FT_EINVAL;
     CONFIG_CALL(route, "manage routes", add, r);
 }
 

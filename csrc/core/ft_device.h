@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/ft_os.h"
+#include "core/ft_limits.h"
 
 /* ---- status codes: 0 or a positive count is success, these are failures -------------------------- */
 enum {
@@ -272,7 +273,9 @@ int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
 int ft_device_set_up(ft_device *d, int up, ft_err *e);
 int ft_device_is_up(ft_device *d, int *up, ft_err *e);
 int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e);
+/* Addresses and routes are checked here for every backend (family 4 or 6, a prefix within it: ft_addr_check). */
 int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e); /* add (1) or remove (0) */
+int ft_addr_check(int family, unsigned prefix, ft_err *e);
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
 int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);
@@ -284,6 +287,11 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 /* The most packets one batch (an arena, a send_batch call, a reader's batch) holds. */
 #define FT_MAX_BATCH 65536u
 #define FT_MIN_MTU 68u     /* IPv4's minimum; IPv6 needs 1280 (checked where addresses are added) */
+
+/* What every backend takes: an MTU, packets per receive, a route's metric. */
+static const ft_limit ft_limit_mtu = FT_LIMIT("mtu", FT_MIN_MTU, FT_MAX_PACKET, "");
+static const ft_limit ft_limit_max_packets = FT_LIMIT("max_packets", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_metric = FT_LIMIT("metric", 0, UINT32_MAX, "");
 
 /* FT_OK if p looks like an IPv4 or IPv6 packet the device accepts (version nibble, minimum header length,
  * IPv4 IHL, at most mtu bytes), else FT_EPACKET with a message naming what is wrong and what is allowed. */

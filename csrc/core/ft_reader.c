@@ -443,14 +443,14 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
         ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
         return NULL;
     }
-    if (cfg->pipeline > FT_READER_MAX_PIPELINE) {
-        ft_fail(e, FT_EINVAL, EINVAL, "pipeline %u is out of range; allowed: 0..%u batches in flight", cfg->pipeline,
-                FT_READER_MAX_PIPELINE);
+    if (ft_limit_check(&ft_limit_pipeline, cfg->pipeline, e) != FT_OK ||
+        ft_limit_check(&ft_limit_batch_size, cfg->batch_size, e) != FT_OK ||
+        ft_limit_check(&ft_limit_spin_us, cfg->spin_us, e) != FT_OK)
         return NULL;
-    }
     for (uint32_t k = 0; k < depth; k++) {
-        if (cfg->batch_size == 0 || cfg->batch_size > b[k].max) {
-            ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u is out of range; allowed: 1..%u", cfg->batch_size, b[k].max);
+        if (cfg->batch_size > b[k].max) {
+            ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u does not fit an arena table of %u packets", cfg->batch_size,
+                    b[k].max);
             return NULL;
         }
         if (b[k].cap < d->max_packet) {
@@ -458,11 +458,6 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
                     d->max_packet);
             return NULL;
         }
-    }
-    if (cfg->spin_us > FT_READER_MAX_SPIN_US) {
-        ft_fail(e, FT_EINVAL, EINVAL, "spin_us %u is out of range; allowed: 0..%u", cfg->spin_us,
-                FT_READER_MAX_SPIN_US);
-        return NULL;
     }
     ft_reader *r = calloc(1, sizeof(*r));
     if (!r) {

@@ -25,6 +25,10 @@ typedef struct ft_reader_config {
 #define FT_READER_DEFAULT_ADAPTIVE_PPS 100000u
 #define FT_READER_MAX_SPIN_US 1000000u
 #define FT_READER_MAX_PIPELINE 8u
+static const ft_limit ft_limit_batch_size = FT_LIMIT("batch_size", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_spin_us = FT_LIMIT("spin_us", 0, FT_READER_MAX_SPIN_US, "");
+static const ft_limit ft_limit_pipeline = FT_LIMIT("pipeline", 0, FT_READER_MAX_PIPELINE, " batches in flight");
+static const ft_limit ft_limit_adaptive_pps = FT_LIMIT("adaptive_pps", 0, UINT32_MAX, "");
 
 /* The callback: return 0 to go on, FT_READER_DECLINED when it did not deliver the batch because it found a
  * stop requested or the device closed (ft_reader_stopping: a wrapper that has to wait for a lock, such as

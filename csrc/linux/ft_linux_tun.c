@@ -239,8 +239,8 @@ static int lx_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
 
 static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
 {
-    if (len > 0x7fffffffu)
-        return ft_fail(e, FT_EINVAL, EINVAL, "txqueuelen %u is out of range; allowed: 0..2147483647", len);
+    if (ft_limit_check(&ft_limit_txqueuelen, len, e) != FT_OK)
+        return FT_EINVAL;
     struct ifreq ifr;
     int r = current_ifreq(d, &ifr, e);
     if (r != FT_OK)
@@ -856,12 +856,9 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
 {
     const char *path = p->dev_path ? p->dev_path : "/dev/net/tun";
     const char *name = p->name ? p->name : "";
-    if (p->queues < 1 || p->queues > FT_LINUX_MAX_QUEUES)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queues=%d is out of range; allowed: 1..%d", p->queues,
-                       FT_LINUX_MAX_QUEUES);
-    if (p->mtu && (p->mtu < FT_MIN_MTU || p->mtu > FT_MAX_PACKET))
-        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u", p->mtu, FT_MIN_MTU,
-                       FT_MAX_PACKET);
+    if (ft_limit_check(&ft_limit_queues, p->queues, e) != FT_OK ||
+        (p->mtu && ft_limit_check(&ft_limit_mtu, p->mtu, e) != FT_OK))
+        return FT_EINVAL;
     if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER)
         return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
                        p->offload);

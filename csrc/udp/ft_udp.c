@@ -94,8 +94,8 @@ static int check_endpoint(udp_dev *u, const ft_endpoint *ep, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "destination family must be 4 or 6, not %u", ep->family);
     if (ep->family == 6 && u->family == AF_INET)
         return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "an IPv4 UDP endpoint cannot send to an IPv6 destination");
-    if (ep->port == 0)
-        return ft_fail(e, FT_EINVAL, EINVAL, "destination port 0 is not allowed; 1..65535 are");
+    if (ft_limit_check(&ft_limit_port, ep->port, e) != FT_OK)
+        return FT_EINVAL;
     return FT_OK;
 }
 
@@ -230,15 +230,10 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "fd %d is not a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)", p->fd);
     uint32_t max_payload = domain == AF_INET ? FT_UDP_MAX_PAYLOAD4 : FT_UDP_MAX_PAYLOAD6;
     uint32_t max_datagram = p->max_datagram ? p->max_datagram : max_payload;
-    if (max_datagram > max_payload)
-        return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
-                       max_payload);
-
-    const uint32_t *bufs[2] = {&p->rcvbuf, &p->sndbuf};
-    for (int i = 0; i < 2; i++)
-        if (*bufs[i] != 0 && (*bufs[i] < FT_UDP_BUF_MIN || *bufs[i] > FT_UDP_BUF_MAX))
-            return ft_fail(e, FT_EINVAL, EINVAL, "%s %u is out of range; allowed: %u..%u", i ? "sndbuf" : "rcvbuf",
-                           *bufs[i], FT_UDP_BUF_MIN, FT_UDP_BUF_MAX);
+    if (ft_limit_check(ft_udp_max_datagram_limit(domain == AF_INET ? 4 : 6), max_datagram, e) != FT_OK ||
+        (p->rcvbuf && ft_limit_check(&ft_limit_rcvbuf, p->rcvbuf, e) != FT_OK) ||
+        (p->sndbuf && ft_limit_check(&ft_limit_sndbuf, p->sndbuf, e) != FT_OK))
+        return FT_EINVAL;
 
     udp_block *block = calloc(1, sizeof(*block));
     if (!block)

@@ -23,6 +23,17 @@
 #define FT_UDP_BUF_MIN 1024u
 #define FT_UDP_BUF_MAX (1u << 30)
 #define FT_UDP_WIN_DEFAULT_BUF (8u << 20)
+static const ft_limit ft_limit_max_datagram4 = FT_LIMIT("max_datagram", 1, FT_UDP_MAX_PAYLOAD4, " bytes");
+static const ft_limit ft_limit_max_datagram6 = FT_LIMIT("max_datagram", 1, FT_UDP_MAX_PAYLOAD6, " bytes");
+static const ft_limit ft_limit_rcvbuf = FT_LIMIT("rcvbuf", FT_UDP_BUF_MIN, FT_UDP_BUF_MAX, " bytes");
+static const ft_limit ft_limit_sndbuf = FT_LIMIT("sndbuf", FT_UDP_BUF_MIN, FT_UDP_BUF_MAX, " bytes");
+/* max_datagram's limit for an endpoint of IP version 4 or 6. */
+static inline const ft_limit *ft_udp_max_datagram_limit(int version)
+{
+    return version == 4 ? &ft_limit_max_datagram4 : &ft_limit_max_datagram6;
+}
+static const ft_limit ft_limit_max_datagrams = FT_LIMIT("max_datagrams", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_port = FT_LIMIT("destination port", 1, 65535, "");
 
 typedef struct ft_udp_params {
     int fd;                /* a UDP socket (Windows: a SOCKET), AF_INET or AF_INET6, bound (and connected or not);

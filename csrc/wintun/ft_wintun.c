@@ -672,11 +672,8 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
         to_wide("tunnel type", type8, names->type, FT_WINTUN_MAX_NAME, e) != FT_OK)
         return FT_EINVAL;
     uint32_t c = p->ring_capacity ? p->ring_capacity : FT_WINTUN_DEFAULT_RING_CAPACITY;
-    if (c < FT_WINTUN_MIN_RING_CAPACITY || c > FT_WINTUN_MAX_RING_CAPACITY || (c & (c - 1)) != 0)
-        return ft_fail(e, FT_EINVAL, EINVAL,
-                       "ring_capacity %u is not allowed: it must be a power of two from 0x%x (128 KiB) to 0x%x "
-                       "(64 MiB), or 0 for the default 4 MiB",
-                       p->ring_capacity, FT_WINTUN_MIN_RING_CAPACITY, FT_WINTUN_MAX_RING_CAPACITY);
+    if (ft_limit_check(&ft_limit_ring_capacity, c, e) != FT_OK)
+        return FT_EINVAL;
     if (p->open_mode < FT_OPEN_CREATE || p->open_mode > FT_OPEN_ANY)
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "open mode %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
@@ -684,9 +681,8 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
     if (p->flags & ~(FT_WINTUN_AUTO_RING | FT_WINTUN_COALESCE))
         return ft_fail(e, FT_EINVAL, EINVAL, "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce)",
                        p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE);
-    if (p->mtu != 0 && (p->mtu < FT_MIN_MTU || p->mtu > WINTUN_MAX_IP_PACKET_SIZE))
-        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u, or 0 to keep the adapter's",
-                       p->mtu, FT_MIN_MTU, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+    if (p->mtu != 0 && ft_limit_check(&ft_limit_mtu, p->mtu, e) != FT_OK) /* 0 keeps the adapter's */
+        return FT_EINVAL;
     *capacity = c;
     return FT_OK;
 }

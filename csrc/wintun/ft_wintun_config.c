@@ -130,16 +130,6 @@ int ft_wintun_cfg_is_up(NET_LUID luid, const char *name, int *up, ft_err *e)
 
 /* ---- addresses -------------------------------------------------------------------------------------- */
 
-static int check_addr(const ft_addr *a, ft_err *e)
-{
-    if (a->family != 4 && a->family != 6)
-        return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "address family %d is not allowed; use 4 or 6", a->family);
-    unsigned max = a->family == 4 ? 32u : 128u;
-    if (a->prefix > max)
-        return ft_fail(e, FT_EINVAL, EINVAL, "prefix length %u is out of range; allowed: 0..%u", a->prefix, max);
-    return FT_OK;
-}
-
 static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
 {
     memset(out, 0, sizeof(*out));
@@ -165,8 +155,6 @@ static void address_row(NET_LUID luid, const ft_addr *a, MIB_UNICASTIPADDRESS_RO
 
 int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_addr *a, ft_err *e)
 {
-    if (check_addr(a, e) != FT_OK)
-        return FT_EINVAL;
     NEED(InitializeUnicastIpAddressEntry);
     if (add)
         NEED(CreateUnicastIpAddressEntry);
@@ -236,11 +224,6 @@ int ft_wintun_cfg_list_addresses(NET_LUID luid, const char *name, ft_addr *out, 
 
 static int route_row(NET_LUID luid, const ft_route *r, MIB_IPFORWARD_ROW2 *row, ft_err *e)
 {
-    ft_addr check;
-    check.family = r->family;
-    check.prefix = r->prefix;
-    if (check_addr(&check, e) != FT_OK)
-        return FT_EINVAL;
     NEED(InitializeIpForwardEntry);
     ft_iphlp()->InitializeIpForwardEntry(row);
     row->InterfaceLuid = luid;

@@ -1,12 +1,20 @@
 # C declarations of the core (csrc/), kept apart from the wrappers in _core.pyx.
 from libc.stddef cimport wchar_t
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "core/ft_os.h" nogil:
     ctypedef struct ft_event:
         pass
     uint64_t ft_now_ns()
+
+
+cdef extern from "core/ft_limits.h" nogil:
+    ctypedef struct ft_limit:
+        const char *name
+        int64_t low, high
+        const char *unit
+        int pow2
 
 
 cdef extern from "core/ft_device.h" nogil:
@@ -40,6 +48,10 @@ cdef extern from "core/ft_device.h" nogil:
         long index
         uint32_t sent
         char msg[256]
+
+    int ft_limit_check(const ft_limit *l, int64_t v, ft_err *e)
+    int ft_limit_refuse(const ft_limit *l, const char *value, ft_err *e)
+    const ft_limit ft_limit_mtu, ft_limit_max_packets, ft_limit_metric
 
     ctypedef struct ft_endpoint:
         uint8_t family
@@ -152,6 +164,8 @@ cdef extern from "core/ft_reader.h" nogil:
     ctypedef struct ft_reader:
         pass
 
+    const ft_limit ft_limit_batch_size, ft_limit_spin_us, ft_limit_pipeline, ft_limit_adaptive_pps
+
     ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
                                void *user, ft_err *e)
     void ft_reader_request_stop(ft_reader *r)
@@ -184,6 +198,8 @@ cdef extern from "pair/ft_pair.h" nogil:
         FT_PAIR_MIN_CAPACITY_BYTES
         FT_PAIR_MAX_CAPACITY_BYTES
 
+    const ft_limit ft_limit_capacity, ft_limit_capacity_bytes
+
     int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
                        ft_err *e)
 
@@ -214,6 +230,8 @@ cdef extern from "linux/ft_linux.h" nogil:
         FT_OFFLOAD_SEGMENTS
         FT_OFFLOAD_SUPER
 
+    const ft_limit ft_limit_queues, ft_limit_txqueuelen
+
     int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     int ft_linux_fd(ft_device *d, int q, ft_err *e)
     int ft_linux_features(uint32_t *flags, ft_err *e)
@@ -243,6 +261,8 @@ cdef extern from "wintun/ft_wintun.h" nogil:
         uint32_t flags
 
     ctypedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg) noexcept
+
+    const ft_limit ft_limit_ring_capacity
 
     int ft_wintun_load(const wchar_t *path_or_null, ft_err *e)
     int ft_wintun_loaded()
@@ -295,6 +315,9 @@ cdef extern from "udp/ft_udp.h" nogil:
         int message_calls
         uint32_t rcvbuf, sndbuf
         uint64_t message_fallbacks, gro_malformed
+
+    const ft_limit ft_limit_rcvbuf, ft_limit_sndbuf, ft_limit_max_datagrams, ft_limit_port
+    const ft_limit *ft_udp_max_datagram_limit(int version)
 
     int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
     int ft_udp_fd(ft_device *d)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from fasttun import _core
-from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _log, _policy, _ranged_int
+from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _log, _policy
 
 log = logging.getLogger("fasttun")
 
@@ -67,6 +67,16 @@ class UdpStats:
     def drops(self) -> int:
         """All datagrams lost, whatever the cause."""
         return self.tx_dropped_full + self.rx_dropped_oversize + self.tx_unreachable
+
+
+def _ranged_int(value: object, what: str, low: int, high: int) -> int:
+    """An int in low..high, for the parts of an address handed to the socket module (they never reach the C core,
+    whose own limits _core checks)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")
+    return value
 
 
 def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
@@ -137,9 +147,6 @@ class UdpEndpoint(_Endpoint):
         self._send_timeout = send_timeout
         use_gso = bool(offload) if gso is None else bool(gso)
         use_gro = bool(offload) if gro is None else bool(gro)
-        for value, what in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
-            if value is not None:
-                _ranged_int(value, what, _core.UDP_BUF_MIN, _core.UDP_BUF_MAX)
         if sock is not None:
             if bind is not None or peer is not None:
                 raise ValueError("give either sock= or bind=/peer=, not both")
@@ -171,9 +178,7 @@ class UdpEndpoint(_Endpoint):
                 raise
         try:
             family = own.family
-            limit = _core.UDP_MAX_PAYLOAD4 if family == socket.AF_INET else _core.UDP_MAX_PAYLOAD6
-            size = limit if max_datagram is None else _ranged_int(max_datagram, "max_datagram", 1, limit)
-            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro, rcvbuf or 0, sndbuf or 0)
+            dev = _core.open_udp(own.fileno(), family, max_datagram, use_gso, use_gro, rcvbuf, sndbuf)
         except BaseException:
             own.close()
             raise
@@ -253,7 +258,6 @@ class UdpEndpoint(_Endpoint):
     def recv_batch(self, max_datagrams: int = 64, timeout: float | None = None) -> _core.Batch:
         """Up to ``max_datagrams`` datagrams as a Batch (empty after ``timeout`` seconds; None waits as long as
         it takes). ``batch.address(i)`` tells where datagram i came from."""
-        _ranged_int(max_datagrams, "max_datagrams", 1, _core.MAX_BATCH)
         self._check_open()
         return self._dev.recv_batch(max_datagrams, 0, timeout)
 
