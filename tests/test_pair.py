@@ -537,3 +537,28 @@ def test_a_waiting_sender_finds_room_the_reader_left_short_of_half():
     finally:
         a.close()
         b.close()
+
+
+def test_the_stats_records_are_the_c_cores_counters():
+    """Each counter is defined once in C (an X-macro list per record); the Python records carry the same names in
+    the same order, so a counter added in C and not here (or the reverse) fails this test."""
+    import dataclasses
+
+    from fasttun import _core
+    from fasttun._tun import ReaderStats, Stats
+    from fasttun._udp import UdpStats
+
+    def names(record: type) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(record))
+
+    assert names(Stats) == _core.STATS_FIELDS + ("rx_dropped_os", "tx_dropped_os")
+    assert names(ReaderStats) == _core.READER_STATS_FIELDS + ("arena_swaps",)
+    udp = set(names(UdpStats))
+    assert udp <= set(_core.STATS_FIELDS) | set(_core.UDP_COUNTERS)
+    # what the endpoint leaves out: IP validation (datagrams are not IP packets), a finer count of an oversize drop
+    assert set(_core.UDP_COUNTERS) - udp == {"rx_dropped_trunc"}
+    assert set(_core.STATS_FIELDS) - udp == {"rx_dropped_invalid"}
+    a, b = fasttun.pair()
+    with a, b:
+        assert a.send(minimal_ipv4()) == 1 and b.recv(timeout=1)
+        assert (a.stats.tx_packets, b.stats.rx_packets) == (1, 1)

@@ -203,23 +203,10 @@ void ft_device_free(ft_device *d)
 
 void ft_device_count_tx_drops(ft_device *d, uint64_t n) { ft_atomic_add64(&d->stats.tx_dropped_full, n); }
 
-void ft_device_get_stats(ft_device *d, ft_stats *o)
+void ft_device_get_stats(ft_device *d, ft_stats *out)
 {
-    ft_stats_atomic *s = &d->stats;
-    o->rx_packets = ft_atomic_load64(&s->rx_packets);
-    o->rx_bytes = ft_atomic_load64(&s->rx_bytes);
-    o->rx_batches = ft_atomic_load64(&s->rx_batches);
-    o->tx_packets = ft_atomic_load64(&s->tx_packets);
-    o->tx_bytes = ft_atomic_load64(&s->tx_bytes);
-    o->tx_dropped_full = ft_atomic_load64(&s->tx_dropped_full);
-    o->tx_rejected = ft_atomic_load64(&s->tx_rejected);
-    o->rx_dropped_invalid = ft_atomic_load64(&s->rx_dropped_invalid);
-    o->rx_dropped_oversize = ft_atomic_load64(&s->rx_dropped_oversize);
-    o->rx_errors = ft_atomic_load64(&s->rx_errors);
-    o->tx_errors = ft_atomic_load64(&s->tx_errors);
-    o->waits = ft_atomic_load64(&s->waits);
-    o->spins = ft_atomic_load64(&s->spins);
-    o->tx_waits = ft_atomic_load64(&s->tx_waits);
+    ft_stats_atomic *in = &d->stats;
+    FT_STATS_FIELDS(FT_COUNTER_LOAD_)
 }
 
 /* ---- waiting -------------------------------------------------------------------------------------- */

@@ -85,27 +85,36 @@ typedef struct ft_pkt {
 } ft_pkt;
 
 /* ---- statistics ----------------------------------------------------------------------------------- */
-typedef struct ft_stats {
-    uint64_t rx_packets, rx_bytes, rx_batches;
-    uint64_t tx_packets, tx_bytes;
-    uint64_t tx_dropped_full;    /* send queue full under the drop policy */
-    uint64_t tx_rejected;        /* refused by validation (never reached the device) */
-    uint64_t rx_dropped_invalid; /* the device handed back something that is not an IP packet */
-    uint64_t rx_dropped_oversize;/* larger than the receive window (truncated by the OS) */
-    uint64_t rx_errors, tx_errors;
-    uint64_t waits;              /* times a receiver slept on the device */
-    uint64_t spins;              /* empty polls while spinning */
-    uint64_t tx_waits;           /* times a sender waited for room */
-} ft_stats;
+/* The device's counters, defined once: the struct, its atomic twin, the copy-out and the names the Python layer
+ * builds its records from (ft_stats_names) all expand this list. A set of counters is read as a struct of named
+ * uint64_t members or, by index, as `values` (values[i] is named ft_stats_names[i]). */
+#define FT_STATS_FIELDS(X)                                                                                 \
+    X(rx_packets) X(rx_bytes) X(rx_batches) X(tx_packets) X(tx_bytes)                                      \
+    X(tx_dropped_full)     /* send queue full under the drop policy */                                     \
+    X(tx_rejected)         /* refused by validation (never reached the device) */                          \
+    X(rx_dropped_invalid)  /* the device handed back something that is not an IP packet */                 \
+    X(rx_dropped_oversize) /* larger than the receive window (truncated by the OS) */                      \
+    X(rx_errors) X(tx_errors)                                                                              \
+    X(waits)               /* times a receiver slept on the device */                                      \
+    X(spins)               /* empty polls while spinning */                                                \
+    X(tx_waits)            /* times a sender waited for room */
 
-typedef struct ft_stats_atomic {
-    ft_atomic_u64 rx_packets, rx_bytes, rx_batches;
-    ft_atomic_u64 tx_packets, tx_bytes;
-    ft_atomic_u64 tx_dropped_full, tx_rejected;
-    ft_atomic_u64 rx_dropped_invalid, rx_dropped_oversize;
-    ft_atomic_u64 rx_errors, tx_errors;
-    ft_atomic_u64 waits, spins, tx_waits;
-} ft_stats_atomic;
+#define FT_COUNTER_U64_(name) uint64_t name;
+#define FT_COUNTER_ATOMIC_(name) ft_atomic_u64 name;
+#define FT_COUNTER_ONE_(name) +1
+#define FT_COUNTER_NAME_(name) #name,
+#define FT_COUNTER_LOAD_(name) out->name = ft_atomic_load64(&in->name);
+/* The members for the counters a list names, readable by name and, as the array `values`, by index. */
+#define FT_COUNTER_MEMBERS(LIST, values)                                                                   \
+    union {                                                                                                \
+        struct { LIST(FT_COUNTER_U64_) };                                                                  \
+        uint64_t values[0 LIST(FT_COUNTER_ONE_)];                                                          \
+    }
+
+enum { FT_STATS_COUNT = 0 FT_STATS_FIELDS(FT_COUNTER_ONE_) };
+typedef struct ft_stats { FT_COUNTER_MEMBERS(FT_STATS_FIELDS, values); } ft_stats;
+typedef struct ft_stats_atomic { FT_STATS_FIELDS(FT_COUNTER_ATOMIC_) } ft_stats_atomic;
+static const char *const ft_stats_names[FT_STATS_COUNT] = {FT_STATS_FIELDS(FT_COUNTER_NAME_)};
 
 /* ---- addresses ------------------------------------------------------------------------------------ */
 typedef struct ft_addr {

@@ -7,9 +7,7 @@
 
 #define RATE_WINDOW_NS 500000000u
 
-typedef struct reader_stats_atomic {
-    ft_atomic_u64 packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered;
-} reader_stats_atomic;
+typedef struct reader_stats_atomic { FT_READER_STATS_FIELDS(FT_COUNTER_ATOMIC_) } reader_stats_atomic;
 
 typedef struct pipeline {
     uint32_t depth;          /* batches in flight (r->batch[0..depth-1]); 0 or 1: no pipeline */
@@ -551,17 +549,10 @@ void ft_reader_error(ft_reader *r, ft_err *out)
         memset(out, 0, sizeof(*out));
 }
 
-void ft_reader_get_stats(ft_reader *r, ft_reader_stats *o)
+void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out)
 {
-    o->packets = ft_atomic_load64(&r->stats.packets);
-    o->bytes = ft_atomic_load64(&r->stats.bytes);
-    o->batches = ft_atomic_load64(&r->stats.batches);
-    o->full_batches = ft_atomic_load64(&r->stats.full_batches);
-    o->waits = ft_atomic_load64(&r->stats.waits);
-    o->spins = ft_atomic_load64(&r->stats.spins);
-    o->spin_hits = ft_atomic_load64(&r->stats.spin_hits);
-    o->max_batch = ft_atomic_load64(&r->stats.max_batch);
-    o->undelivered = ft_atomic_load64(&r->stats.undelivered);
+    reader_stats_atomic *in = &r->stats;
+    FT_READER_STATS_FIELDS(FT_COUNTER_LOAD_)
 }
 
 int ft_reader_is_current_thread(ft_reader *r) { return current_reader == r; }

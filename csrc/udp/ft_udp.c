@@ -293,16 +293,9 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->gro = ft_atomic_load(&u->gro);
     o->max_datagram = u->max_datagram;
     o->gso_max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment);
-    o->tx_calls = ft_atomic_load64(&u->info.tx_calls);
-    o->tx_messages = ft_atomic_load64(&u->info.tx_messages);
-    o->gso_messages = ft_atomic_load64(&u->info.gso_messages);
-    o->gso_fallbacks = ft_atomic_load64(&u->info.gso_fallbacks);
-    o->rx_calls = ft_atomic_load64(&u->info.rx_calls);
-    o->rx_messages = ft_atomic_load64(&u->info.rx_messages);
-    o->gro_messages = ft_atomic_load64(&u->info.gro_messages);
-    o->rx_dropped_trunc = ft_atomic_load64(&u->info.rx_dropped_trunc);
-    o->rx_icmp_errors = ft_atomic_load64(&u->info.rx_icmp_errors);
-    o->tx_unreachable = ft_atomic_load64(&u->info.tx_unreachable);
+    ft_udp_info *out = o;
+    udp_info_atomic *in = &u->info;
+    FT_UDP_COUNTERS(FT_COUNTER_LOAD_)
 #ifdef _WIN32
     o->message_calls = ft_atomic_load(&u->os.recvmsg_on) && ft_atomic_load(&u->os.sendmsg_on);
 #else
@@ -310,8 +303,6 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
 #endif
     o->rcvbuf = u->rcvbuf;
     o->sndbuf = u->sndbuf;
-    o->message_fallbacks = ft_atomic_load64(&u->info.message_fallbacks);
-    o->gro_malformed = ft_atomic_load64(&u->info.gro_malformed);
     return FT_OK;
 }
 #endif

@@ -79,13 +79,12 @@ cdef extern from "core/ft_device.h" nogil:
         const uint8_t *data
         size_t len
 
+    # Counters come by index, named by the C core's own list (FT_STATS_FIELDS): nothing to spell out here.
+    enum:
+        FT_STATS_COUNT
     ctypedef struct ft_stats:
-        uint64_t rx_packets, rx_bytes, rx_batches
-        uint64_t tx_packets, tx_bytes
-        uint64_t tx_dropped_full, tx_rejected
-        uint64_t rx_dropped_invalid, rx_dropped_oversize
-        uint64_t rx_errors, tx_errors
-        uint64_t waits, spins, tx_waits
+        uint64_t values[FT_STATS_COUNT]
+    const char *const ft_stats_names[]
 
     ctypedef struct ft_addr:
         int family
@@ -158,8 +157,11 @@ cdef extern from "core/ft_reader.h" nogil:
     enum:
         FT_READER_DECLINED
 
+    enum:
+        FT_READER_STATS_COUNT
     ctypedef struct ft_reader_stats:
-        uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered
+        uint64_t values[FT_READER_STATS_COUNT]
+    const char *const ft_reader_stats_names[]
 
     ctypedef struct ft_reader:
         pass
@@ -291,6 +293,8 @@ cdef extern from "udp/ft_udp.h" nogil:
         FT_UDP_BUF_MIN
         FT_UDP_BUF_MAX
         FT_UDP_WIN_DEFAULT_BUF
+        FT_UDP_COUNTER_COUNT
+    const char *const ft_udp_counter_names[]
 
     ctypedef struct ft_udp_params:
         int fd
@@ -309,12 +313,9 @@ cdef extern from "udp/ft_udp.h" nogil:
         int gro
         uint32_t max_datagram
         uint32_t gso_max_segment
-        uint64_t tx_calls, tx_messages, gso_messages, gso_fallbacks
-        uint64_t rx_calls, rx_messages, gro_messages
-        uint64_t rx_dropped_trunc, rx_icmp_errors, tx_unreachable
         int message_calls
         uint32_t rcvbuf, sndbuf
-        uint64_t message_fallbacks, gro_malformed
+        uint64_t counters[FT_UDP_COUNTER_COUNT]
 
     const ft_limit ft_limit_rcvbuf, ft_limit_sndbuf, ft_limit_max_datagrams, ft_limit_port
     const ft_limit *ft_udp_max_datagram_limit(int version)

@@ -454,7 +454,7 @@ cdef class Device:
     def stats(self):
         cdef ft_stats s
         ft_device_get_stats(self.dev, &s)
-        return s
+        return _counters(STATS_FIELDS, s.values)
 
     # -- Wintun --
 

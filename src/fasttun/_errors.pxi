@@ -29,6 +29,20 @@ cdef int _raise(ft_err *e) except -1:
     raise _exception(e)
 
 
+cdef tuple _names(const char *const *names, int n):
+    return tuple(names[i].decode() for i in range(n))
+
+
+# The counters' names as the C core lists them (the Python records are checked against these by the tests).
+STATS_FIELDS = _names(ft_stats_names, FT_STATS_COUNT)
+READER_STATS_FIELDS = _names(ft_reader_stats_names, FT_READER_STATS_COUNT)
+UDP_COUNTERS = _names(ft_udp_counter_names, FT_UDP_COUNTER_COUNT)
+
+
+cdef dict _counters(tuple names, const uint64_t *values):
+    return {names[i]: values[i] for i in range(len(names))}
+
+
 cdef object _int_type(object value, str what):
     """An int argument, checked before any C conversion (TypeError otherwise); its range is the caller's."""
     if isinstance(value, bool) or not isinstance(value, int):

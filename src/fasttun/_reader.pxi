@@ -255,9 +255,9 @@ cdef class QueueReader:
     def stats(self):
         cdef ft_reader_stats s
         if self.reader == NULL:
-            return self.final_stats
+            return _counters(READER_STATS_FIELDS, self.final_stats.values)
         ft_reader_get_stats(self.reader, &s)
-        return s
+        return _counters(READER_STATS_FIELDS, s.values)
 
     def is_current_thread(self):
         return self.reader != NULL and ft_reader_is_current_thread(self.reader)

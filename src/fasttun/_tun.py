@@ -55,6 +55,9 @@ IPV6_MIN_MTU = 1280
 class Stats:
     """Counters of a device since it was opened."""
 
+    # The fields before rx_dropped_os are the C core's device counters (FT_STATS_FIELDS in csrc/core/ft_device.h,
+    # _core.STATS_FIELDS), in their order: a counter added there is added here, and the tests check both agree.
+
     rx_packets: int
     rx_bytes: int
     rx_batches: int
@@ -89,6 +92,9 @@ class Stats:
 @dataclasses.dataclass(frozen=True)
 class ReaderStats:
     """Counters of one reader (summed over its queues)."""
+
+    # The C core's reader counters (FT_READER_STATS_FIELDS, _core.READER_STATS_FIELDS) in their order, then the
+    # arenas the Python layer swapped.
 
     packets: int
     bytes: int

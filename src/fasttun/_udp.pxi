@@ -97,10 +97,16 @@ cdef class UdpDevice(Device):
         return fd
 
     def info(self):
+        """What the endpoint uses, and its own counters (UDP_COUNTERS) by name."""
         cdef ft_udp_info i
         if ft_udp_get_info(self.dev, &i) != FT_OK:
             raise _errors.TunClosedError(_errno.EBADF, "the UDP endpoint is closed")
-        return i
+        info = _counters(UDP_COUNTERS, i.counters)
+        info.update(family=i.family, connected=i.connected, gso_supported=i.gso_supported,
+                    gro_supported=i.gro_supported, gso=i.gso, gro=i.gro, max_datagram=i.max_datagram,
+                    gso_max_segment=i.gso_max_segment, message_calls=i.message_calls, rcvbuf=i.rcvbuf,
+                    sndbuf=i.sndbuf)
+        return info
 
     cdef int _udp_send(self, ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count, int policy,
                        object timeout) except -1:

@@ -26,6 +26,9 @@ Address = Union[tuple[str, int], tuple[str, int, int, int]]
 class UdpStats:
     """Counters of a UDP endpoint since it was opened."""
 
+    # Each field is a C counter of the same name: the device's (_core.STATS_FIELDS) or the endpoint's own
+    # (FT_UDP_COUNTERS in csrc/udp/ft_udp.h, _core.UDP_COUNTERS); the tests check every name has its counter.
+
     rx_packets: int
     """Datagrams received (a coalesced GRO read counts as the datagrams it holds)."""
     rx_bytes: int
@@ -239,19 +242,10 @@ class UdpEndpoint(_Endpoint):
 
     @property
     def stats(self) -> UdpStats:
-        s = self._dev.stats()
         i = self._dev.info()
         self._log_malformed(i)
-        return UdpStats(
-            rx_packets=s["rx_packets"], rx_bytes=s["rx_bytes"], rx_batches=s["rx_batches"],
-            tx_packets=s["tx_packets"], tx_bytes=s["tx_bytes"], tx_dropped_full=s["tx_dropped_full"],
-            tx_rejected=s["tx_rejected"], rx_dropped_oversize=s["rx_dropped_oversize"],
-            tx_unreachable=i["tx_unreachable"], rx_icmp_errors=i["rx_icmp_errors"], rx_errors=s["rx_errors"],
-            tx_errors=s["tx_errors"], waits=s["waits"], spins=s["spins"], tx_waits=s["tx_waits"],
-            tx_calls=i["tx_calls"], tx_messages=i["tx_messages"], gso_messages=i["gso_messages"],
-            gso_fallbacks=i["gso_fallbacks"], rx_calls=i["rx_calls"], rx_messages=i["rx_messages"],
-            gro_messages=i["gro_messages"], message_fallbacks=i["message_fallbacks"],
-            gro_malformed=i["gro_malformed"])
+        counters = {**self._dev.stats(), **i}  # the device's counters and the endpoint's own, by their C names
+        return UdpStats(**{f.name: counters[f.name] for f in dataclasses.fields(UdpStats)})
 
     # ---- receiving ----
 
