@@ -175,13 +175,19 @@ static int read_ifreq(ft_device *d, unsigned long req, struct ifreq *ifr, const 
     return r == FT_OK ? if_ioctl(d, req, ifr, what, e) : r;
 }
 
-static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+/* An int an interface ioctl reads: the MTU and the queue length both live in the ifreq's int (ifr_ifru). */
+static int read_if_int(ft_device *d, unsigned long req, const char *what, uint32_t *out, ft_err *e)
 {
     struct ifreq ifr;
-    int r = read_ifreq(d, SIOCGIFMTU, &ifr, "reading the MTU", e);
+    int r = read_ifreq(d, req, &ifr, what, e);
     if (r == FT_OK)
-        *mtu = (uint32_t)ifr.ifr_mtu;
+        *out = (uint32_t)ifr.ifr_ifru.ifru_ivalue;
     return r;
+}
+
+static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    return read_if_int(d, SIOCGIFMTU, "reading the MTU", mtu, e);
 }
 
 static int lx_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
@@ -230,11 +236,7 @@ static int lx_get_index(ft_device *d, uint32_t *index, ft_err *e)
 
 static int lx_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
 {
-    struct ifreq ifr;
-    int r = read_ifreq(d, SIOCGIFTXQLEN, &ifr, "reading the transmit queue length", e);
-    if (r == FT_OK)
-        *len = (uint32_t)ifr.ifr_qlen;
-    return r;
+    return read_if_int(d, SIOCGIFTXQLEN, "reading the transmit queue length", len, e);
 }
 
 static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
