@@ -19,6 +19,7 @@ import fasttun
 from fasttun import _core, _netns, icmp
 from icmp_ping import ping
 from packets import ipv4_udp, ipv6_udp, udp_payload
+from threads import ended_by_close
 import traffic
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
@@ -476,22 +477,13 @@ def test_stop_is_prompt_while_waiting_on_a_real_device(netns):
 
 def test_closing_while_another_thread_blocks_in_recv(netns):
     tun = open_tun()
-    errors: list[BaseException] = []
 
     def blocked():
-        try:
-            while True:  # the kernel may send a router solicitation or two first
-                tun.recv()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        while True:  # the kernel may send a router solicitation or two first
+            tun.recv()
 
-    t = threading.Thread(target=blocked)
-    t.start()
-    time.sleep(0.5)
-    tun.close()
-    t.join(2)
-    assert not t.is_alive()
-    assert isinstance(errors[0], fasttun.TunClosedError)
+    error, _ = ended_by_close(blocked, tun.close, settle=0.5, timeout=2)
+    assert isinstance(error, fasttun.TunClosedError)
 
 
 @pytest.mark.parametrize("pipeline", [0, 2])

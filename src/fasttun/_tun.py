@@ -267,6 +267,7 @@ class _Endpoint:
 
     @property
     def name(self) -> str:
+        """The interface's name; a UDP endpoint's is "udp:HOST:PORT", its local address."""
         return str(self._dev.name)
 
     @property
@@ -600,16 +601,14 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         """Sends one IPv4/IPv6 packet (any contiguous bytes-like object). Returns 1 if it went, 0 if it was
         dropped because the device was full (and counted). A packet that is not IPv4/IPv6, shorter than its
         header or longer than the MTU raises ValueError and nothing is sent."""
-        policy = self._policy if on_full is None else _policy(on_full)
-        return self._dev.send(packet, 0, policy, self._send_timeout if timeout is None else timeout)
+        return self._dev.send(packet, 0, *self._send_settings(on_full, timeout))
 
     def send_batch(self, packets: Iterable[Any] | _core.Batch, *, on_full: FullPolicy | None = None,
                    timeout: float | None = None) -> int:
         """Sends many packets in one call (a list of bytes-like objects, any iterable of them, or a Batch).
         Every packet is validated before any is sent. Returns how many were sent; the rest were dropped and
         counted (policy "drop", or "wait" after ``timeout``)."""
-        policy = self._policy if on_full is None else _policy(on_full)
-        return self._dev.send_batch(packets, 0, policy, self._send_timeout if timeout is None else timeout)
+        return self._dev.send_batch(packets, 0, *self._send_settings(on_full, timeout))
 
     # ---- readers ----
 

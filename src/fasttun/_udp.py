@@ -211,12 +211,7 @@ class UdpEndpoint(_Endpoint):
     def __repr__(self) -> str:
         return f"<fasttun.UdpEndpoint {self.name} ({'closed' if self._closed else 'open'})>"
 
-    # ---- properties ----
-
-    @property
-    def name(self) -> str:
-        """"udp:HOST:PORT", the local address."""
-        return self._dev.name
+    # ---- properties (name: _Endpoint's) ----
 
     @property
     def family(self) -> int:
@@ -278,8 +273,7 @@ class UdpEndpoint(_Endpoint):
         from one, each datagram back to where it came from. Every datagram is checked before any is sent.
         Returns how many were sent; the rest were dropped and counted."""
         self._check_open()
-        policy = self._policy if on_full is None else _policy(on_full)
-        return int(self._dev.send_to(datagrams, addr, policy, self._send_timeout if timeout is None else timeout))
+        return int(self._dev.send_to(datagrams, addr, *self._send_settings(on_full, timeout)))
 
     # ---- readers ----
 
