@@ -17,7 +17,6 @@ from fasttun._linux import LinuxTun
 from fasttun._info import features
 from fasttun._udp import UdpEndpoint, UdpStats, udp_offloads
 from fasttun._wintun import WintunAdapter, delete_wintun_driver, load_wintun, wintun_driver_version
-from fasttun import errors
 from fasttun.errors import (
     TunClosedError,
     TunError,
@@ -42,9 +41,16 @@ __all__ = [
     "ReaderStats",
     "Stats",
     "Tun",
+    "TunClosedError",
+    "TunError",
+    "TunExistsError",
+    "TunFullError",
+    "TunNotFoundError",
+    "TunPermissionError",
     "UdpEndpoint",
     "UdpStats",
     "WintunAdapter",
+    "WintunLoadError",
     "delete_wintun_driver",
     "features",
     "load_wintun",
@@ -54,4 +60,3 @@ __all__ = [
     "wintun_driver_version",
     "__version__",
 ]
-__all__ += errors.__all__
