@@ -81,7 +81,7 @@ def good_packet_goes_through(a: fasttun.Tun, b: fasttun.Tun) -> None:
 @pytest.mark.parametrize("how", ["send", "send_batch"])
 def test_bad_packet_on_the_pair(name, make, exc, message, how):
     a, b = fasttun.pair(mtu=65535 if name == "65536 bytes" else MTU)
-    try:
+    with a, b:
         packet = make()
         before = a.stats
         with pytest.raises(exc, match=message) as info:
@@ -97,9 +97,6 @@ def test_bad_packet_on_the_pair(name, make, exc, message, how):
             assert after.tx_rejected == before.tx_rejected + 1
         assert b.recv(timeout=0) is None  # the peer received nothing
         good_packet_goes_through(a, b)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- receiving into bad buffers ------------------------------------------------------------------------
@@ -264,11 +261,8 @@ def test_bad_pair_settings_make_no_pair(name, kwargs, exc, message):
     with pytest.raises(exc, match=message):
         fasttun.pair(**kwargs)
     a, b = fasttun.pair()  # and the next one works
-    try:
+    with a, b:
         good_packet_goes_through(a, b)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- configuring a real TUN device: names, MTU, addresses ------------------------------------------------

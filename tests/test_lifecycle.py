@@ -500,7 +500,7 @@ def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(
 @pytest.mark.parametrize("ending", ["stop", "device closed", "peer closed", "callback raised"])
 def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending: str) -> None:
     a, b = fasttun.pair()
-    try:
+    with a, b:
         def on_batch(batch: fasttun.Batch) -> None:
             if ending == "callback raised":
                 raise KeyError("from the callback")
@@ -522,9 +522,6 @@ def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending
         assert call_bounded(lambda: reader.running) is False
         assert isinstance(call_bounded(lambda: reader.stats), fasttun.ReaderStats)
         assert "stopped" in repr(reader)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- what a stopped reader or a closed object kept alive still holds ----
