@@ -104,7 +104,7 @@ class PairScenario:
             count.packets += len(batch)
 
         warmup, window = self._windows(settings)
-        try:
+        with a, b:
             with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
                 with b.start_reader(on_batch, batch_size=batch_size, pipeline=pipeline):
                     time.sleep(warmup)
@@ -114,16 +114,13 @@ class PairScenario:
                     sender.stop.set()
             if sender.error is not None:
                 raise sender.error
-        finally:
-            a.close()
-            b.close()
         return _sample(p1 - p0, b1 - b0, t1 - t0)
 
     def _recv_loop(self, settings: Settings) -> Sample:
         a, b, prepared = self._open(settings)
         warmup, window = self._windows(settings)
         packets = nbytes = 0
-        try:
+        with a, b:
             with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
                 start = time.perf_counter()
                 t0 = start + warmup
@@ -144,9 +141,6 @@ class PairScenario:
                 sender.stop.set()
             if sender.error is not None:
                 raise sender.error
-        finally:
-            a.close()
-            b.close()
         return _sample(packets, nbytes, now - t0)
 
 

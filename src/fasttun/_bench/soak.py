@@ -257,15 +257,9 @@ class PairLeg:
     def finish(self) -> LegResult:
         for t in self.senders:
             t.join(10.0)
-        error = None
-        if any(t.is_alive() for t in self.senders):
-            error = "a sender did not stop within 10 s"
-        _drain(self.checker)
+        error = "a sender did not stop within 10 s" if any(t.is_alive() for t in self.senders) else None
         assert self.reader is not None
-        try:
-            self.reader.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001
-            error = f"the reader raised {type(exc).__name__}: {exc}"
+        error = _end_reader(self.reader, self.checker) or error
         stats = self.a.stats
         rstats = self.reader.stats
         self.a.close()
@@ -336,12 +330,8 @@ class TunLeg:
     def finish(self) -> LegResult:
         self.sender.join(10.0)
         error = None if not self.sender.is_alive() else "the sender did not stop within 10 s"
-        _drain(self.checker)
         assert self.reader is not None
-        try:
-            self.reader.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001
-            error = f"the reader raised {type(exc).__name__}: {exc}"
+        error = _end_reader(self.reader, self.checker) or error
         after = self.tun.stats
         rstats = self.reader.stats
         self._close()
@@ -353,6 +343,16 @@ class TunLeg:
             detail += f"; {self.send_errors:,} sendto() calls failed and were not counted as sent"
         return LegResult(self.name, self.generated, self.checker, os_drops + invalid + oversize, detail,
                          rstats.packets, exact=False, error=error)
+
+
+def _end_reader(reader: fasttun.Reader, checker: Checker) -> Optional[str]:
+    """Lets the reader take what is left, then stops it; what went wrong in it, if anything."""
+    _drain(checker)
+    try:
+        reader.stop(timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - reported in the verdict
+        return f"the reader raised {type(exc).__name__}: {exc}"
+    return None
 
 
 def _drain(checker: Checker, idle: float = 0.5, limit: float = 10.0) -> None:
