@@ -56,6 +56,15 @@ def argument_parser(description: str | None = __doc__) -> argparse.ArgumentParse
     return parser
 
 
+def open_device(args: argparse.Namespace, program: str) -> fasttun.Tun | None:
+    """The device the arguments name, up with its addresses; None (the reason printed) if it cannot be opened."""
+    try:
+        return fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
+    except (fasttun.TunError, ValueError) as exc:
+        print(f"{program}: cannot open {args.name}: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str]) -> int:
     args = argument_parser().parse_args(argv)
     stop = threading.Event()
@@ -65,10 +74,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        tun = fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
-    except (fasttun.TunError, ValueError) as exc:
-        print(f"echo: cannot open {args.name}: {exc}", file=sys.stderr)
+    tun = open_device(args, "echo")
+    if tun is None:
         return 2
     with tun:
         responder = Responder(tun)

@@ -17,7 +17,7 @@ import sys
 import fasttun
 from fasttun import aio
 
-from echo import DEFAULT_ADDRESSES, Responder, argument_parser  # echo.py's responder; its replies go out here
+from echo import Responder, argument_parser, open_device  # echo.py's responder; its replies go out here
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,10 +46,8 @@ async def serve(tun: fasttun.Tun, batch_size: int) -> Responder:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        tun = fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
-    except (fasttun.TunError, ValueError) as exc:
-        print(f"echo_async: cannot open {args.name}: {exc}", file=sys.stderr)
+    tun = open_device(args, "echo_async")
+    if tun is None:
         return 2
     with tun:
         loop: asyncio.AbstractEventLoop
