@@ -128,6 +128,26 @@ int ft_wintun_cfg_is_up(NET_LUID luid, const char *name, int *up, ft_err *e)
     return FT_OK;
 }
 
+/* What the IP Helper answered to adding or removing an address or a route (what: "address", "route"): FT_OK, the
+ * refusals both share (already there; not there, with the POSIX errno `missing`), or the error of doing it. */
+static int change_result(DWORD err, int add, const char *what, int missing, const char *name, ft_err *e)
+{
+    if (err == NO_ERROR)
+        return FT_OK;
+    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
+        ft_fail(e, FT_ESYS, EEXIST, "the %s is already on \"%.60s\"", what, name);
+    } else if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
+        ft_fail(e, FT_ESYS, missing, "there is no such %s on \"%.60s\"", what, name);
+    } else {
+        char doing[32];
+        snprintf(doing, sizeof(doing), "%s the %s", add ? "adding" : "removing", what);
+        return fail_ip(e, err, doing, name);
+    }
+    if (e)
+        e->oserr = (long)err;
+    return FT_ESYS;
+}
+
 /* ---- addresses -------------------------------------------------------------------------------------- */
 
 static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
@@ -163,21 +183,7 @@ int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_add
     MIB_UNICASTIPADDRESS_ROW row;
     address_row(luid, a, &row);
     DWORD err = add ? ft_iphlp()->CreateUnicastIpAddressEntry(&row) : ft_iphlp()->DeleteUnicastIpAddressEntry(&row);
-    if (err == NO_ERROR)
-        return FT_OK;
-    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the address is already on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
-        ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    return fail_ip(e, err, add ? "adding an address" : "removing an address", name);
+    return change_result(err, add, "address", EADDRNOTAVAIL, name, e);
 }
 
 static void from_row(const MIB_UNICASTIPADDRESS_ROW *row, ft_addr *out)
@@ -246,21 +252,7 @@ int ft_wintun_cfg_route(NET_LUID luid, const char *name, int add, const ft_route
     else
         NEED(DeleteIpForwardEntry2);
     DWORD err = add ? ft_iphlp()->CreateIpForwardEntry2(&row) : ft_iphlp()->DeleteIpForwardEntry2(&row);
-    if (err == NO_ERROR)
-        return FT_OK;
-    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the route is already on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
-        ft_fail(e, FT_ESYS, ESRCH, "there is no such route on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    return fail_ip(e, err, add ? "adding a route" : "removing a route", name);
+    return change_result(err, add, "route", ESRCH, name, e);
 }
 
 /* ---- DNS -------------------------------------------------------------------------------------------- */
