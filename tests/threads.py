@@ -32,6 +32,16 @@ def ended_by_close(call: Callable[[], Any], close: Callable[[], Any], settle: fl
     return outcome[0], outcome[1] - closed
 
 
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """Whether predicate() came true within `timeout` seconds (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
 def wait_stopped(reader: Any, timeout: float = 5.0) -> None:
     """Waits for a reader to stop on its own (its callback raised, its device closed); fails after `timeout`."""
     deadline = time.monotonic() + timeout
