@@ -11,7 +11,7 @@
 #define FT_WINTUN_MIN_RING_CAPACITY 0x20000u       /* 128 KiB, Wintun's minimum */
 #define FT_WINTUN_MAX_RING_CAPACITY 0x4000000u     /* 64 MiB, Wintun's maximum */
 static const ft_limit ft_limit_ring_capacity = {"ring_capacity", FT_WINTUN_MIN_RING_CAPACITY,
-                                                FT_WINTUN_MAX_RING_CAPACITY, " bytes", 1};
+                                                FT_WINTUN_MAX_RING_CAPACITY, " bytes (128 KiB..64 MiB)", 1};
 #define FT_WINTUN_MAX_NAME 127                     /* UTF-16 units in an adapter name */
 #define FT_WINTUN_DEFAULT_TUNNEL_TYPE "fasttun"
 
