@@ -14,7 +14,7 @@ from collections.abc import Callable
 import fasttun
 from fasttun._bench.packets import udp4
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant
+from fasttun._bench.scenario import Described, Settings, Variant
 
 API_DEFAULT_BATCH = 64
 
@@ -54,11 +54,8 @@ class _Sender:
         self.thread.join(5.0)
 
 
-class PairScenario:
-    name = "pair"
-    needs_root = False
-    key = "pps"
-    summary = "in-memory pair: packets/s into a Python callback vs a Python recv() loop"
+class PairScenario(Described, name="pair", needs_root=False, key="pps",
+                   summary="in-memory pair: packets/s into a Python callback vs a Python recv() loop"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self._packet = udp4("10.201.0.1", "10.201.0.2", settings.size)

@@ -32,7 +32,7 @@ import fasttun
 from fasttun import _netns
 from fasttun._bench.packets import checksum
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant
+from fasttun._bench.scenario import Described, Settings, Variant
 from fasttun._bench.system import namespace, netns_path
 from fasttun._host import root_problem
 
@@ -441,12 +441,10 @@ def soak(seconds: float, with_tun: Optional[bool] = None) -> Verdict:
     return Verdict(not problems, elapsed, results, rss_warm, rss_end, rss_max, problems, skipped)
 
 
-class SoakScenario:
-    name = "soak"
-    needs_root = False   # the pair leg runs anywhere; the TUN leg only with root (and says so when skipped)
-    key = "pps"
-    summary = "checksummed sequences through a pair and a TUN device for a long time: integrity, drops, memory"
-
+# needs_root False: the pair leg runs anywhere; the TUN leg only with root (and says so when skipped)
+class SoakScenario(
+        Described, name="soak", needs_root=False, key="pps",
+        summary="checksummed sequences through a pair and a TUN device for a long time: integrity, drops, memory"):
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         return [Variant("pair + TUN, checksummed sequences, memory watched", lambda: self._run(settings))]
 
