@@ -385,36 +385,27 @@ static void expect_invalid(const ft_wintun_params *p, const char *needle, const 
 static void test_open_params(void)
 {
     SECTION("open: parameter checks");
-    ft_wintun_params p;
-    char long_name[200];
-    memset(&p, 0, sizeof(p));
-    expect_invalid(&p, "empty", "no name");
-    p.name = "";
-    expect_invalid(&p, "empty", "empty name");
+    static char long_name[129];
     memset(long_name, 'a', 128);
-    long_name[128] = 0;
-    p.name = long_name;
-    expect_invalid(&p, "1..127", "128-character name");
-    p.name = "bad\xff\xfe";
-    expect_invalid(&p, "UTF-8", "invalid UTF-8 name");
-    p.name = "ft-p";
-    p.ring_capacity = 0x30000;
-    expect_invalid(&p, "power of two", "ring capacity not a power of two");
-    p.ring_capacity = 0x10000;
-    expect_invalid(&p, "allowed: a power of two in 131072..67108864 bytes", "ring capacity too small");
-    p.ring_capacity = 0x8000000;
-    expect_invalid(&p, "allowed: a power of two in 131072..67108864 bytes", "ring capacity too large");
-    p.ring_capacity = 0;
-    p.open_mode = 3;
-    expect_invalid(&p, "open mode 3", "open mode 3");
-    p.open_mode = 0;
-    p.mtu = 20;
-    expect_invalid(&p, "mtu", "mtu 20");
-    p.mtu = 70000;
-    expect_invalid(&p, "mtu", "mtu 70000");
-    p.mtu = 0;
-    p.flags = 0x4;
-    expect_invalid(&p, "unknown bits", "flags 0x4");
+    const char *ring = "allowed: a power of two in 131072..67108864 bytes";
+    const struct {
+        ft_wintun_params p;
+        const char *needle, *what;
+    } rows[] = {
+        {{.name = NULL}, "empty", "no name"},
+        {{.name = ""}, "empty", "empty name"},
+        {{.name = long_name}, "1..127", "128-character name"},
+        {{.name = "bad\xff\xfe"}, "UTF-8", "invalid UTF-8 name"},
+        {{.name = "ft-p", .ring_capacity = 0x30000}, "power of two", "ring capacity not a power of two"},
+        {{.name = "ft-p", .ring_capacity = 0x10000}, ring, "ring capacity too small"},
+        {{.name = "ft-p", .ring_capacity = 0x8000000}, ring, "ring capacity too large"},
+        {{.name = "ft-p", .open_mode = 3}, "open mode 3", "open mode 3"},
+        {{.name = "ft-p", .mtu = 20}, "mtu", "mtu 20"},
+        {{.name = "ft-p", .mtu = 70000}, "mtu", "mtu 70000"},
+        {{.name = "ft-p", .flags = 0x4}, "unknown bits", "flags 0x4"},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        expect_invalid(&rows[i].p, rows[i].needle, rows[i].what);
 }
 
 static void test_open_create(void)
