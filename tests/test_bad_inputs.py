@@ -485,3 +485,15 @@ def test_the_python_layer_keeps_no_copy_of_the_c_cores_ranges():
             assert not (limits.search(line) and compares.search(line)), f"{module.name}:{number}: {line.strip()}"
     helpers = [p.name for p in Path(fasttun.__file__).parent.glob("*.py") if "def _ranged_int" in p.read_text()]
     assert helpers == ["_udp.py"]
+
+
+@pytest.mark.root
+def test_a_queue_that_is_not_there_is_the_devices_limit(netns):
+    with fasttun.Tun("ftlim2", queues=2) as tun:
+        for queue in [2, -1, 2**70]:
+            with pytest.raises(ValueError) as info:
+                tun.fileno(queue)
+            assert str(info.value) == f"queue {queue} is out of range; allowed: 0..1"
+        with pytest.raises(TypeError, match="queue must be an int, not str"):
+            tun.fileno("0")  # type: ignore[arg-type]
+        assert tun.fileno(1) >= 0

@@ -226,8 +226,11 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
     ft_handle h[FT_WAIT_MAX];
     int poll_out = 0;
     int n = d->ops->wait_handles(d, q, dir, h, FT_WAIT_MAX - 2, &poll_out);
-    if (n < 0)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (n < 0) { /* no such queue, or (never expected) a backend that has nothing to wait on for it */
+        if (ft_device_check_queue(d, q, e) != FT_OK)
+            return FT_EINVAL;
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d of '%s' has nothing to wait on", q, d->name);
+    }
     int close_at = n;
     h[n++] = ft_event_handle(d->close_event);
     int wake_at = -1;
@@ -282,8 +285,8 @@ int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
     if (b->max == 0 || b->cap < d->max_packet)
         return ft_fail(e, FT_EINVAL, EINVAL, "batch of %u packets and %zu bytes cannot hold a %u-byte packet",
                        b->max, b->cap, d->max_packet);
-    if (q != FT_ALL_QUEUES && (q < 0 || q >= d->nqueues))
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (q != FT_ALL_QUEUES && ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -431,8 +434,8 @@ static int device_step(ft_device *d, int q, void *ctx, const ft_pkt *pkts, uint3
 
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
 {
-    if (q < 0 || q >= d->nqueues)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     uint32_t mtu = (uint32_t)ft_atomic_load(&d->mtu);
     for (uint32_t i = 0; i < n; i++) {
         int ok = d->ops->check ? d->ops->check(d, pkts[i].data, pkts[i].len, e)
@@ -544,8 +547,8 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     if (!d->ops->send_vnet || !d->ops->check_vnet)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
                        "super-packets can only be sent to a device opened with offload (this one has none)");
-    if (q < 0 || q >= d->nqueues)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     for (uint32_t i = 0; i < n; i++) {
         if (d->ops->check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
             return ft_device_reject(d, i, n, "packet", e);

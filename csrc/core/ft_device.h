@@ -208,6 +208,21 @@ struct ft_device {
     char name[64];              /* interface name as UTF-8 */
 };
 
+/* The queues a call may name, 0..nqueues-1, as a limit of this device (the one message for a queue that is not
+ * there, also for the Python layer's queue arguments). */
+static inline ft_limit ft_device_queue_limit(const ft_device *d)
+{
+    ft_limit l = FT_LIMIT("queue", 0, d->nqueues - 1, "");
+    return l;
+}
+static inline int ft_device_check_queue(const ft_device *d, int q, ft_err *e)
+{
+    if (q >= 0 && q < d->nqueues)
+        return FT_OK;
+    ft_limit l = ft_device_queue_limit(d);
+    return ft_limit_check(&l, q, e);
+}
+
 /* How a named device is opened, on every backend that has names: create it or open the existing one (ANY),
  * only open an existing one (EXISTING), or only create a new one (CREATE). */
 enum { FT_OPEN_CREATE = 0, FT_OPEN_EXISTING = 1, FT_OPEN_ANY = 2 };

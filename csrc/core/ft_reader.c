@@ -437,11 +437,7 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
                            void *user, ft_err *e)
 {
     uint32_t depth = cfg->pipeline < 2 ? 1 : cfg->pipeline;
-    if (q < 0 || q >= d->nqueues) {
-        ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
-        return NULL;
-    }
-    if (ft_limit_check(&ft_limit_pipeline, cfg->pipeline, e) != FT_OK ||
+    if (ft_device_check_queue(d, q, e) != FT_OK || ft_limit_check(&ft_limit_pipeline, cfg->pipeline, e) != FT_OK ||
         ft_limit_check(&ft_limit_batch_size, cfg->batch_size, e) != FT_OK ||
         ft_limit_check(&ft_limit_spin_us, cfg->spin_us, e) != FT_OK)
         return NULL;

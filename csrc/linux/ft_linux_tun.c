@@ -990,8 +990,8 @@ int ft_linux_fd(ft_device *d, int q, ft_err *e)
         return r;
     if (!is_linux(d))
         r = ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend has no file descriptors", d->ops->name);
-    else if (q < 0 || q >= d->nqueues)
-        r = ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    else if (ft_device_check_queue(d, q, e) != FT_OK)
+        r = FT_EINVAL;
     else
         r = L(d)->fds[q];
     ft_device_leave(d);

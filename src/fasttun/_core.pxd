@@ -108,6 +108,7 @@ cdef extern from "core/ft_device.h" nogil:
         uint32_t max_packet
         char name[64]
 
+    ft_limit ft_device_queue_limit(const ft_device *d)
     size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet)
     int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
     int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)

@@ -441,9 +441,10 @@ cdef class Device:
             out.append((buf[i].family, (<char *>buf[i].bytes)[:4 if buf[i].family == 4 else 16], buf[i].prefix))
         return out
 
-    def fileno(self, int queue=0):
+    def fileno(self, queue=0):
         cdef ft_err e
-        cdef int fd = ft_linux_fd(self.dev, queue, &e)
+        cdef ft_limit queues = ft_device_queue_limit(self.dev)
+        cdef int fd = ft_linux_fd(self.dev, <int>_limited(queue, &queues), &e)
         if fd < 0:
             _raise(&e)
         return fd
