@@ -919,14 +919,16 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
 
 /* ---- accessors -------------------------------------------------------------------------------------- */
 
-/* Plain values, readable until the device is closed (then 0); 0 for a device that is not a Wintun adapter. */
-uint64_t ft_wintun_luid(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->luid.Value : 0; }
-int ft_wintun_created(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->created : 0; }
-uint32_t ft_wintun_ring_capacity(ft_device *d)
+void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
 {
-    return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0;
+    memset(out, 0, sizeof(*out));
+    if (!is_wintun(d) || !W(d))
+        return;
+    out->luid = W(d)->luid.Value;
+    out->created = W(d)->created;
+    out->ring_capacity = (uint32_t)ft_atomic_load(&W(d)->capacity_now);
+    out->ring_grows = (uint32_t)ft_atomic_load(&W(d)->grows);
 }
-uint32_t ft_wintun_ring_grows(ft_device *d) { return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {

@@ -273,11 +273,12 @@ cdef extern from "wintun/ft_wintun.h" nogil:
     int ft_wintun_delete_driver(ft_err *e)
     void ft_wintun_set_logger(ft_wintun_log_fn fn)
     int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
-    uint64_t ft_wintun_luid(ft_device *d)
+    ctypedef struct ft_wintun_info:
+        uint64_t luid
+        int created
+        uint32_t ring_capacity, ring_grows
+    void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
     int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
-    int ft_wintun_created(ft_device *d)
-    uint32_t ft_wintun_ring_capacity(ft_device *d)
-    uint32_t ft_wintun_ring_grows(ft_device *d)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 

@@ -461,8 +461,9 @@ cdef class Device:
 
     def wintun_info(self):
         """(luid, created, ring_capacity, ring_grows) of a Wintun device."""
-        return (ft_wintun_luid(self.dev), bool(ft_wintun_created(self.dev)), ft_wintun_ring_capacity(self.dev),
-                ft_wintun_ring_grows(self.dev))
+        cdef ft_wintun_info i
+        ft_wintun_get_info(self.dev, &i)
+        return i.luid, bool(i.created), i.ring_capacity, i.ring_grows
 
     def wintun_guid(self):
         cdef uint8_t g[16]
