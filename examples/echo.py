@@ -22,7 +22,7 @@ DEFAULT_ADDRESSES = ["10.97.0.1/24", "fd00:97::1/64"]
 
 
 class Responder:
-    """The reader callback: answers echo requests, counts the rest."""
+    """The reader callback: answers echo requests, counts the rest (echo_async.py uses replies_for())."""
 
     def __init__(self, tun: fasttun.Tun) -> None:
         self.tun = tun
@@ -30,29 +30,43 @@ class Responder:
         self.replied = 0
         self.ignored = 0
 
-    def __call__(self, batch: fasttun.Batch) -> None:
-        replies = icmp.echo_replies(batch)  # one C call: the replies as one Batch, or None
+    def replies_for(self, batch: fasttun.Batch) -> fasttun.Batch | None:
+        """The replies to the batch's echo requests (one C call), the other packets counted; None if none."""
+        replies = icmp.echo_replies(batch)
         answered = 0 if replies is None else len(replies)
+        self.requests += answered
         self.ignored += len(batch) - answered
+        return replies
+
+    def __call__(self, batch: fasttun.Batch) -> None:
+        replies = self.replies_for(batch)
         if replies is not None:
-            self.requests += answered
             self.replied += self.tun.send_batch(replies)
 
     def report(self) -> str:
         return f"echo requests {self.requests}, replies sent {self.replied}, other packets {self.ignored}"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def argument_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="ftecho0", help="device name (default ftecho0)")
     parser.add_argument("--address", action="append", help=f"address/prefix of the device, repeatable "
                         f"(default {' and '.join(DEFAULT_ADDRESSES)})")
     parser.add_argument("--batch-size", type=int, default=64, help="packets per batch (default 64)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def open_device(args: argparse.Namespace, program: str) -> fasttun.Tun | None:
+    """The device the arguments name, up with its addresses; None (the reason printed) if it cannot be opened."""
+    try:
+        return fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
+    except (fasttun.TunError, ValueError) as exc:
+        print(f"{program}: cannot open {args.name}: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    args = argument_parser().parse_args(argv)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -60,10 +74,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        tun = fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
-    except (fasttun.TunError, ValueError) as exc:
-        print(f"echo: cannot open {args.name}: {exc}", file=sys.stderr)
+    tun = open_device(args, "echo")
+    if tun is None:
         return 2
     with tun:
         responder = Responder(tun)

@@ -15,24 +15,20 @@ import signal
 import sys
 
 import fasttun
-from fasttun import aio, icmp
+from fasttun import aio
 
-DEFAULT_ADDRESSES = ["10.97.0.1/24", "fd00:97::1/64"]
+from echo import Responder, argument_parser, open_device  # echo.py's responder; its replies go out here
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="ftecho0", help="device name (default ftecho0)")
-    parser.add_argument("--address", action="append", help=f"address/prefix of the device, repeatable "
-                        f"(default {' and '.join(DEFAULT_ADDRESSES)})")
-    parser.add_argument("--batch-size", type=int, default=64, help="packets per batch (default 64)")
+    parser = argument_parser(__doc__)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio's own loop")
     return parser.parse_args(argv)
 
 
-async def serve(tun: fasttun.Tun, batch_size: int) -> tuple[int, int, int]:
+async def serve(tun: fasttun.Tun, batch_size: int) -> Responder:
     loop = asyncio.get_running_loop()
-    requests = replied = ignored = 0
+    responder = Responder(tun)
     async with aio.batches(tun, batch_size=batch_size) as stream:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -42,21 +38,16 @@ async def serve(tun: fasttun.Tun, batch_size: int) -> tuple[int, int, int]:
         print(f"echo_async: answering pings behind {tun.name} ({', '.join(map(str, tun.addresses))}) on "
               f"{type(loop).__module__}.{type(loop).__name__}; stop with Ctrl-C", flush=True)
         async for batch in stream:
-            replies = icmp.echo_replies(batch)
-            answered = 0 if replies is None else len(replies)
-            ignored += len(batch) - answered
+            replies = responder.replies_for(batch)
             if replies is not None:
-                requests += answered
-                replied += await aio.send_batch(tun, replies)
-    return requests, replied, ignored
+                responder.replied += await aio.send_batch(tun, replies)
+    return responder
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        tun = fasttun.Tun(args.name, addresses=args.address or DEFAULT_ADDRESSES, up=True)
-    except (fasttun.TunError, ValueError) as exc:
-        print(f"echo_async: cannot open {args.name}: {exc}", file=sys.stderr)
+    tun = open_device(args, "echo_async")
+    if tun is None:
         return 2
     with tun:
         loop: asyncio.AbstractEventLoop
@@ -67,10 +58,10 @@ def main(argv: list[str]) -> int:
         else:
             loop = asyncio.new_event_loop()
         try:
-            requests, replied, ignored = loop.run_until_complete(serve(tun, args.batch_size))
+            responder = loop.run_until_complete(serve(tun, args.batch_size))
         finally:
             loop.close()
-    print(f"echo_async: echo requests {requests}, replies sent {replied}, other packets {ignored}", flush=True)
+    print(f"echo_async: {responder.report()}", flush=True)
     return 0
 
 

@@ -43,6 +43,17 @@ def require_root_environment() -> None:
     pytest.skip(why)
 
 
+def under_wine() -> bool:
+    """True when the tests run on Windows' CPython under Wine (ntdll has Wine's own export)."""
+    import ctypes
+
+    try:
+        ctypes.WinDLL("ntdll").wine_get_version  # type: ignore[attr-defined]
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def require_tool(tool: str, package: str) -> str:
     """The path of a command a test runs; without it the test skips with the install hint (fails in CI)."""
     path = shutil.which(tool)

@@ -7,6 +7,7 @@ device); rows that configure a device (names, MTU, addresses) need a real TUN de
 from __future__ import annotations
 
 import array
+import re
 import struct
 import time
 
@@ -80,7 +81,7 @@ def good_packet_goes_through(a: fasttun.Tun, b: fasttun.Tun) -> None:
 @pytest.mark.parametrize("how", ["send", "send_batch"])
 def test_bad_packet_on_the_pair(name, make, exc, message, how):
     a, b = fasttun.pair(mtu=65535 if name == "65536 bytes" else MTU)
-    try:
+    with a, b:
         packet = make()
         before = a.stats
         with pytest.raises(exc, match=message) as info:
@@ -96,9 +97,6 @@ def test_bad_packet_on_the_pair(name, make, exc, message, how):
             assert after.tx_rejected == before.tx_rejected + 1
         assert b.recv(timeout=0) is None  # the peer received nothing
         good_packet_goes_through(a, b)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- receiving into bad buffers ------------------------------------------------------------------------
@@ -263,11 +261,8 @@ def test_bad_pair_settings_make_no_pair(name, kwargs, exc, message):
     with pytest.raises(exc, match=message):
         fasttun.pair(**kwargs)
     a, b = fasttun.pair()  # and the next one works
-    try:
+    with a, b:
         good_packet_goes_through(a, b)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- configuring a real TUN device: names, MTU, addresses ------------------------------------------------
@@ -415,3 +410,90 @@ def test_the_table_builders_make_what_they_say():
     assert struct.unpack("!H", ipv4(60, total=61)[2:4])[0] == 61
     assert len(ipv6(60)) == 60 and struct.unpack("!H", ipv6(60)[4:6])[0] == 20
     assert ipv4(60, 0xF5)[0] >> 4 == 15 and ipv4(60, 0x44)[0] & 15 == 4
+
+
+# ---- one owner per rule: the C core's limits, in the same words on every kind of device ------------------
+
+# (id, call on an open device, the C core's message: exactly, with nothing added by another layer)
+READER_LIMITS = [
+    ("batch_size 0", lambda d: d.start_reader(len, batch_size=0), "batch_size 0 is out of range; allowed: 1..65536"),
+    ("batch_size 2**70", lambda d: d.start_reader(len, batch_size=2**70),
+     "batch_size 1180591620717411303424 is out of range; allowed: 1..65536"),
+    ("spin_us", lambda d: d.start_reader(len, spin_us=1_000_001),
+     "spin_us 1000001 is out of range; allowed: 0..1000000"),
+    ("adaptive_pps", lambda d: d.start_reader(len, adaptive_pps=-1),
+     "adaptive_pps -1 is out of range; allowed: 0..4294967295"),
+    ("pipeline", lambda d: d.start_reader(len, pipeline=9),
+     "pipeline 9 is out of range; allowed: 0..8 batches in flight"),
+    ("pipeline -2**63-1", lambda d: d.start_reader(len, pipeline=-2**63 - 1),
+     "pipeline -9223372036854775809 is out of range; allowed: 0..8 batches in flight"),
+]
+
+
+def one_of_each(netns) -> list:
+    """An open pair end, Linux TUN device and UDP endpoint (each closed by the caller)."""
+    a, b = fasttun.pair()
+    b.close()
+    return [a, fasttun.Tun("ftlim0"), fasttun.UdpEndpoint(bind=("127.0.0.1", 0))]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("name, call, message", READER_LIMITS, ids=row_ids(READER_LIMITS))
+def test_a_limit_says_the_c_cores_words_on_every_device(netns, name, call, message):
+    devices = one_of_each(netns)
+    try:
+        for dev in devices:
+            with pytest.raises(ValueError) as info:
+                call(dev)
+            assert str(info.value) == message, type(dev).__name__
+            assert not dev._readers
+        for dev, what in zip(devices, ["max_packets", "max_packets", "max_datagrams"]):
+            with pytest.raises(ValueError) as info:
+                dev.recv_batch(65537, timeout=0)
+            assert str(info.value) == f"{what} 65537 is out of range; allowed: 1..65536"
+    finally:
+        for dev in devices:
+            dev.close()
+
+
+@pytest.mark.root
+def test_an_mtu_out_of_range_says_the_same_on_the_pair_and_a_tun_device(netns):
+    for mtu in [67, 65536, -1, 2**64]:
+        message = f"mtu {mtu} is out of range; allowed: 68..65535"
+        for open_ in [lambda: fasttun.pair(mtu=mtu), lambda: fasttun.Tun("ftlim1", mtu=mtu)]:
+            with pytest.raises(ValueError) as info:
+                open_()
+            assert str(info.value) == message
+        with fasttun.Tun("ftlim1") as tun:
+            with pytest.raises(ValueError) as info:
+                tun.mtu = mtu
+            assert str(info.value) == message
+    assert "ftlim1" not in links(netns)
+
+
+def test_the_python_layer_keeps_no_copy_of_the_c_cores_ranges():
+    """The C core owns every range a value passed to it must lie in; the Python modules only convert types: none
+    compares a value with one of the core's limits (a copy would drift, and give a second message). The one
+    range helper left serves values that never reach the core (ports and scope ids for the socket module)."""
+    from pathlib import Path
+
+    limits = re.compile(r"MAX_BATCH|MAX_SPIN_US|MAX_PIPELINE|\bMIN_MTU|MAX_PACKET\b|PAIR_M(AX|IN)_CAPACITY|"
+                        r"LINUX_MAX_QUEUES|RING_CAPACITY|UDP_BUF_M|UDP_MAX_PAYLOAD|2\*\*3[12]|2147483647|4294967295")
+    compares = re.compile(r"<=?|>=?|\b_ranged_int\(")
+    for module in sorted(Path(fasttun.__file__).parent.glob("*.py")):
+        for number, line in enumerate(module.read_text(encoding="utf-8").splitlines(), 1):
+            assert not (limits.search(line) and compares.search(line)), f"{module.name}:{number}: {line.strip()}"
+    helpers = [p.name for p in Path(fasttun.__file__).parent.glob("*.py") if "def _ranged_int" in p.read_text()]
+    assert helpers == ["_udp.py"]
+
+
+@pytest.mark.root
+def test_a_queue_that_is_not_there_is_the_devices_limit(netns):
+    with fasttun.Tun("ftlim2", queues=2) as tun:
+        for queue in [2, -1, 2**70]:
+            with pytest.raises(ValueError) as info:
+                tun.fileno(queue)
+            assert str(info.value) == f"queue {queue} is out of range; allowed: 0..1"
+        with pytest.raises(TypeError, match="queue must be an int, not str"):
+            tun.fileno("0")  # type: ignore[arg-type]
+        assert tun.fileno(1) >= 0

@@ -21,6 +21,7 @@ import pytest
 
 import fasttun
 from packets import ipv4_udp, udp_payload
+from threads import wait_stopped
 from test_wintun_python import driver, fake, new_name  # noqa: F401 - the Wintun link's fixtures
 
 LOCAL4, PEER4 = "10.203.0.1", "10.203.0.2"
@@ -298,10 +299,7 @@ def test_a_callback_that_raises_stops_its_reader_and_stop_raises_it(link: Link) 
 
     reader = link.dev.start_reader(on_batch)
     link.inject(range(5))
-    deadline = time.monotonic() + 5
-    while reader.running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not reader.running
+    wait_stopped(reader)
     with pytest.raises(KeyError, match="from the callback"):
         reader.stop()
     assert link.dev.send(link.outgoing(1)) == 1  # the device outlives its reader

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 
 import pytest
 
 import fasttun
+from threads import ended_by_close
 from fasttun.events import DeviceEvent, DeviceEvents
 from test_aio import DefaultLoop, Loop, UVLoop
 from cbuild import ROOT, SANITIZE_ASAN, build_and_run, c_sources, compiler
@@ -97,20 +97,8 @@ def test_close_from_another_thread_ends_a_waiting_get(netns):
     # forever, with timeout=None, on a descriptor number that may already be reused).
     with fasttun.Tun("ftev0") as tun:
         events = DeviceEvents(tun)
-        out: list[object] = []
-
-        def wait() -> None:
-            start = time.monotonic()
-            out.append(events.get(None))
-            out.append(time.monotonic() - start)
-
-        t = threading.Thread(target=wait)
-        t.start()
-        time.sleep(0.2)
-        events.close()
-        t.join(5.0)
-        assert not t.is_alive()
-        assert out[0] == [] and out[1] < 2.0
+        got, seconds = ended_by_close(lambda: events.get(None), events.close)
+        assert got == [] and seconds < 2.0
 
 
 class AsyncEventTests(Loop):

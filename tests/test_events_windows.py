@@ -24,6 +24,7 @@ import pytest
 import fasttun
 from fasttun import _core
 from fasttun.events import DeviceEvent, DeviceEvents
+from threads import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -72,15 +73,6 @@ def kinds(events: list[DeviceEvent]) -> list[tuple[str, object]]:
 
 def waiter_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("fasttun-events-")]
-
-
-def wait_until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_open_and_close_cycles_and_no_descriptor(tun):

@@ -132,23 +132,20 @@ def our_udp(batch: fasttun.Batch) -> int:
 @pytest.mark.parametrize("how", ["recv", "recv_into", "recv_batch"])
 def test_close_from_another_thread_wakes_a_blocked_receive_on_the_pair(how: str) -> None:
     a, b = fasttun.pair()
-    try:
+    with a, b:
         blocked = Blocked(recv_forever(b, how))
         assert blocked.still_blocked_after(0.3)
         start = time.monotonic()
         b.close()
         assert time.monotonic() - start < PROMPT
         assert isinstance(blocked.outcome(start), fasttun.TunClosedError)
-    finally:
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("how", ["send", "send_batch"])
 @pytest.mark.parametrize("closing", ["sender", "peer"])
 def test_close_wakes_a_sender_waiting_on_a_full_pair(how: str, closing: str) -> None:
     a, b = fasttun.pair(capacity=8)
-    try:
+    with a, b:
         assert a.send_batch([minimal_ipv4(60, i) for i in range(8)]) == 8   # full now
         if how == "send":
             blocked = Blocked(lambda: a.send(minimal_ipv4(60, 99), on_full="wait"))
@@ -158,27 +155,21 @@ def test_close_wakes_a_sender_waiting_on_a_full_pair(how: str, closing: str) -> 
         start = time.monotonic()
         (a if closing == "sender" else b).close()
         assert isinstance(blocked.outcome(start), fasttun.TunClosedError)
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_sender_waiting_on_a_full_pair_sleeps_instead_of_spinning() -> None:
     a, b = fasttun.pair(capacity=8)
-    try:
+    with a, b:
         a.send_batch([minimal_ipv4(60, i) for i in range(8)])
         blocked = Blocked(lambda: a.send(minimal_ipv4(), on_full="wait", timeout=1.0))
         blocked.outcome(time.monotonic(), timeout=3.0)
         assert blocked.result == 0 and a.stats.tx_dropped_full == 1
         assert blocked.cpu < 0.2, f"the waiting sender used {blocked.cpu:.2f} s of CPU in 1 s"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_close_from_another_thread_ends_a_join_on_the_pair() -> None:
     a, b = fasttun.pair()
-    try:
+    with a, b:
         reader = b.start_reader(lambda batch: None)
         blocked = Blocked(lambda: reader.join())
         assert blocked.still_blocked_after(0.3)
@@ -186,9 +177,6 @@ def test_close_from_another_thread_ends_a_join_on_the_pair() -> None:
         b.close()
         assert blocked.outcome(start) is None and blocked.result is True   # closed on purpose: no error
         assert not reader.running
-    finally:
-        a.close()
-        b.close()
 
 
 @linux_only

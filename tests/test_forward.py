@@ -73,6 +73,15 @@ class Link:
     def inside(self, ns: str):
         return _netns.entered(f"/run/netns/{ns}")
 
+    def sockets(self, version: int, kind: int) -> tuple[socket.socket, socket.socket]:
+        """A socket of `kind` (SOCK_STREAM, SOCK_DGRAM) for the IP version in the right namespace, and one in the
+        left."""
+        with self.inside(self.right):
+            right = socket.socket(FAMILY[version], kind)
+        with self.inside(self.left):
+            left = socket.socket(FAMILY[version], kind)
+        return right, left
+
     def stats(self):
         """Both devices' stats (their OS counters come from rtnetlink, so each is read in its namespace)."""
         with self.inside(self.left):
@@ -184,12 +193,7 @@ def _mean_packet(link: Link, key: str) -> float:
 def test_tcp_transfer_arrives_intact(link: Link, version: int) -> None:
     payload = os.urandom(TCP_BYTES)
     expected = hashlib.sha256(payload).hexdigest()
-    family = FAMILY[version]
-
-    with link.inside(link.right):
-        server = socket.socket(family, socket.SOCK_STREAM)
-    with link.inside(link.left):
-        client = socket.socket(family, socket.SOCK_STREAM)
+    server, client = link.sockets(version, socket.SOCK_STREAM)
     with server, client:
         server.bind((RIGHT[version], 0))
         server.listen(1)
@@ -268,11 +272,7 @@ GSO_SEGMENTS = 10
 def test_udp_flow_arrives_intact_and_losses_are_counted(link: Link, version: int, gso: bool) -> None:
     """Sequence-numbered datagrams at a bounded rate, sent one by one, or GSO_SEGMENTS to a send with
     UDP_SEGMENT (the kernel hands such a send to an offload device as one super-packet where it can)."""
-    family = FAMILY[version]
-    with link.inside(link.right):
-        sink = socket.socket(family, socket.SOCK_DGRAM)
-    with link.inside(link.left):
-        source = socket.socket(family, socket.SOCK_DGRAM)
+    sink, source = link.sockets(version, socket.SOCK_DGRAM)
     with sink, source:
         sink.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
         source.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)

@@ -112,7 +112,7 @@ def test_echo_replies_is_none_without_requests_and_checks_its_argument():
 def test_echo_replies_outlive_the_readers_batch_and_an_expired_batch_is_refused():
     a, b = fasttun.pair()
     kept: list[object] = []
-    try:
+    with a, b:
         requests = [icmp4_echo("10.0.0.1", "10.0.0.2", i, i, b"p" * i) for i in range(10)]
 
         def on_batch(batch):
@@ -128,9 +128,6 @@ def test_echo_replies_outlive_the_readers_batch_and_an_expired_batch_is_refused(
         source = kept[0][0]
         with pytest.raises(ValueError):
             icmp.echo_replies(source)  # the reader's batch expired with its callback
-    finally:
-        a.close()
-        b.close()
 
 
 def test_echo_replies_survive_random_corruption_like_echo_reply():

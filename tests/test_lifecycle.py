@@ -9,6 +9,7 @@ Threads are counted in /proc/self/task (the C reader threads are not Python thre
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -433,11 +434,15 @@ def call_bounded(fn: Callable[[], Any], limit: float = 2.0) -> Any:
     return box.get("value")
 
 
-def open_kind(kind: str) -> tuple[fasttun.Tun, Callable[[], None]]:
+@contextlib.contextmanager
+def opened(kind: str) -> Iterator[fasttun.Tun]:
+    """A device of the kind (the kind fixture's): one end of a pair, or a TUN device in the test's namespace."""
     if kind == "pair":
         a, b = fasttun.pair()
-        return b, a.close
-    return fasttun.Tun("ftlc0", addresses=["10.205.1.1/24"], up=True), lambda: None
+        with a:
+            yield b
+    else:
+        yield fasttun.Tun("ftlc0", addresses=["10.205.1.1/24"], up=True)
 
 
 KIND_CLASS = {"pair": fasttun.PairDevice, "tun": fasttun.LinuxTun}
@@ -453,38 +458,24 @@ def after_close_cases() -> list[Any]:
     return cases
 
 
-@pytest.mark.parametrize("kind_,name", after_close_cases())
-def test_use_after_close_raises_tun_closed_error(request: pytest.FixtureRequest, kind_: str, name: str) -> None:
-    if kind_ == "tun":
-        if not sys.platform.startswith("linux"):
-            pytest.skip("Linux TUN backend")
-        request.getfixturevalue("netns")
-    dev, cleanup = open_kind(kind_)
-    try:
+@pytest.mark.parametrize("kind,name", after_close_cases(), indirect=["kind"])
+def test_use_after_close_raises_tun_closed_error(kind: str, name: str) -> None:
+    with opened(kind) as dev:
         dev.close()
         with pytest.raises(fasttun.TunClosedError):
             if name.startswith("set "):
                 prop = name[4:]
                 call_bounded(lambda: setattr(dev, prop, SETTABLE[prop]))
-            elif is_property(KIND_CLASS[kind_], name):
+            elif is_property(KIND_CLASS[kind], name):
                 call_bounded(lambda: getattr(dev, name))
             else:
                 call_bounded(lambda: CALLS[name](dev))
-    finally:
-        cleanup()
 
 
-@pytest.mark.parametrize("kind_", ["pair", "tun"])
-def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(
-        request: pytest.FixtureRequest, kind_: str) -> None:
-    if kind_ == "tun":
-        if not sys.platform.startswith("linux"):
-            pytest.skip("Linux TUN backend")
-        request.getfixturevalue("netns")
-    dev, cleanup = open_kind(kind_)
-    try:
+def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(kind: str) -> None:
+    with opened(kind) as dev:
         name, backend = dev.name, dev.backend
-        if kind_ == "pair":
+        if kind == "pair":
             dev.send(PACKET)
         dev.close()
         call_bounded(dev.close)                   # harmless, like closing a file twice
@@ -493,14 +484,12 @@ def test_a_closed_device_keeps_its_facts_and_a_second_close_is_harmless(
         assert dev.closed and dev.name == name and dev.backend == backend and dev.queues == 1
         assert isinstance(dev.stats, fasttun.Stats)
         assert "closed" in repr(dev)
-    finally:
-        cleanup()
 
 
 @pytest.mark.parametrize("ending", ["stop", "device closed", "peer closed", "callback raised"])
 def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending: str) -> None:
     a, b = fasttun.pair()
-    try:
+    with a, b:
         def on_batch(batch: fasttun.Batch) -> None:
             if ending == "callback raised":
                 raise KeyError("from the callback")
@@ -522,9 +511,6 @@ def test_a_stopped_reader_answers_every_member_and_stops_again_harmlessly(ending
         assert call_bounded(lambda: reader.running) is False
         assert isinstance(call_bounded(lambda: reader.stats), fasttun.ReaderStats)
         assert "stopped" in repr(reader)
-    finally:
-        a.close()
-        b.close()
 
 
 # ---- what a stopped reader or a closed object kept alive still holds ----

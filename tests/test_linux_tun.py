@@ -19,6 +19,7 @@ import fasttun
 from fasttun import _core, _netns, icmp
 from icmp_ping import ping
 from packets import ipv4_udp, ipv6_udp, udp_payload
+from threads import ended_by_close
 import traffic
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TUN backend")
@@ -150,7 +151,7 @@ def test_name_errors(netns):
 
 def test_missing_dev_net_tun_is_explained(netns):
     with pytest.raises(fasttun.TunNotFoundError, match="modprobe tun"):
-        _core.open_linux("ftt0", 1, -1, _core.OPEN_ANY, 0, "/nonexistent/tun")
+        _core.open_linux("ftt0", 1, -1, _core.OPEN_ANY, None, "/nonexistent/tun")
 
 
 def test_without_cap_net_admin_the_error_says_so(netns):
@@ -476,22 +477,13 @@ def test_stop_is_prompt_while_waiting_on_a_real_device(netns):
 
 def test_closing_while_another_thread_blocks_in_recv(netns):
     tun = open_tun()
-    errors: list[BaseException] = []
 
     def blocked():
-        try:
-            while True:  # the kernel may send a router solicitation or two first
-                tun.recv()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        while True:  # the kernel may send a router solicitation or two first
+            tun.recv()
 
-    t = threading.Thread(target=blocked)
-    t.start()
-    time.sleep(0.5)
-    tun.close()
-    t.join(2)
-    assert not t.is_alive()
-    assert isinstance(errors[0], fasttun.TunClosedError)
+    error, _ = ended_by_close(blocked, tun.close, settle=0.5, timeout=2)
+    assert isinstance(error, fasttun.TunClosedError)
 
 
 @pytest.mark.parametrize("pipeline", [0, 2])
@@ -673,7 +665,7 @@ def test_no_permission_on_a_private_dev_net_tun_says_what_works(netns):
         "from fasttun import _core\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n"
-        f"    _core.open_linux('fttperm1', 1, -1, _core.OPEN_ANY, 0, {str(node)!r})\n"
+        f"    _core.open_linux('fttperm1', 1, -1, _core.OPEN_ANY, None, {str(node)!r})\n"
         "except fasttun.TunPermissionError as e:\n"
         "    print('PERM', e)\n"
     )

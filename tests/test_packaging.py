@@ -38,7 +38,7 @@ def test_sdist_holds_everything_needed_to_build(tmp_path):
     needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.[ch]")}
     needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun").glob("*.p[xy][dix]")}
     needed |= {"csrc/sources.py"}  # the manifest setup.py reads
-    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun" / "_bench" / "baselines").glob("*.c")}
+    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "src" / "fasttun" / "_bench" / "baselines").glob("*.[ch]")}
     assert needed <= names, needed - names
     assert not any(n.endswith(".so") for n in names)
 
@@ -63,7 +63,7 @@ def test_the_benchmark_baselines_ship_with_the_package(monkeypatch):
     monkeypatch.delenv("FASTTUN_BENCH_DIR", raising=False)
     src = system.bench_sources()
     assert src is not None and src.is_relative_to(Path(fasttun.__file__).parent)
-    assert {f"{p}.c" for p in system.C_PROGRAMS} <= {p.name for p in src.glob("*.c")}
+    assert {f"{p}.c" for p in system.C_PROGRAMS} | {"ftb.h"} <= {p.name for p in src.glob("*.[ch]")}
 
 
 def test_package_is_typed():

@@ -11,6 +11,7 @@ import pytest
 
 import fasttun
 from packets import minimal_ipv4, seq_of
+from threads import ended_by_close
 
 
 def test_send_and_recv_one_packet(ends):
@@ -132,13 +133,10 @@ def test_make_batch_and_send_it(ends):
 def test_a_received_batch_can_be_sent_on(ends):
     a, b = ends
     c, d = fasttun.pair()
-    try:
+    with c, d:
         a.send_batch([minimal_ipv4(64, i) for i in range(20)])
         assert c.send_batch(b.recv_batch(32, timeout=1)) == 20
         assert [seq_of(p) for p in d.recv_batch(32, timeout=1)] == list(range(20))
-    finally:
-        c.close()
-        d.close()
 
 
 # ---- the reader ----
@@ -385,23 +383,9 @@ def test_reader_argument_checks(ends):
 
 def test_close_wakes_a_blocked_recv_in_another_thread():
     a, b = fasttun.pair()
-    errors: list[BaseException] = []
-
-    def blocked():
-        try:
-            b.recv()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    t = threading.Thread(target=blocked)
-    t.start()
-    time.sleep(0.2)
-    start = time.monotonic()
-    b.close()
-    t.join(2)
-    assert not t.is_alive()
-    assert time.monotonic() - start < 1.0
-    assert isinstance(errors[0], fasttun.TunClosedError)
+    error, seconds = ended_by_close(b.recv, b.close, timeout=2)
+    assert seconds < 1.0
+    assert isinstance(error, fasttun.TunClosedError)
     with pytest.raises(fasttun.TunClosedError):
         b.recv(timeout=0)
     a.close()
@@ -435,45 +419,36 @@ def test_ctrl_c_interrupts_a_blocking_recv(ends):
 
 def test_drop_policy_counts_drops():
     a, b = fasttun.pair(capacity=10, on_full="drop")
-    try:
+    with a, b:
         assert a.send_batch([minimal_ipv4(60, i) for i in range(25)]) == 10
         assert a.send(minimal_ipv4()) == 0
         assert a.stats.tx_dropped_full == 16
         assert a.stats.drops == 16
         assert len(b.recv_batch(64, timeout=1)) == 10
-    finally:
-        a.close()
-        b.close()
 
 
 def test_raise_policy_says_how_many_went():
     a, b = fasttun.pair(capacity=10)
-    try:
+    with a, b:
         with pytest.raises(fasttun.TunFullError) as info:
             a.send_batch([minimal_ipv4(60, i) for i in range(25)], on_full="raise")
         assert info.value.sent == 10
         assert a.stats.tx_dropped_full == 0
-    finally:
-        a.close()
-        b.close()
 
 
 def test_wait_policy_times_out_then_drops_and_counts():
     a, b = fasttun.pair(capacity=10)
-    try:
+    with a, b:
         start = time.monotonic()
         assert a.send_batch([minimal_ipv4(60, i) for i in range(12)], timeout=0.2) == 10
         assert 0.15 < time.monotonic() - start < 1.0
         assert a.stats.tx_dropped_full == 2
-    finally:
-        a.close()
-        b.close()
 
 
 def test_wait_policy_waits_for_a_reader():
     a, b = fasttun.pair(capacity=16)
     seen: list[int] = []
-    try:
+    with a, b:
         with b.start_reader(lambda batch: seen.extend(seq_of(p) for p in batch)):
             assert a.send_batch([minimal_ipv4(60, i) for i in range(5000)], timeout=10) == 5000
             deadline = time.monotonic() + 5
@@ -481,9 +456,6 @@ def test_wait_policy_waits_for_a_reader():
                 time.sleep(0.01)
         assert seen == list(range(5000))
         assert a.stats.tx_dropped_full == 0 and a.stats.tx_waits > 0
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_waiting_sender_is_woken_once_half_the_ring_is_free():
@@ -494,7 +466,7 @@ def test_a_waiting_sender_is_woken_once_half_the_ring_is_free():
     a, b = fasttun.pair(capacity=64)
     total = 6400
     got: list[int] = []
-    try:
+    with a, b:
         def read() -> None:
             deadline = time.monotonic() + 30
             while len(got) < total and time.monotonic() < deadline:
@@ -508,16 +480,13 @@ def test_a_waiting_sender_is_woken_once_half_the_ring_is_free():
         assert a.stats.tx_dropped_full == 0
         # 6400 / 32 = 200 runs; a wake-up per read would be up to 1600 waits.
         assert 0 < a.stats.tx_waits <= 2 * total // 32, a.stats.tx_waits
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_waiting_sender_finds_room_the_reader_left_short_of_half():
     # The reader takes one packet from a full ring of 8 and stops: no wake-up comes (7 of 8 still queued), but
     # the sender tries again at the end of its 100 ms wait slice, and the packet goes long before its timeout.
     a, b = fasttun.pair(capacity=8)
-    try:
+    with a, b:
         assert a.send_batch([minimal_ipv4(60, i) for i in range(8)]) == 8
         result: list[object] = []
 
@@ -534,6 +503,28 @@ def test_a_waiting_sender_finds_room_the_reader_left_short_of_half():
         assert result[0] == 1 and result[1] < 1.0, result
         assert [seq_of(b.recv(timeout=1.0)) for _ in range(8)] == list(range(1, 9))
         assert a.stats.tx_dropped_full == 0
-    finally:
-        a.close()
-        b.close()
+
+
+def test_the_stats_records_are_the_c_cores_counters():
+    """Each counter is defined once in C (an X-macro list per record); the Python records carry the same names in
+    the same order, so a counter added in C and not here (or the reverse) fails this test."""
+    import dataclasses
+
+    from fasttun import _core
+    from fasttun._tun import ReaderStats, Stats
+    from fasttun._udp import UdpStats
+
+    def names(record: type) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(record))
+
+    assert names(Stats) == _core.STATS_FIELDS + ("rx_dropped_os", "tx_dropped_os")
+    assert names(ReaderStats) == _core.READER_STATS_FIELDS + ("arena_swaps",)
+    udp = set(names(UdpStats))
+    assert udp <= set(_core.STATS_FIELDS) | set(_core.UDP_COUNTERS)
+    # what the endpoint leaves out: IP validation (datagrams are not IP packets), a finer count of an oversize drop
+    assert set(_core.UDP_COUNTERS) - udp == {"rx_dropped_trunc"}
+    assert set(_core.STATS_FIELDS) - udp == {"rx_dropped_invalid"}
+    a, b = fasttun.pair()
+    with a, b:
+        assert a.send(minimal_ipv4()) == 1 and b.recv(timeout=1)
+        assert (a.stats.tx_packets, b.stats.rx_packets) == (1, 1)

@@ -638,7 +638,7 @@ def test_reader_delivers_everything_in_order_and_what_a_callback_keeps_stays_int
         if len(got) >= len(packets):
             done.set()
 
-    try:
+    with a, b:
         with b.start_reader(on_batch, batch_size=batch_size) as reader:
             assert a.send_batch(packets) == len(packets)
             deadline = time.monotonic() + 20
@@ -652,6 +652,3 @@ def test_reader_delivers_everything_in_order_and_what_a_callback_keeps_stays_int
             assert array_.tobytes() == copy, "a kept NumPy array changed under its owner"
         if arrays:
             assert reader.stats.arena_swaps >= 1
-    finally:
-        a.close()
-        b.close()

@@ -10,17 +10,9 @@ import pytest
 
 import fasttun
 from packets import minimal_ipv4, seq_of
+from threads import wait_until
 
 DEPTHS = [0, 2, 4]
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.mark.parametrize("pipeline", DEPTHS)

@@ -10,12 +10,12 @@ import random
 import socket
 import struct
 import sys
-import threading
 import time
 
 import pytest
 
 import fasttun
+from threads import ended_by_close, wait_stopped
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UdpEndpoint is Linux-only")
 
@@ -447,23 +447,9 @@ def test_an_unreachable_peer_is_counted_not_raised():
 
 def test_close_from_another_thread_wakes_a_blocked_receive():
     ep = fasttun.UdpEndpoint(bind=("127.0.0.1", 0))
-    outcome = []
-
-    def receive():
-        try:
-            ep.recv_batch(8, timeout=None)
-            outcome.append("returned")
-        except fasttun.TunClosedError:
-            outcome.append("closed")
-
-    t = threading.Thread(target=receive)
-    t.start()
-    time.sleep(0.2)
-    start = time.monotonic()
-    ep.close()
-    t.join(5)
-    assert not t.is_alive() and outcome == ["closed"]
-    assert time.monotonic() - start < 2
+    outcome, seconds = ended_by_close(lambda: ep.recv_batch(8, timeout=None), ep.close)
+    assert isinstance(outcome, fasttun.TunClosedError)
+    assert seconds < 2
     with pytest.raises(fasttun.TunClosedError):
         ep.send(b"x", ("127.0.0.1", 9))
     with pytest.raises(fasttun.TunClosedError):
@@ -539,10 +525,7 @@ def test_a_callback_that_raises_stops_the_reader_and_stop_raises_it(connected_pa
 
     reader = b.start_reader(on_batch)
     a.send(b"trigger")
-    deadline = time.monotonic() + 5
-    while reader.running and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not reader.running
+    wait_stopped(reader)
     with pytest.raises(RuntimeError, match="boom"):
         reader.stop()
     assert b.send(b"still usable") == 1

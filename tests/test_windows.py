@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 import fasttun
+from conftest import under_wine
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only")
 
@@ -41,14 +42,6 @@ def test_the_wheel_ships_its_dll():
     assert os.path.exists(os.path.join(os.path.dirname(fasttun.__file__), "wintun.dll"))
 
 
-def under_wine() -> bool:
-    try:
-        ctypes.WinDLL("ntdll").wine_get_version  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 @pytest.fixture
 def adapter():
     if under_wine():
@@ -73,15 +66,21 @@ def test_adapter_properties(adapter):
     assert any(str(a) == "10.203.0.1/24" for a in adapter.addresses)
 
 
-def test_udp_from_a_socket_arrives_through_the_reader(adapter):
-    got = []
+def udp_arrives_through_a_reader(adapter: fasttun.Tun, destination: str) -> None:
+    """A UDP datagram sent to `destination`, an address behind the adapter, comes out of its reader (sent again
+    every 0.1 s for up to 10 s)."""
+    got: list[bytes] = []
     with adapter.start_reader(lambda batch: got.extend(bytes(p) for p in batch)):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not any(p[9] == 17 and p[-5:] == b"hello" for p in got):
-                s.sendto(b"hello", ("10.203.0.2", 9999))
+                s.sendto(b"hello", (destination, 9999))
                 time.sleep(0.1)
     assert any(p[9] == 17 and p[-5:] == b"hello" for p in got)
+
+
+def test_udp_from_a_socket_arrives_through_the_reader(adapter):
+    udp_arrives_through_a_reader(adapter, "10.203.0.2")
 
 
 def test_oversized_send_is_refused_before_the_ring(adapter):
@@ -105,14 +104,7 @@ def test_auto_ring_and_coalesce_work_with_the_real_driver():
         pytest.skip(f"the runner does not allow adapters: {exc}")
     with tun:
         assert (tun.ring_capacity, tun.ring_grows) == (4 << 20, 0)
-        got = []
-        with tun.start_reader(lambda batch: got.extend(bytes(p) for p in batch)):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and not any(p[9] == 17 and p[-5:] == b"hello" for p in got):
-                    s.sendto(b"hello", ("10.204.0.2", 9999))
-                    time.sleep(0.1)
-        assert any(p[9] == 17 and p[-5:] == b"hello" for p in got)
+        udp_arrives_through_a_reader(tun, "10.204.0.2")
 
 
 def test_udp_endpoint_batches_with_the_message_calls_and_large_buffers():

@@ -25,6 +25,7 @@ import pytest
 import fasttun
 import struct
 
+from conftest import under_wine
 from packets import checksum, flow, ipv4_udp, merge, minimal_ipv4, seq_of, tcp_segment
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
@@ -36,14 +37,6 @@ FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
  RECV_INVALID_DATA_ONCE, MISSED_WAKEUP, SESSION_FAIL_ABOVE) = range(12)
 MAX_RESTARTS = 8  # wintun/ft_wintun.c
 ERROR_ACCESS_DENIED = 5
-
-
-def under_wine() -> bool:
-    try:
-        ctypes.WinDLL("ntdll").wine_get_version  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 class Counters(ctypes.Structure):

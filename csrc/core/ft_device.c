@@ -203,23 +203,10 @@ void ft_device_free(ft_device *d)
 
 void ft_device_count_tx_drops(ft_device *d, uint64_t n) { ft_atomic_add64(&d->stats.tx_dropped_full, n); }
 
-void ft_device_get_stats(ft_device *d, ft_stats *o)
+void ft_device_get_stats(ft_device *d, ft_stats *out)
 {
-    ft_stats_atomic *s = &d->stats;
-    o->rx_packets = ft_atomic_load64(&s->rx_packets);
-    o->rx_bytes = ft_atomic_load64(&s->rx_bytes);
-    o->rx_batches = ft_atomic_load64(&s->rx_batches);
-    o->tx_packets = ft_atomic_load64(&s->tx_packets);
-    o->tx_bytes = ft_atomic_load64(&s->tx_bytes);
-    o->tx_dropped_full = ft_atomic_load64(&s->tx_dropped_full);
-    o->tx_rejected = ft_atomic_load64(&s->tx_rejected);
-    o->rx_dropped_invalid = ft_atomic_load64(&s->rx_dropped_invalid);
-    o->rx_dropped_oversize = ft_atomic_load64(&s->rx_dropped_oversize);
-    o->rx_errors = ft_atomic_load64(&s->rx_errors);
-    o->tx_errors = ft_atomic_load64(&s->tx_errors);
-    o->waits = ft_atomic_load64(&s->waits);
-    o->spins = ft_atomic_load64(&s->spins);
-    o->tx_waits = ft_atomic_load64(&s->tx_waits);
+    ft_stats_atomic *in = &d->stats;
+    FT_STATS_FIELDS(FT_COUNTER_LOAD_)
 }
 
 /* ---- waiting -------------------------------------------------------------------------------------- */
@@ -239,8 +226,11 @@ int ft_device_wait(ft_device *d, int q, int dir, int timeout_ms, ft_event *wake,
     ft_handle h[FT_WAIT_MAX];
     int poll_out = 0;
     int n = d->ops->wait_handles(d, q, dir, h, FT_WAIT_MAX - 2, &poll_out);
-    if (n < 0)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (n < 0) { /* no such queue, or (never expected) a backend that has nothing to wait on for it */
+        if (ft_device_check_queue(d, q, e) != FT_OK)
+            return FT_EINVAL;
+        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d of '%s' has nothing to wait on", q, d->name);
+    }
     int close_at = n;
     h[n++] = ft_event_handle(d->close_event);
     int wake_at = -1;
@@ -295,8 +285,8 @@ int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
     if (b->max == 0 || b->cap < d->max_packet)
         return ft_fail(e, FT_EINVAL, EINVAL, "batch of %u packets and %zu bytes cannot hold a %u-byte packet",
                        b->max, b->cap, d->max_packet);
-    if (q != FT_ALL_QUEUES && (q < 0 || q >= d->nqueues))
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (q != FT_ALL_QUEUES && ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -444,8 +434,8 @@ static int device_step(ft_device *d, int q, void *ctx, const ft_pkt *pkts, uint3
 
 int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
 {
-    if (q < 0 || q >= d->nqueues)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     /* Entered for the checks too: a closed device says so first, and a backend's check reads its state, which a
      * close on another thread must not release meanwhile. */
     int r = ft_device_enter(d, e);
@@ -498,9 +488,8 @@ int ft_device_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
 
 int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
 {
-    if (mtu < FT_MIN_MTU || mtu > FT_MAX_PACKET)
-        return ft_fail(e, FT_EINVAL, EINVAL, "MTU %u is out of range; allowed: %u..%u", mtu, FT_MIN_MTU,
-                       FT_MAX_PACKET);
+    if (ft_limit_check(&ft_limit_mtu, mtu, e) != FT_OK)
+        return FT_EINVAL;
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -517,8 +506,21 @@ int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e)
 {
     CONFIG_CALL(get_index, "report an interface index", index);
 }
+int ft_addr_check(int family, unsigned prefix, ft_err *e)
+{
+    if (family != 4 && family != 6)
+        return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "address family %d is not allowed; use 4 or 6", family);
+    unsigned max = family == 4 ? 32u : 128u;
+    if (prefix > max)
+        return ft_fail(e, FT_EINVAL, EINVAL, "prefix length %u is out of range for IPv%d; allowed: 0..%u", prefix,
+                       family, max);
+    return FT_OK;
+}
+
 int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e)
 {
+    if (ft_addr_check(a->family, a->prefix, e) != FT_OK)
+        return FT_EINVAL;
     CONFIG_CALL(address, add ? "add addresses" : "remove addresses", add, a);
 }
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
@@ -540,10 +542,8 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 
 int ft_device_route(ft_device *d, int add, const ft_route *r, ft_err *e)
 {
-    if (r->family != 4 && r->family != 6)
-        return ft_fail(e, FT_EINVAL, EINVAL, "route family must be 4 or 6, not %d", r->family);
-    if (r->prefix > (r->family == 4 ? 32 : 128))
-        return ft_fail(e, FT_EINVAL, EINVAL, "route prefix /%u is too long for IPv%d", r->prefix, r->family);
+    if (ft_addr_check(r->family, r->prefix, e) != FT_OK)
+        return FT_EINVAL;
     CONFIG_CALL(route, "manage routes", add, r);
 }
 
@@ -555,8 +555,8 @@ int ft_device_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *
     if (!d->ops->send_vnet || !d->ops->check_vnet)
         return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
                        "super-packets can only be sent to a device opened with offload (this one has none)");
-    if (q < 0 || q >= d->nqueues)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (ft_device_check_queue(d, q, e) != FT_OK)
+        return FT_EINVAL;
     for (uint32_t i = 0; i < n; i++) {
         if (d->ops->check_vnet(pkts[i].data, pkts[i].len, hdrs + (size_t)i * FT_VNET_HDR_SIZE, e) != FT_OK)
             return ft_device_reject(d, i, n, "packet", e);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/ft_os.h"
+#include "core/ft_limits.h"
 
 /* ---- status codes: 0 or a positive count is success, these are failures -------------------------- */
 enum {
@@ -84,27 +85,36 @@ typedef struct ft_pkt {
 } ft_pkt;
 
 /* ---- statistics ----------------------------------------------------------------------------------- */
-typedef struct ft_stats {
-    uint64_t rx_packets, rx_bytes, rx_batches;
-    uint64_t tx_packets, tx_bytes;
-    uint64_t tx_dropped_full;    /* send queue full under the drop policy */
-    uint64_t tx_rejected;        /* refused by validation (never reached the device) */
-    uint64_t rx_dropped_invalid; /* the device handed back something that is not an IP packet */
-    uint64_t rx_dropped_oversize;/* larger than the receive window (truncated by the OS) */
-    uint64_t rx_errors, tx_errors;
-    uint64_t waits;              /* times a receiver slept on the device */
-    uint64_t spins;              /* empty polls while spinning */
-    uint64_t tx_waits;           /* times a sender waited for room */
-} ft_stats;
+/* The device's counters, defined once: the struct, its atomic twin, the copy-out and the names the Python layer
+ * builds its records from (ft_stats_names) all expand this list. A set of counters is read as a struct of named
+ * uint64_t members or, by index, as `values` (values[i] is named ft_stats_names[i]). */
+#define FT_STATS_FIELDS(X)                                                                                 \
+    X(rx_packets) X(rx_bytes) X(rx_batches) X(tx_packets) X(tx_bytes)                                      \
+    X(tx_dropped_full)     /* send queue full under the drop policy */                                     \
+    X(tx_rejected)         /* refused by validation (never reached the device) */                          \
+    X(rx_dropped_invalid)  /* the device handed back something that is not an IP packet */                 \
+    X(rx_dropped_oversize) /* larger than the receive window (truncated by the OS) */                      \
+    X(rx_errors) X(tx_errors)                                                                              \
+    X(waits)               /* times a receiver slept on the device */                                      \
+    X(spins)               /* empty polls while spinning */                                                \
+    X(tx_waits)            /* times a sender waited for room */
 
-typedef struct ft_stats_atomic {
-    ft_atomic_u64 rx_packets, rx_bytes, rx_batches;
-    ft_atomic_u64 tx_packets, tx_bytes;
-    ft_atomic_u64 tx_dropped_full, tx_rejected;
-    ft_atomic_u64 rx_dropped_invalid, rx_dropped_oversize;
-    ft_atomic_u64 rx_errors, tx_errors;
-    ft_atomic_u64 waits, spins, tx_waits;
-} ft_stats_atomic;
+#define FT_COUNTER_U64_(name) uint64_t name;
+#define FT_COUNTER_ATOMIC_(name) ft_atomic_u64 name;
+#define FT_COUNTER_ONE_(name) +1
+#define FT_COUNTER_NAME_(name) #name,
+#define FT_COUNTER_LOAD_(name) out->name = ft_atomic_load64(&in->name);
+/* The members for the counters a list names, readable by name and, as the array `values`, by index. */
+#define FT_COUNTER_MEMBERS(LIST, values)                                                                   \
+    union {                                                                                                \
+        struct { LIST(FT_COUNTER_U64_) };                                                                  \
+        uint64_t values[0 LIST(FT_COUNTER_ONE_)];                                                          \
+    }
+
+enum { FT_STATS_COUNT = 0 FT_STATS_FIELDS(FT_COUNTER_ONE_) };
+typedef struct ft_stats { FT_COUNTER_MEMBERS(FT_STATS_FIELDS, values); } ft_stats;
+typedef struct ft_stats_atomic { FT_STATS_FIELDS(FT_COUNTER_ATOMIC_) } ft_stats_atomic;
+static const char *const ft_stats_names[FT_STATS_COUNT] = {FT_STATS_FIELDS(FT_COUNTER_NAME_)};
 
 /* ---- addresses ------------------------------------------------------------------------------------ */
 typedef struct ft_addr {
@@ -198,6 +208,21 @@ struct ft_device {
     char name[64];              /* interface name as UTF-8 */
 };
 
+/* The queues a call may name, 0..nqueues-1, as a limit of this device (the one message for a queue that is not
+ * there, also for the Python layer's queue arguments). */
+static inline ft_limit ft_device_queue_limit(const ft_device *d)
+{
+    ft_limit l = FT_LIMIT("queue", 0, d->nqueues - 1, "");
+    return l;
+}
+static inline int ft_device_check_queue(const ft_device *d, int q, ft_err *e)
+{
+    if (q >= 0 && q < d->nqueues)
+        return FT_OK;
+    ft_limit l = ft_device_queue_limit(d);
+    return ft_limit_check(&l, q, e);
+}
+
 /* How a named device is opened, on every backend that has names: create it or open the existing one (ANY),
  * only open an existing one (EXISTING), or only create a new one (CREATE). */
 enum { FT_OPEN_CREATE = 0, FT_OPEN_EXISTING = 1, FT_OPEN_ANY = 2 };
@@ -272,7 +297,9 @@ int ft_device_set_mtu(ft_device *d, uint32_t mtu, ft_err *e);
 int ft_device_set_up(ft_device *d, int up, ft_err *e);
 int ft_device_is_up(ft_device *d, int *up, ft_err *e);
 int ft_device_get_index(ft_device *d, uint32_t *index, ft_err *e);
+/* Addresses and routes are checked here for every backend (family 4 or 6, a prefix within it: ft_addr_check). */
 int ft_device_address(ft_device *d, int add, const ft_addr *a, ft_err *e); /* add (1) or remove (0) */
+int ft_addr_check(int family, unsigned prefix, ft_err *e);
 int ft_device_list_addresses(ft_device *d, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e);
 int ft_device_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e);
 int ft_device_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e);
@@ -284,6 +311,11 @@ int ft_device_os_drops(ft_device *d, uint64_t *rx_dropped, uint64_t *tx_dropped,
 /* The most packets one batch (an arena, a send_batch call, a reader's batch) holds. */
 #define FT_MAX_BATCH 65536u
 #define FT_MIN_MTU 68u     /* IPv4's minimum; IPv6 needs 1280 (checked where addresses are added) */
+
+/* What every backend takes: an MTU, packets per receive, a route's metric. */
+static const ft_limit ft_limit_mtu = FT_LIMIT("mtu", FT_MIN_MTU, FT_MAX_PACKET, "");
+static const ft_limit ft_limit_max_packets = FT_LIMIT("max_packets", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_metric = FT_LIMIT("metric", 0, UINT32_MAX, "");
 
 /* FT_OK if p looks like an IPv4 or IPv6 packet the device accepts (version nibble, minimum header length,
  * IPv4 IHL, at most mtu bytes), else FT_EPACKET with a message naming what is wrong and what is allowed. */

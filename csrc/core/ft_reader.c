@@ -7,9 +7,7 @@
 
 #define RATE_WINDOW_NS 500000000u
 
-typedef struct reader_stats_atomic {
-    ft_atomic_u64 packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered;
-} reader_stats_atomic;
+typedef struct reader_stats_atomic { FT_READER_STATS_FIELDS(FT_COUNTER_ATOMIC_) } reader_stats_atomic;
 
 typedef struct pipeline {
     uint32_t depth;          /* batches in flight (r->batch[0..depth-1]); 0 or 1: no pipeline */
@@ -439,18 +437,14 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
                            void *user, ft_err *e)
 {
     uint32_t depth = cfg->pipeline < 2 ? 1 : cfg->pipeline;
-    if (q < 0 || q >= d->nqueues) {
-        ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    if (ft_device_check_queue(d, q, e) != FT_OK || ft_limit_check(&ft_limit_pipeline, cfg->pipeline, e) != FT_OK ||
+        ft_limit_check(&ft_limit_batch_size, cfg->batch_size, e) != FT_OK ||
+        ft_limit_check(&ft_limit_spin_us, cfg->spin_us, e) != FT_OK)
         return NULL;
-    }
-    if (cfg->pipeline > FT_READER_MAX_PIPELINE) {
-        ft_fail(e, FT_EINVAL, EINVAL, "pipeline %u is out of range; allowed: 0..%u batches in flight", cfg->pipeline,
-                FT_READER_MAX_PIPELINE);
-        return NULL;
-    }
     for (uint32_t k = 0; k < depth; k++) {
-        if (cfg->batch_size == 0 || cfg->batch_size > b[k].max) {
-            ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u is out of range; allowed: 1..%u", cfg->batch_size, b[k].max);
+        if (cfg->batch_size > b[k].max) {
+            ft_fail(e, FT_EINVAL, EINVAL, "batch_size %u does not fit an arena table of %u packets", cfg->batch_size,
+                    b[k].max);
             return NULL;
         }
         if (b[k].cap < d->max_packet) {
@@ -458,11 +452,6 @@ ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_
                     d->max_packet);
             return NULL;
         }
-    }
-    if (cfg->spin_us > FT_READER_MAX_SPIN_US) {
-        ft_fail(e, FT_EINVAL, EINVAL, "spin_us %u is out of range; allowed: 0..%u", cfg->spin_us,
-                FT_READER_MAX_SPIN_US);
-        return NULL;
     }
     ft_reader *r = calloc(1, sizeof(*r));
     if (!r) {
@@ -556,17 +545,10 @@ void ft_reader_error(ft_reader *r, ft_err *out)
         memset(out, 0, sizeof(*out));
 }
 
-void ft_reader_get_stats(ft_reader *r, ft_reader_stats *o)
+void ft_reader_get_stats(ft_reader *r, ft_reader_stats *out)
 {
-    o->packets = ft_atomic_load64(&r->stats.packets);
-    o->bytes = ft_atomic_load64(&r->stats.bytes);
-    o->batches = ft_atomic_load64(&r->stats.batches);
-    o->full_batches = ft_atomic_load64(&r->stats.full_batches);
-    o->waits = ft_atomic_load64(&r->stats.waits);
-    o->spins = ft_atomic_load64(&r->stats.spins);
-    o->spin_hits = ft_atomic_load64(&r->stats.spin_hits);
-    o->max_batch = ft_atomic_load64(&r->stats.max_batch);
-    o->undelivered = ft_atomic_load64(&r->stats.undelivered);
+    reader_stats_atomic *in = &r->stats;
+    FT_READER_STATS_FIELDS(FT_COUNTER_LOAD_)
 }
 
 int ft_reader_is_current_thread(ft_reader *r) { return current_reader == r; }

@@ -25,6 +25,10 @@ typedef struct ft_reader_config {
 #define FT_READER_DEFAULT_ADAPTIVE_PPS 100000u
 #define FT_READER_MAX_SPIN_US 1000000u
 #define FT_READER_MAX_PIPELINE 8u
+static const ft_limit ft_limit_batch_size = FT_LIMIT("batch_size", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_spin_us = FT_LIMIT("spin_us", 0, FT_READER_MAX_SPIN_US, "");
+static const ft_limit ft_limit_pipeline = FT_LIMIT("pipeline", 0, FT_READER_MAX_PIPELINE, " batches in flight");
+static const ft_limit ft_limit_adaptive_pps = FT_LIMIT("adaptive_pps", 0, UINT32_MAX, "");
 
 /* The callback: return 0 to go on, FT_READER_DECLINED when it did not deliver the batch because it found a
  * stop requested or the device closed (ft_reader_stopping: a wrapper that has to wait for a lock, such as
@@ -35,16 +39,21 @@ typedef struct ft_reader_config {
 typedef int (*ft_batch_fn)(void *user, ft_batch *b);
 #define FT_READER_DECLINED 2
 
-typedef struct ft_reader_stats {
-    uint64_t packets, bytes, batches;
-    uint64_t full_batches;  /* batches that hit batch_size or the arena's end */
-    uint64_t waits;         /* sleeps on the device */
-    uint64_t spins;         /* empty polls while spinning */
-    uint64_t spin_hits;     /* times spinning found a packet and saved a sleep */
-    uint64_t max_batch;     /* largest batch seen */
-    uint64_t undelivered;   /* read, then dropped: the reader was stopped (the callback too) or its device closed
-                             * while the batch was read ahead (pipeline) or waited for its callback (declined) */
-} ft_reader_stats;
+/* A reader's counters, defined once (see FT_STATS_FIELDS in ft_device.h). */
+#define FT_READER_STATS_FIELDS(X)                                                                          \
+    X(packets) X(bytes) X(batches)                                                                         \
+    X(full_batches) /* batches that hit batch_size or the arena's end */                                   \
+    X(waits)        /* sleeps on the device */                                                             \
+    X(spins)        /* empty polls while spinning */                                                       \
+    X(spin_hits)    /* times spinning found a packet and saved a sleep */                                  \
+    X(max_batch)    /* largest batch seen */                                                               \
+    X(undelivered)  /* read, then dropped: the reader was stopped (the callback too) or its device closed   \
+                     * while the batch was read ahead (pipeline) or waited for its callback (declined) */
+
+enum { FT_READER_STATS_COUNT = 0 FT_READER_STATS_FIELDS(FT_COUNTER_ONE_) };
+typedef struct ft_reader_stats { FT_COUNTER_MEMBERS(FT_READER_STATS_FIELDS, values); } ft_reader_stats;
+static const char *const ft_reader_stats_names[FT_READER_STATS_COUNT] = {
+    FT_READER_STATS_FIELDS(FT_COUNTER_NAME_)};
 
 /* How a reader ended. */
 enum { FT_READER_RUNNING = 0, FT_READER_STOPPED = 1, FT_READER_CALLBACK_STOPPED = 2, FT_READER_FAILED = 3 };

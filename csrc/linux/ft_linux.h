@@ -6,6 +6,8 @@
 #include "core/ft_device.h"
 
 #define FT_LINUX_MAX_QUEUES 256
+static const ft_limit ft_limit_queues = FT_LIMIT("queues", 1, FT_LINUX_MAX_QUEUES, "");
+static const ft_limit ft_limit_txqueuelen = FT_LIMIT("txqueuelen", 0, INT32_MAX, " packets");
 
 typedef struct ft_linux_params {
     const char *name;    /* NULL or "" lets the kernel choose; may contain one %d */

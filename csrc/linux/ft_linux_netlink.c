@@ -53,20 +53,43 @@ static void put_attr(struct nlmsghdr *h, unsigned short type, const void *data, 
     h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(rta->rta_len);
 }
 
-/* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
-static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
+/* Sends a request to the kernel (what: "address dump"), answers left from an earlier one dropped first. */
+static int nl_send(int s, const void *req, const char *what, ft_err *e)
 {
     drain(s);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(s, req, req->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-        int err = errno;
-        return ft_fail_os(e, err, "sending a netlink request failed");
-    }
-    char buf[4096];
-    ssize_t n = recv(s, buf, sizeof(buf), 0);
-    int err = errno;
+    const struct nlmsghdr *h = req;
+    if (sendto(s, req, h->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0)
+        return ft_fail_os(e, errno, "sending the netlink %s request failed", what);
+    return FT_OK;
+}
+
+/* One answer of the kernel into buf: its length, or -1 with e saying why. */
+static ssize_t nl_recv(int s, char *buf, size_t len, const char *what, ft_err *e)
+{
+    ssize_t n = recv(s, buf, len, 0);
     if (n < 0)
-        return ft_fail_os(e, err, "no netlink answer");
+        ft_fail_os(e, errno, "no netlink answer to the %s request", what);
+    return n;
+}
+
+/* Sends a request and reads the first answer into buf: its length, or an error status. */
+static ssize_t nl_exchange(int s, const void *req, char *buf, size_t len, const char *what, ft_err *e)
+{
+    int r = nl_send(s, req, what, e);
+    if (r != FT_OK)
+        return r;
+    ssize_t n = nl_recv(s, buf, len, what, e);
+    return n < 0 ? e->status : n;
+}
+
+/* Sends one request and reads the kernel's acknowledgement: 0 or a positive errno. */
+static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
+{
+    char buf[4096];
+    ssize_t n = nl_exchange(s, req, buf, sizeof(buf), "change", e);
+    if (n < 0)
+        return (int)n;
     struct nlmsghdr *h = (struct nlmsghdr *)buf;
     if (!NLMSG_OK(h, (size_t)n) || h->nlmsg_type != NLMSG_ERROR ||
         h->nlmsg_len < NLMSG_LENGTH(sizeof(struct nlmsgerr)))
@@ -75,45 +98,67 @@ static int nl_request_ack(int s, struct nlmsghdr *req, int *code, ft_err *e)
     return FT_OK;
 }
 
+/* A request: its header, a body and attributes. */
+typedef union nl_req {
+    struct nlmsghdr h;
+    char buf[256];
+} nl_req;
+
+/* Flags of a request that adds something (never replacing what is there) or removes it. */
+#define NL_CHANGE(add) (NLM_F_REQUEST | NLM_F_ACK | ((add) ? NLM_F_CREATE | NLM_F_EXCL : 0))
+
+/* Starts a request; returns its body of `body` bytes, zeroed. */
+static void *nl_begin(nl_req *req, unsigned short type, unsigned short flags, unsigned seq, size_t body)
+{
+    memset(req, 0, sizeof(*req));
+    req->h.nlmsg_len = NLMSG_LENGTH(body);
+    req->h.nlmsg_type = type;
+    req->h.nlmsg_flags = flags;
+    req->h.nlmsg_seq = seq;
+    return NLMSG_DATA(&req->h);
+}
+
+/* Sends a change and words the refusals every change shares. what: "address 10.0.0.1/24 on 'ft0'"; absent: what
+ * removing it says when it is not there (the kernel's errno for that: missing); kind: what a change is of
+ * ("addresses on 'ft0'"). Returns FT_OK, an error status, or another errno (positive) for the caller to word. */
+static int nl_change(int s, nl_req *req, int add, const char *what, int missing, const char *absent, const char *kind,
+                     ft_err *e)
+{
+    int code = 0;
+    int st = nl_request_ack(s, &req->h, &code, e);
+    if (st != FT_OK || code == 0)
+        return st;
+    if (code == EEXIST)
+        return ft_fail(e, FT_ESYS, EEXIST, "%s already exists", what);
+    if (code == missing && !add)
+        return ft_fail(e, FT_ESYS, missing, "%s", absent);
+    if (code == EPERM || code == EACCES)
+        return ft_fail(e, FT_ESYS, EPERM, "changing %s needs CAP_NET_ADMIN (run as root)", kind);
+    return code;
+}
+
 int ft_netlink_address(int s, unsigned ifindex, const char *name, const ft_addr *a, int add, ft_err *e)
 {
-    char text[64];
+    char text[64], what[128], absent[128], kind[64];
     addr_text(a, text, sizeof(text));
+    snprintf(what, sizeof(what), "address %s on '%s'", text, name);
+    snprintf(absent, sizeof(absent), "address %s is not on '%s'", text, name);
+    snprintf(kind, sizeof(kind), "addresses on '%s'", name);
     size_t alen = a->family == 4 ? 4 : 16;
-    union {
-        struct nlmsghdr h;
-        char buf[256];
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
-    req.h.nlmsg_type = add ? RTM_NEWADDR : RTM_DELADDR;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
-    req.h.nlmsg_seq = 1;
-    struct ifaddrmsg *ifa = NLMSG_DATA(&req.h);
-    ifa->ifa_family = a->family == 4 ? AF_INET : AF_INET6;
-    ifa->ifa_prefixlen = a->prefix;
-    ifa->ifa_index = ifindex;
-    ifa->ifa_scope = RT_SCOPE_UNIVERSE;
-    /* A TUN link has no neighbours to collide with: skip duplicate address detection so an IPv6 address is
-     * usable at once instead of staying "tentative" for a second or two. */
-    if (a->family == 6)
-        ifa->ifa_flags = IFA_F_NODAD;
+    nl_req req;
+    struct ifaddrmsg *ifa = nl_begin(&req, add ? RTM_NEWADDR : RTM_DELADDR, NL_CHANGE(add), 1, sizeof(*ifa));
+    /* A TUN link has no neighbours to collide with: skip duplicate address detection (IFA_F_NODAD) so an IPv6
+     * address is usable at once instead of staying "tentative" for a second or two. */
+    *ifa = (struct ifaddrmsg){.ifa_family = a->family == 4 ? AF_INET : AF_INET6, .ifa_prefixlen = a->prefix,
+                              .ifa_flags = a->family == 6 ? IFA_F_NODAD : 0, .ifa_scope = RT_SCOPE_UNIVERSE,
+                              .ifa_index = ifindex};
     put_attr(&req.h, IFA_LOCAL, a->bytes, alen);
     put_attr(&req.h, IFA_ADDRESS, a->bytes, alen);
 
-    int code = 0;
-    int st = nl_request_ack(s, &req.h, &code, e);
-    if (st != FT_OK)
-        return st;
-    if (code == 0)
-        return FT_OK;
-    if (code == EEXIST)
-        return ft_fail(e, FT_ESYS, EEXIST, "address %s is already on '%s'", text, name);
-    if (code == EADDRNOTAVAIL && !add)
-        return ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "address %s is not on '%s'", text, name);
-    if (code == EPERM || code == EACCES)
-        return ft_fail(e, FT_ESYS, EPERM, "changing addresses on '%s' needs CAP_NET_ADMIN (run as root)", name);
-    if (code == EACCES || (code == EINVAL && a->family == 6))
+    int code = nl_change(s, &req, add, what, EADDRNOTAVAIL, absent, kind, e);
+    if (code <= 0)
+        return code;
+    if (code == EINVAL && a->family == 6)
         return ft_fail_os(e, code, "the kernel refused IPv6 address %s on '%s' (is IPv6 disabled, or the MTU "
                                    "below 1280?)", text, name);
     return ft_fail_os(e, code, "%s address %s on '%s'", add ? "adding" : "removing", text, name);
@@ -130,22 +175,14 @@ int ft_netlink_route(int s, unsigned ifindex, const char *name, int add, const f
         snprintf(via, sizeof(via), " via %s", gw);
     }
     snprintf(text, sizeof(text), "%s/%u%s", ip, r->prefix, via);
-    union {
-        struct nlmsghdr h;
-        char buf[256];
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-    req.h.nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE | NLM_F_EXCL : 0);
-    req.h.nlmsg_seq = 4;
-    struct rtmsg *rtm = NLMSG_DATA(&req.h);
-    rtm->rtm_family = r->family == 4 ? AF_INET : AF_INET6;
-    rtm->rtm_dst_len = r->prefix;
-    rtm->rtm_table = RT_TABLE_MAIN;
-    rtm->rtm_protocol = RTPROT_STATIC;
-    rtm->rtm_scope = r->has_gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
-    rtm->rtm_type = RTN_UNICAST;
+    char what[192], absent[208];
+    snprintf(what, sizeof(what), "route %s through '%s'", text, name);
+    snprintf(absent, sizeof(absent), "there is no %s", what);
+    nl_req req;
+    struct rtmsg *rtm = nl_begin(&req, add ? RTM_NEWROUTE : RTM_DELROUTE, NL_CHANGE(add), 4, sizeof(*rtm));
+    *rtm = (struct rtmsg){.rtm_family = r->family == 4 ? AF_INET : AF_INET6, .rtm_dst_len = r->prefix,
+                          .rtm_table = RT_TABLE_MAIN, .rtm_protocol = RTPROT_STATIC,
+                          .rtm_scope = r->has_gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK, .rtm_type = RTN_UNICAST};
     uint32_t oif = ifindex;
     put_attr(&req.h, RTA_DST, r->dest, alen);
     put_attr(&req.h, RTA_OIF, &oif, sizeof(oif));
@@ -153,18 +190,9 @@ int ft_netlink_route(int s, unsigned ifindex, const char *name, int add, const f
         put_attr(&req.h, RTA_GATEWAY, r->gateway, alen);
     if (r->metric)
         put_attr(&req.h, RTA_PRIORITY, &r->metric, sizeof(r->metric));
-    int code = 0;
-    int st = nl_request_ack(s, &req.h, &code, e);
-    if (st != FT_OK)
-        return st;
-    if (code == 0)
-        return FT_OK;
-    if (code == EEXIST)
-        return ft_fail(e, FT_ESYS, EEXIST, "route %s through '%s' already exists", text, name);
-    if (code == ESRCH && !add)
-        return ft_fail(e, FT_ESYS, ESRCH, "there is no route %s through '%s'", text, name);
-    if (code == EPERM || code == EACCES)
-        return ft_fail(e, FT_ESYS, EPERM, "changing routes needs CAP_NET_ADMIN (run as root)");
+    int code = nl_change(s, &req, add, what, ESRCH, absent, "routes", e);
+    if (code <= 0)
+        return code;
     if (code == ENETUNREACH)
         return ft_fail(e, FT_ESYS, ENETUNREACH, "gateway of route %s is not reachable through '%s' (is the link up "
                                                 "and an address of that network on it?)", text, name);
@@ -175,31 +203,18 @@ int ft_netlink_route(int s, unsigned ifindex, const char *name, int add, const f
 static int is_local(int s, const ft_addr *a, ft_err *e)
 {
     (void)e;
-    struct {
-        struct nlmsghdr h;
-        struct rtmsg rtm;
-        char attrs[64];
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-    req.h.nlmsg_type = RTM_GETROUTE;
-    req.h.nlmsg_flags = NLM_F_REQUEST;
-    req.h.nlmsg_seq = 5;
-    req.rtm.rtm_family = a->family == 4 ? AF_INET : AF_INET6;
-    req.rtm.rtm_dst_len = a->family == 4 ? 32 : 128;
+    nl_req req;
+    struct rtmsg *rtm = nl_begin(&req, RTM_GETROUTE, NLM_F_REQUEST, 5, sizeof(*rtm));
+    rtm->rtm_family = a->family == 4 ? AF_INET : AF_INET6;
+    rtm->rtm_dst_len = a->family == 4 ? 32 : 128;
     put_attr(&req.h, RTA_DST, a->bytes, a->family == 4 ? 4 : 16);
-    drain(s);
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    int result = 0;
-    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) >= 0) {
-        char buf[4096];
-        ssize_t n = recv(s, buf, sizeof(buf), 0);
-        struct nlmsghdr *h = (struct nlmsghdr *)buf;
-        if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == RTM_NEWROUTE &&
-            h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg)))
-            result = ((struct rtmsg *)NLMSG_DATA(h))->rtm_type == RTN_LOCAL;
-    }
-    return result;
+    ft_err ignored;
+    char buf[4096];
+    ssize_t n = nl_exchange(s, &req, buf, sizeof(buf), "route", &ignored);
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    return n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == RTM_NEWROUTE &&
+           h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct rtmsg)) &&
+           ((struct rtmsg *)NLMSG_DATA(h))->rtm_type == RTN_LOCAL;
 }
 
 int ft_netlink_wait_local(int s, const ft_addr *a, uint32_t timeout_ms, ft_err *e)
@@ -247,31 +262,20 @@ static int parse_addr_msg(struct nlmsghdr *h, unsigned ifindex, ft_addr *out)
 
 int ft_netlink_list_addresses(int s, unsigned ifindex, ft_addr *out, uint32_t max, uint32_t *n, ft_err *e)
 {
-    struct {
-        struct nlmsghdr h;
-        struct ifaddrmsg ifa;
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
-    req.h.nlmsg_type = RTM_GETADDR;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.h.nlmsg_seq = 2;
-    req.ifa.ifa_family = AF_UNSPEC;
-    req.ifa.ifa_index = ifindex;
+    nl_req req;
+    struct ifaddrmsg *ifa = nl_begin(&req, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 2, sizeof(*ifa));
+    ifa->ifa_family = AF_UNSPEC;
+    ifa->ifa_index = ifindex;
 
-    drain(s);
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-        int err = errno;
-        return ft_fail_os(e, err, "sending the netlink address dump request failed");
-    }
+    int r = nl_send(s, &req, "address dump", e);
+    if (r != FT_OK)
+        return r;
     static __thread char buf[NL_BUF];
     uint32_t count = 0;
-    int r = FT_OK;
     for (int done = 0; !done;) {
-        ssize_t got = recv(s, buf, sizeof(buf), 0);
+        ssize_t got = nl_recv(s, buf, sizeof(buf), "address dump", e);
         if (got < 0) {
-            r = ft_fail_os(e, errno, "reading the netlink address dump failed");
+            r = e->status;
             break;
         }
         size_t len = (size_t)got;
@@ -312,28 +316,14 @@ int ft_netlink_list_addresses(int s, unsigned ifindex, ft_addr *out, uint32_t ma
 
 int ft_netlink_link_drops(int s, unsigned ifindex, uint64_t *os_rx_dropped, uint64_t *os_tx_dropped, ft_err *e)
 {
-    struct {
-        struct nlmsghdr h;
-        struct ifinfomsg ifi;
-    } req;
-    memset(&req, 0, sizeof(req));
-    req.h.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-    req.h.nlmsg_type = RTM_GETLINK;
-    req.h.nlmsg_flags = NLM_F_REQUEST;
-    req.h.nlmsg_seq = 3;
-    req.ifi.ifi_family = AF_UNSPEC;
-    req.ifi.ifi_index = (int)ifindex;
-    drain(s);
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(s, &req, req.h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
-        int err = errno;
-        return ft_fail_os(e, err, "sending the netlink link request failed");
-    }
+    nl_req req;
+    struct ifinfomsg *ask = nl_begin(&req, RTM_GETLINK, NLM_F_REQUEST, 3, sizeof(*ask));
+    ask->ifi_family = AF_UNSPEC;
+    ask->ifi_index = (int)ifindex;
     char buf[16384];
-    ssize_t got = recv(s, buf, sizeof(buf), 0);
-    int err = errno;
+    ssize_t got = nl_exchange(s, &req, buf, sizeof(buf), "link counters", e);
     if (got < 0)
-        return ft_fail_os(e, err, "no netlink answer for the link counters");
+        return (int)got;
     struct nlmsghdr *h = (struct nlmsghdr *)buf;
     if (!NLMSG_OK(h, (size_t)got))
         return ft_fail(e, FT_ECORRUPT, EIO, "the kernel's link answer is malformed");

@@ -175,13 +175,19 @@ static int read_ifreq(ft_device *d, unsigned long req, struct ifreq *ifr, const 
     return r == FT_OK ? if_ioctl(d, req, ifr, what, e) : r;
 }
 
-static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+/* An int an interface ioctl reads: the MTU and the queue length both live in the ifreq's int (ifr_ifru). */
+static int read_if_int(ft_device *d, unsigned long req, const char *what, uint32_t *out, ft_err *e)
 {
     struct ifreq ifr;
-    int r = read_ifreq(d, SIOCGIFMTU, &ifr, "reading the MTU", e);
+    int r = read_ifreq(d, req, &ifr, what, e);
     if (r == FT_OK)
-        *mtu = (uint32_t)ifr.ifr_mtu;
+        *out = (uint32_t)ifr.ifr_ifru.ifru_ivalue;
     return r;
+}
+
+static int lx_get_mtu(ft_device *d, uint32_t *mtu, ft_err *e)
+{
+    return read_if_int(d, SIOCGIFMTU, "reading the MTU", mtu, e);
 }
 
 static int lx_set_mtu(ft_device *d, uint32_t mtu, ft_err *e)
@@ -230,17 +236,13 @@ static int lx_get_index(ft_device *d, uint32_t *index, ft_err *e)
 
 static int lx_get_txqueuelen(ft_device *d, uint32_t *len, ft_err *e)
 {
-    struct ifreq ifr;
-    int r = read_ifreq(d, SIOCGIFTXQLEN, &ifr, "reading the transmit queue length", e);
-    if (r == FT_OK)
-        *len = (uint32_t)ifr.ifr_qlen;
-    return r;
+    return read_if_int(d, SIOCGIFTXQLEN, "reading the transmit queue length", len, e);
 }
 
 static int lx_set_txqueuelen(ft_device *d, uint32_t len, ft_err *e)
 {
-    if (len > 0x7fffffffu)
-        return ft_fail(e, FT_EINVAL, EINVAL, "txqueuelen %u is out of range; allowed: 0..2147483647", len);
+    if (ft_limit_check(&ft_limit_txqueuelen, len, e) != FT_OK)
+        return FT_EINVAL;
     struct ifreq ifr;
     int r = current_ifreq(d, &ifr, e);
     if (r != FT_OK)
@@ -837,12 +839,9 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
 {
     const char *path = p->dev_path ? p->dev_path : "/dev/net/tun";
     const char *name = p->name ? p->name : "";
-    if (p->queues < 1 || p->queues > FT_LINUX_MAX_QUEUES)
-        return ft_fail(e, FT_EINVAL, EINVAL, "queues=%d is out of range; allowed: 1..%d", p->queues,
-                       FT_LINUX_MAX_QUEUES);
-    if (p->mtu && (p->mtu < FT_MIN_MTU || p->mtu > FT_MAX_PACKET))
-        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u", p->mtu, FT_MIN_MTU,
-                       FT_MAX_PACKET);
+    if (ft_limit_check(&ft_limit_queues, p->queues, e) != FT_OK ||
+        (p->mtu && ft_limit_check(&ft_limit_mtu, p->mtu, e) != FT_OK))
+        return FT_EINVAL;
     if (p->offload < FT_OFFLOAD_OFF || p->offload > FT_OFFLOAD_SUPER)
         return ft_fail(e, FT_EINVAL, EINVAL, "offload mode %d is not off (0), segments (1) or super-packets (2)",
                        p->offload);
@@ -972,8 +971,8 @@ int ft_linux_fd(ft_device *d, int q, ft_err *e)
         return r;
     if (!is_linux(d))
         r = ft_fail(e, FT_EUNSUPPORTED, ENOSYS, "the %s backend has no file descriptors", d->ops->name);
-    else if (q < 0 || q >= d->nqueues)
-        r = ft_fail(e, FT_EINVAL, EINVAL, "queue %d does not exist (the device has %d)", q, d->nqueues);
+    else if (ft_device_check_queue(d, q, e) != FT_OK)
+        r = FT_EINVAL;
     else
         r = L(d)->fds[q];
     ft_device_leave(d);

@@ -295,15 +295,9 @@ static const ft_backend_ops memory_ops = {
 int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
                    ft_err *e)
 {
-    if (mtu < FT_MIN_MTU || mtu > FT_MAX_PACKET)
-        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u", mtu, FT_MIN_MTU,
-                       FT_MAX_PACKET);
-    if (capacity < 1 || capacity > FT_PAIR_MAX_CAPACITY)
-        return ft_fail(e, FT_EINVAL, EINVAL, "capacity %u is out of range; allowed: 1..%u packets", capacity,
-                       FT_PAIR_MAX_CAPACITY);
-    if (capacity_bytes < FT_PAIR_MIN_CAPACITY_BYTES || capacity_bytes > FT_PAIR_MAX_CAPACITY_BYTES)
-        return ft_fail(e, FT_EINVAL, EINVAL, "capacity_bytes %u is out of range; allowed: %u..%u", capacity_bytes,
-                       FT_PAIR_MIN_CAPACITY_BYTES, FT_PAIR_MAX_CAPACITY_BYTES);
+    if (ft_limit_check(&ft_limit_mtu, mtu, e) != FT_OK || ft_limit_check(&ft_limit_capacity, capacity, e) != FT_OK ||
+        ft_limit_check(&ft_limit_capacity_bytes, capacity_bytes, e) != FT_OK)
+        return FT_EINVAL;
     pair_shared *s = calloc(1, sizeof(*s));
     ft_device *dev[2] = {calloc(1, sizeof(ft_device)), calloc(1, sizeof(ft_device))};
     mem_dev *m[2] = {calloc(1, sizeof(mem_dev)), calloc(1, sizeof(mem_dev))};

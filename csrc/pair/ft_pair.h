@@ -13,6 +13,9 @@
 #define FT_PAIR_RECORD_SIZE(len) ((4u + (len) + 7u) & ~7u)
 /* The smallest capacity_bytes: two records of the largest packet. */
 #define FT_PAIR_MIN_CAPACITY_BYTES (2u * FT_PAIR_RECORD_SIZE(FT_MAX_PACKET))
+static const ft_limit ft_limit_capacity = FT_LIMIT("capacity", 1, FT_PAIR_MAX_CAPACITY, " packets");
+static const ft_limit ft_limit_capacity_bytes =
+    FT_LIMIT("capacity_bytes", FT_PAIR_MIN_CAPACITY_BYTES, FT_PAIR_MAX_CAPACITY_BYTES, " bytes");
 
 /* Two connected devices: what one sends the other receives. Each direction holds at most `capacity`
  * packets and `capacity_bytes` bytes. */

@@ -94,8 +94,8 @@ static int check_endpoint(udp_dev *u, const ft_endpoint *ep, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "destination family must be 4 or 6, not %u", ep->family);
     if (ep->family == 6 && u->family == AF_INET)
         return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "an IPv4 UDP endpoint cannot send to an IPv6 destination");
-    if (ep->port == 0)
-        return ft_fail(e, FT_EINVAL, EINVAL, "destination port 0 is not allowed; 1..65535 are");
+    if (ft_limit_check(&ft_limit_port, ep->port, e) != FT_OK)
+        return FT_EINVAL;
     return FT_OK;
 }
 
@@ -230,10 +230,10 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EINVAL, EINVAL, "fd %d is not a UDP socket (AF_INET or AF_INET6, SOCK_DGRAM)", p->fd);
     uint32_t max_payload = domain == AF_INET ? FT_UDP_MAX_PAYLOAD4 : FT_UDP_MAX_PAYLOAD6;
     uint32_t max_datagram = p->max_datagram ? p->max_datagram : max_payload;
-    if (max_datagram > max_payload)
-        return ft_fail(e, FT_EINVAL, EINVAL, "max_datagram %u is out of range; allowed: 1..%u", p->max_datagram,
-                       max_payload);
-
+    if (ft_limit_check(ft_udp_max_datagram_limit(domain == AF_INET ? 4 : 6), max_datagram, e) != FT_OK ||
+        (p->rcvbuf && ft_limit_check(&ft_limit_rcvbuf, p->rcvbuf, e) != FT_OK) ||
+        (p->sndbuf && ft_limit_check(&ft_limit_sndbuf, p->sndbuf, e) != FT_OK))
+        return FT_EINVAL;
     if (p->per_datagram != 0 && p->per_datagram != 1)
         return ft_fail(e, FT_EINVAL, EINVAL, "per_datagram %d is out of range; allowed: 0 or 1", p->per_datagram);
 #ifndef _WIN32
@@ -241,12 +241,6 @@ int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
         return ft_fail(e, FT_EUNSUPPORTED, ENOTSUP, "a per-datagram UDP endpoint is Windows' fallback path; Linux "
                        "always uses recvmmsg/sendmmsg");
 #endif
-
-    const uint32_t *bufs[2] = {&p->rcvbuf, &p->sndbuf};
-    for (int i = 0; i < 2; i++)
-        if (*bufs[i] != 0 && (*bufs[i] < FT_UDP_BUF_MIN || *bufs[i] > FT_UDP_BUF_MAX))
-            return ft_fail(e, FT_EINVAL, EINVAL, "%s %u is out of range; allowed: %u..%u", i ? "sndbuf" : "rcvbuf",
-                           *bufs[i], FT_UDP_BUF_MIN, FT_UDP_BUF_MAX);
 
     udp_block *block = calloc(1, sizeof(*block));
     if (!block)
@@ -306,16 +300,9 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
     o->gro = ft_atomic_load(&u->gro);
     o->max_datagram = u->max_datagram;
     o->gso_max_segment = (uint32_t)ft_atomic_load(&u->gso_max_segment);
-    o->tx_calls = ft_atomic_load64(&u->info.tx_calls);
-    o->tx_messages = ft_atomic_load64(&u->info.tx_messages);
-    o->gso_messages = ft_atomic_load64(&u->info.gso_messages);
-    o->gso_fallbacks = ft_atomic_load64(&u->info.gso_fallbacks);
-    o->rx_calls = ft_atomic_load64(&u->info.rx_calls);
-    o->rx_messages = ft_atomic_load64(&u->info.rx_messages);
-    o->gro_messages = ft_atomic_load64(&u->info.gro_messages);
-    o->rx_dropped_trunc = ft_atomic_load64(&u->info.rx_dropped_trunc);
-    o->rx_icmp_errors = ft_atomic_load64(&u->info.rx_icmp_errors);
-    o->tx_unreachable = ft_atomic_load64(&u->info.tx_unreachable);
+    ft_udp_info *out = o;
+    udp_info_atomic *in = &u->info;
+    FT_UDP_COUNTERS(FT_COUNTER_LOAD_)
 #ifdef _WIN32
     o->message_calls = ft_atomic_load(&u->os.recvmsg_on) && ft_atomic_load(&u->os.sendmsg_on);
 #else
@@ -323,8 +310,6 @@ int ft_udp_get_info(ft_device *d, ft_udp_info *o)
 #endif
     o->rcvbuf = u->rcvbuf;
     o->sndbuf = u->sndbuf;
-    o->message_fallbacks = ft_atomic_load64(&u->info.message_fallbacks);
-    o->gro_malformed = ft_atomic_load64(&u->info.gro_malformed);
     return FT_OK;
 }
 #endif

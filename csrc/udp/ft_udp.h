@@ -23,6 +23,17 @@
 #define FT_UDP_BUF_MIN 1024u
 #define FT_UDP_BUF_MAX (1u << 30)
 #define FT_UDP_WIN_DEFAULT_BUF (8u << 20)
+static const ft_limit ft_limit_max_datagram4 = FT_LIMIT("max_datagram", 1, FT_UDP_MAX_PAYLOAD4, " bytes");
+static const ft_limit ft_limit_max_datagram6 = FT_LIMIT("max_datagram", 1, FT_UDP_MAX_PAYLOAD6, " bytes");
+static const ft_limit ft_limit_rcvbuf = FT_LIMIT("rcvbuf", FT_UDP_BUF_MIN, FT_UDP_BUF_MAX, " bytes");
+static const ft_limit ft_limit_sndbuf = FT_LIMIT("sndbuf", FT_UDP_BUF_MIN, FT_UDP_BUF_MAX, " bytes");
+/* max_datagram's limit for an endpoint of IP version 4 or 6. */
+static inline const ft_limit *ft_udp_max_datagram_limit(int version)
+{
+    return version == 4 ? &ft_limit_max_datagram4 : &ft_limit_max_datagram6;
+}
+static const ft_limit ft_limit_max_datagrams = FT_LIMIT("max_datagrams", 1, FT_MAX_BATCH, "");
+static const ft_limit ft_limit_port = FT_LIMIT("destination port", 1, 65535, "");
 
 typedef struct ft_udp_params {
     int fd;                /* a UDP socket (Windows: a SOCKET), AF_INET or AF_INET6, bound (and connected or not);
@@ -39,6 +50,25 @@ typedef struct ft_udp_params {
                             * calls and USO/URO gain (fasttun bench udp). Linux has no such path: FT_EUNSUPPORTED. */
 } ft_udp_params;
 
+/* The endpoint's own counters, beyond the device's (FT_STATS_FIELDS), defined once the same way. */
+#define FT_UDP_COUNTERS(X)                                                                                 \
+    X(tx_calls)          /* sendmmsg calls */                                                              \
+    X(tx_messages)       /* messages they carried (a segmented message carries several datagrams) */       \
+    X(gso_messages)      /* messages carrying more than one datagram */                                    \
+    X(gso_fallbacks)     /* segmented messages the kernel refused, resent one datagram per message */      \
+    X(rx_calls)          /* recvmmsg calls that returned datagrams */                                      \
+    X(rx_messages)       /* messages they returned (a coalesced message holds several datagrams) */        \
+    X(gro_messages)      /* messages holding more than one datagram */                                     \
+    X(rx_dropped_trunc)  /* datagrams larger than max_datagram, dropped (also in rx_dropped_oversize) */    \
+    X(rx_icmp_errors)    /* errors the socket reported from ICMP (ECONNREFUSED...), counted and passed */  \
+    X(tx_unreachable)    /* datagrams dropped because the destination could not be reached */             \
+    X(message_fallbacks) /* refusals of WSARecvMsg/WSASendMsg that made the endpoint fall back */          \
+    X(gro_malformed)     /* coalesced units whose segmentation looked wrong (Windows URO): dropped, and the \
+                          * first one switched the receive offload off for the socket */
+
+enum { FT_UDP_COUNTER_COUNT = 0 FT_UDP_COUNTERS(FT_COUNTER_ONE_) };
+static const char *const ft_udp_counter_names[FT_UDP_COUNTER_COUNT] = {FT_UDP_COUNTERS(FT_COUNTER_NAME_)};
+
 /* What the endpoint uses and what its offload paths did. */
 typedef struct ft_udp_info {
     int family;              /* 4 or 6 */
@@ -49,22 +79,10 @@ typedef struct ft_udp_info {
     int gro;
     uint32_t max_datagram;
     uint32_t gso_max_segment;/* segments above this size go out one datagram per message (learned from EINVAL) */
-    uint64_t tx_calls;       /* sendmmsg calls */
-    uint64_t tx_messages;    /* messages they carried (a segmented message carries several datagrams) */
-    uint64_t gso_messages;   /* messages carrying more than one datagram */
-    uint64_t gso_fallbacks;  /* segmented messages the kernel refused, resent one datagram per message */
-    uint64_t rx_calls;       /* recvmmsg calls that returned datagrams */
-    uint64_t rx_messages;    /* messages they returned (a coalesced message holds several datagrams) */
-    uint64_t gro_messages;   /* messages holding more than one datagram */
-    uint64_t rx_dropped_trunc;   /* datagrams larger than max_datagram, dropped (also in rx_dropped_oversize) */
-    uint64_t rx_icmp_errors;     /* errors the socket reported from ICMP (ECONNREFUSED...), counted and passed */
-    uint64_t tx_unreachable;     /* datagrams dropped because the destination could not be reached */
     int message_calls;           /* Windows: 1 while WSARecvMsg/WSASendMsg are used, 0 after a refusal made the
                                   * endpoint fall back to recvfrom/sendto; Linux: 1 (recvmmsg/sendmmsg) */
     uint32_t rcvbuf, sndbuf;     /* the socket buffers granted (getsockopt after open) */
-    uint64_t message_fallbacks;  /* refusals of WSARecvMsg/WSASendMsg that made the endpoint fall back */
-    uint64_t gro_malformed;      /* coalesced units whose segmentation looked wrong (Windows URO): dropped, and the
-                                  * first one switched the receive offload off for the socket */
+    FT_COUNTER_MEMBERS(FT_UDP_COUNTERS, counters); /* counters[i] is named ft_udp_counter_names[i] */
 } ft_udp_info;
 
 #if defined(__linux__) || defined(_WIN32)

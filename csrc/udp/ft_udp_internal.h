@@ -35,12 +35,7 @@ typedef union udp_name {
     struct sockaddr_in6 v6;
 } udp_name;
 
-typedef struct udp_info_atomic {
-    ft_atomic_u64 tx_calls, tx_messages, gso_messages, gso_fallbacks;
-    ft_atomic_u64 rx_calls, rx_messages, gro_messages;
-    ft_atomic_u64 rx_dropped_trunc, rx_icmp_errors, tx_unreachable;
-    ft_atomic_u64 message_fallbacks, gro_malformed;
-} udp_info_atomic;
+typedef struct udp_info_atomic { FT_UDP_COUNTERS(FT_COUNTER_ATOMIC_) } udp_info_atomic;
 
 #ifdef _WIN32
 #include <mswsock.h>

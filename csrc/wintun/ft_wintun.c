@@ -694,11 +694,8 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
         to_wide("tunnel type", type8, names->type, FT_WINTUN_MAX_NAME, e) != FT_OK)
         return FT_EINVAL;
     uint32_t c = p->ring_capacity ? p->ring_capacity : FT_WINTUN_DEFAULT_RING_CAPACITY;
-    if (c < FT_WINTUN_MIN_RING_CAPACITY || c > FT_WINTUN_MAX_RING_CAPACITY || (c & (c - 1)) != 0)
-        return ft_fail(e, FT_EINVAL, EINVAL,
-                       "ring_capacity %u is not allowed: it must be a power of two from 0x%x (128 KiB) to 0x%x "
-                       "(64 MiB), or 0 for the default 4 MiB",
-                       p->ring_capacity, FT_WINTUN_MIN_RING_CAPACITY, FT_WINTUN_MAX_RING_CAPACITY);
+    if (ft_limit_check(&ft_limit_ring_capacity, c, e) != FT_OK)
+        return FT_EINVAL;
     if (p->open_mode < FT_OPEN_CREATE || p->open_mode > FT_OPEN_ANY)
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "open mode %d is not allowed: 0 creates, 1 opens an existing adapter, 2 opens or creates",
@@ -707,9 +704,8 @@ static int check_params(const ft_wintun_params *p, uint32_t *capacity, wide_name
         return ft_fail(e, FT_EINVAL, EINVAL,
                        "flags 0x%x has unknown bits; allowed: 0x%x (auto ring), 0x%x (coalesce), 0x%x (remote checksums)",
                        p->flags, FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE, FT_WINTUN_REMOTE_CSUM);
-    if (p->mtu != 0 && (p->mtu < FT_MIN_MTU || p->mtu > WINTUN_MAX_IP_PACKET_SIZE))
-        return ft_fail(e, FT_EINVAL, EINVAL, "mtu %u is out of range; allowed: %u..%u, or 0 to keep the adapter's",
-                       p->mtu, FT_MIN_MTU, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
+    if (p->mtu != 0 && ft_limit_check(&ft_limit_mtu, p->mtu, e) != FT_OK) /* 0 keeps the adapter's */
+        return FT_EINVAL;
     *capacity = c;
     return FT_OK;
 }
@@ -947,16 +943,17 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
 
 /* ---- accessors -------------------------------------------------------------------------------------- */
 
-/* Plain values, readable until the device is closed (then 0); 0 for a device that is not a Wintun adapter. */
-uint64_t ft_wintun_luid(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->luid.Value : 0; }
-int ft_wintun_created(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->created : 0; }
-uint32_t ft_wintun_ring_capacity(ft_device *d)
+void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
 {
-    return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->capacity_now) : 0;
+    memset(out, 0, sizeof(*out));
+    if (!is_wintun(d) || !W(d))
+        return;
+    out->luid = W(d)->luid.Value;
+    out->created = W(d)->created;
+    out->ring_capacity = (uint32_t)ft_atomic_load(&W(d)->capacity_now);
+    out->ring_grows = (uint32_t)ft_atomic_load(&W(d)->grows);
+    out->remote_csum = W(d)->remote_csum;
 }
-uint32_t ft_wintun_ring_grows(ft_device *d) { return is_wintun(d) && W(d) ? (uint32_t)ft_atomic_load(&W(d)->grows) : 0; }
-
-int ft_wintun_remote_csum(ft_device *d) { return is_wintun(d) && W(d) ? W(d)->remote_csum : 0; }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {

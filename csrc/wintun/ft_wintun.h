@@ -10,6 +10,8 @@
 #define FT_WINTUN_DEFAULT_RING_CAPACITY (4u << 20) /* 4 MiB */
 #define FT_WINTUN_MIN_RING_CAPACITY 0x20000u       /* 128 KiB, Wintun's minimum */
 #define FT_WINTUN_MAX_RING_CAPACITY 0x4000000u     /* 64 MiB, Wintun's maximum */
+static const ft_limit ft_limit_ring_capacity = {"ring_capacity", FT_WINTUN_MIN_RING_CAPACITY,
+                                                FT_WINTUN_MAX_RING_CAPACITY, " bytes (128 KiB..64 MiB)", 1};
 #define FT_WINTUN_MAX_NAME 127                     /* UTF-16 units in an adapter name */
 #define FT_WINTUN_DEFAULT_TUNNEL_TYPE "fasttun"
 
@@ -27,6 +29,15 @@ typedef struct ft_wintun_params {
     uint32_t mtu;            /* set on the interface (both IP families); 0 keeps the interface's MTU */
     uint32_t flags;          /* FT_WINTUN_AUTO_RING, FT_WINTUN_COALESCE, FT_WINTUN_REMOTE_CSUM */
 } ft_wintun_params;
+
+/* What only an adapter has, as ft_wintun_get_info reads it. */
+typedef struct ft_wintun_info {
+    uint64_t luid;          /* what the IP Helper API keys on */
+    int created;            /* 1 if this device created its adapter (closing it removes it), 0 if it opened one */
+    uint32_t ring_capacity; /* of the current session: auto capacity changes it */
+    uint32_t ring_grows;    /* times auto capacity doubled the rings */
+    int remote_csum;        /* opened with FT_WINTUN_REMOTE_CSUM */
+} ft_wintun_info;
 
 /* ft_wintun_params.flags */
 #define FT_WINTUN_AUTO_RING 0x1u /* start at ring_capacity, double it (up to MAX) when the rings overflow */
@@ -55,14 +66,11 @@ void ft_wintun_set_logger(ft_wintun_log_fn fn);
 /* Opens a Wintun adapter and starts its session: one queue, max_packet 0xFFFF. Loads wintun.dll from
  * System32 if nothing was loaded yet. */
 int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e);
-uint64_t ft_wintun_luid(ft_device *d);
 /* The adapter's interface GUID, 16 bytes in GUID memory order. */
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e);
-/* 1 if this device created its adapter (closing it removes the adapter), 0 if it opened an existing one. */
-int ft_wintun_created(ft_device *d);
-uint32_t ft_wintun_ring_capacity(ft_device *d); /* of the current session: auto capacity changes it */
-uint32_t ft_wintun_ring_grows(ft_device *d);    /* times auto capacity doubled the rings */
-int ft_wintun_remote_csum(ft_device *d);        /* opened with FT_WINTUN_REMOTE_CSUM */
+/* The adapter's plain values, readable until the device is closed (then all 0; all 0 for a device that is not a
+ * Wintun adapter). */
+void ft_wintun_get_info(ft_device *d, ft_wintun_info *out);
 
 /* Replaces the adapter's DNS servers, both families (n = 0 clears them). Needs SetInterfaceDnsSettings
  * (Windows 10 2004 or later): FT_EUNSUPPORTED where it is absent. */
@@ -70,6 +78,7 @@ int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *
 #else
 /* Elsewhere the same names exist so that one wrapper serves every platform; they only say no. */
 #include <errno.h>
+#include <string.h>
 #define FT_WINTUN_ONLY_ "Wintun adapters exist only on Windows"
 static inline int ft_wintun_load(const wchar_t *path_or_null, ft_err *e)
 {
@@ -90,36 +99,16 @@ static inline int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_
     (void)out;
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
 }
-static inline uint64_t ft_wintun_luid(ft_device *d)
-{
-    (void)d;
-    return 0;
-}
 static inline int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
 {
     (void)d;
     (void)guid;
     return ft_fail(e, FT_EUNSUPPORTED, ENOSYS, FT_WINTUN_ONLY_);
 }
-static inline int ft_wintun_created(ft_device *d)
+static inline void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
 {
     (void)d;
-    return 0;
-}
-static inline uint32_t ft_wintun_ring_capacity(ft_device *d)
-{
-    (void)d;
-    return 0;
-}
-static inline uint32_t ft_wintun_ring_grows(ft_device *d)
-{
-    (void)d;
-    return 0;
-}
-static inline int ft_wintun_remote_csum(ft_device *d)
-{
-    (void)d;
-    return 0;
+    memset(out, 0, sizeof(*out));
 }
 static inline int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 {

@@ -128,17 +128,27 @@ int ft_wintun_cfg_is_up(NET_LUID luid, const char *name, int *up, ft_err *e)
     return FT_OK;
 }
 
-/* ---- addresses -------------------------------------------------------------------------------------- */
-
-static int check_addr(const ft_addr *a, ft_err *e)
+/* What the IP Helper answered to adding or removing an address or a route (what: "address", "route"): FT_OK, the
+ * refusals both share (already there; not there, with the POSIX errno `missing`), or the error of doing it. */
+static int change_result(DWORD err, int add, const char *what, int missing, const char *name, ft_err *e)
 {
-    if (a->family != 4 && a->family != 6)
-        return ft_fail(e, FT_EINVAL, EAFNOSUPPORT, "address family %d is not allowed; use 4 or 6", a->family);
-    unsigned max = a->family == 4 ? 32u : 128u;
-    if (a->prefix > max)
-        return ft_fail(e, FT_EINVAL, EINVAL, "prefix length %u is out of range; allowed: 0..%u", a->prefix, max);
-    return FT_OK;
+    if (err == NO_ERROR)
+        return FT_OK;
+    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
+        ft_fail(e, FT_ESYS, EEXIST, "the %s is already on \"%.60s\"", what, name);
+    } else if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
+        ft_fail(e, FT_ESYS, missing, "there is no such %s on \"%.60s\"", what, name);
+    } else {
+        char doing[32];
+        snprintf(doing, sizeof(doing), "%s the %s", add ? "adding" : "removing", what);
+        return fail_ip(e, err, doing, name);
+    }
+    if (e)
+        e->oserr = (long)err;
+    return FT_ESYS;
 }
+
+/* ---- addresses -------------------------------------------------------------------------------------- */
 
 static void to_sockaddr(int family, const uint8_t *bytes, SOCKADDR_INET *out)
 {
@@ -165,8 +175,6 @@ static void address_row(NET_LUID luid, const ft_addr *a, MIB_UNICASTIPADDRESS_RO
 
 int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_addr *a, ft_err *e)
 {
-    if (check_addr(a, e) != FT_OK)
-        return FT_EINVAL;
     NEED(InitializeUnicastIpAddressEntry);
     if (add)
         NEED(CreateUnicastIpAddressEntry);
@@ -175,21 +183,7 @@ int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_add
     MIB_UNICASTIPADDRESS_ROW row;
     address_row(luid, a, &row);
     DWORD err = add ? ft_iphlp()->CreateUnicastIpAddressEntry(&row) : ft_iphlp()->DeleteUnicastIpAddressEntry(&row);
-    if (err == NO_ERROR)
-        return FT_OK;
-    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the address is already on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
-        ft_fail(e, FT_ESYS, EADDRNOTAVAIL, "the address is not on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    return fail_ip(e, err, add ? "adding an address" : "removing an address", name);
+    return change_result(err, add, "address", EADDRNOTAVAIL, name, e);
 }
 
 static void from_row(const MIB_UNICASTIPADDRESS_ROW *row, ft_addr *out)
@@ -236,11 +230,6 @@ int ft_wintun_cfg_list_addresses(NET_LUID luid, const char *name, ft_addr *out, 
 
 static int route_row(NET_LUID luid, const ft_route *r, MIB_IPFORWARD_ROW2 *row, ft_err *e)
 {
-    ft_addr check;
-    check.family = r->family;
-    check.prefix = r->prefix;
-    if (check_addr(&check, e) != FT_OK)
-        return FT_EINVAL;
     NEED(InitializeIpForwardEntry);
     ft_iphlp()->InitializeIpForwardEntry(row);
     row->InterfaceLuid = luid;
@@ -263,21 +252,7 @@ int ft_wintun_cfg_route(NET_LUID luid, const char *name, int add, const ft_route
     else
         NEED(DeleteIpForwardEntry2);
     DWORD err = add ? ft_iphlp()->CreateIpForwardEntry2(&row) : ft_iphlp()->DeleteIpForwardEntry2(&row);
-    if (err == NO_ERROR)
-        return FT_OK;
-    if (add && err == ERROR_OBJECT_ALREADY_EXISTS) {
-        ft_fail(e, FT_ESYS, EEXIST, "the route is already on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    if (!add && (err == ERROR_NOT_FOUND || err == ERROR_FILE_NOT_FOUND)) {
-        ft_fail(e, FT_ESYS, ESRCH, "there is no such route on \"%.60s\"", name);
-        if (e)
-            e->oserr = (long)err;
-        return FT_ESYS;
-    }
-    return fail_ip(e, err, add ? "adding a route" : "removing a route", name);
+    return change_result(err, add, "route", ESRCH, name, e);
 }
 
 /* ---- DNS -------------------------------------------------------------------------------------------- */

@@ -19,6 +19,7 @@ int ft_wintun_cfg_set_mtu(NET_LUID luid, const char *name, uint32_t mtu, ft_err 
 int ft_wintun_cfg_index(NET_LUID luid, const char *name, uint32_t *index, ft_err *e);
 int ft_wintun_cfg_is_up(NET_LUID luid, const char *name, int *up, ft_err *e);
 /* add (1) or remove (0) a unicast address, or a route. */
+/* Called through ft_device_address and ft_device_route, which checked the family and prefix. */
 int ft_wintun_cfg_address(NET_LUID luid, const char *name, int add, const ft_addr *a, ft_err *e);
 int ft_wintun_cfg_route(NET_LUID luid, const char *name, int add, const ft_route *r, ft_err *e);
 /* Up to max addresses into out; *n is how many there are, even beyond max. */

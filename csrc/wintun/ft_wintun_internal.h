@@ -8,25 +8,31 @@
 
 #include "wintun.h" /* include/ */
 
-/* The 14 exports of Wintun 0.14, all resolved or the DLL is not considered loaded. */
+/* The 14 exports of Wintun 0.14, X(name without the "Wintun" prefix, its function type), listed once: the table
+ * below and the loader that fills it expand this list. All resolve, or the DLL is not considered loaded. */
+#define FT_WINTUN_EXPORTS(X)                                                                               \
+    X(CreateAdapter, WINTUN_CREATE_ADAPTER_FUNC)                                                           \
+    X(OpenAdapter, WINTUN_OPEN_ADAPTER_FUNC)                                                               \
+    X(CloseAdapter, WINTUN_CLOSE_ADAPTER_FUNC)                                                             \
+    X(DeleteDriver, WINTUN_DELETE_DRIVER_FUNC)                                                             \
+    X(GetAdapterLUID, WINTUN_GET_ADAPTER_LUID_FUNC)                                                        \
+    X(GetRunningDriverVersion, WINTUN_GET_RUNNING_DRIVER_VERSION_FUNC)                                     \
+    X(SetLogger, WINTUN_SET_LOGGER_FUNC)                                                                   \
+    X(StartSession, WINTUN_START_SESSION_FUNC)                                                             \
+    X(EndSession, WINTUN_END_SESSION_FUNC)                                                                 \
+    X(GetReadWaitEvent, WINTUN_GET_READ_WAIT_EVENT_FUNC)                                                   \
+    X(ReceivePacket, WINTUN_RECEIVE_PACKET_FUNC)                                                           \
+    X(ReleaseReceivePacket, WINTUN_RELEASE_RECEIVE_PACKET_FUNC)                                            \
+    X(AllocateSendPacket, WINTUN_ALLOCATE_SEND_PACKET_FUNC)                                                \
+    X(SendPacket, WINTUN_SEND_PACKET_FUNC)
+
+#define FT_WINTUN_API_FIELD_(name, type) type *name;
 typedef struct ft_wintun_api {
-    WINTUN_CREATE_ADAPTER_FUNC *CreateAdapter;
-    WINTUN_OPEN_ADAPTER_FUNC *OpenAdapter;
-    WINTUN_CLOSE_ADAPTER_FUNC *CloseAdapter;
-    WINTUN_DELETE_DRIVER_FUNC *DeleteDriver;
-    WINTUN_GET_ADAPTER_LUID_FUNC *GetAdapterLUID;
-    WINTUN_GET_RUNNING_DRIVER_VERSION_FUNC *GetRunningDriverVersion;
-    WINTUN_SET_LOGGER_FUNC *SetLogger;
-    WINTUN_START_SESSION_FUNC *StartSession;
-    WINTUN_END_SESSION_FUNC *EndSession;
-    WINTUN_GET_READ_WAIT_EVENT_FUNC *GetReadWaitEvent;
-    WINTUN_RECEIVE_PACKET_FUNC *ReceivePacket;
-    WINTUN_RELEASE_RECEIVE_PACKET_FUNC *ReleaseReceivePacket;
-    WINTUN_ALLOCATE_SEND_PACKET_FUNC *AllocateSendPacket;
-    WINTUN_SEND_PACKET_FUNC *SendPacket;
+    FT_WINTUN_EXPORTS(FT_WINTUN_API_FIELD_)
 } ft_wintun_api;
 
-#define FT_WINTUN_EXPORT_COUNT 14
+#define FT_WINTUN_ONE_(name, type) +1
+enum { FT_WINTUN_EXPORT_COUNT = 0 FT_WINTUN_EXPORTS(FT_WINTUN_ONE_) };
 
 /* The loaded table, or NULL before a successful ft_wintun_load. Once non-NULL it never changes: the DLL
  * stays loaded for the life of the process. */

@@ -172,23 +172,9 @@ static any_fn find_export(HMODULE m, const char *name, const char **missing)
 static int resolve_exports(HMODULE m, ft_wintun_api *t, const wchar_t *path, ft_err *e)
 {
     const char *missing = NULL;
-    t->CreateAdapter = (WINTUN_CREATE_ADAPTER_FUNC *)find_export(m, "WintunCreateAdapter", &missing);
-    t->OpenAdapter = (WINTUN_OPEN_ADAPTER_FUNC *)find_export(m, "WintunOpenAdapter", &missing);
-    t->CloseAdapter = (WINTUN_CLOSE_ADAPTER_FUNC *)find_export(m, "WintunCloseAdapter", &missing);
-    t->DeleteDriver = (WINTUN_DELETE_DRIVER_FUNC *)find_export(m, "WintunDeleteDriver", &missing);
-    t->GetAdapterLUID = (WINTUN_GET_ADAPTER_LUID_FUNC *)find_export(m, "WintunGetAdapterLUID", &missing);
-    t->GetRunningDriverVersion =
-        (WINTUN_GET_RUNNING_DRIVER_VERSION_FUNC *)find_export(m, "WintunGetRunningDriverVersion", &missing);
-    t->SetLogger = (WINTUN_SET_LOGGER_FUNC *)find_export(m, "WintunSetLogger", &missing);
-    t->StartSession = (WINTUN_START_SESSION_FUNC *)find_export(m, "WintunStartSession", &missing);
-    t->EndSession = (WINTUN_END_SESSION_FUNC *)find_export(m, "WintunEndSession", &missing);
-    t->GetReadWaitEvent = (WINTUN_GET_READ_WAIT_EVENT_FUNC *)find_export(m, "WintunGetReadWaitEvent", &missing);
-    t->ReceivePacket = (WINTUN_RECEIVE_PACKET_FUNC *)find_export(m, "WintunReceivePacket", &missing);
-    t->ReleaseReceivePacket =
-        (WINTUN_RELEASE_RECEIVE_PACKET_FUNC *)find_export(m, "WintunReleaseReceivePacket", &missing);
-    t->AllocateSendPacket =
-        (WINTUN_ALLOCATE_SEND_PACKET_FUNC *)find_export(m, "WintunAllocateSendPacket", &missing);
-    t->SendPacket = (WINTUN_SEND_PACKET_FUNC *)find_export(m, "WintunSendPacket", &missing);
+#define RESOLVE_(name, type) t->name = (type *)find_export(m, "Wintun" #name, &missing);
+    FT_WINTUN_EXPORTS(RESOLVE_)
+#undef RESOLVE_
     if (!missing)
         return FT_OK;
     char shown[120];

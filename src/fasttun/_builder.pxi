@@ -28,16 +28,9 @@ cdef inline size_t _ip_length(const uint8_t *p, size_t room) noexcept nogil:
 _SSIZE_MAX = PY_SSIZE_T_MAX
 
 
-cdef object _int_type(object value, str what):
-    """An int argument, checked before any C conversion (TypeError otherwise); its range is the caller's."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return value
-
-
 cdef object _int_arg(object value, str what, object low, object high):
-    """An int argument in low..high: TypeError unless an int, ValueError saying what is allowed, never
-    OverflowError."""
+    """An int argument in low..high for the builder's own limits (its values never reach the C core): TypeError
+    unless an int, ValueError saying what is allowed, never OverflowError."""
     _int_type(value, what)
     if not low <= value <= high:
         raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")

@@ -115,9 +115,11 @@ def _bench(args: argparse.Namespace, argv: list[str]) -> int:
         print("fasttun bench: --size must be between 28 and 1500 bytes (an IPv4/UDP packet within the MTU)",
               file=sys.stderr)
         return 2
-    from fasttun._core import MAX_BATCH
-    if not 1 <= args.batch <= MAX_BATCH:
-        print(f"fasttun bench: --batch must be between 1 and {MAX_BATCH}", file=sys.stderr)
+    from fasttun import _core
+    try:
+        _core.check_limit("batch_size", args.batch)  # the reader's limit, as the C core words it
+    except ValueError as exc:
+        print(f"fasttun bench: --batch: {exc}", file=sys.stderr)
         return 2
     unknown = [n for n in args.scenarios if n not in catalog.KNOWN]
     if unknown:

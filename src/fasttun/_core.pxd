@@ -1,12 +1,20 @@
 # C declarations of the core (csrc/), kept apart from the wrappers in _core.pyx.
 from libc.stddef cimport wchar_t
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
 cdef extern from "core/ft_os.h" nogil:
     ctypedef struct ft_event:
         pass
     uint64_t ft_now_ns()
+
+
+cdef extern from "core/ft_limits.h" nogil:
+    ctypedef struct ft_limit:
+        const char *name
+        int64_t low, high
+        const char *unit
+        int pow2
 
 
 cdef extern from "core/ft_device.h" nogil:
@@ -41,6 +49,10 @@ cdef extern from "core/ft_device.h" nogil:
         uint32_t sent
         char msg[256]
 
+    int ft_limit_check(const ft_limit *l, int64_t v, ft_err *e)
+    int ft_limit_refuse(const ft_limit *l, const char *value, ft_err *e)
+    const ft_limit ft_limit_mtu, ft_limit_max_packets, ft_limit_metric
+
     ctypedef struct ft_endpoint:
         uint8_t family
         uint8_t reserved
@@ -67,13 +79,12 @@ cdef extern from "core/ft_device.h" nogil:
         const uint8_t *data
         size_t len
 
+    # Counters come by index, named by the C core's own list (FT_STATS_FIELDS): nothing to spell out here.
+    enum:
+        FT_STATS_COUNT
     ctypedef struct ft_stats:
-        uint64_t rx_packets, rx_bytes, rx_batches
-        uint64_t tx_packets, tx_bytes
-        uint64_t tx_dropped_full, tx_rejected
-        uint64_t rx_dropped_invalid, rx_dropped_oversize
-        uint64_t rx_errors, tx_errors
-        uint64_t waits, spins, tx_waits
+        uint64_t values[FT_STATS_COUNT]
+    const char *const ft_stats_names[]
 
     ctypedef struct ft_addr:
         int family
@@ -97,6 +108,7 @@ cdef extern from "core/ft_device.h" nogil:
         uint32_t max_packet
         char name[64]
 
+    ft_limit ft_device_queue_limit(const ft_device *d)
     size_t ft_batch_arena_size(uint32_t packets, uint32_t max_packet)
     int ft_device_recv(ft_device *d, int q, ft_batch *b, int timeout_ms, ft_err *e)
     int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int policy, int timeout_ms, ft_err *e)
@@ -146,11 +158,16 @@ cdef extern from "core/ft_reader.h" nogil:
     enum:
         FT_READER_DECLINED
 
+    enum:
+        FT_READER_STATS_COUNT
     ctypedef struct ft_reader_stats:
-        uint64_t packets, bytes, batches, full_batches, waits, spins, spin_hits, max_batch, undelivered
+        uint64_t values[FT_READER_STATS_COUNT]
+    const char *const ft_reader_stats_names[]
 
     ctypedef struct ft_reader:
         pass
+
+    const ft_limit ft_limit_batch_size, ft_limit_spin_us, ft_limit_pipeline, ft_limit_adaptive_pps
 
     ft_reader *ft_reader_start(ft_device *d, int q, const ft_reader_config *cfg, ft_batch *b, ft_batch_fn fn,
                                void *user, ft_err *e)
@@ -184,6 +201,8 @@ cdef extern from "pair/ft_pair.h" nogil:
         FT_PAIR_MIN_CAPACITY_BYTES
         FT_PAIR_MAX_CAPACITY_BYTES
 
+    const ft_limit ft_limit_capacity, ft_limit_capacity_bytes
+
     int ft_memory_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes, ft_device **a, ft_device **b,
                        ft_err *e)
 
@@ -213,6 +232,8 @@ cdef extern from "linux/ft_linux.h" nogil:
         FT_OFFLOAD_OFF
         FT_OFFLOAD_SEGMENTS
         FT_OFFLOAD_SUPER
+
+    const ft_limit ft_limit_queues, ft_limit_txqueuelen
 
     int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
     int ft_linux_fd(ft_device *d, int q, ft_err *e)
@@ -245,18 +266,21 @@ cdef extern from "wintun/ft_wintun.h" nogil:
 
     ctypedef void (*ft_wintun_log_fn)(int level, uint64_t timestamp_100ns, const char *utf8_msg) noexcept
 
+    const ft_limit ft_limit_ring_capacity
+
     int ft_wintun_load(const wchar_t *path_or_null, ft_err *e)
     int ft_wintun_loaded()
     int ft_wintun_driver_version(uint32_t *version, ft_err *e)
     int ft_wintun_delete_driver(ft_err *e)
     void ft_wintun_set_logger(ft_wintun_log_fn fn)
     int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
-    uint64_t ft_wintun_luid(ft_device *d)
+    ctypedef struct ft_wintun_info:
+        uint64_t luid
+        int created
+        uint32_t ring_capacity, ring_grows
+        int remote_csum
+    void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
     int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
-    int ft_wintun_created(ft_device *d)
-    uint32_t ft_wintun_ring_capacity(ft_device *d)
-    uint32_t ft_wintun_ring_grows(ft_device *d)
-    int ft_wintun_remote_csum(ft_device *d)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)
 
 
@@ -279,6 +303,8 @@ cdef extern from "udp/ft_udp.h" nogil:
         FT_UDP_BUF_MIN
         FT_UDP_BUF_MAX
         FT_UDP_WIN_DEFAULT_BUF
+        FT_UDP_COUNTER_COUNT
+    const char *const ft_udp_counter_names[]
 
     ctypedef struct ft_udp_params:
         int fd
@@ -298,12 +324,12 @@ cdef extern from "udp/ft_udp.h" nogil:
         int gro
         uint32_t max_datagram
         uint32_t gso_max_segment
-        uint64_t tx_calls, tx_messages, gso_messages, gso_fallbacks
-        uint64_t rx_calls, rx_messages, gro_messages
-        uint64_t rx_dropped_trunc, rx_icmp_errors, tx_unreachable
         int message_calls
         uint32_t rcvbuf, sndbuf
-        uint64_t message_fallbacks, gro_malformed
+        uint64_t counters[FT_UDP_COUNTER_COUNT]
+
+    const ft_limit ft_limit_rcvbuf, ft_limit_sndbuf, ft_limit_max_datagrams, ft_limit_port
+    const ft_limit *ft_udp_max_datagram_limit(int version)
 
     int ft_udp_open(const ft_udp_params *p, ft_device **out, ft_err *e)
     int ft_udp_fd(ft_device *d)

@@ -15,7 +15,7 @@ from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT, PyObject, _Py_REFCNT
 from cpython.unicode cimport PyUnicode_AsWideCharString
 cimport cython
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stddef cimport wchar_t
 from libc.string cimport memcmp, memcpy, memset
 

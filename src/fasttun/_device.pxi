@@ -51,6 +51,7 @@ cdef class Device:
     cdef bytes kept           # a packet recv_into could not fit: the next receive of any kind returns it
     cdef readonly str backend
     cdef readonly bint super_mode
+    cdef const ft_limit *batch_limit   # of recv_batch's packet count: "max_packets", a UDP endpoint's "max_datagrams"
     # A capture hook (fasttun.pcap's tee): called as tap(packets, TAP_RECEIVED or TAP_SENT) with what every receive,
     # reader and send of this device moved, whichever started it and when; None costs one test per call or batch.
     # It must not keep the packets past the call; an exception from it goes to sys.unraisablehook, never to the
@@ -68,6 +69,7 @@ cdef class Device:
         cdef int mode = 0
         self.dev = d
         self.backend = d.ops.name.decode()
+        self.batch_limit = &ft_limit_max_packets
         ft_linux_offloads(d, &mode)
         self.super_mode = mode == FT_OFFLOAD_SUPER
         _devices.add(self)
@@ -79,7 +81,9 @@ cdef class Device:
 
     def remote_csum(self):
         """Whether the device takes packets whose checksum is partial behind a 4-byte header (remote_csum=True)."""
-        return bool(ft_linux_remote_csum(self.dev) or ft_wintun_remote_csum(self.dev))
+        cdef ft_wintun_info i
+        ft_wintun_get_info(self.dev, &i)
+        return bool(ft_linux_remote_csum(self.dev) or i.remote_csum)
 
     def offloads(self):
         """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""
@@ -206,13 +210,14 @@ cdef class Device:
         finally:
             PyBuffer_Release(&view)
 
-    def recv_batch(self, uint32_t max_packets, int queue=FT_ALL_QUEUES, timeout=None):
+    def recv_batch(self, max_packets, int queue=FT_ALL_QUEUES, timeout=None):
         cdef ft_batch b
+        cdef uint32_t max_ = <uint32_t>_limited(max_packets, self.batch_limit)
         if self.kept is not None:
             return make_batch([self._take_kept()])
-        cdef Arena a = self._arena(max_packets)
+        cdef Arena a = self._arena(max_)
         a.attach(&b)
-        b.max = max_packets
+        b.max = max_
         cdef int n
         try:
             n = self._recv(queue, &b, timeout)
@@ -371,18 +376,21 @@ cdef class Device:
 
     # -- readers --
 
-    def start_reader(self, int queue, callback, uint32_t batch_size, uint32_t spin_us, bint adaptive,
-                     uint32_t adaptive_pps, int pipeline=0, on_error=None, bint deliver_after_stop=False):
-        return QueueReader._start(self, queue, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline,
-                                  on_error, deliver_after_stop)
+    def start_reader(self, int queue, callback, batch_size, spin_us, bint adaptive, adaptive_pps, pipeline=0,
+                     on_error=None, bint deliver_after_stop=False):
+        """A reader thread on one queue; the numbers are checked against the C core's limits first."""
+        return QueueReader._start(self, queue, callback, <uint32_t>_limited(batch_size, &ft_limit_batch_size),
+                                  <uint32_t>_limited(spin_us, &ft_limit_spin_us), adaptive,
+                                  <uint32_t>_limited(adaptive_pps, &ft_limit_adaptive_pps),
+                                  <uint32_t>_limited(pipeline, &ft_limit_pipeline), on_error, deliver_after_stop)
 
     # -- configuration --
 
     def get_mtu(self):
         return _config_get(self.dev, ft_device_get_mtu)
 
-    def set_mtu(self, uint32_t mtu):
-        _config_set(self.dev, ft_device_set_mtu, mtu)
+    def set_mtu(self, mtu):
+        _config_set(self.dev, ft_device_set_mtu, <uint32_t>_limited(mtu, &ft_limit_mtu))
 
     def set_up(self, bint up):
         _config_flag(self.dev, ft_device_set_up, up)
@@ -403,8 +411,8 @@ cdef class Device:
     def get_txqueuelen(self):
         return _config_get(self.dev, ft_device_get_txqueuelen)
 
-    def set_txqueuelen(self, uint32_t v):
-        _config_set(self.dev, ft_device_set_txqueuelen, v)
+    def set_txqueuelen(self, v):
+        _config_set(self.dev, ft_device_set_txqueuelen, <uint32_t>_limited(v, &ft_limit_txqueuelen))
 
     def address(self, int family, bytes packed, int prefix, bint add):
         cdef ft_addr a
@@ -413,8 +421,6 @@ cdef class Device:
         memset(&a, 0, sizeof(a))
         if family not in (4, 6) or len(packed) != (4 if family == 4 else 16):
             raise ValueError("address must be 4 bytes (IPv4) or 16 bytes (IPv6)")
-        if prefix < 0 or prefix > (32 if family == 4 else 128):
-            raise ValueError(f"prefix length {prefix} is out of range for IPv{family}")
         a.family = family
         a.prefix = <uint8_t>prefix
         memcpy(a.bytes, <const char *>packed, len(packed))
@@ -437,9 +443,10 @@ cdef class Device:
             out.append((buf[i].family, (<char *>buf[i].bytes)[:4 if buf[i].family == 4 else 16], buf[i].prefix))
         return out
 
-    def fileno(self, int queue=0):
+    def fileno(self, queue=0):
         cdef ft_err e
-        cdef int fd = ft_linux_fd(self.dev, queue, &e)
+        cdef ft_limit queues = ft_device_queue_limit(self.dev)
+        cdef int fd = ft_linux_fd(self.dev, <int>_limited(queue, &queues), &e)
         if fd < 0:
             _raise(&e)
         return fd
@@ -450,14 +457,15 @@ cdef class Device:
     def stats(self):
         cdef ft_stats s
         ft_device_get_stats(self.dev, &s)
-        return s
+        return _counters(STATS_FIELDS, s.values)
 
     # -- Wintun --
 
     def wintun_info(self):
         """(luid, created, ring_capacity, ring_grows) of a Wintun device."""
-        return (ft_wintun_luid(self.dev), bool(ft_wintun_created(self.dev)), ft_wintun_ring_capacity(self.dev),
-                ft_wintun_ring_grows(self.dev))
+        cdef ft_wintun_info i
+        ft_wintun_get_info(self.dev, &i)
+        return i.luid, bool(i.created), i.ring_capacity, i.ring_grows
 
     def wintun_guid(self):
         cdef uint8_t g[16]
@@ -466,7 +474,7 @@ cdef class Device:
             _raise(&e)
         return (<char *>g)[:16]
 
-    def route(self, int family, bytes dest, int prefix, gateway, uint32_t metric, bint add):
+    def route(self, int family, bytes dest, uint8_t prefix, gateway, metric, bint add):
         cdef ft_route rt
         cdef ft_err e
         cdef int r
@@ -476,7 +484,7 @@ cdef class Device:
             raise ValueError("route addresses must be 4 bytes (IPv4) or 16 bytes (IPv6)")
         rt.family = family
         rt.prefix = <uint8_t>prefix
-        rt.metric = metric
+        rt.metric = <uint32_t>_limited(metric, &ft_limit_metric)
         memcpy(rt.dest, <const char *>dest, alen)
         if gateway is not None:
             rt.has_gateway = 1
@@ -487,22 +495,29 @@ cdef class Device:
             _raise(&e)
 
     def wintun_set_dns(self, servers):
-        cdef ft_addr buf[16]
+        """servers: (4 or 6, packed address) pairs; how many an adapter takes is the C core's rule."""
+        cdef list given = list(servers)
+        cdef uint32_t n = <uint32_t>len(given), i
         cdef ft_err e
-        cdef uint32_t n = 0
         cdef int r
-        for family, packed in servers:
-            if n >= 16:
-                raise ValueError("at most 16 DNS servers")
-            memset(&buf[n], 0, sizeof(ft_addr))
-            buf[n].family = family
-            buf[n].prefix = 32 if family == 4 else 128
-            memcpy(buf[n].bytes, <const char *>packed, len(packed))
-            n += 1
-        with nogil:
-            r = ft_wintun_set_dns(self.dev, buf, n, &e)
-        if r != FT_OK:
-            _raise(&e)
+        cdef ft_addr *buf = <ft_addr *>PyMem_Malloc((n or 1) * sizeof(ft_addr))
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            memset(buf, 0, (n or 1) * sizeof(ft_addr))
+            for i in range(n):
+                family, packed = given[i]
+                if len(packed) != (4 if family == 4 else 16):
+                    raise ValueError("a DNS server address must be 4 bytes (IPv4) or 16 bytes (IPv6)")
+                buf[i].family = family
+                buf[i].prefix = 32 if family == 4 else 128
+                memcpy(buf[i].bytes, <const char *>packed, len(packed))
+            with nogil:
+                r = ft_wintun_set_dns(self.dev, buf, n, &e)
+            if r != FT_OK:
+                _raise(&e)
+        finally:
+            PyMem_Free(buf)
 
     def os_drops(self):
         """(dropped before we could read them, dropped after we sent them) as the OS counts them, or
@@ -521,11 +536,12 @@ cdef class Device:
 
 # ---- constructors --------------------------------------------------------------------------------------
 
-def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
+def open_pair(mtu, capacity, capacity_bytes):
     cdef ft_device *a = NULL
     cdef ft_device *b = NULL
     cdef ft_err e
-    if ft_memory_pair(mtu, capacity, capacity_bytes, &a, &b, &e) != FT_OK:
+    if ft_memory_pair(<uint32_t>_limited(mtu, &ft_limit_mtu), <uint32_t>_limited(capacity, &ft_limit_capacity),
+                      <uint32_t>_limited(capacity_bytes, &ft_limit_capacity_bytes), &a, &b, &e) != FT_OK:
         _raise(&e)
     cdef Device da = Device.__new__(Device)
     cdef Device db = Device.__new__(Device)
@@ -534,12 +550,18 @@ def open_pair(uint32_t mtu, uint32_t capacity, uint32_t capacity_bytes):
     return da, db
 
 
-def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_path=None,
-               int offload=0, bint auto_txqueuelen=False, bint remote_csum=False):
+def open_linux(name, queues, int persist, int open_mode, mtu=None, dev_path=None, int offload=0,
+               bint auto_txqueuelen=False, bint remote_csum=False, txqueuelen=None):
+    """mtu None keeps the device's; txqueuelen (None: the kernel's) is checked before the device is opened and
+    set once it is."""
     cdef ft_linux_params p
     cdef ft_device *d = NULL
     cdef ft_err e
     cdef int r
+    cdef int queues_ = <int>_limited(queues, &ft_limit_queues)
+    cdef uint32_t mtu_ = 0 if mtu is None else <uint32_t>_limited(mtu, &ft_limit_mtu)
+    if txqueuelen is not None:
+        _limited(txqueuelen, &ft_limit_txqueuelen)
     bname = name.encode() if name else b""
     bpath = dev_path.encode() if dev_path else None
     if b"\0" in bname:
@@ -547,10 +569,10 @@ def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_p
                          f"'/' or ':' is allowed")
     memset(&p, 0, sizeof(p))
     p.name = bname
-    p.queues = queues
+    p.queues = queues_
     p.persist = persist
     p.open_mode = open_mode
-    p.mtu = mtu
+    p.mtu = mtu_
     p.dev_path = NULL if bpath is None else <const char *>bpath
     p.offload = offload
     p.auto_txqueuelen = auto_txqueuelen
@@ -561,6 +583,12 @@ def open_linux(name, int queues, int persist, int open_mode, uint32_t mtu, dev_p
         _raise(&e)
     cdef Device dev = Device.__new__(Device)
     dev._adopt(d)
+    if txqueuelen is not None:
+        try:
+            dev.set_txqueuelen(txqueuelen)
+        except BaseException:
+            dev.close()
+            raise
     return dev
 
 

@@ -29,6 +29,65 @@ cdef int _raise(ft_err *e) except -1:
     raise _exception(e)
 
 
+cdef tuple _names(const char *const *names, int n):
+    return tuple(names[i].decode() for i in range(n))
+
+
+# The counters' names as the C core lists them (the Python records are checked against these by the tests).
+STATS_FIELDS = _names(ft_stats_names, FT_STATS_COUNT)
+READER_STATS_FIELDS = _names(ft_reader_stats_names, FT_READER_STATS_COUNT)
+UDP_COUNTERS = _names(ft_udp_counter_names, FT_UDP_COUNTER_COUNT)
+
+
+cdef dict _counters(tuple names, const uint64_t *values):
+    return {names[i]: values[i] for i in range(len(names))}
+
+
+cdef object _int_type(object value, str what):
+    """An int argument, checked before any C conversion (TypeError otherwise); its range is the caller's."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
+cdef int64_t _limited(object value, const ft_limit *limit) except? -1:
+    """A Python int converted for the C core once the core's own limit accepts it (csrc/core/ft_limits.h owns
+    every range and its message): TypeError unless an int, else the core's ValueError. The limit is asked
+    before the conversion because a value outside the C type (-1 for a uint32_t, 2**40) could not be passed."""
+    cdef ft_err e
+    cdef int r
+    _int_type(value, limit.name.decode())
+    if -0x8000000000000000 <= value <= 0x7fffffffffffffff:
+        r = ft_limit_check(limit, <int64_t>value, &e)
+    else:
+        text = str(value).encode()
+        r = ft_limit_refuse(limit, text, &e)
+    if r != FT_OK:
+        _raise(&e)
+    return <int64_t>value
+
+
+cdef const ft_limit *_limit_named(str name) except NULL:
+    if name == "batch_size":
+        return &ft_limit_batch_size
+    if name == "spin_us":
+        return &ft_limit_spin_us
+    if name == "adaptive_pps":
+        return &ft_limit_adaptive_pps
+    if name == "pipeline":
+        return &ft_limit_pipeline
+    if name == "max_packets":
+        return &ft_limit_max_packets
+    raise KeyError(name)
+
+
+def check_limit(str name, value):
+    """Checks value against the C core's limit of that name (for fasttun.aio, which checks its arguments when
+    called and passes them on later); returns it."""
+    _limited(value, _limit_named(name))
+    return value
+
+
 cdef int _raise_sent(ft_err *e, uint32_t sent) except -1:
     """Raises the exception of a failed send, saying how many of its packets went."""
     exc = _exception(e)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from fasttun import _core, _if_tun
-from fasttun._tun import Address, FullPolicy, OffloadMode, Tun, _open_mode, _ranged_int
+from fasttun._tun import Address, FullPolicy, OffloadMode, Tun, _open_mode
 
 _OFFLOAD_MODES = {"segments": _core.OFFLOAD_SEGMENTS, "super": _core.OFFLOAD_SUPER}
 
@@ -60,25 +60,21 @@ class LinuxTun(Tun):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if name == "":
             raise ValueError("the name is empty; give one, or None (or a name with %d) to let the system choose")
-        _ranged_int(queues, "queues", 1, _core.LINUX_MAX_QUEUES)
         auto_txq = txqueuelen == "auto"
         if isinstance(txqueuelen, str) and not auto_txq:
             raise ValueError(f"txqueuelen must be a number of packets, None or 'auto', not {txqueuelen!r}")
-        queue_len = None if auto_txq or txqueuelen is None else _ranged_int(txqueuelen, "txqueuelen", 0, 2**31 - 1)
+        queue_len = None if isinstance(txqueuelen, str) else txqueuelen
         if offload_mode not in _OFFLOAD_MODES:
             raise ValueError(f"offload_mode must be 'segments' or 'super', not {offload_mode!r}")
         persist_flag = -1 if persist is None else int(bool(persist))
         mode = _open_mode(open_existing)
 
         def open_device() -> _core.Device:
-            return _core.open_linux(name, queues, persist_flag, mode, mtu or 0, None,
-                                    _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txq, bool(remote_csum))
+            return _core.open_linux(name, queues, persist_flag, mode, mtu, None,
+                                    _OFFLOAD_MODES[offload_mode] if offload else 0, auto_txq, bool(remote_csum),
+                                    queue_len)
 
-        def configure(dev: _core.Device) -> None:
-            if queue_len is not None:
-                dev.set_txqueuelen(queue_len)
-
-        self._open(open_device, mtu, addresses, up, on_full, send_timeout, configure)
+        self._open(open_device, addresses, up, on_full, send_timeout)
 
     @property
     def offloads(self) -> dict[str, bool]:
@@ -107,7 +103,6 @@ class LinuxTun(Tun):
 
     @txqueuelen.setter
     def txqueuelen(self, value: int) -> None:
-        _ranged_int(value, "txqueuelen", 0, 2**31 - 1)
         self._dev.set_txqueuelen(value)
 
     @property
@@ -123,5 +118,4 @@ class LinuxTun(Tun):
 
     def fileno(self, queue: int = 0) -> int:
         """The file descriptor of a queue (for select/poll/asyncio readiness)."""
-        _ranged_int(queue, "queue", 0, self.queues - 1)
         return self._dev.fileno(queue)

@@ -116,14 +116,11 @@ cdef class QueueReader:
 
     @staticmethod
     cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
-                            bint adaptive, uint32_t adaptive_pps, int pipeline, on_error, bint deliver_after_stop):
+                            bint adaptive, uint32_t adaptive_pps, uint32_t pipeline, on_error, bint deliver_after_stop):
+        """The numbers were checked against the C core's limits (Device.start_reader): the arenas can be sized."""
         cdef QueueReader q = QueueReader.__new__(QueueReader)
         cdef ft_reader_config cfg
         cdef ft_err e
-        if batch_size < 1 or batch_size > FT_MAX_BATCH:
-            raise ValueError(f"batch_size {batch_size} is out of range; allowed: 1..{FT_MAX_BATCH}")
-        if pipeline < 0 or pipeline > FT_READER_MAX_PIPELINE:
-            raise ValueError(f"pipeline {pipeline} is out of range; allowed: 0..{FT_READER_MAX_PIPELINE}")
         q.device = device
         q.queue = queue
         q.callback = callback
@@ -131,11 +128,11 @@ cdef class QueueReader:
         q.deliver_after_stop = deliver_after_stop
         q.final_state = FT_READER_STOPPED
         q.batch_size = batch_size
-        q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1))]
+        q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1u))]
         for k in range(len(q.arenas)):
             (<Arena>q.arenas[k]).attach(&q.bs[k])
         cfg.batch_size = batch_size
-        cfg.pipeline = <uint32_t>pipeline
+        cfg.pipeline = pipeline
         cfg.spin_us = spin_us
         cfg.adaptive = adaptive
         cfg.adaptive_pps = adaptive_pps
@@ -258,9 +255,9 @@ cdef class QueueReader:
     def stats(self):
         cdef ft_reader_stats s
         if self.reader == NULL:
-            return self.final_stats
+            return _counters(READER_STATS_FIELDS, self.final_stats.values)
         ft_reader_get_stats(self.reader, &s)
-        return s
+        return _counters(READER_STATS_FIELDS, s.values)
 
     def is_current_thread(self):
         return self.reader != NULL and ft_reader_is_current_thread(self.reader)

@@ -55,6 +55,9 @@ IPV6_MIN_MTU = 1280
 class Stats:
     """Counters of a device since it was opened."""
 
+    # The fields before rx_dropped_os are the C core's device counters (FT_STATS_FIELDS in csrc/core/ft_device.h,
+    # _core.STATS_FIELDS), in their order: a counter added there is added here, and the tests check both agree.
+
     rx_packets: int
     rx_bytes: int
     rx_batches: int
@@ -90,6 +93,9 @@ class Stats:
 class ReaderStats:
     """Counters of one reader (summed over its queues)."""
 
+    # The C core's reader counters (FT_READER_STATS_FIELDS, _core.READER_STATS_FIELDS) in their order, then the
+    # arenas the Python layer swapped.
+
     packets: int
     bytes: int
     batches: int
@@ -104,14 +110,6 @@ class ReaderStats:
     queue's thread that was waiting for the GIL when the stop came."""
     arena_swaps: int
     """Times a callback kept a buffer into the arena, so the reader moved on to a fresh one."""
-
-
-def _ranged_int(value: object, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")
-    return value
 
 
 def _policy(on_full: str) -> int:
@@ -269,6 +267,7 @@ class _Endpoint:
 
     @property
     def name(self) -> str:
+        """The interface's name; a UDP endpoint's is "udp:HOST:PORT", its local address."""
         return str(self._dev.name)
 
     @property
@@ -342,14 +341,14 @@ class _Endpoint:
 
     def _start_readers(self, queues: int, callback: BatchCallback, batch_size: int, spin_us: int | None,
                        adaptive: bool, adaptive_pps: int | None, pipeline: int) -> Reader:
-        """One reader thread per queue; the arguments are checked here for every kind of endpoint."""
+        """One reader thread per queue, for every kind of endpoint (the numbers' limits are the C core's)."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
-        spin = _core.DEFAULT_SPIN_US if spin_us is None else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US)
-        pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
-               else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
-        _ranged_int(pipeline, "pipeline", 0, _core.MAX_PIPELINE)
+        spin = _core.DEFAULT_SPIN_US if spin_us is None else spin_us
+        pps = _core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None else adaptive_pps
+        for name, value in (("batch_size", batch_size), ("spin_us", spin), ("adaptive_pps", pps),
+                            ("pipeline", pipeline)):
+            _core.check_limit(name, value)  # all of them before the first queue's thread starts
         self._check_open()
         started: list[_core.QueueReader] = []
         try:
@@ -437,13 +436,11 @@ class Tun(_Endpoint, metaclass=_TunMeta):
     if TYPE_CHECKING:  # what _TunMeta passes on to the platform's class
         def __init__(self, name: str | None = None, **options: Any) -> None: ...
 
-    def _open(self, dev_factory: Callable[[], _core.Device], mtu: int | None, addresses: Iterable[Address],
-              up: bool, on_full: FullPolicy, send_timeout: float | None,
-              configure: Callable[[_core.Device], None] | None = None) -> None:
+    def _open(self, dev_factory: Callable[[], _core.Device], addresses: Iterable[Address], up: bool,
+              on_full: FullPolicy, send_timeout: float | None) -> None:
         """What every platform's constructor does around opening its device: the shared options checked first,
-        then the device opened, configured, addressed and brought up, or closed again on any failure."""
-        if mtu is not None:
-            _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
+        then the device opened (the factory passes the platform's options, the mtu among them, to the C core,
+        which checks them), addressed and brought up, or closed again on any failure."""
         if isinstance(addresses, (str, bytes)):
             raise TypeError("addresses must be a list of addresses like ['10.0.0.1/24'], "
                             f"not one {type(addresses).__name__}")
@@ -454,8 +451,6 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         dev = dev_factory()
         self._setup(dev)
         try:
-            if configure is not None:
-                configure(dev)
             for iface in ifaces:
                 self.add_address(iface)
             if up:
@@ -506,11 +501,11 @@ class Tun(_Endpoint, metaclass=_TunMeta):
 
     @mtu.setter
     def mtu(self, value: int) -> None:
-        _ranged_int(value, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-        if value < IPV6_MIN_MTU and any(a.version == 6 and not a.is_link_local for a in self._safe_addresses()):
+        had_ipv6 = any(a.version == 6 and not a.is_link_local for a in self._safe_addresses())
+        self._dev.set_mtu(value)
+        if had_ipv6 and value < IPV6_MIN_MTU:
             _log(log, logging.WARNING, "mtu %d on %s is below 1280, the IPv6 minimum: the kernel removes its IPv6 "
                  "addresses", value, self.name)
-        self._dev.set_mtu(value)
 
     def add_route(self, destination: str, via: str | None = None, metric: int = 0) -> None:
         """Routes ``destination`` (e.g. "10.8.0.0/16" or "fd00::/8") through the device, optionally via a
@@ -531,7 +526,6 @@ class Tun(_Endpoint, metaclass=_TunMeta):
             if gateway.version != net.version:
                 raise ValueError(f"gateway {via} and destination {destination} are of different IP versions")
             hop = gateway.packed
-        _ranged_int(metric, "metric", 0, 2**32 - 1)
         self._dev.route(net.version, net.network_address.packed, net.prefixlen, hop, metric, add)
 
     @property
@@ -598,7 +592,6 @@ class Tun(_Endpoint, metaclass=_TunMeta):
     def recv_batch(self, max_packets: int = 64, timeout: float | None = None) -> _core.Batch:
         """Up to ``max_packets`` packets that are waiting (at least one unless ``timeout`` passes, then an empty
         batch). The batch stays valid as long as you keep it."""
-        _ranged_int(max_packets, "max_packets", 1, MAX_BATCH)
         self._check_open()
         return self._dev.recv_batch(max_packets, _core.ALL_QUEUES, timeout)
 
@@ -608,16 +601,14 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         """Sends one IPv4/IPv6 packet (any contiguous bytes-like object). Returns 1 if it went, 0 if it was
         dropped because the device was full (and counted). A packet that is not IPv4/IPv6, shorter than its
         header or longer than the MTU raises ValueError and nothing is sent."""
-        policy = self._policy if on_full is None else _policy(on_full)
-        return self._dev.send(packet, 0, policy, self._send_timeout if timeout is None else timeout)
+        return self._dev.send(packet, 0, *self._send_settings(on_full, timeout))
 
     def send_batch(self, packets: Iterable[Any] | _core.Batch, *, on_full: FullPolicy | None = None,
                    timeout: float | None = None) -> int:
         """Sends many packets in one call (a list of bytes-like objects, any iterable of them, or a Batch).
         Every packet is validated before any is sent. Returns how many were sent; the rest were dropped and
         counted (policy "drop", or "wait" after ``timeout``)."""
-        policy = self._policy if on_full is None else _policy(on_full)
-        return self._dev.send_batch(packets, 0, policy, self._send_timeout if timeout is None else timeout)
+        return self._dev.send_batch(packets, 0, *self._send_settings(on_full, timeout))
 
     # ---- readers ----
 
@@ -685,9 +676,6 @@ def pair(
     Each direction holds at most ``capacity`` packets and ``capacity_bytes`` bytes. Unlike a real device a
     full pair makes senders wait by default (``on_full="wait"``), so pipelines under test lose nothing.
     When one end is closed, the other reads what is left and then gets TunClosedError."""
-    _ranged_int(mtu, "mtu", _core.MIN_MTU, _core.MAX_PACKET)
-    _ranged_int(capacity, "capacity", 1, _core.PAIR_MAX_CAPACITY)
-    _ranged_int(capacity_bytes, "capacity_bytes", _core.PAIR_MIN_CAPACITY_BYTES, _core.PAIR_MAX_CAPACITY_BYTES)
     _core._timeout_check(send_timeout)
     a, b = _core.open_pair(mtu, capacity, capacity_bytes)
     return PairDevice._wrap(a, on_full, send_timeout), PairDevice._wrap(b, on_full, send_timeout)

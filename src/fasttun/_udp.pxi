@@ -30,12 +30,9 @@ cdef int _endpoint_from(object addr, ft_endpoint *ep) except -1:
     port = addr[1]
     if not isinstance(host, str):
         raise TypeError(f"the destination host must be a str with a numeric address, not {type(host).__name__}")
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"the destination port must be an int, not {type(port).__name__}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"destination port {port} is out of range; allowed: 1..65535")
+    cdef uint16_t port_ = <uint16_t>_limited(port, &ft_limit_port)
     memset(ep, 0, sizeof(ft_endpoint))
-    ep.port = <uint16_t>port
+    ep.port = port_
     cdef bytes packed
     try:
         packed = _socket.inet_pton(_socket.AF_INET, host)
@@ -100,10 +97,16 @@ cdef class UdpDevice(Device):
         return fd
 
     def info(self):
+        """What the endpoint uses, and its own counters (UDP_COUNTERS) by name."""
         cdef ft_udp_info i
         if ft_udp_get_info(self.dev, &i) != FT_OK:
             raise _errors.TunClosedError(_errno.EBADF, "the UDP endpoint is closed")
-        return i
+        info = _counters(UDP_COUNTERS, i.counters)
+        info.update(family=i.family, connected=i.connected, gso_supported=i.gso_supported,
+                    gro_supported=i.gro_supported, gso=i.gso, gro=i.gro, max_datagram=i.max_datagram,
+                    gso_max_segment=i.gso_max_segment, message_calls=i.message_calls, rcvbuf=i.rcvbuf,
+                    sndbuf=i.sndbuf)
+        return info
 
     cdef int _udp_send(self, ft_pkt *pkts, uint32_t n, const ft_endpoint *to, uint32_t to_count, int policy,
                        object timeout) except -1:
@@ -222,21 +225,24 @@ cdef class UdpDevice(Device):
                 PyMem_Free(pkts)
 
 
-def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=0, uint32_t sndbuf=0,
+def open_udp(int fd, int family, max_datagram=None, bint gso=True, bint gro=True, rcvbuf=None, sndbuf=None,
              bint per_datagram=False):
-    """A UdpDevice owning the UDP socket fd (on failure the fd stays the caller's); rcvbuf/sndbuf 0: the
-    platform's default; per_datagram: Windows' recvfrom/sendto path from the start (ft_udp_params)."""
+    """A UdpDevice owning the UDP socket fd of that family (on failure the fd stays the caller's). None: the
+    family's maximum datagram; the platform's default buffers; per_datagram: Windows' recvfrom/sendto path from
+    the start (ft_udp_params)."""
     cdef ft_udp_params p
     cdef ft_device *d = NULL
     cdef ft_err e
     cdef int r
     memset(&p, 0, sizeof(p))
     p.fd = fd
-    p.max_datagram = max_datagram
+    if max_datagram is not None:
+        p.max_datagram = <uint32_t>_limited(max_datagram,
+                                            ft_udp_max_datagram_limit(4 if family == _socket.AF_INET else 6))
     p.gso = gso
     p.gro = gro
-    p.rcvbuf = rcvbuf
-    p.sndbuf = sndbuf
+    p.rcvbuf = 0 if rcvbuf is None else <uint32_t>_limited(rcvbuf, &ft_limit_rcvbuf)
+    p.sndbuf = 0 if sndbuf is None else <uint32_t>_limited(sndbuf, &ft_limit_sndbuf)
     p.per_datagram = per_datagram
     with nogil:
         r = ft_udp_open(&p, &d, &e)
@@ -244,4 +250,5 @@ def open_udp(int fd, uint32_t max_datagram, bint gso, bint gro, uint32_t rcvbuf=
         _raise(&e)
     cdef UdpDevice dev = UdpDevice.__new__(UdpDevice)
     dev._adopt(d)
+    dev.batch_limit = &ft_limit_max_datagrams
     return dev

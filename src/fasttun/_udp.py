@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Union
 
 from fasttun import _core
-from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _log, _policy, _ranged_int
+from fasttun._tun import BatchCallback, FullPolicy, Reader, _Endpoint, _log, _policy
 
 log = logging.getLogger("fasttun")
 
@@ -25,6 +25,9 @@ Address = Union[tuple[str, int], tuple[str, int, int, int]]
 @dataclasses.dataclass(frozen=True)
 class UdpStats:
     """Counters of a UDP endpoint since it was opened."""
+
+    # Each field is a C counter of the same name: the device's (_core.STATS_FIELDS) or the endpoint's own
+    # (FT_UDP_COUNTERS in csrc/udp/ft_udp.h, _core.UDP_COUNTERS); the tests check every name has its counter.
 
     rx_packets: int
     """Datagrams received (a coalesced GRO read counts as the datagrams it holds)."""
@@ -67,6 +70,16 @@ class UdpStats:
     def drops(self) -> int:
         """All datagrams lost, whatever the cause."""
         return self.tx_dropped_full + self.rx_dropped_oversize + self.tx_unreachable
+
+
+def _ranged_int(value: object, what: str, low: int, high: int) -> int:
+    """An int in low..high, for the parts of an address handed to the socket module (they never reach the C core,
+    whose own limits _core checks)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range; allowed: {low}..{high}")
+    return value
 
 
 def _resolve(address: object, what: str, family: int = 0) -> tuple[int, Any]:
@@ -141,9 +154,6 @@ class UdpEndpoint(_Endpoint):
         self._send_timeout = send_timeout
         use_gso = bool(offload) if gso is None else bool(gso)
         use_gro = bool(offload) if gro is None else bool(gro)
-        for value, what in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
-            if value is not None:
-                _ranged_int(value, what, _core.UDP_BUF_MIN, _core.UDP_BUF_MAX)
         if sock is not None:
             if bind is not None or peer is not None:
                 raise ValueError("give either sock= or bind=/peer=, not both")
@@ -175,9 +185,8 @@ class UdpEndpoint(_Endpoint):
                 raise
         try:
             family = own.family
-            limit = _core.UDP_MAX_PAYLOAD4 if family == socket.AF_INET else _core.UDP_MAX_PAYLOAD6
-            size = limit if max_datagram is None else _ranged_int(max_datagram, "max_datagram", 1, limit)
-            dev = _core.open_udp(own.fileno(), size, use_gso, use_gro, rcvbuf or 0, sndbuf or 0, self._per_datagram)
+            dev = _core.open_udp(own.fileno(), family, max_datagram, use_gso, use_gro, rcvbuf, sndbuf,
+                                 self._per_datagram)
         except BaseException:
             own.close()
             raise
@@ -207,12 +216,7 @@ class UdpEndpoint(_Endpoint):
     def __repr__(self) -> str:
         return f"<fasttun.UdpEndpoint {self.name} ({'closed' if self._closed else 'open'})>"
 
-    # ---- properties ----
-
-    @property
-    def name(self) -> str:
-        """"udp:HOST:PORT", the local address."""
-        return self._dev.name
+    # ---- properties (name: _Endpoint's) ----
 
     @property
     def family(self) -> int:
@@ -238,26 +242,16 @@ class UdpEndpoint(_Endpoint):
 
     @property
     def stats(self) -> UdpStats:
-        s = self._dev.stats()
         i = self._dev.info()
         self._log_malformed(i)
-        return UdpStats(
-            rx_packets=s["rx_packets"], rx_bytes=s["rx_bytes"], rx_batches=s["rx_batches"],
-            tx_packets=s["tx_packets"], tx_bytes=s["tx_bytes"], tx_dropped_full=s["tx_dropped_full"],
-            tx_rejected=s["tx_rejected"], rx_dropped_oversize=s["rx_dropped_oversize"],
-            tx_unreachable=i["tx_unreachable"], rx_icmp_errors=i["rx_icmp_errors"], rx_errors=s["rx_errors"],
-            tx_errors=s["tx_errors"], waits=s["waits"], spins=s["spins"], tx_waits=s["tx_waits"],
-            tx_calls=i["tx_calls"], tx_messages=i["tx_messages"], gso_messages=i["gso_messages"],
-            gso_fallbacks=i["gso_fallbacks"], rx_calls=i["rx_calls"], rx_messages=i["rx_messages"],
-            gro_messages=i["gro_messages"], message_fallbacks=i["message_fallbacks"],
-            gro_malformed=i["gro_malformed"])
+        counters = {**self._dev.stats(), **i}  # the device's counters and the endpoint's own, by their C names
+        return UdpStats(**{f.name: counters[f.name] for f in dataclasses.fields(UdpStats)})
 
     # ---- receiving ----
 
     def recv_batch(self, max_datagrams: int = 64, timeout: float | None = None) -> _core.Batch:
         """Up to ``max_datagrams`` datagrams as a Batch (empty after ``timeout`` seconds; None waits as long as
         it takes). ``batch.address(i)`` tells where datagram i came from."""
-        _ranged_int(max_datagrams, "max_datagrams", 1, _core.MAX_BATCH)
         self._check_open()
         return self._dev.recv_batch(max_datagrams, 0, timeout)
 
@@ -284,8 +278,7 @@ class UdpEndpoint(_Endpoint):
         from one, each datagram back to where it came from. Every datagram is checked before any is sent.
         Returns how many were sent; the rest were dropped and counted."""
         self._check_open()
-        policy = self._policy if on_full is None else _policy(on_full)
-        return int(self._dev.send_to(datagrams, addr, policy, self._send_timeout if timeout is None else timeout))
+        return int(self._dev.send_to(datagrams, addr, *self._send_settings(on_full, timeout)))
 
     # ---- readers ----
 

@@ -1,8 +1,8 @@
 # Wintun: opening adapters, loading the DLL, the driver version and its log. Included by _core.pyx.
 
-def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int open_mode, uint32_t mtu,
-                bint auto_ring=False, bint coalesce=False, bint remote_csum=False):
-    """open_mode: OPEN_CREATE, OPEN_EXISTING or OPEN_ANY. auto_ring: start at
+def open_wintun(str name, str tunnel_type, guid, ring_capacity, int open_mode, mtu=None, bint auto_ring=False,
+                bint coalesce=False, bint remote_csum=False):
+    """open_mode: OPEN_CREATE, OPEN_EXISTING or OPEN_ANY; mtu None keeps the adapter's. auto_ring: start at
     ring_capacity and double it when the rings overflow; coalesce: merge TCP segments on send; remote_csum: take
     packets behind a remote-checksum header and finish their checksums."""
     cdef ft_wintun_params p
@@ -18,9 +18,9 @@ def open_wintun(str name, str tunnel_type, guid, uint32_t ring_capacity, int ope
     p.name = bname
     p.tunnel_type = btype
     p.guid = NULL if bguid is None else <const uint8_t *><const char *>bguid
-    p.ring_capacity = ring_capacity
+    p.ring_capacity = <uint32_t>_limited(ring_capacity, &ft_limit_ring_capacity)
     p.open_mode = open_mode
-    p.mtu = mtu
+    p.mtu = 0 if mtu is None else <uint32_t>_limited(mtu, &ft_limit_mtu)
     p.flags = ((FT_WINTUN_AUTO_RING if auto_ring else 0) | (FT_WINTUN_COALESCE if coalesce else 0) |
                (FT_WINTUN_REMOTE_CSUM if remote_csum else 0))
     with nogil:

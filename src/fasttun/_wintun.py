@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from fasttun import _core
-from fasttun._tun import Address, FullPolicy, Tun, _open_mode, _ranged_int
+from fasttun._tun import Address, FullPolicy, Tun, _open_mode
 from fasttun.errors import TunError, WintunLoadError
 
 ENV_VAR = "FASTTUN_WINTUN_DLL"
@@ -139,19 +139,15 @@ class WintunAdapter(Tun):
         auto = ring_capacity == "auto"
         capacity = _core.WINTUN_DEFAULT_RING_CAPACITY if ring_capacity is None or auto else ring_capacity
         if isinstance(capacity, str):
-            raise ValueError(f"ring_capacity must be a power of two (128 KiB..64 MiB), None or 'auto', "
-                             f"not {capacity!r}")
-        _ranged_int(capacity, "ring_capacity", _core.WINTUN_MIN_RING_CAPACITY, _core.WINTUN_MAX_RING_CAPACITY)
-        if capacity & (capacity - 1):
-            raise ValueError(f"ring_capacity {capacity} must be a power of two (128 KiB..64 MiB)")
+            raise ValueError(f"ring_capacity must be a number of bytes, None or 'auto', not {capacity!r}")
         mode = _open_mode(open_existing)
 
         def open_adapter() -> _core.Device:
             ensure_loaded()
-            return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu or 0, auto, coalesce,
+            return _core.open_wintun(name, tunnel_type, guid_bytes, capacity, mode, mtu, auto, coalesce,
                                      bool(remote_csum))
 
-        self._open(open_adapter, mtu, addresses, up, on_full, send_timeout)
+        self._open(open_adapter, addresses, up, on_full, send_timeout)
 
     @property
     def luid(self) -> int:

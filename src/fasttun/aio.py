@@ -67,7 +67,7 @@ from typing import Any, Optional, Union
 from fasttun import _core
 from fasttun._core import Batch
 from fasttun._linux import LinuxTun
-from fasttun._tun import MAX_BATCH, FullPolicy, Tun, _log, _ranged_int
+from fasttun._tun import FullPolicy, Tun, _log
 from fasttun.errors import TunClosedError, TunFullError
 
 __all__ = ["BatchStream", "batches", "recv_batch", "send", "send_batch"]
@@ -394,12 +394,12 @@ class BatchStream:
         if not isinstance(tun, Tun):
             raise TypeError(f"batches() needs a fasttun.Tun, not {type(tun).__name__}")
         self._tun = tun
-        self._size = _ranged_int(batch_size, "batch_size", 1, MAX_BATCH)
-        self._spin = (_core.DEFAULT_SPIN_US if spin_us is None
-                      else _ranged_int(spin_us, "spin_us", 0, _core.MAX_SPIN_US))
+        # checked now against the C core's limits, used when the stream starts its reader
+        self._size: int = _core.check_limit("batch_size", batch_size)
+        self._spin: int = _core.check_limit("spin_us", _core.DEFAULT_SPIN_US if spin_us is None else spin_us)
         self._adaptive = bool(adaptive)
-        self._pps = (_core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None
-                     else _ranged_int(adaptive_pps, "adaptive_pps", 0, 2**32 - 1))
+        self._pps: int = _core.check_limit("adaptive_pps",
+                                           _core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None else adaptive_pps)
         self._driven = _loop_driven(tun)
         self._fds: Optional[list[int]] = None
         self._feed: Optional[_ThreadFeed] = None
@@ -528,7 +528,7 @@ async def recv_batch(tun: Tun, max_packets: int = 64, timeout: Optional[float] =
     """Up to ``max_packets`` packets (at least one, or an empty batch once ``timeout`` seconds passed). The batch
     is yours as long as you keep it. On the pair and on Windows a call that has to wait starts a reader thread
     for the wait and copies what it reads: for a stream of batches, :func:`batches` is the fast way."""
-    _ranged_int(max_packets, "max_packets", 1, MAX_BATCH)
+    _core.check_limit("max_packets", max_packets)
     _core._timeout_check(timeout)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout

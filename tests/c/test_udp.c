@@ -53,6 +53,21 @@ static ft_device *open_endpoint(int fd, uint32_t max_datagram, int offload)
     return d;
 }
 
+/* Two UDP endpoints on 127.0.0.1, a connected to b (and b to a with both_ways), b delivering datagrams of at most
+ * b_max bytes (0: the maximum); *aa is a's address. 0 unless both opened (a failed check says which did not). */
+static int endpoint_pair(ft_device **a, ft_device **b, struct sockaddr_in *aa, uint32_t b_max, int offload,
+                         int both_ways)
+{
+    struct sockaddr_in ab;
+    int fa = bound_socket(aa), fb = bound_socket(&ab);
+    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
+    if (both_ways)
+        CHECK(connect(fb, (struct sockaddr *)aa, sizeof(*aa)) == 0);
+    *a = open_endpoint(fa, 0, offload);
+    *b = open_endpoint(fb, b_max, offload);
+    return *a && *b;
+}
+
 typedef struct batch_mem {
     ft_batch b;
     uint8_t *data;
@@ -95,12 +110,9 @@ static uint8_t *make_datagrams(uint32_t n, uint32_t size, ft_pkt *pkts)
 
 static void test_runs_both_ways(int offload, uint32_t table)
 {
-    struct sockaddr_in aa, ab;
-    int fa = bound_socket(&aa), fb = bound_socket(&ab);
-    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
-    CHECK(connect(fb, (struct sockaddr *)&aa, sizeof(aa)) == 0);
-    ft_device *a = open_endpoint(fa, 0, offload), *b = open_endpoint(fb, 0, offload);
-    if (!a || !b)
+    struct sockaddr_in aa;
+    ft_device *a, *b;
+    if (!endpoint_pair(&a, &b, &aa, 0, offload, 1))
         return;
     enum { N = 150, SIZE = 1200 };
     ft_pkt pkts[N + 1];
@@ -195,11 +207,9 @@ static int count_batch(void *user, ft_batch *b)
 
 static void test_reader_and_close_under_it(void)
 {
-    struct sockaddr_in aa, ab;
-    int fa = bound_socket(&aa), fb = bound_socket(&ab);
-    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
-    ft_device *a = open_endpoint(fa, 0, 1), *b = open_endpoint(fb, 2048, 1);
-    if (!a || !b)
+    struct sockaddr_in aa;
+    ft_device *a, *b;
+    if (!endpoint_pair(&a, &b, &aa, 2048, 1, 0))
         return;
     CHECK(ft_device_send(a, 0, &(ft_pkt){(const uint8_t *)"not an IP packet", 16}, 1, FT_FULL_WAIT, 1000,
                          &(ft_err){0}) == 1);
@@ -590,11 +600,9 @@ static void connected_round(ft_device *a, ft_device *b, uint32_t n, uint32_t siz
  * the URO guard switching URO off on a unit that cannot be right, and the recvfrom/sendto fallback. */
 static void test_windows_paths(void)
 {
-    struct sockaddr_in aa, ab;
-    int fa = bound_socket(&aa), fb = bound_socket(&ab);
-    CHECK(connect(fa, (struct sockaddr *)&ab, sizeof(ab)) == 0);
-    ft_device *a = open_endpoint(fa, 0, 1), *b = open_endpoint(fb, 0, 1);
-    if (!a || !b)
+    struct sockaddr_in aa;
+    ft_device *a, *b;
+    if (!endpoint_pair(&a, &b, &aa, 0, 1, 0))
         return;
     ft_udp_info ia, ib;
     CHECK(ft_udp_get_info(a, &ia) == FT_OK && ft_udp_get_info(b, &ib) == FT_OK);

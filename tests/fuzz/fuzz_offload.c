@@ -16,6 +16,8 @@
  *        csrc/posix/ft_posix_os.c tests/fuzz/fuzz_offload.c */
 #include "offload/ft_offload.h"
 
+#include "fuzz.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +25,6 @@
 #define MAX_SEGS 8192
 #define ARENA (6u << 20)
 #define MAX_IN 300
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
 

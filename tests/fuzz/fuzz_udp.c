@@ -19,19 +19,13 @@
 #include "udp/ft_udp_runs.h"
 #include "udp/ft_udp_train.h"
 
+#include "fuzz.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_PKTS 512
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "invariant failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static uint32_t be(const uint8_t *p, size_t n)
 {

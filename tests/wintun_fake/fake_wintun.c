@@ -421,12 +421,21 @@ EXPORT BYTE *WINAPI WintunReceivePacket(WINTUN_SESSION_HANDLE Session, DWORD *Pa
     return p;
 }
 
+/* The packet's record moves from state `from` to `to` if it is one of the ring's in that state (a packet the
+ * caller got from it and has not given back); 1 if it did. Under the lock. */
+static int hand_back(ring *r, const BYTE *packet, DWORD from, DWORD to)
+{
+    record *h = header_of(r, packet);
+    if (!h || h->state != from)
+        return 0;
+    h->state = to;
+    return 1;
+}
+
 EXPORT VOID WINAPI WintunReleaseReceivePacket(WINTUN_SESSION_HANDLE Session, const BYTE *Packet)
 {
     AcquireSRWLockExclusive(&lock);
-    record *h = header_of(&Session->rx, Packet);
-    if (h && h->state == REC_HANDED) {
-        h->state = REC_RELEASED;
+    if (hand_back(&Session->rx, Packet, REC_HANDED, REC_RELEASED)) {
         counters.released++;
         ring_reclaim(&Session->rx, REC_RELEASED);
     }
@@ -466,11 +475,8 @@ EXPORT BYTE *WINAPI WintunAllocateSendPacket(WINTUN_SESSION_HANDLE Session, DWOR
 EXPORT VOID WINAPI WintunSendPacket(WINTUN_SESSION_HANDLE Session, const BYTE *Packet)
 {
     AcquireSRWLockExclusive(&lock);
-    record *h = header_of(&Session->tx, Packet);
-    if (h && h->state == REC_ALLOCATED) {
-        h->state = REC_READY;
+    if (hand_back(&Session->tx, Packet, REC_ALLOCATED, REC_READY))
         counters.sent++;
-    }
     ReleaseSRWLockExclusive(&lock);
 }
 

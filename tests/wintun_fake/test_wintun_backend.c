@@ -16,19 +16,7 @@
 
 #include "fake_wintun.h"
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                            \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            printf("  FAIL %s:%d: %s -- ", __FILE__, __LINE__, #cond);              \
-            printf(__VA_ARGS__);                                                    \
-            printf("\n");                                                           \
-        }                                                                           \
-    } while (0)
+#include "wintun_check.h"
 
 #define SECTION(name) printf("== %s\n", name)
 #define INFO(...) (printf("  info: "), printf(__VA_ARGS__), printf("\n"))
@@ -239,6 +227,21 @@ static ft_device *open_dev(const char *name, uint32_t capacity, ft_err *e)
     return r == FT_OK ? d : NULL;
 }
 
+static ft_wintun_info info_of(ft_device *d)
+{
+    ft_wintun_info i;
+    ft_wintun_get_info(d, &i);
+    return i;
+}
+
+/* open_dev for a test that needs the device: failing to open it is a failed check. */
+static ft_device *open_checked(const char *name, uint32_t capacity, ft_err *e)
+{
+    ft_device *d = open_dev(name, capacity, e);
+    CHECK(d != NULL, "open %s: %s", name, e->msg);
+    return d;
+}
+
 static void check_released(const char *when)
 {
     fake_counters c = counters();
@@ -389,36 +392,27 @@ static void expect_invalid(const ft_wintun_params *p, const char *needle, const 
 static void test_open_params(void)
 {
     SECTION("open: parameter checks");
-    ft_wintun_params p;
-    char long_name[200];
-    memset(&p, 0, sizeof(p));
-    expect_invalid(&p, "empty", "no name");
-    p.name = "";
-    expect_invalid(&p, "empty", "empty name");
+    static char long_name[129];
     memset(long_name, 'a', 128);
-    long_name[128] = 0;
-    p.name = long_name;
-    expect_invalid(&p, "1..127", "128-character name");
-    p.name = "bad\xff\xfe";
-    expect_invalid(&p, "UTF-8", "invalid UTF-8 name");
-    p.name = "ft-p";
-    p.ring_capacity = 0x30000;
-    expect_invalid(&p, "power of two", "ring capacity not a power of two");
-    p.ring_capacity = 0x10000;
-    expect_invalid(&p, "0x20000", "ring capacity too small");
-    p.ring_capacity = 0x8000000;
-    expect_invalid(&p, "0x4000000", "ring capacity too large");
-    p.ring_capacity = 0;
-    p.open_mode = 3;
-    expect_invalid(&p, "open mode 3", "open mode 3");
-    p.open_mode = 0;
-    p.mtu = 20;
-    expect_invalid(&p, "mtu", "mtu 20");
-    p.mtu = 70000;
-    expect_invalid(&p, "mtu", "mtu 70000");
-    p.mtu = 0;
-    p.flags = 0x4;
-    expect_invalid(&p, "unknown bits", "flags 0x4");
+    const char *ring = "allowed: a power of two in 131072..67108864 bytes";
+    const struct {
+        ft_wintun_params p;
+        const char *needle, *what;
+    } rows[] = {
+        {{.name = NULL}, "empty", "no name"},
+        {{.name = ""}, "empty", "empty name"},
+        {{.name = long_name}, "1..127", "128-character name"},
+        {{.name = "bad\xff\xfe"}, "UTF-8", "invalid UTF-8 name"},
+        {{.name = "ft-p", .ring_capacity = 0x30000}, "power of two", "ring capacity not a power of two"},
+        {{.name = "ft-p", .ring_capacity = 0x10000}, ring, "ring capacity too small"},
+        {{.name = "ft-p", .ring_capacity = 0x8000000}, ring, "ring capacity too large"},
+        {{.name = "ft-p", .open_mode = 3}, "open mode 3", "open mode 3"},
+        {{.name = "ft-p", .mtu = 20}, "mtu", "mtu 20"},
+        {{.name = "ft-p", .mtu = 70000}, "mtu", "mtu 70000"},
+        {{.name = "ft-p", .flags = 0x4}, "unknown bits", "flags 0x4"},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        expect_invalid(&rows[i].p, rows[i].needle, rows[i].what);
 }
 
 static void test_open_create(void)
@@ -443,9 +437,9 @@ static void test_open_create(void)
     CHECK(c.last_had_guid && memcmp(&c.last_requested_guid, guid, 16) == 0, "GUID passed through");
     CHECK(d->nqueues == 1 && d->max_packet == 0xFFFF, "one queue, 64 KiB packets: %d %u", d->nqueues, d->max_packet);
     CHECK(strcmp(d->name, "t\xc3\xbcn0") == 0, "device name kept as UTF-8: %s", d->name);
-    CHECK(ft_wintun_created(d) == 1, "created flag");
-    CHECK(ft_wintun_luid(d) == 0x1234, "LUID from the adapter: %llx", (unsigned long long)ft_wintun_luid(d));
-    CHECK(ft_wintun_ring_capacity(d) == FT_WINTUN_DEFAULT_RING_CAPACITY, "ring capacity accessor");
+    CHECK(info_of(d).created == 1, "created flag");
+    CHECK(info_of(d).luid == 0x1234, "LUID from the adapter: %llx", (unsigned long long)info_of(d).luid);
+    CHECK(info_of(d).ring_capacity == FT_WINTUN_DEFAULT_RING_CAPACITY, "ring capacity accessor");
     CHECK(ft_atomic_load(&d->mtu) == 0xFFFF, "MTU falls back to 65535 when the interface cannot be read: %d",
           ft_atomic_load(&d->mtu));
     CHECK(strcmp(d->ops->name, "wintun") == 0, "backend name");
@@ -493,7 +487,7 @@ static void test_open_modes(void)
 
     p.open_mode = FT_OPEN_ANY;
     r = ft_wintun_open(&p, &d, &e);
-    CHECK(r == FT_OK && ft_wintun_created(d) == 1, "open-or-create creates: %d %s", r, e.msg);
+    CHECK(r == FT_OK && info_of(d).created == 1, "open-or-create creates: %d %s", r, e.msg);
     r = ft_wintun_open(&p, &d2, &e);
     CHECK(r == FT_ESYS && d2 == NULL && strstr(e.msg, "one session"), "second session on one adapter: %d %s", r,
           e.msg);
@@ -507,7 +501,7 @@ static void test_open_modes(void)
     p.name = "ft-left0";
     p.open_mode = FT_OPEN_EXISTING;
     r = ft_wintun_open(&p, &d, &e);
-    CHECK(r == FT_OK && ft_wintun_created(d) == 0, "open an existing adapter: %d %s", r, e.msg);
+    CHECK(r == FT_OK && info_of(d).created == 0, "open an existing adapter: %d %s", r, e.msg);
     ft_device_free(d);
     d = NULL;
     CHECK(counters().adapters == 1, "closing an opened adapter leaves it in place");
@@ -525,8 +519,8 @@ static void test_open_modes(void)
     p.name = "ft-left1";
     uint64_t t0 = ft_now_ns();
     r = ft_wintun_open(&p, &d, &e);
-    CHECK(r == FT_OK && ft_wintun_created(d) == 1 && counters().create_calls == 3,
-          "create succeeds on the third try: %d created=%d calls=%ld %s", r, d ? ft_wintun_created(d) : -1,
+    CHECK(r == FT_OK && info_of(d).created == 1 && counters().create_calls == 3,
+          "create succeeds on the third try: %d created=%d calls=%ld %s", r, d ? info_of(d).created : -1,
           counters().create_calls, e.msg);
     INFO("two leftover retries took %.0f ms", ms_since(t0));
     ft_device_free(d);
@@ -536,8 +530,8 @@ static void test_open_modes(void)
     CHECK(fake_add_leftover(L"ft-left2", 100), "leftover that never goes away");
     p.name = "ft-left2";
     r = ft_wintun_open(&p, &d, &e);
-    CHECK(r == FT_OK && ft_wintun_created(d) == 0 && counters().create_calls == 4,
-          "falls back to opening the leftover: %d created=%d calls=%ld %s", r, d ? ft_wintun_created(d) : -1,
+    CHECK(r == FT_OK && info_of(d).created == 0 && counters().create_calls == 4,
+          "falls back to opening the leftover: %d created=%d calls=%ld %s", r, d ? info_of(d).created : -1,
           counters().create_calls, e.msg);
     ft_device_free(d);
     d = NULL;
@@ -606,8 +600,7 @@ static void test_recv_device(void)
 {
     SECTION("receive: ft_device_recv, thousands of packets in order");
     ft_err e;
-    ft_device *d = open_dev("ft-rx", 0x20000, &e); /* a small ring so the injector often finds it full */
-    CHECK(d != NULL, "open: %s", e.msg);
+    ft_device *d = open_checked("ft-rx", 0x20000, &e); /* a small ring so the injector often finds it full */
     if (!d)
         return;
     test_batch *t = batch_new(64);
@@ -672,8 +665,7 @@ static void test_reader(void)
 {
     SECTION("receive: the reader thread (order, sleeping when idle, waking, stopping)");
     ft_err e;
-    ft_device *d = open_dev("ft-reader", 0x20000, &e);
-    CHECK(d != NULL, "open: %s", e.msg);
+    ft_device *d = open_checked("ft-reader", 0x20000, &e);
     if (!d)
         return;
     test_batch *t = batch_new(64);
@@ -869,8 +861,7 @@ static void test_send(void)
 {
     SECTION("send: order, validation before the ring");
     ft_err e;
-    ft_device *d = open_dev("ft-tx", 0, &e);
-    CHECK(d != NULL, "open: %s", e.msg);
+    ft_device *d = open_checked("ft-tx", 0, &e);
     if (!d)
         return;
     const uint32_t N = 2000;
@@ -975,18 +966,18 @@ static void test_auto_ring(void)
     CHECK(r == FT_OK, "open: %s", e.msg);
     if (r != FT_OK)
         return;
-    CHECK(ft_wintun_ring_capacity(d) == FT_WINTUN_MIN_RING_CAPACITY && ft_wintun_ring_grows(d) == 0, "start: %u",
-          ft_wintun_ring_capacity(d));
+    CHECK(info_of(d).ring_capacity == FT_WINTUN_MIN_RING_CAPACITY && info_of(d).ring_grows == 0, "start: %u",
+          info_of(d).ring_capacity);
     int n = fill_ring(d, 0);
-    CHECK(n > 0 && ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
-          "after %d packets: %u grows, %u bytes", n, ft_wintun_ring_grows(d), ft_wintun_ring_capacity(d));
+    CHECK(n > 0 && info_of(d).ring_grows == 1 && info_of(d).ring_capacity == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "after %d packets: %u grows, %u bytes", n, info_of(d).ring_grows, info_of(d).ring_capacity);
     fake_counters c = counters();
     CHECK(c.last_capacity == 2 * FT_WINTUN_MIN_RING_CAPACITY && c.sessions == 1, "the fake's session: %lu bytes, %ld",
           (unsigned long)c.last_capacity, c.sessions);
     uint64_t start = ft_now_ns();
     int m = fill_ring(d, 100000); /* into the new session; full again at once: no second grow yet */
-    CHECK(m > n && (ms_since(start) > 1500 || ft_wintun_ring_grows(d) == 1), "second fill: %d packets, %u grows", m,
-          ft_wintun_ring_grows(d));
+    CHECK(m > n && (ms_since(start) > 1500 || info_of(d).ring_grows == 1), "second fill: %d packets, %u grows", m,
+          info_of(d).ring_grows);
     ft_stats st;
     ft_device_get_stats(d, &st);
     CHECK(st.rx_errors == 0, "a grow is not an error: %llu", (unsigned long long)st.rx_errors);
@@ -1003,7 +994,7 @@ static void test_auto_ring(void)
     test_batch *t = batch_new(8);
     rx_check rc = {0};
     uint32_t seq = 0;
-    for (int round = 0; round < 400 && ft_wintun_ring_grows(d) == 0; round++) {
+    for (int round = 0; round < 400 && info_of(d).ring_grows == 0; round++) {
         uint8_t bufs[16][1500];
         const BYTE *ptrs[16];
         DWORD sizes[16];
@@ -1019,8 +1010,8 @@ static void test_auto_ring(void)
         if (ft_device_recv(d, 0, &t->b, 100, &e) > 0)
             check_batch(&rc, &t->b);
     }
-    CHECK(ft_wintun_ring_grows(d) == 1 && ft_wintun_ring_capacity(d) == 2 * FT_WINTUN_MIN_RING_CAPACITY,
-          "a never-empty receive ring: %u grows after %ld packets", ft_wintun_ring_grows(d), rc.got);
+    CHECK(info_of(d).ring_grows == 1 && info_of(d).ring_capacity == 2 * FT_WINTUN_MIN_RING_CAPACITY,
+          "a never-empty receive ring: %u grows after %ld packets", info_of(d).ring_grows, rc.got);
     CHECK((uint32_t)rc.got * 1444u >= 2 * FT_WINTUN_MIN_RING_CAPACITY && rc.bad == 0, /* a record: 4 + at most 1439, aligned */
           "about twice the ring's size was drained first, in order: %ld packets, %ld bad", rc.got, rc.bad);
     batch_free(t);
@@ -1203,8 +1194,8 @@ static void test_accessors_check_the_backend(void)
     uint8_t guid[16];
     r = ft_wintun_guid(a, guid, &e);
     CHECK(r == FT_EINVAL && strstr(e.msg, "not a Wintun adapter"), "guid of a pair: %d %s", r, e.msg);
-    CHECK(ft_wintun_luid(a) == 0 && ft_wintun_created(a) == 0, "luid/created of a pair");
-    CHECK(ft_wintun_ring_capacity(a) == 0 && ft_wintun_ring_grows(a) == 0, "ring of a pair");
+    CHECK(info_of(a).luid == 0 && info_of(a).created == 0, "luid/created of a pair");
+    CHECK(info_of(a).ring_capacity == 0 && info_of(a).ring_grows == 0, "ring of a pair");
     ft_device_free(a);
     ft_device_free(b);
 }

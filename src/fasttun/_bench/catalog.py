@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from fasttun._bench.scenario import Scenario
 
 NAMES = ("pair", "rx", "rx-live", "tx", "latency", "forward", "tunnel", "udp")
@@ -22,32 +24,23 @@ def expand(names: list[str]) -> list[str]:
     return out
 
 
+# Where each scenario's class lives (module of fasttun._bench, class name): imported only when it runs.
+CLASSES = {
+    "pair": ("pair", "PairScenario"),
+    "rx": ("rx", "RxScenario"),
+    "rx-live": ("rx", "RxLiveScenario"),
+    "tx": ("tx", "TxScenario"),
+    "latency": ("latency", "LatencyScenario"),
+    "forward": ("forward", "ForwardScenario"),
+    "tunnel": ("tunnel", "TunnelScenario"),
+    "udp": ("udp", "UdpScenario"),
+    "soak": ("soak", "SoakScenario"),
+}
+
+
 def make(name: str) -> Scenario:
-    if name == "pair":
-        from fasttun._bench.pair import PairScenario
-        return PairScenario()
-    if name == "rx":
-        from fasttun._bench.rx import RxScenario
-        return RxScenario()
-    if name == "rx-live":
-        from fasttun._bench.rx import RxLiveScenario
-        return RxLiveScenario()
-    if name == "tx":
-        from fasttun._bench.tx import TxScenario
-        return TxScenario()
-    if name == "latency":
-        from fasttun._bench.latency import LatencyScenario
-        return LatencyScenario()
-    if name == "forward":
-        from fasttun._bench.forward import ForwardScenario
-        return ForwardScenario()
-    if name == "tunnel":
-        from fasttun._bench.tunnel import TunnelScenario
-        return TunnelScenario()
-    if name == "udp":
-        from fasttun._bench.udp import UdpScenario
-        return UdpScenario()
-    if name == "soak":
-        from fasttun._bench.soak import SoakScenario
-        return SoakScenario()
-    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(KNOWN)}")
+    if name not in CLASSES:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(KNOWN)}")
+    module, cls = CLASSES[name]
+    scenario: Scenario = getattr(importlib.import_module(f"fasttun._bench.{module}"), cls)()
+    return scenario

@@ -19,7 +19,7 @@ from typing import Any
 
 from fasttun._bench import devices
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant, pytun_missing
+from fasttun._bench.scenario import Described, Settings, Variant, pytun_missing
 from fasttun._bench.system import Child, ip, json_line, namespace, run
 from fasttun._host import tool
 
@@ -29,12 +29,9 @@ SERVER = "10.201.5.1"
 PORT = 5201
 
 
-class ForwardScenario:
-    name = "forward"
-    needs_root = True
-    key = "gbps"
-    summary = "iperf3 TCP across a forwarder between two namespaces: fasttun vs a C per-packet forwarder"
-
+class ForwardScenario(
+        Described, name="forward", needs_root=True, key="gbps",
+        summary="iperf3 TCP across a forwarder between two namespaces: fasttun vs a C per-packet forwarder"):
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.a = stack.enter_context(namespace("fa"))
         self.b = stack.enter_context(namespace("fb"))

@@ -22,7 +22,7 @@ import fasttun
 from fasttun._bench import devices
 from fasttun.icmp import echo_replies
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant
+from fasttun._bench.scenario import Described, Settings, Variant
 from fasttun._bench.system import Child, cpu_pair, cpu_seconds_of, namespace, pinned, run
 from fasttun._host import tool
 
@@ -41,11 +41,8 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-class LatencyScenario:
-    name = "latency"
-    needs_root = True
-    key = "p50_us"
-    summary = "ping RTT through a Python echo responder vs a C one, and CPU use while idle"
+class LatencyScenario(Described, name="latency", needs_root=True, key="p50_us",
+                      summary="ping RTT through a Python echo responder vs a C one, and CPU use while idle"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.ns = stack.enter_context(namespace("lat"))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import fasttun
 from fasttun._bench.packets import udp4
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant
+from fasttun._bench.scenario import Described, Settings, Variant
 
 API_DEFAULT_BATCH = 64
 
@@ -54,11 +54,8 @@ class _Sender:
         self.thread.join(5.0)
 
 
-class PairScenario:
-    name = "pair"
-    needs_root = False
-    key = "pps"
-    summary = "in-memory pair: packets/s into a Python callback vs a Python recv() loop"
+class PairScenario(Described, name="pair", needs_root=False, key="pps",
+                   summary="in-memory pair: packets/s into a Python callback vs a Python recv() loop"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self._packet = udp4("10.201.0.1", "10.201.0.2", settings.size)
@@ -104,7 +101,7 @@ class PairScenario:
             count.packets += len(batch)
 
         warmup, window = self._windows(settings)
-        try:
+        with a, b:
             with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
                 with b.start_reader(on_batch, batch_size=batch_size, pipeline=pipeline):
                     time.sleep(warmup)
@@ -114,16 +111,13 @@ class PairScenario:
                     sender.stop.set()
             if sender.error is not None:
                 raise sender.error
-        finally:
-            a.close()
-            b.close()
         return _sample(p1 - p0, b1 - b0, t1 - t0)
 
     def _recv_loop(self, settings: Settings) -> Sample:
         a, b, prepared = self._open(settings)
         warmup, window = self._windows(settings)
         packets = nbytes = 0
-        try:
+        with a, b:
             with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
                 start = time.perf_counter()
                 t0 = start + warmup
@@ -144,9 +138,6 @@ class PairScenario:
                 sender.stop.set()
             if sender.error is not None:
                 raise sender.error
-        finally:
-            a.close()
-            b.close()
         return _sample(packets, nbytes, now - t0)
 
 

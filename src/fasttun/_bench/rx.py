@@ -22,7 +22,7 @@ import fasttun
 from fasttun import aio
 from fasttun._bench import devices
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant, pytun_missing
+from fasttun._bench.scenario import Described, Settings, Variant, pytun_missing
 from fasttun._bench.system import Child, cpu_pair, json_line, link_stats, namespace, netns_path, pinned, run
 
 ADDRESS = "10.201.1.1/24"
@@ -86,9 +86,7 @@ def prefill_count(settings: Settings) -> int:
     return int(min(500_000, max(100_000, settings.seconds * 250_000)))
 
 
-class _RxBase:
-    needs_root = True
-    key = "pps"
+class _RxBase(Described, needs_root=True, key="pps"):
 
     def __init__(self) -> None:
         self.ns = ""
@@ -104,9 +102,8 @@ class _RxBase:
         return None if why is None else f"the C sender is needed: {why}"
 
 
-class RxScenario(_RxBase):
-    name = "rx"
-    summary = "TUN device, prefilled queue drained: reader with a Python callback vs a C read() loop"
+class RxScenario(_RxBase, name="rx",
+                 summary="TUN device, prefilled queue drained: reader with a Python callback vs a C read() loop"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.ns = stack.enter_context(namespace("rx"))
@@ -207,9 +204,8 @@ async def _drain_async(tun: fasttun.Tun, counter: devices.Counter, expected: int
             counter.on_batch(batch)
 
 
-class RxLiveScenario(_RxBase):
-    name = "rx-live"
-    summary = "TUN device, sender and reader at once: packets/s received and kernel drops"
+class RxLiveScenario(_RxBase, name="rx-live",
+                     summary="TUN device, sender and reader at once: packets/s received and kernel drops"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.ns = stack.enter_context(namespace("rxl"))

@@ -54,3 +54,21 @@ def pytun_missing() -> Optional[str]:
     except ImportError:
         return "python-pytun is not installed (pip install python-pytun)"
     return None
+
+
+class Described:
+    """A scenario class's description, given as class keywords where it is declared:
+    ``class TxScenario(Described, name="tx", needs_root=True, key="pps", summary="...")``; a keyword left out is
+    inherited. These are the attributes the Scenario protocol reads."""
+
+    name: str
+    needs_root: bool
+    key: str
+    summary: str
+
+    def __init_subclass__(cls, *, name: Optional[str] = None, needs_root: Optional[bool] = None,
+                          key: Optional[str] = None, summary: Optional[str] = None) -> None:
+        super().__init_subclass__()
+        for attr, value in (("name", name), ("needs_root", needs_root), ("key", key), ("summary", summary)):
+            if value is not None:
+                setattr(cls, attr, value)

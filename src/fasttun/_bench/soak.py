@@ -32,7 +32,7 @@ import fasttun
 from fasttun import _netns
 from fasttun._bench.packets import checksum
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant
+from fasttun._bench.scenario import Described, Settings, Variant
 from fasttun._bench.system import namespace, netns_path
 from fasttun._host import root_problem
 
@@ -257,15 +257,9 @@ class PairLeg:
     def finish(self) -> LegResult:
         for t in self.senders:
             t.join(10.0)
-        error = None
-        if any(t.is_alive() for t in self.senders):
-            error = "a sender did not stop within 10 s"
-        _drain(self.checker)
+        error = "a sender did not stop within 10 s" if any(t.is_alive() for t in self.senders) else None
         assert self.reader is not None
-        try:
-            self.reader.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001
-            error = f"the reader raised {type(exc).__name__}: {exc}"
+        error = _end_reader(self.reader, self.checker) or error
         stats = self.a.stats
         rstats = self.reader.stats
         self.a.close()
@@ -336,12 +330,8 @@ class TunLeg:
     def finish(self) -> LegResult:
         self.sender.join(10.0)
         error = None if not self.sender.is_alive() else "the sender did not stop within 10 s"
-        _drain(self.checker)
         assert self.reader is not None
-        try:
-            self.reader.stop(timeout=5.0)
-        except Exception as exc:  # noqa: BLE001
-            error = f"the reader raised {type(exc).__name__}: {exc}"
+        error = _end_reader(self.reader, self.checker) or error
         after = self.tun.stats
         rstats = self.reader.stats
         self._close()
@@ -353,6 +343,16 @@ class TunLeg:
             detail += f"; {self.send_errors:,} sendto() calls failed and were not counted as sent"
         return LegResult(self.name, self.generated, self.checker, os_drops + invalid + oversize, detail,
                          rstats.packets, exact=False, error=error)
+
+
+def _end_reader(reader: fasttun.Reader, checker: Checker) -> Optional[str]:
+    """Lets the reader take what is left, then stops it; what went wrong in it, if anything."""
+    _drain(checker)
+    try:
+        reader.stop(timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - reported in the verdict
+        return f"the reader raised {type(exc).__name__}: {exc}"
+    return None
 
 
 def _drain(checker: Checker, idle: float = 0.5, limit: float = 10.0) -> None:
@@ -441,12 +441,10 @@ def soak(seconds: float, with_tun: Optional[bool] = None) -> Verdict:
     return Verdict(not problems, elapsed, results, rss_warm, rss_end, rss_max, problems, skipped)
 
 
-class SoakScenario:
-    name = "soak"
-    needs_root = False   # the pair leg runs anywhere; the TUN leg only with root (and says so when skipped)
-    key = "pps"
-    summary = "checksummed sequences through a pair and a TUN device for a long time: integrity, drops, memory"
-
+# needs_root False: the pair leg runs anywhere; the TUN leg only with root (and says so when skipped)
+class SoakScenario(
+        Described, name="soak", needs_root=False, key="pps",
+        summary="checksummed sequences through a pair and a TUN device for a long time: integrity, drops, memory"):
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         return [Variant("pair + TUN, checksummed sequences, memory watched", lambda: self._run(settings))]
 

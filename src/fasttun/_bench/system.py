@@ -241,7 +241,8 @@ class Baselines:
         source = src_dir / f"{program}.c"
         if not source.is_file():
             raise LookupError(f"{source} not found")
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]  # one binary per source text
+        # one binary per source text, with the header the baselines share
+        digest = hashlib.sha256(source.read_bytes() + (src_dir / "ftb.h").read_bytes()).hexdigest()[:16]
         binary = self._cache_dir() / f"{program}-{digest}"
         if binary.is_file():
             return binary

@@ -16,7 +16,7 @@ from fasttun import _netns
 from fasttun._bench import devices
 from fasttun._bench.packets import udp4
 from fasttun._bench.results import Sample
-from fasttun._bench.scenario import Settings, Variant, pytun_missing
+from fasttun._bench.scenario import Described, Settings, Variant, pytun_missing
 from fasttun._bench.system import Child, json_line, namespace, netns_path, udp_counters
 
 ADDRESS = "10.201.2.1/24"
@@ -25,11 +25,8 @@ PEER = "10.201.2.2"
 PORT = 9000
 
 
-class TxScenario:
-    name = "tx"
-    needs_root = True
-    key = "pps"
-    summary = "TUN device, packets/s written: send_batch vs a C write() loop"
+class TxScenario(Described, name="tx", needs_root=True, key="pps",
+                 summary="TUN device, packets/s written: send_batch vs a C write() loop"):
 
     def variants(self, settings: Settings, stack: contextlib.ExitStack) -> list[Variant]:
         self.ns = stack.enter_context(namespace("tx"))

@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "ftb.h"
+
 static void usage(void)
 {
     fprintf(stderr, "usage: ftb_echo -f FD   (stops when standard input closes)\n");
@@ -60,11 +62,8 @@ int main(int argc, char **argv)
         struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
         if (poll(p, 2, 1000) < 0 && errno != EINTR)
             break;
-        if (p[1].revents) {
-            char junk[64];
-            if (read(0, junk, sizeof junk) <= 0)
-                break;
-        }
+        if (stdin_ended(p[1].revents))
+            break;
         if (!(p[0].revents & POLLIN))
             continue;
         for (;;) {

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "ftb.h"
+
 /* Packets moved per descriptor before looking at the other one, so one direction cannot starve the other. */
 #define BURST 64
 
@@ -63,11 +65,8 @@ int main(int argc, char **argv)
         struct pollfd p[3] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
         if (poll(p, 3, 1000) < 0 && errno != EINTR)
             break;
-        if (p[2].revents) {
-            char junk[64];
-            if (read(0, junk, sizeof junk) <= 0)
-                break;
-        }
+        if (stdin_ended(p[2].revents))
+            break;
     }
     printf("{\"packets\": %lld, \"errors\": %lld}\n", forwarded, errors);
     return 0;

@@ -21,12 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "ftb.h"
 
 static atomic_int busy_stop;
 
@@ -67,14 +62,7 @@ int main(int argc, char **argv)
         default: usage();
         }
     }
-    if (cpu >= 0) {
-        /* Keep the sender and the reader on different CPUs: with wake-affine scheduling they would share one. */
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0)
-            perror("sched_setaffinity");
-    }
+    pin_to_cpu(cpu);
     if (fd < 0 || idle_ms < 1)
         usage();
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);

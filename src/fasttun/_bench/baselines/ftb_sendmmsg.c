@@ -14,14 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_BATCH 1024
+#include "ftb.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#define MAX_BATCH 1024
 
 static void usage(void)
 {
@@ -50,14 +45,7 @@ int main(int argc, char **argv)
         default: usage();
         }
     }
-    if (cpu >= 0) {
-        /* Keep the sender and the reader on different CPUs: with wake-affine scheduling they would share one. */
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0)
-            perror("sched_setaffinity");
-    }
+    pin_to_cpu(cpu);
     if (!dst || size < 28 || size > 65535 || batch < 1 || batch > MAX_BATCH || count < 1 || seconds <= 0)
         usage();
     if (netns) {
