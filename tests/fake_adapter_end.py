@@ -30,7 +30,6 @@ import importlib.util
 import json
 import os
 import signal
-import struct
 import sys
 import threading
 import time
@@ -40,10 +39,12 @@ from typing import Any, Callable
 
 import fasttun
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the embeddable CPython does not add the script's folder
+from packets import read_records, write_records  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "udp_tunnel.py"
 DEADLINE = 600.0
-LENGTH = struct.Struct("!I")
 COUNTERS = ("adapters", "adapter_handles", "sessions", "creates", "opens", "create_calls", "receive_calls",
             "receive_errors", "alloc_calls", "injected", "received", "released", "sent", "read_back", "event_misuse",
             "log_calls")
@@ -55,22 +56,6 @@ class FakeCounters(ctypes.Structure):
     _fields_ = [(name, ctypes.c_long) for name in COUNTERS] + [
         ("last_capacity", ctypes.c_ulong), ("last_tunnel_type", ctypes.c_wchar * 128),
         ("last_requested_guid", ctypes.c_ubyte * 16), ("last_had_guid", ctypes.c_int)]
-
-
-def read_packets(path: str) -> list[bytes]:
-    data = Path(path).read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = LENGTH.unpack_from(data, pos)
-        out.append(data[pos + 4:pos + 4 + n])
-        pos += 4 + n
-    return out
-
-
-def write_packets(path: str, packets: list[bytes], mode: str = "wb") -> None:
-    with open(path, mode) as f:
-        for p in packets:
-            f.write(LENGTH.pack(len(p)) + p)
 
 
 class Driver:
@@ -152,10 +137,10 @@ def command(driver: Driver, line: str) -> bool:
         if not driver.session(30.0):
             say("end error no session")
         else:
-            say(f"end fed {driver.inject(read_packets(words[1]))}")
+            say(f"end fed {driver.inject(read_records(words[1]))}")
     elif words[0] == "drain" and len(words) == 4:
         got = driver.drain(int(words[1]), float(words[2]))
-        write_packets(words[3], got, "ab")
+        write_records(words[3], got, "ab")
         say(f"end drained {len(got)}")
     elif words[0] == "stop" and len(words) == 2 and words[1] in ("SIGINT", "SIGTERM"):
         signal.raise_signal(getattr(signal, words[1]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from pathlib import Path
 
 
 def checksum(data: bytes, initial: int = 0) -> int:
@@ -110,3 +111,23 @@ def merge(segments: list[bytes]) -> bytes:
 def flow(v6: bool, sport: int, n: int, size: int, seq0: int = 1000, ident0: int = 100) -> list[bytes]:
     return [tcp_segment(v6, sport, seq0 + i * size, bytes((i + j) & 0xFF for j in range(size)), ident0 + i,
                         TCP_ACK | (TCP_PSH if i == n - 1 else 0)) for i in range(n)]
+
+
+RECORD_LENGTH = struct.Struct("!I")
+
+
+def write_records(path: str | Path, packets: list[bytes], mode: str = "wb") -> None:
+    """Packets to a file as records of a 4-byte big-endian length and the bytes (mode "ab" appends)."""
+    with open(path, mode) as f:
+        f.write(b"".join(RECORD_LENGTH.pack(len(p)) + p for p in packets))
+
+
+def read_records(path: str | Path) -> list[bytes]:
+    """The packets of a file of records (write_records); none if the file does not exist."""
+    data = Path(path).read_bytes() if Path(path).exists() else b""
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = RECORD_LENGTH.unpack_from(data, pos)
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from packets import flow, ipv4_udp, ipv6_udp, merge
+from packets import flow, ipv4_udp, ipv6_udp, merge, read_records, write_records
 
 pytestmark = pytest.mark.skipif(sys.platform != "win32", reason="Windows only (on Linux: under Wine, see "
                                                                 "tests/test_windows_python.py)")
@@ -39,7 +39,6 @@ FAKE_DIR = os.environ.get("FASTTUN_TEST_FAKE_WINTUN_DIR", "")
 ROUNDS = 12
 PER_ROUND = 48
 MTU = 1400
-LENGTH = struct.Struct("!I")
 NOT_IP = b"\x00" * 40
 
 
@@ -52,20 +51,6 @@ def free_udp_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def write_packets(path: Path, packets: list[bytes]) -> None:
-    path.write_bytes(b"".join(LENGTH.pack(len(p)) + p for p in packets))
-
-
-def read_packets(path: Path) -> list[bytes]:
-    data = path.read_bytes() if path.exists() else b""
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = LENGTH.unpack_from(data, pos)
-        out.append(data[pos + 4:pos + 4 + n])
-        pos += 4 + n
-    return out
 
 
 def packets_for(side: int, round_: int) -> list[bytes]:
@@ -139,7 +124,7 @@ class End:
         self.proc.stdin.flush()
 
     def feed_packets(self, packets: list[bytes]) -> None:
-        write_packets(self.feed, packets)
+        write_records(self.feed, packets)
         self.command(f"feed {self.feed}")
         got = int(self.expect("end fed ", 60).split()[2])
         assert got == len(packets), f"{self.name}: only {got} of {len(packets)} fitted into the ring"
@@ -214,7 +199,7 @@ def test_two_windows_tunnels_carry_every_packet_intact_and_in_order(mode: str, t
                 fed["ab"[side]] += packets
             for side, dst in ((0, b), (1, a)):
                 total = len(fed["ab"[side]])
-                have = len(read_packets(dst.drained))
+                have = len(read_records(dst.drained))
                 got = have + dst.drain(total - have, 20.0)
                 assert got == total, f"round {r}: {dst.name} took {got} of {total} packets\n" \
                                      f"{a.output()}\n{b.output()}"
@@ -226,7 +211,7 @@ def test_two_windows_tunnels_carry_every_packet_intact_and_in_order(mode: str, t
 
     # intact and in order: byte for byte what the other side fed
     for name, dst in (("a", b), ("b", a)):
-        got = read_packets(dst.drained)
+        got = read_records(dst.drained)
         assert len(got) == len(fed[name])
         bad = [i for i, (x, y) in enumerate(zip(got, fed[name])) if x != y]
         assert not bad, f"{len(bad)} packets from {name} differ, the first at {bad[0]}"
@@ -287,7 +272,7 @@ def test_a_windows_tunnel_writes_a_tcp_flow_coalesced(tmp_path: Path) -> None:
     finally:
         a.kill()
         b.kill()
-    got = read_packets(b.drained)
+    got = read_records(b.drained)
     runs = as_merges(got, segments)
     assert fake_b["sent"] == fake_b["read_back"] == len(got), fake_b
     assert counters_a["udp"]["tx_packets"] == counters_b["udp"]["rx_packets"] == len(segments)

@@ -598,32 +598,6 @@ out:
     return result;
 }
 
-static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
-{
-    if (L(d)->offload_mode == FT_OFFLOAD_OFF) /* a plain fd has no virtio-net header to carry */
-        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
-                       "super-packets can only be sent to a device opened with offload (this one has none)");
-    int fd = L(d)->fds[q];
-    uint32_t i = 0;
-    while (i < n) {
-        struct iovec iov[2] = {{(void *)(hdrs + (size_t)i * FT_VNET_HDR_SIZE), FT_VNET_HDR_SIZE},
-                               {(void *)pkts[i].data, pkts[i].len}};
-        ssize_t r = tun_writev(fd, iov, 2);
-        if (r >= 0) {
-            i++;
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == ENOBUFS)
-            return i > 0 ? (int)i : FT_EFULL;
-        if (i > 0)
-            return (int)i; /* the failure shows again, on its own, in the next call */
-        return write_error(d, fd, errno, e);
-    }
-    return (int)i;
-}
-
 /* remote_csum without offload: a packet whose checksum the far end left partial is completed here, in a copy. */
 static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
 {
@@ -639,14 +613,21 @@ static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
     return r;
 }
 
-static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
+/* One write per packet, in order, until all went, the queue is full or a write fails: each behind its virtio-net
+ * header from hdrs (super-packets), or, hdrs NULL, as it is (completed first if it came with a partial checksum). */
+static int write_each(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
 {
-    if (L(d)->offload_mode != FT_OFFLOAD_OFF)
-        return send_coalesced(d, q, pkts, n, e);
     int fd = L(d)->fds[q];
     uint32_t i = 0;
     while (i < n) {
-        ssize_t r = write_completing(d, fd, &pkts[i]);
+        ssize_t r;
+        if (hdrs) {
+            struct iovec iov[2] = {{(void *)(hdrs + (size_t)i * FT_VNET_HDR_SIZE), FT_VNET_HDR_SIZE},
+                                   {(void *)pkts[i].data, pkts[i].len}};
+            r = tun_writev(fd, iov, 2);
+        } else {
+            r = write_completing(d, fd, &pkts[i]);
+        }
         if (r >= 0) {
             i++;
             continue;
@@ -660,6 +641,21 @@ static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
         return write_error(d, fd, errno, e);
     }
     return (int)i;
+}
+
+static int lx_send_vnet(ft_device *d, int q, const ft_pkt *pkts, const uint8_t *hdrs, uint32_t n, ft_err *e)
+{
+    if (L(d)->offload_mode == FT_OFFLOAD_OFF) /* a plain fd has no virtio-net header to carry */
+        return ft_fail(e, FT_EUNSUPPORTED, ENOSYS,
+                       "super-packets can only be sent to a device opened with offload (this one has none)");
+    return write_each(d, q, pkts, hdrs, n, e);
+}
+
+static int lx_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
+{
+    if (L(d)->offload_mode != FT_OFFLOAD_OFF)
+        return send_coalesced(d, q, pkts, n, e);
+    return write_each(d, q, pkts, NULL, n, e);
 }
 
 static int lx_wait_handles(ft_device *d, int q, int dir, ft_handle *out, int max, int *poll_out)

@@ -115,6 +115,25 @@ static int same_but_checksum_zero(const uint8_t *a, const uint8_t *b, size_t len
            (x == y || (x == 0xffff && y == 0) || (x == 0 && y == 0xffff));
 }
 
+/* Coalesces the n packets (partial: which have a partial checksum, or NULL) and splits every unit into `into`
+ * (over arena), which then holds exactly n packets. */
+static void merge_and_split_again(const ft_pkt *pkts, const uint8_t *partial, uint32_t n, batch *into, uint8_t *arena)
+{
+    static ft_pkt units[MAX_SEGS];
+    static uint32_t segs[MAX_SEGS];
+    static uint8_t out[ARENA];
+    ft_err e;
+    size_t bound = ft_offload_coalesce_bound(pkts, n);
+    REQUIRE(bound <= sizeof(out));
+    int u = ft_offload_coalesce_ex(pkts, partial, n, FT_COALESCE_TCP | FT_COALESCE_UDP, out, bound, units, segs, n,
+                                   &e);
+    REQUIRE(u > 0 && (uint32_t)u <= n);
+    batch_setup(into, arena, MAX_SEGS, ARENA);
+    for (int k = 0; k < u; k++)
+        REQUIRE(ft_offload_split(units[k].data, units[k].len, &into->b, &e) == (int)segs[k]);
+    REQUIRE(into->b.count == n);
+}
+
 static void fuzz_split(const uint8_t *data, size_t size)
 {
     ft_err e;
@@ -174,20 +193,11 @@ static void fuzz_split(const uint8_t *data, size_t size)
     REQUIRE(super_hl + pay_at == iplen);
 
     /* Coalescing the segments and splitting again is the identity. */
-    static ft_pkt pkts[MAX_SEGS], units[MAX_SEGS];
-    static uint32_t segs[MAX_SEGS];
-    static uint8_t out[ARENA];
+    static ft_pkt pkts[MAX_SEGS];
     uint32_t n = first_split.b.count;
     for (uint32_t i = 0; i < n; i++)
         pkts[i].data = arena1 + first_split.b.offsets[i], pkts[i].len = first_split.b.lengths[i];
-    size_t bound = ft_offload_coalesce_bound(pkts, n);
-    REQUIRE(bound <= sizeof(out));
-    int u = ft_offload_coalesce(pkts, n, FT_COALESCE_TCP | FT_COALESCE_UDP, out, bound, units, segs, n, &e);
-    REQUIRE(u > 0 && (uint32_t)u <= n);
-    batch_setup(&second_split, arena2, MAX_SEGS, ARENA);
-    for (int k = 0; k < u; k++)
-        REQUIRE(ft_offload_split(units[k].data, units[k].len, &second_split.b, &e) == (int)segs[k]);
-    REQUIRE(second_split.b.count == n);
+    merge_and_split_again(pkts, NULL, n, &second_split, arena2);
     for (uint32_t i = 0; i < n; i++)
         REQUIRE(second_split.b.lengths[i] == pkts[i].len &&
                 memcmp(arena2 + second_split.b.offsets[i], pkts[i].data, pkts[i].len) == 0);
@@ -206,13 +216,7 @@ static void fuzz_split(const uint8_t *data, size_t size)
         pkts[i].data = p + FT_RCSUM_HDR_SIZE, pkts[i].len = second_split.b.lengths[i] - FT_RCSUM_HDR_SIZE;
         partial[i] = 1;
     }
-    bound = ft_offload_coalesce_bound(pkts, n);
-    u = ft_offload_coalesce_ex(pkts, partial, n, FT_COALESCE_TCP | FT_COALESCE_UDP, out, bound, units, segs, n, &e);
-    REQUIRE(u > 0 && (uint32_t)u <= n);
-    batch_setup(&third, arena3, MAX_SEGS, ARENA);
-    for (int k = 0; k < u; k++)
-        REQUIRE(ft_offload_split(units[k].data, units[k].len, &third.b, &e) == (int)segs[k]);
-    REQUIRE(third.b.count == n);
+    merge_and_split_again(pkts, partial, n, &third, arena3);
     for (uint32_t i = 0; i < n; i++)
         REQUIRE(third.b.lengths[i] == first_split.b.lengths[i] &&
                 same_but_checksum_zero(arena3 + third.b.offsets[i], arena1 + first_split.b.offsets[i],

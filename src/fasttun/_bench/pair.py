@@ -7,13 +7,13 @@ measured over a window after a short warm-up, so it is the steady rate of the sl
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 
 import fasttun
 from fasttun._bench.packets import udp4
 from fasttun._bench.results import Sample
+from fasttun._bench.sender import Sender
 from fasttun._bench.scenario import Described, Settings, Variant
 
 API_DEFAULT_BATCH = 64
@@ -23,35 +23,6 @@ class _Count:
     def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
-
-
-class _Sender:
-    """A thread that keeps sending the same prepared batch into one end of the pair until stopped."""
-
-    def __init__(self, tun: fasttun.Tun, batch: fasttun.Batch, deadline: float) -> None:
-        self.tun = tun
-        self.batch = batch
-        self.deadline = deadline
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ftb-pair-sender", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set() and time.monotonic() < self.deadline:
-                self.tun.send_batch(self.batch, on_full="wait", timeout=0.05)
-        except fasttun.TunClosedError:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the runner
-            self.error = exc
-
-    def __enter__(self) -> _Sender:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5.0)
 
 
 class PairScenario(Described, name="pair", needs_root=False, key="pps",
@@ -102,7 +73,7 @@ class PairScenario(Described, name="pair", needs_root=False, key="pps",
 
         warmup, window = self._windows(settings)
         with a, b:
-            with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
+            with Sender(a, prepared, time.monotonic() + warmup + window + 5.0, "ftb-pair-sender") as sender:
                 with b.start_reader(on_batch, batch_size=batch_size, pipeline=pipeline):
                     time.sleep(warmup)
                     p0, b0, t0 = count.packets, count.bytes, time.perf_counter()
@@ -118,7 +89,7 @@ class PairScenario(Described, name="pair", needs_root=False, key="pps",
         warmup, window = self._windows(settings)
         packets = nbytes = 0
         with a, b:
-            with _Sender(a, prepared, time.monotonic() + warmup + window + 5.0) as sender:
+            with Sender(a, prepared, time.monotonic() + warmup + window + 5.0, "ftb-pair-sender") as sender:
                 start = time.perf_counter()
                 t0 = start + warmup
                 end = t0 + window

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
 
 import fasttun
 from fasttun._bench.results import Sample
+from fasttun._bench.sender import Sender
 from fasttun._bench.scenario import Settings, Variant
 from fasttun._info import wine_version
 
@@ -34,35 +34,6 @@ class _PerDatagramEndpoint(fasttun.UdpEndpoint):
     """Windows' fallback path from the start: sendto/recvfrom, one datagram per call, no USO/URO."""
 
     _per_datagram = True
-
-
-class _Sender:
-    """A thread that keeps sending the same prepared datagrams until stopped."""
-
-    def __init__(self, endpoint: fasttun.UdpEndpoint, batch: fasttun.Batch, deadline: float) -> None:
-        self.endpoint = endpoint
-        self.batch = batch
-        self.deadline = deadline
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ftb-udp-sender", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set() and time.monotonic() < self.deadline:
-                self.endpoint.send_batch(self.batch, on_full="wait", timeout=0.05)
-        except fasttun.TunClosedError:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the runner
-            self.error = exc
-
-    def __enter__(self) -> _Sender:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5.0)
 
 
 def _open(offload: bool, per_datagram: bool) -> tuple[fasttun.UdpEndpoint, fasttun.UdpEndpoint]:
@@ -129,7 +100,8 @@ class UdpScenario:
 
         warmup = min(0.2, settings.seconds / 4)
         try:
-            with _Sender(tx, self._batch, time.monotonic() + FIRST + warmup + settings.seconds + 5.0) as sender:
+            deadline = time.monotonic() + FIRST + warmup + settings.seconds + 5.0
+            with Sender(tx, self._batch, deadline, "ftb-udp-sender") as sender:
                 with rx.start_reader(on_batch, batch_size=settings.batch):
                     first = time.monotonic() + FIRST
                     while counted[0] == 0 and time.monotonic() < first and sender.error is None:
