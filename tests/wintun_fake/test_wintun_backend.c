@@ -409,7 +409,7 @@ static void test_open_params(void)
         {{.name = "ft-p", .open_mode = 3}, "open mode 3", "open mode 3"},
         {{.name = "ft-p", .mtu = 20}, "mtu", "mtu 20"},
         {{.name = "ft-p", .mtu = 70000}, "mtu", "mtu 70000"},
-        {{.name = "ft-p", .flags = 0x4}, "unknown bits", "flags 0x4"},
+        {{.name = "ft-p", .flags = 0x8}, "unknown bits", "flags 0x8"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         expect_invalid(&rows[i].p, rows[i].needle, rows[i].what);
