@@ -66,7 +66,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import fasttun
 from fasttun import aio
@@ -302,9 +302,12 @@ class Opener:
 
 
 Callback = Callable[[fasttun.Batch], None]
+# What a reader hands its batches to: a Python callback, or (plain tunnel) the device at the other side, which
+# makes the reader a forward: its batches are sent there in C without Python or the GIL.
+Sink = Union[Callable[[fasttun.Batch], None], fasttun.Tun, fasttun.UdpEndpoint]
 
 
-def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Callback, udp_to_tun: Callback,
+def run_threads(tun: fasttun.Tun, endpoint: fasttun.UdpEndpoint, tun_to_udp: Sink, udp_to_tun: Sink,
                 stop: threading.Event) -> int:
     """Both directions on reader threads (the fast default): each thread waits in C, without the GIL."""
     readers = [tun.start_reader(tun_to_udp, BATCH), endpoint.start_reader(udp_to_tun, BATCH)]
@@ -511,7 +514,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
         status = asyncio.run(run_asyncio(tun, endpoint, tun_to_udp, udp_to_tun, args.asyncio))
     else:
-        status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
+        if key is None:   # forwards: the TUN device's batches go to the endpoint and back in C
+            status = run_threads(tun, endpoint, endpoint, tun, stop)
+            counters.not_ip = tun.stats.tx_rejected   # what the TUN device refused of the peer's datagrams
+        else:
+            status = run_threads(tun, endpoint, tun_to_udp, udp_to_tun, stop)
     if opener is not None:
         opener.abandon()
     sections: dict[str, dict[str, Any]] = {"tunnel": counters.as_dict(), "udp": dataclasses.asdict(endpoint.stats),

@@ -37,6 +37,7 @@ ROOT = extbuild.ROOT
 SUBSET = ["tests/test_pair.py", "tests/test_aio.py", "tests/test_properties.py", "tests/test_bad_inputs.py",
           "tests/test_hostile_callers.py", "tests/test_reader_pipeline.py", "tests/test_icmp.py", "tests/test_udp.py",
           "tests/test_packet_reuse.py", "tests/test_builder.py", "tests/test_pcap.py", "tests/test_lifecycle.py",
+          "tests/test_reader_forward.py",
           # as root also the real devices: the Linux backend, offload and forwarding through readers
           "tests/test_linux_tun.py", "tests/test_offload_tun.py", "tests/test_forward.py"]
 SANITIZER_REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer")

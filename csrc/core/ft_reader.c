@@ -389,6 +389,10 @@ static FT_THREAD_LOCAL ft_reader *current_reader;
 
 int ft_reader_on_reader_thread(void) { return current_reader != NULL; }
 
+ft_reader *ft_reader_current(void) { return current_reader; }
+
+void ft_reader_count_undelivered(ft_reader *r, uint64_t n) { ft_atomic_add64(&r->stats.undelivered, n); }
+
 static void pipeline_free(pipeline *pl)
 {
     ft_mutex_destroy(pl->lock);

@@ -48,7 +48,8 @@ typedef int (*ft_batch_fn)(void *user, ft_batch *b);
     X(spin_hits)    /* times spinning found a packet and saved a sleep */                                  \
     X(max_batch)    /* largest batch seen */                                                               \
     X(undelivered)  /* read, then dropped: the reader was stopped (the callback too) or its device closed   \
-                     * while the batch was read ahead (pipeline) or waited for its callback (declined) */
+                     * while the batch was read ahead (pipeline) or waited for its callback (declined), or \
+                     * a forward's sink closed or the forward was stopped mid-batch (core/ft_forward.h) */
 
 enum { FT_READER_STATS_COUNT = 0 FT_READER_STATS_FIELDS(FT_COUNTER_ONE_) };
 typedef struct ft_reader_stats { FT_COUNTER_MEMBERS(FT_READER_STATS_FIELDS, values); } ft_reader_stats;
@@ -84,5 +85,10 @@ void ft_reader_free(ft_reader *r);
 void ft_reader_forget_after_fork(ft_reader *r);
 /* True on a reader thread (of any device): code there must never wait for a device to close. */
 int ft_reader_on_reader_thread(void);
+/* The reader whose callback this thread runs, or NULL (for a callback that wants its reader's stop flag). */
+ft_reader *ft_reader_current(void);
+/* For a callback that delivered part of a batch and dropped the rest (its sink closed, the reader is stopping):
+ * counts them in stats.undelivered. */
+void ft_reader_count_undelivered(ft_reader *r, uint64_t n);
 
 #endif

@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 cdef extern from "core/ft_os.h" nogil:
     ctypedef struct ft_event:
         pass
+    ctypedef int ft_atomic_int   # _Atomic int, or Windows' volatile LONG: plain reads and writes are atomic
     uint64_t ft_now_ns()
 
 
@@ -182,6 +183,17 @@ cdef extern from "core/ft_reader.h" nogil:
     void ft_reader_free(ft_reader *r)
     void ft_reader_forget_after_fork(ft_reader *r)
     int ft_reader_on_reader_thread()
+
+
+cdef extern from "core/ft_forward.h" nogil:
+    ctypedef struct ft_forward:
+        pass
+    ft_forward *ft_forward_new(ft_device *to, int q, uint32_t max, int super, int policy, int timeout_ms, ft_err *e)
+    void ft_forward_free(ft_forward *f)
+    int ft_forward_batch(void *user, ft_batch *b)
+    void ft_forward_record(ft_forward *f, int on)
+    uint32_t ft_forward_went(const ft_forward *f, const uint32_t **indices)
+    void ft_forward_error(const ft_forward *f, ft_err *out)
 
 
 # How each backend is opened, and what only it has; every name exists on every platform (elsewhere they fail with

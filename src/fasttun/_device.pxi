@@ -55,8 +55,9 @@ cdef class Device:
     # A capture hook (fasttun.pcap's tee): called as tap(packets, TAP_RECEIVED or TAP_SENT) with what every receive,
     # reader and send of this device moved, whichever started it and when; None costs one test per call or batch.
     # It must not keep the packets past the call; an exception from it goes to sys.unraisablehook, never to the
-    # data path.
-    cdef public object tap
+    # data path. Set with set_tap.
+    cdef readonly object tap
+    cdef object forwards      # the forwards (QueueReader with a sink) from or to this device, weakly
     cdef object __weakref__
 
     def __dealloc__(self):
@@ -74,6 +75,19 @@ cdef class Device:
         self.super_mode = mode == FT_OFFLOAD_SUPER
         _devices.add(self)
         return 0
+
+    def set_tap(self, tap):
+        """Attaches (or with None removes) the capture hook; forwards from or to this device then hand their
+        batches to Python, where the hook sees them (and back to C without one)."""
+        self.tap = tap
+        if self.forwards is not None:
+            for q in list(self.forwards):
+                (<QueueReader>q)._update_divert()
+
+    cdef object _forwards(self):
+        if self.forwards is None:
+            self.forwards = _weakref.WeakSet()
+        return self.forwards
 
     def txqueuelen_grows(self):
         """How many times txqueuelen "auto" doubled the kernel's queue (0 for other devices)."""
@@ -377,12 +391,26 @@ cdef class Device:
     # -- readers --
 
     def start_reader(self, int queue, callback, batch_size, spin_us, bint adaptive, adaptive_pps, pipeline=0,
-                     on_error=None, bint deliver_after_stop=False):
-        """A reader thread on one queue; the numbers are checked against the C core's limits first."""
+                     on_error=None, bint deliver_after_stop=False, Device sink=None, int sink_policy=FT_FULL_DROP,
+                     sink_timeout=None):
+        """A reader thread on one queue; the numbers are checked against the C core's limits first. With a sink
+        (a forward) the batches go to that device's queue (this queue modulo its queues) in C, sent under
+        sink_policy with sink_timeout, and callback is not used."""
+        cdef int sink_queue = 0
+        cdef int timeout_ms = -1
+        if sink is not None:
+            if sink.dev == NULL:
+                raise ValueError("the sink is not an open device")
+            if isinstance(sink, UdpDevice) and not sink.info()["connected"]:
+                raise ValueError(f"UDP endpoint {sink.name} is not connected: a forward sends to its peer, so open it "
+                                 f"with peer=(host, port)")
+            sink_queue = queue % sink.dev.nqueues
+            timeout_ms = _timeout_ms(sink_timeout)
         return QueueReader._start(self, queue, callback, <uint32_t>_limited(batch_size, &ft_limit_batch_size),
                                   <uint32_t>_limited(spin_us, &ft_limit_spin_us), adaptive,
                                   <uint32_t>_limited(adaptive_pps, &ft_limit_adaptive_pps),
-                                  <uint32_t>_limited(pipeline, &ft_limit_pipeline), on_error, deliver_after_stop)
+                                  <uint32_t>_limited(pipeline, &ft_limit_pipeline), on_error, deliver_after_stop,
+                                  sink, sink_queue, sink_policy, timeout_ms)
 
     # -- configuration --
 

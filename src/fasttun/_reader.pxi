@@ -16,6 +16,8 @@ cdef struct ReaderGlue:
     PyObject *reader          # the QueueReader (kept alive by _running while the thread runs)
     PyGILState_STATE gil_state
     PyThreadState *tstate
+    ft_forward *forward       # a forward's sink (NULL: a Python callback)
+    ft_atomic_int divert      # a forward whose ends have a capture hook: batches go through Python to be seen
 
 
 # Every reader whose thread has started and not yet ended, owned here: a thread must never run on a freed
@@ -26,8 +28,11 @@ _devices = _weakref.WeakSet()
 
 
 cdef int _on_batch(void *user, ft_batch *b) noexcept nogil:
+    cdef ReaderGlue *g = <ReaderGlue *>user
+    if g.forward != NULL and not g.divert:
+        return ft_forward_batch(g.forward, b)   # device to device: no GIL, no Python
     with gil:
-        return (<QueueReader>(<ReaderGlue *>user).reader)._deliver(b)
+        return (<QueueReader>g.reader)._deliver(b)
 
 
 # The reader thread keeps one Python thread state for its whole life; without it every batch would create and
@@ -43,6 +48,7 @@ cdef void _reader_thread_end(void *user) noexcept nogil:
     cdef PyGILState_STATE state = g.gil_state
     PyEval_RestoreThread(g.tstate)
     with gil:  # held already; this only tells Cython so
+        (<QueueReader>g.reader)._forward_ended()
         # The callback (and all it holds: devices in cycles, say) goes first, while nothing else runs: freeing the
         # reader below may release the GIL midway, and a collection on another thread must not find what the
         # callback held still reachable from a reader that is already out of the registry.
@@ -113,11 +119,17 @@ cdef class QueueReader:
     cdef ft_reader_stats final_stats
     cdef int final_state
     cdef object final_error
+    # A forward (Device.start_reader with a sink): batches go to the sink's device in C (core/ft_forward.h).
+    cdef ft_forward *forward
+    cdef readonly Device sink
+    cdef object __weakref__
 
     @staticmethod
     cdef QueueReader _start(Device device, int queue, callback, uint32_t batch_size, uint32_t spin_us,
-                            bint adaptive, uint32_t adaptive_pps, uint32_t pipeline, on_error, bint deliver_after_stop):
-        """The numbers were checked against the C core's limits (Device.start_reader): the arenas can be sized."""
+                            bint adaptive, uint32_t adaptive_pps, uint32_t pipeline, on_error, bint deliver_after_stop,
+                            Device sink=None, int sink_queue=0, int sink_policy=FT_FULL_DROP, int sink_timeout_ms=-1):
+        """The numbers were checked against the C core's limits (Device.start_reader): the arenas can be sized.
+        With a sink, every batch is sent to it in C (a forward) instead of being handed to a callback."""
         cdef QueueReader q = QueueReader.__new__(QueueReader)
         cdef ft_reader_config cfg
         cdef ft_err e
@@ -128,6 +140,16 @@ cdef class QueueReader:
         q.deliver_after_stop = deliver_after_stop
         q.final_state = FT_READER_STOPPED
         q.batch_size = batch_size
+        if sink is not None:
+            q.forward = ft_forward_new(sink.dev, sink_queue, batch_size, device.super_mode, sink_policy,
+                                       sink_timeout_ms, &e)
+            if q.forward == NULL:
+                _raise(&e)
+            q.sink = sink
+            q.glue.forward = q.forward
+            device._forwards().add(q)
+            sink._forwards().add(q)
+            q._update_divert()
         q.arenas = [_receive_arena(batch_size, device.dev.max_packet) for _ in range(max(pipeline, 1u))]
         for k in range(len(q.arenas)):
             (<Arena>q.arenas[k]).attach(&q.bs[k])
@@ -153,6 +175,49 @@ cdef class QueueReader:
             with nogil:
                 ft_reader_free(self.reader)
             self.reader = NULL
+        ft_forward_free(self.forward)   # the thread that used it has ended
+        self.forward = NULL
+
+    cdef void _update_divert(self) noexcept:
+        """A forward whose source or sink has a capture hook hands its batches to Python, where the hooks see
+        them; without one it never takes the GIL."""
+        if self.forward != NULL:
+            self.glue.divert = self.device.tap is not None or self.sink.tap is not None
+
+    @property
+    def diverted(self):
+        """A forward's batches go through Python (a capture hook is attached at one of its ends)."""
+        return self.forward != NULL and bool(self.glue.divert)
+
+    cdef void _forward_ended(self) noexcept:
+        # On the reader's thread as it ends, with the GIL: a forward that its sink ended reports why, as a
+        # callback's exception would be.
+        if self.forward != NULL and self.exception is None and self.reader != NULL and \
+                ft_reader_state(self.reader) == FT_READER_CALLBACK_STOPPED:
+            self._forward_ended_now()
+
+    cdef int _forward_seen(self, Batch batch, ft_batch *b):
+        """A forward's batch with capture hooks on: sent in C as always, seen by the hooks around it."""
+        cdef int rc
+        cdef const uint32_t *went
+        cdef uint32_t nwent, k
+        ft_forward_record(self.forward, 1)
+        with nogil:
+            rc = ft_forward_batch(self.forward, b)
+        nwent = ft_forward_went(self.forward, &went)
+        ft_forward_record(self.forward, 0)
+        if self.sink.tap is not None and nwent > 0:
+            self.sink._tapped(batch if nwent == batch.count else [batch[went[k]] for k in range(nwent)], TAP_SENT)
+        if rc != 0:
+            self._forward_ended_now()
+        return rc
+
+    cdef void _forward_ended_now(self) noexcept:
+        cdef ft_err e
+        ft_forward_error(self.forward, &e)
+        self.exception = _exception(&e)
+        if self.on_error is not None:
+            _report_callback_error(self.on_error, self.exception)
 
     cdef int _deliver(self, ft_batch *b):
         # The stop may have come while this thread waited for the GIL (from another queue's callback, say): no
@@ -175,13 +240,16 @@ cdef class QueueReader:
         cdef int stop = 0
         # The user's callback is called directly: a Python wrapper around it (for the log line below) was one
         # more Python frame per batch, about 5% of the reader's CPU per wake-up on a slow host (90 -> 85 us).
-        try:
-            self.callback(batch)
-        except BaseException as exc:
-            self.exception = exc
-            stop = 1
-            if self.on_error is not None:
-                _report_callback_error(self.on_error, exc)
+        if self.forward != NULL:
+            stop = self._forward_seen(batch, b)
+        else:
+            try:
+                self.callback(batch)
+            except BaseException as exc:
+                self.exception = exc
+                stop = 1
+                if self.on_error is not None:
+                    _report_callback_error(self.on_error, exc)
         if batch._expire():
             # Somebody still holds a buffer into this arena: leave it to them and read into a new one.
             arena = _receive_arena(arena.max, self.device.dev.max_packet)
@@ -236,6 +304,9 @@ cdef class QueueReader:
         self.reader = NULL
         self.arenas = None            # batches the callback kept hold their own arena
         self.batch = None
+        ft_forward_free(self.forward)
+        self.forward = NULL
+        self.glue.forward = NULL
 
     @property
     def state(self):

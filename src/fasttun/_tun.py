@@ -155,9 +155,10 @@ class Reader:
     stops the reader (the threads of every queue); :meth:`stop` and :meth:`join` raise that exception again,
     traceback included."""
 
-    def __init__(self, tun: _Endpoint, queues: list[_core.QueueReader]) -> None:
+    def __init__(self, tun: _Endpoint, queues: list[_core.QueueReader], sink: _Endpoint | None = None) -> None:
         self._tun = tun
         self._queues = queues
+        self._sink = sink
         self._reported = False
 
     def __enter__(self) -> Reader:
@@ -168,7 +169,8 @@ class Reader:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<fasttun.Reader on {self._tun.name!r}, {len(self._queues)} queue(s), {state}>"
+        to = f" forwarding to {self._sink.name!r}" if self._sink is not None else ""
+        return f"<fasttun.Reader on {self._tun.name!r}{to}, {len(self._queues)} queue(s), {state}>"
 
     @property
     def running(self) -> bool:
@@ -219,8 +221,11 @@ class Reader:
             return
         self._reported = True
         for q in self._queues:
-            if q.exception is not None:
-                raise q.exception
+            if q.exception is None:
+                continue
+            if isinstance(q.exception, TunClosedError) and self._sink is not None and self._sink.closed:
+                continue  # a forward whose sink was closed on purpose: a normal end
+            raise q.exception
         for q in self._queues:
             err = q.error()
             if err is None:
@@ -304,11 +309,11 @@ class _Endpoint:
         is still the one attached). One hook at a time."""
         if tap is None:
             if self._dev.tap is not None and self._dev.tap == current:
-                self._dev.tap = None
+                self._dev.set_tap(None)
             return
         if self._dev.tap is not None:
             raise ValueError(f"{self.name} already has a tee; remove it first")
-        self._dev.tap = tap
+        self._dev.set_tap(tap)
 
     # ---- the interface fasttun's own extensions (aio, pcap) use; not user API ----
 
@@ -339,33 +344,43 @@ class _Endpoint:
         if self._closed:
             raise TunClosedError(errno.EBADF, f"{self.name} is closed")
 
-    def _start_readers(self, queues: int, callback: BatchCallback, batch_size: int, spin_us: int | None,
+    def _start_readers(self, queues: int, callback: BatchCallback | _Endpoint, batch_size: int, spin_us: int | None,
                        adaptive: bool, adaptive_pps: int | None, pipeline: int) -> Reader:
-        """One reader thread per queue, for every kind of endpoint (the numbers' limits are the C core's)."""
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        """One reader thread per queue, for every kind of endpoint (the numbers' limits are the C core's). A
+        device or endpoint as the callback makes it a forward: batches go to it in C."""
+        sink = callback if isinstance(callback, _Endpoint) else None
+        if sink is None and not callable(callback):
+            raise TypeError(f"callback must be callable, or a device or endpoint to forward to, not "
+                            f"{type(callback).__name__}")
         spin = _core.DEFAULT_SPIN_US if spin_us is None else spin_us
         pps = _core.DEFAULT_ADAPTIVE_PPS if adaptive_pps is None else adaptive_pps
         for name, value in (("batch_size", batch_size), ("spin_us", spin), ("adaptive_pps", pps),
                             ("pipeline", pipeline)):
             _core.check_limit(name, value)  # all of them before the first queue's thread starts
         self._check_open()
+        forward: dict[str, Any] = {}
+        if sink is not None:
+            sink._check_open()
+            policy, timeout = sink._send_settings(None, None)
+            forward = dict(sink=sink._dev, sink_policy=policy, sink_timeout=timeout)
         started: list[_core.QueueReader] = []
         try:
             for q in range(queues):
                 # The hook sees `started` grow: a callback that raises on one queue stops every queue's thread.
+                failed = (functools.partial(_forward_failed, self.name, sink, q, started) if sink is not None else
+                          functools.partial(_callback_failed, self.name, q, started))
                 started.append(self._dev.start_reader(q, callback, batch_size, spin, bool(adaptive), pps, pipeline,
-                                                      functools.partial(_callback_failed, self.name, q, started)))
+                                                      failed, **forward))
         except BaseException:
             for qr in started:
                 qr.request_stop()
                 qr.join(None)
             raise
-        reader = Reader(self, started)
+        reader = Reader(self, started, sink)
         with self._lock:
             self._readers.append(reader)
-        _log(log, logging.DEBUG, "reader started on %s: %d queue(s), batch %d, spin %d us", self.name, len(started),
-             batch_size, spin)
+        _log(log, logging.DEBUG, "reader started on %s: %d queue(s), batch %d, spin %d us%s", self.name, len(started),
+             batch_size, spin, f", forwarding to {sink.name}" if sink is not None else "")
         return reader
 
 
@@ -614,7 +629,7 @@ class Tun(_Endpoint, metaclass=_TunMeta):
 
     def start_reader(
         self,
-        callback: BatchCallback,
+        callback: BatchCallback | _Endpoint,
         batch_size: int = 64,
         *,
         spin_us: int | None = None,
@@ -635,7 +650,17 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         Python's overlap on a machine with cores to spare; batches keep their order, and when every batch is in
         flight the device's own queue absorbs the back-pressure (its drops are counted as usual). While the
         reader is hot, the callback's thread spins for its next batch as long as the reading thread is awake (at
-        most 2 ms) and the reading thread for a free batch up to ``spin_us``; ``spin_us=0`` never spins."""
+        most 2 ms) and the reading thread for a free batch up to ``spin_us``; ``spin_us=0`` never spins.
+
+        ``callback`` may instead be another device or a connected :class:`UdpEndpoint`: the reader is then a
+        *forward*, and every batch is sent to that device in C as its ``send_batch`` would send it (its ``on_full``
+        and ``send_timeout``), without Python or the GIL. What it cannot take is counted in its stats, never lost
+        silently: packets it refuses as invalid (``tx_rejected``, and the rest of the batch still goes), a full
+        queue's drops (``tx_dropped_full``; under "wait" the forward waits for room, and a stop ends the wait).
+        When the sink is closed the forward ends (what it still held counts in the reader's ``undelivered``);
+        :meth:`Reader.stop` raises only if the sink failed otherwise. A capture (:func:`fasttun.pcap.tee`) on
+        either end sees the forwarded packets: while one is attached, batches pass through Python for it.
+        Super-packets (``offload_mode="super"``) can be forwarded only to a TUN device opened with offload."""
         return self._start_readers(self.queues, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 
@@ -661,6 +686,16 @@ def _callback_failed(name: str, queue: int, queues: list[_core.QueueReader], exc
         q.request_stop()
     _log(log, logging.ERROR, "reader on %s queue %d stopped: its callback raised %r (raised again by stop()/join())",
          name, queue, exc)
+
+
+def _forward_failed(name: str, sink: _Endpoint, queue: int, queues: list[_core.QueueReader],
+                    exc: BaseException) -> None:
+    """Called on a forward's thread when its sink closed or failed: every queue's thread ends."""
+    for q in queues:
+        q.request_stop()
+    closed = isinstance(exc, TunClosedError) and sink.closed
+    _log(log, logging.DEBUG if closed else logging.ERROR, "forward from %s queue %d to %s stopped: %s%s", name, queue,
+         sink.name, exc, "" if closed else " (raised again by stop()/join())")
 
 
 def pair(

@@ -282,10 +282,13 @@ class UdpEndpoint(_Endpoint):
 
     # ---- readers ----
 
-    def start_reader(self, callback: BatchCallback, batch_size: int = 64, *, spin_us: int | None = None,
+    def start_reader(self, callback: BatchCallback | _Endpoint, batch_size: int = 64, *, spin_us: int | None = None,
                      adaptive: bool = True, adaptive_pps: int | None = None, pipeline: int = 0) -> Reader:
         """Starts a reader thread that calls ``callback(batch)`` with up to ``batch_size`` datagrams, exactly as
-        :meth:`fasttun.Tun.start_reader` does; the batch's packets are valid only during the call."""
+        :meth:`fasttun.Tun.start_reader` does; the batch's packets are valid only during the call. With a device
+        (a TUN device, say) instead of a callback, the reader forwards every datagram to it in C as
+        :meth:`fasttun.Tun.start_reader` describes: what is not an IP packet it takes is counted in its
+        ``tx_rejected`` and dropped."""
         return self._start_readers(1, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 
 

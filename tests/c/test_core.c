@@ -2,6 +2,7 @@
  * under AddressSanitizer+UBSan and ThreadSanitizer. Prints "N passed, N failed" and exits non-zero on failure. */
 #include "pair/ft_pair.h"
 #include "core/ft_reader.h"
+#include "core/ft_forward.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -526,6 +527,223 @@ static void test_private_fds(void)
 static void test_private_fds(void) {}
 #endif
 
+
+/* ---- forwards (core/ft_forward.h): a reader whose sink is another device ---------------------------------- */
+
+/* Waits up to 10 s for the reader's packet count to reach n. */
+static void wait_read(ft_reader *r, uint64_t n)
+{
+    ft_reader_stats rs;
+    uint64_t deadline = ft_now_ns() + 10000000000u;
+    do {
+        ft_sleep_us(500);
+        ft_reader_get_stats(r, &rs);
+    } while (rs.packets < n && ft_now_ns() < deadline);
+}
+
+/* a -> b, forwarded by a reader on b into c -> d: d receives every packet, in order, with a concurrent sender
+ * and a sink that makes the forward wait for room (capacity 16 against batches of up to 64). */
+static void test_forward_delivers_in_order(uint32_t depth)
+{
+    ft_device *a, *b, *c, *d;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
+    CHECK(ft_memory_pair(1500, 16, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    owned_batch ob[8];
+    uint32_t n_batches = depth < 2 ? 1 : depth;
+    for (uint32_t k = 0; k < n_batches; k++)
+        batch_init(&ob[k], 64);
+    ft_batch bs[8];
+    for (uint32_t k = 0; k < n_batches; k++)
+        bs[k] = ob[k].b;
+    ft_forward *f = ft_forward_new(c, 0, 64, 0, FT_FULL_WAIT, -1, &e);
+    CHECK(f != NULL);
+    ft_reader_config cfg = {.batch_size = 64, .spin_us = 20, .pipeline = depth};
+    ft_reader *r = ft_reader_start(b, 0, &cfg, bs, ft_forward_batch, f, &e);
+    CHECK(r != NULL);
+    /* d's side: a reader that checks every packet */
+    owned_batch rb;
+    batch_init(&rb, 64);
+    reader_ctx ctx = {0};
+    ft_reader_config rcfg = {.batch_size = 64, .spin_us = 20};
+    ft_reader *rd = ft_reader_start(d, 0, &rcfg, &rb.b, on_batch, &ctx, &e);
+    CHECK(rd != NULL);
+    sender_arg sa = {a, 50000, 0};
+    long oserr = 0;
+    ft_thread *t = ft_thread_start(sender_main, &sa, &oserr);
+    ft_thread_join(t);
+    CHECK(sa.sent == 50000);
+    wait_read(rd, 50000);
+    ft_reader_request_stop(r);
+    ft_reader_request_stop(rd);
+    CHECK(ft_reader_join(r, 2000) == FT_OK && ft_reader_join(rd, 2000) == FT_OK);
+    CHECK(ft_reader_state(r) == FT_READER_STOPPED);
+    CHECK(ctx.expect == 50000 && ctx.bad == 0);
+    ft_stats cs;
+    ft_device_get_stats(c, &cs);
+    CHECK(cs.tx_packets == 50000 && cs.tx_dropped_full == 0 && cs.tx_rejected == 0);
+    ft_reader_free(r);
+    ft_reader_free(rd);
+    ft_forward_free(f);
+    batch_free(&rb);
+    for (uint32_t k = 0; k < n_batches; k++)
+        batch_free(&ob[k]);
+    ft_device_free(a);
+    ft_device_free(b);
+    ft_device_free(c);
+    ft_device_free(d);
+}
+
+/* A hand-made batch with packets the sink refuses: each is skipped and counted there, the rest go in order. */
+static void test_forward_skips_invalid_packets(void)
+{
+    ft_device *c, *d;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 64, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    owned_batch ob;
+    batch_init(&ob, 8);
+    /* valid 0, bad, valid 1, bad, bad, valid 2, bad (last) */
+    const int kinds[7] = {1, 0, 1, 0, 0, 1, 0};
+    uint32_t seq = 0;
+    for (int i = 0; i < 7; i++) {
+        uint8_t *p = ob.b.data + ob.b.used;
+        size_t len = kinds[i] ? size_for(seq) : 30;
+        if (kinds[i])
+            make_packet(p, len, seq++);
+        else
+            memset(p, 0x11, len); /* IP version 1 */
+        ob.b.offsets[i] = (uint32_t)ob.b.used;
+        ob.b.lengths[i] = (uint32_t)len;
+        ob.b.used += len;
+    }
+    ob.b.count = 7;
+    ft_forward *f = ft_forward_new(c, 0, 8, 0, FT_FULL_DROP, 0, &e);
+    CHECK(f != NULL);
+    ft_forward_record(f, 1);
+    CHECK(ft_forward_batch(f, &ob.b) == 0);
+    const uint32_t *went;
+    CHECK(ft_forward_went(f, &went) == 3 && went[0] == 0 && went[1] == 2 && went[2] == 5);
+    ft_stats cs;
+    ft_device_get_stats(c, &cs);
+    CHECK(cs.tx_packets == 3 && cs.tx_rejected == 4);
+    owned_batch got;
+    batch_init(&got, 8);
+    CHECK(ft_device_recv(d, 0, &got.b, 0, &e) == 3);
+    for (uint32_t i = 0; i < 3; i++)
+        CHECK(packet_ok(got.b.data + got.b.offsets[i], got.b.lengths[i], i));
+    /* Every packet bad: nothing goes, all counted. */
+    for (uint32_t i = 0; i < 7; i++)
+        if (kinds[i])
+            memset(ob.b.data + ob.b.offsets[i], 0x11, 1);
+    CHECK(ft_forward_batch(f, &ob.b) == 0);
+    CHECK(ft_forward_went(f, &went) == 0);
+    ft_device_get_stats(c, &cs);
+    CHECK(cs.tx_packets == 3 && cs.tx_rejected == 11);
+    ft_forward_free(f);
+    batch_free(&ob);
+    batch_free(&got);
+    ft_device_free(c);
+    ft_device_free(d);
+}
+
+/* A sink that never makes room: under "wait" the forward stops promptly when asked, dropping and counting what
+ * waited; under "drop" it never waits; with a timeout it waits that long, then drops. */
+static void test_forward_full_sink(int policy, int timeout_ms)
+{
+    ft_device *a, *b, *c, *d;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
+    CHECK(ft_memory_pair(1500, 8, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    owned_batch ob;
+    batch_init(&ob, 64);
+    ft_forward *f = ft_forward_new(c, 0, 64, 0, policy, timeout_ms, &e);
+    CHECK(f != NULL);
+    ft_reader_config cfg = {.batch_size = 64};
+    ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, ft_forward_batch, f, &e);
+    CHECK(r != NULL);
+    CHECK(send_seq(a, 0, 100, FT_FULL_WAIT) == 100);
+    if (policy == FT_FULL_WAIT && timeout_ms < 0)
+        ft_sleep_us(100000); /* the forward is waiting for room now */
+    else
+        wait_read(r, 100);
+    uint64_t t0 = ft_now_ns();
+    ft_reader_request_stop(r);
+    CHECK(ft_reader_join(r, 2000) == FT_OK);
+    CHECK(ft_now_ns() - t0 < 500000000u); /* promptly, even while waiting for room */
+    ft_reader_stats rs;
+    ft_reader_get_stats(r, &rs);
+    ft_stats cs;
+    ft_device_get_stats(c, &cs);
+    CHECK(cs.tx_packets == 8);
+    /* nothing lost silently: every packet read went, was dropped and counted, or was counted undelivered */
+    CHECK(rs.packets == cs.tx_packets + cs.tx_dropped_full + rs.undelivered);
+    if (policy == FT_FULL_DROP || timeout_ms >= 0)
+        CHECK(rs.packets == 100 && cs.tx_dropped_full == 92);
+    ft_reader_free(r);
+    ft_forward_free(f);
+    batch_free(&ob);
+    ft_device_free(a);
+    ft_device_free(b);
+    ft_device_free(c);
+    ft_device_free(d);
+}
+
+/* A sink closed under the forward ends the reader (its batch function stopped it), says why, and counts what
+ * it could not send; a sink closed while the forward waits for room wakes it. */
+static void test_forward_sink_closed(int while_waiting)
+{
+    ft_device *a, *b, *c, *d;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
+    CHECK(ft_memory_pair(1500, 8, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    owned_batch ob;
+    batch_init(&ob, 64);
+    ft_forward *f = ft_forward_new(c, 0, 64, 0, FT_FULL_WAIT, -1, &e);
+    CHECK(f != NULL);
+    ft_reader_config cfg = {.batch_size = 64};
+    ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, ft_forward_batch, f, &e);
+    CHECK(r != NULL);
+    if (while_waiting) {
+        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
+        ft_sleep_us(100000);
+        ft_device_close(c);
+    } else {
+        ft_device_close(c);
+        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
+    }
+    CHECK(ft_reader_join(r, 2000) == FT_OK);
+    CHECK(ft_reader_state(r) == FT_READER_CALLBACK_STOPPED);
+    ft_err why;
+    ft_forward_error(f, &why);
+    CHECK(why.status == FT_ECLOSED);
+    ft_reader_stats rs;
+    ft_reader_get_stats(r, &rs);
+    ft_stats cs;
+    ft_device_get_stats(c, &cs);
+    CHECK(rs.packets == cs.tx_packets + cs.tx_dropped_full + rs.undelivered && rs.undelivered > 0);
+    ft_reader_free(r);
+    ft_forward_free(f);
+    batch_free(&ob);
+    ft_device_free(a);
+    ft_device_free(b);
+    ft_device_free(c);
+    ft_device_free(d);
+}
+
+static void test_forward_argument_checks(void)
+{
+    ft_device *c, *d;
+    ft_err e;
+    CHECK(ft_memory_pair(1500, 8, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    CHECK(ft_forward_new(c, 1, 64, 0, FT_FULL_DROP, 0, &e) == NULL && e.status == FT_EINVAL);
+    CHECK(ft_forward_new(c, 0, 0, 0, FT_FULL_DROP, 0, &e) == NULL && strstr(e.msg, "batch_size") != NULL);
+    CHECK(ft_forward_new(c, 0, 64, 0, 7, 0, &e) == NULL && strstr(e.msg, "policy") != NULL);
+    /* super-packets need a sink with offload: a pair has none */
+    CHECK(ft_forward_new(c, 0, 64, 1, FT_FULL_DROP, 0, &e) == NULL && strstr(e.msg, "super-packets") != NULL);
+    ft_device_free(c);
+    ft_device_free(d);
+}
+
 int main(void)
 {
     test_packet_check();
@@ -547,5 +765,14 @@ int main(void)
     test_close_wakes_blocked_recv_and_reader();
     test_argument_checks();
     test_private_fds();
+    test_forward_delivers_in_order(0);
+    test_forward_delivers_in_order(2);
+    test_forward_skips_invalid_packets();
+    test_forward_full_sink(FT_FULL_WAIT, -1);
+    test_forward_full_sink(FT_FULL_WAIT, 50);
+    test_forward_full_sink(FT_FULL_DROP, 0);
+    test_forward_sink_closed(0);
+    test_forward_sink_closed(1);
+    test_forward_argument_checks();
     return check_summary();
 }

@@ -47,6 +47,11 @@ class ForwardScenario(
                     missing=no_iperf),
             Variant(f"fasttun offload, super-packets passed through, batch {settings.batch}",
                     lambda: self._fasttun(settings, "super"), missing=no_iperf),
+            Variant(f"fasttun forwards in C (start_reader(device)), segments with remote checksums, batch "
+                    f"{settings.batch}", lambda: self._fasttun(settings, "segments", remote_csum=True, in_c=True),
+                    missing=no_iperf),
+            Variant(f"fasttun forwards in C (start_reader(device)), super-packets passed through, batch "
+                    f"{settings.batch}", lambda: self._fasttun(settings, "super", in_c=True), missing=no_iperf),
             Variant("C per-packet forwarder, read() + write()", lambda: self._c(settings), baseline=True,
                     missing=no_iperf or settings.baselines.missing("ftb_forward")),
             Variant("python-pytun forwarder, read() + write() in 2 threads", lambda: self._pytun(settings),
@@ -83,12 +88,15 @@ class ForwardScenario(
         return Sample(pps=forwarded / iperf["seconds"], gbps=iperf["bps"] / 1e9,
                       extra={"retransmits": iperf["retransmits"]})
 
-    def _fasttun(self, settings: Settings, offload: str | None = None, remote_csum: bool = False) -> Sample:
+    def _fasttun(self, settings: Settings, offload: str | None = None, remote_csum: bool = False,
+                 in_c: bool = False) -> Sample:
+        """Two readers, each sending its batches into the other device: by a Python callback (send_batch), or
+        with in_c as forwards (start_reader(device)), no Python per batch."""
         with devices.fasttun_device(self.a, "ftbfa0", A_ADDRESS, offload=offload, remote_csum=remote_csum) as ta, \
                 devices.fasttun_device(self.b, "ftbfb0", B_ADDRESS, offload=offload, remote_csum=remote_csum) as tb:
             self._routes("ftbfa0", "ftbfb0")
-            with ta.start_reader(tb.send_batch, batch_size=settings.batch) as ra, \
-                    tb.start_reader(ta.send_batch, batch_size=settings.batch) as rb:
+            with ta.start_reader(tb if in_c else tb.send_batch, batch_size=settings.batch) as ra, \
+                    tb.start_reader(ta if in_c else ta.send_batch, batch_size=settings.batch) as rb:
                 iperf = self._iperf()
                 forwarded = ra.stats.packets + rb.stats.packets
             return self._sample(forwarded, iperf)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
-EXPECTED_VARIANTS = {"pair": 7, "rx": 9, "rx-live": 3, "tx": 4, "latency": 3, "forward": 6, "tunnel": 9, "udp": 2,
+EXPECTED_VARIANTS = {"pair": 7, "rx": 9, "rx-live": 3, "tx": 4, "latency": 3, "forward": 8, "tunnel": 9, "udp": 2,
                      "soak": 1}
 """How many variants each scenario measures with the default --batch, for the plan printed before anything is set
 up (a scenario's real variants are counted once it is set up; tests/test_bench_smoke.py compares the two)."""
