@@ -387,8 +387,10 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
             return ft_fail(e, FT_EPACKET, EMSGSIZE, "a packet of %zu bytes cannot go through Wintun (allowed: 1..%u)",
                            len, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
         }
-        if (w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC && len > FT_RCSUM_HDR_SIZE)
-            len -= FT_RCSUM_HDR_SIZE; /* what goes into the ring is the packet behind the header */
+        /* behind an FT_RCSUM header (checked by ft_device_send): the ring gets the packet behind it */
+        int behind = w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC && len > FT_RCSUM_HDR_SIZE;
+        if (behind)
+            len -= FT_RCSUM_HDR_SIZE;
         BYTE *slot = w->api->AllocateSendPacket(w->session, (DWORD)len);
         if (!slot) {
             DWORD err = GetLastError();
@@ -396,7 +398,7 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
             int r = send_error(w, err, e);
             return i > 0 ? (int)i : r;
         }
-        if (w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC)
+        if (behind)
             ft_rcsum_complete_into(pkts[i].data, pkts[i].len, slot); /* the packet behind, checksum finished */
         else
             memcpy(slot, pkts[i].data, len);

@@ -656,7 +656,8 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         *forward*, and every batch is sent to that device in C as its ``send_batch`` would send it (its ``on_full``
         and ``send_timeout``), without Python or the GIL. What it cannot take is counted in its stats, never lost
         silently: packets it refuses as invalid (``tx_rejected``, and the rest of the batch still goes), a full
-        queue's drops (``tx_dropped_full``; under "wait" the forward waits for room, and a stop ends the wait).
+        queue's drops (``tx_dropped_full``, under "drop" and "raise"; under "wait" the forward waits for room, and
+        a stop ends the wait).
         When the sink is closed the forward ends (what it still held counts in the reader's ``undelivered``);
         :meth:`Reader.stop` raises only if the sink failed otherwise. A capture (:func:`fasttun.pcap.tee`) on
         either end sees the forwarded packets: while one is attached, batches pass through Python for it.

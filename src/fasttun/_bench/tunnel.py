@@ -1,8 +1,8 @@
 """tunnel: iperf3 TCP through a point-to-point IP-over-UDP tunnel between two namespaces joined by a veth.
 
 Each namespace runs one side of the tunnel as its own process (as two hosts would): examples/udp_tunnel.py
-(fasttun: TUN reader -> UdpEndpoint.send_batch, endpoint reader -> Tun.send_batch; plain, on one asyncio event
-loop instead of reader threads, encrypted with ChaCha20-Poly1305 (one AEAD call per train of packets, and one
+(fasttun: plain, the TUN device's reader forwarding to the UdpEndpoint and the endpoint's to the TUN device in C,
+``start_reader(device)``; plain on one asyncio event loop instead, with Python callbacks; encrypted with ChaCha20-Poly1305 (one AEAD call per train of packets, and one
 per datagram), and with offload off), the C per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one
 read+send and one
 recv+write per packet: the baseline), and a python-pytun tunnel (two Python threads per side, one syscall per
@@ -88,7 +88,7 @@ class TunnelScenario:
         self.example = example
         self.baselines = settings.baselines
         return [
-            Variant("fasttun tunnel (TUN segments + UDP GSO/GRO), plain", lambda: self._fasttun([]),
+            Variant("fasttun tunnel (TUN segments + UDP GSO/GRO, forwards in C), plain", lambda: self._fasttun([]),
                     missing=no_iperf or no_example),
             Variant("kernel VXLAN (in-kernel UDP tunnel, same veth and MTU)", self._vxlan, baseline=True,
                     missing=no_iperf),
