@@ -198,7 +198,6 @@ class Forwarder:
                             mean_packet=stats.bytes / stats.packets if stats.packets else 0.0)
         return out
 
-
     def _count_from_stats(self, direction: Direction, read: fasttun.ReaderStats, destination: fasttun.Tun) -> None:
         """A direction's counters, for forwards in C: from its reader's stats and its destination's."""
         now, base = destination.stats, self._base[id(destination)]
