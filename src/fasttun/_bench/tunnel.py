@@ -6,7 +6,8 @@ Each namespace runs one side of the tunnel as its own process (as two hosts woul
 ChaCha20-Poly1305 (one AEAD call per train of packets, and one per datagram), and with offload off), the C
 per-packet tunnel fasttun/_bench/baselines/ftb_udp_tunnel.c (one read+send and one recv+write per packet), a
 python-pytun tunnel (two Python threads per side, one syscall per packet, what a pytun user writes), and the
-kernel's own UDP tunnel (VXLAN over the same veth with the same MTU: the baseline, the anchor fasttun aims at). Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
+kernel's own UDP tunnel (VXLAN over the same veth with the same MTU: the baseline, the anchor fasttun aims at).
+Gbit/s is iperf3's TCP goodput; packets/s counts the datagrams that crossed.
 
 Two CPU columns, steadier than the rate on a shared machine: ``tunnel CPU`` is the user plus system seconds of the
 two tunnel processes per GB of goodput (the kernel's VXLAN has no process: its cost is all in the host column), and
