@@ -6,7 +6,9 @@
 
 Every packet the kernel routes into the TUN device is read by the device's reader thread and sent as one UDP
 datagram to the peer; every datagram from the peer is written into the TUN device. Without a key there is no
-Python per packet: the callbacks are ``endpoint.send_batch(batch)`` and ``tun.send_batch(batch)``. With
+Python at all on the way: the two readers are forwards, ``tun.start_reader(endpoint)`` and
+``endpoint.start_reader(tun)``, which send each batch to the other side in C (a datagram that is not an IP packet
+is dropped and counted in the TUN device's ``tx_rejected``, reported as ``not_ip``). With
 ``--offload on`` (the default, where the kernel has it) the TUN device hands over the kernel's TCP super-packets
 split into MTU-sized packets that lie back to back in one arena, the endpoint sends each run of them as one
 ``UDP_SEGMENT`` message, the peer receives them coalesced (``UDP_GRO``) and its TUN device takes them merged back
