@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import logging
+import os
 import socket
 import threading
 import time
@@ -176,16 +177,37 @@ def test_what_cannot_be_a_sink_is_refused_with_what_is_allowed():
             dev.close()
 
 
-def test_a_sink_closed_on_purpose_ends_the_forward_quietly_and_counts_what_it_could_not_send(chain, caplog):
+def test_closing_the_sink_stops_the_forward_quietly_even_when_it_is_idle(chain, caplog):
     a, b, c, d = chain
     reader = b.start_reader(c, 64)
-    c.close()
     with caplog.at_level(logging.DEBUG, logger="fasttun"):
-        a.send_batch([minimal_ipv4(60, i) for i in range(50)])
-        assert settle(lambda: not reader.running)
-    assert reader.stop() is True          # closed on purpose: no error
-    assert reader.stats.undelivered == 50
+        c.close()
+        assert not reader.running            # close() stopped and joined it
+    assert reader.stop() is True             # closed on purpose: no error
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    a.send_batch([minimal_ipv4(60, i) for i in range(50)])
+    assert len(b.recv_batch(64, timeout=1)) == 50   # nothing reads b any more: its packets wait there
+    assert reader.stats.undelivered == 0
+
+
+def test_a_sink_closed_under_a_batch_ends_the_forward_quietly_and_counts_what_it_could_not_send(caplog):
+    a, b = fasttun.pair(capacity=1024)
+    c, d = fasttun.pair(capacity=8, on_full="wait")   # full: the forward waits inside a batch
+    try:
+        reader = b.start_reader(c, 64)
+        a.send_batch([minimal_ipv4(60, i) for i in range(64)], on_full="wait")
+        assert settle(lambda: c.stats.tx_waits > 0)
+        with caplog.at_level(logging.DEBUG, logger="fasttun"):
+            c._dev.shutdown()      # as a finalizer closes: no stop request first, the forward finds it closed
+            assert settle(lambda: not reader.running)
+        assert reader.stop() is True   # the sink says closed (shut down on purpose, but not through close())...
+    except fasttun.TunClosedError:
+        pass                           # ...or, since its close() was not called, the forward's error
+    finally:
+        for dev in (a, b, c, d):
+            dev.close()
+    stats = reader.stats
+    assert stats.packets == 64 and stats.undelivered == 64 - 8 - c.stats.tx_dropped_full
     assert any("forward from" in r.getMessage() for r in caplog.records)
 
 
@@ -237,6 +259,8 @@ def test_a_capture_on_either_end_sees_the_forwarded_packets_and_the_fast_path_re
         assert q.diverted
         a.send_batch([minimal_ipv4(60, i) for i in range(100)], on_full="wait")
         assert [seq_of(p) for p in drain(d, 100)] == list(range(100))
+        # the sink's capture sees a batch once it went: after d may have received it
+        assert settle(lambda: tx_writer.packets == 100)
     assert not q.diverted
     a.send_batch([minimal_ipv4(60, i) for i in range(100, 110)], on_full="wait")
     assert [seq_of(p) for p in drain(d, 10)] == list(range(100, 110))
@@ -257,6 +281,7 @@ def test_a_capture_on_the_sink_sees_only_what_went():
                 if i % 20 == 19:
                     assert settle(lambda: reader.stats.packets == i + 1), reader.stats
             assert len(drain(d, 30)) == 30
+            assert settle(lambda: writer.packets == 30)
         assert settle(lambda: c.stats.tx_rejected == 10)
         assert writer.packets == 30
         reader.stop()
@@ -295,3 +320,74 @@ def test_gc_of_the_reader_object_on_its_own_keeps_the_forward_running(chain):
     gc.collect()
     a.send_batch([minimal_ipv4(60, i) for i in range(100)], on_full="wait")
     assert [seq_of(p) for p in drain(d, 100)] == list(range(100))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_fork_while_forwarding_leaves_the_parent_forwarding_and_the_child_free_to_close():
+    assert_ok(run_child('''
+    import warnings
+    warnings.simplefilter("ignore", DeprecationWarning)   # fork() of a process with threads: we mean it
+    a, b = fasttun.pair(capacity=1024)
+    c, d = fasttun.pair(capacity=1024)
+    reader = b.start_reader(c)
+    a.send_batch([minimal_ipv4(60, i) for i in range(10)], on_full="wait")
+    assert settle(lambda: c.stats.tx_packets == 10)
+    pid = os.fork()
+    if pid == 0:   # the forward's thread is the parent's: the child's reader says stopped, closes never wait
+        code = 0 if not reader.running and reader.stop(1.0) else 3
+        for dev in (a, b, c, d):
+            dev.close()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    a.send_batch([minimal_ipv4(60, i) for i in range(10, 20)], on_full="wait")
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 20 and time.monotonic() < deadline:
+        got.extend(bytes(p) for p in d.recv_batch(64, timeout=0.2))
+    assert len(got) == 20, len(got)
+    reader.stop()
+    print("OK")
+    '''))
+
+
+def test_captures_coming_and_going_under_a_flood_lose_nothing_and_a_close_midway_ends_cleanly(chain):
+    a, b, c, d = chain
+    reader = b.start_reader(c, 64)
+    stop = threading.Event()
+    got: list[int] = []
+
+    def receive() -> None:
+        while not stop.is_set():
+            try:
+                batch = d.recv_batch(256, timeout=0.2)
+            except fasttun.TunClosedError:   # c was closed below and all it sent was read
+                return
+            got.extend(seq_of(p) for p in batch)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    try:
+        for first in range(0, 3000, 100):
+            a.send_batch([minimal_ipv4(60, i) for i in range(first, first + 100)], on_full="wait")
+            if first % 200 == 0:
+                with pcap.tee(c, pcap.PcapWriter(io.BytesIO()), rx=False):   # diverts through Python meanwhile
+                    gc.collect()
+        assert settle(lambda: len(got) == 3000, 10)
+        assert got == list(range(3000))   # in order, nothing lost, whichever path each batch took
+        assert not reader._queues[0].diverted
+        # now close the sink while batches are diverted through Python (the GIL released while they are sent)
+        tee = pcap.tee(b, pcap.PcapWriter(io.BytesIO()), tx=False)
+        closer = threading.Timer(0.02, c.close)
+        closer.start()
+        for _ in range(20):
+            a.send_batch([minimal_ipv4(60, 0)] * 64, on_full="drop")
+        closer.join()
+        assert settle(lambda: not reader.running)
+        assert reader.stop() is True
+        tee.remove()
+        stats = reader.stats
+        assert stats.packets == c.stats.tx_packets + c.stats.tx_dropped_full + stats.undelivered
+    finally:
+        stop.set()
+        receiver.join(5)

@@ -158,10 +158,14 @@ int ft_forward_batch(void *user, ft_batch *b)
             }
             continue;
         }
-        /* The sink closed or failed: the forward ends, and what it did not send of this batch is undelivered. */
+        /* The sink closed or failed: the forward ends. What went before the failure went; what it did not send
+         * of this batch is undelivered (a packet the sink refused at `end` is counted there already). */
+        uint32_t sent = e.sent < end - done ? e.sent : end - done;
+        went(f, done, done + sent, -1);
+        done += sent;
         f->error = e;
         if (r)
-            ft_reader_count_undelivered(r, n - done);
+            ft_reader_count_undelivered(r, n - done - (end < n ? 1u : 0u));
         return 1;
     }
     return 0;

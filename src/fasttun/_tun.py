@@ -213,6 +213,8 @@ class Reader:
         done = all(q.join(timeout) for q in self._queues)
         if done:
             self._tun._forget_reader(self)
+            if self._sink is not None:
+                self._sink._forget_reader(self)
             self._raise_outcome()
         return done
 
@@ -377,8 +379,9 @@ class _Endpoint:
                 qr.join(None)
             raise
         reader = Reader(self, started, sink)
-        with self._lock:
-            self._readers.append(reader)
+        for end in (self,) if sink is None or sink is self else (self, sink):
+            with end._lock:   # closing either end stops a forward
+                end._readers.append(reader)
         _log(log, logging.DEBUG, "reader started on %s: %d queue(s), batch %d, spin %d us%s", self.name, len(started),
              batch_size, spin, f", forwarding to {sink.name}" if sink is not None else "")
         return reader
@@ -657,10 +660,10 @@ class Tun(_Endpoint, metaclass=_TunMeta):
         and ``send_timeout``), without Python or the GIL. What it cannot take is counted in its stats, never lost
         silently: packets it refuses as invalid (``tx_rejected``, and the rest of the batch still goes), a full
         queue's drops (``tx_dropped_full``, under "drop" and "raise"; under "wait" the forward waits for room, and
-        a stop ends the wait).
-        When the sink is closed the forward ends (what it still held counts in the reader's ``undelivered``);
-        :meth:`Reader.stop` raises only if the sink failed otherwise. A capture (:func:`fasttun.pcap.tee`) on
-        either end sees the forwarded packets: while one is attached, batches pass through Python for it.
+        a stop ends the wait). Closing the sink stops the forward, as closing its own device does (a batch it
+        still held counts in the reader's ``undelivered``); :meth:`Reader.stop` raises only if the sink failed
+        otherwise. A capture (:func:`fasttun.pcap.tee`) on either end sees the forwarded packets: while one is
+        attached, batches pass through Python for it.
         Super-packets (``offload_mode="super"``) can be forwarded only to a TUN device opened with offload."""
         return self._start_readers(self.queues, callback, batch_size, spin_us, adaptive, adaptive_pps, pipeline)
 

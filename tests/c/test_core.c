@@ -703,7 +703,11 @@ static void test_forward_sink_closed(int while_waiting)
     ft_reader_config cfg = {.batch_size = 64};
     ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, ft_forward_batch, f, &e);
     CHECK(r != NULL);
-    if (while_waiting) {
+    if (while_waiting == 2) { /* inside the forward's first wait for room, the call that sent the first 8 */
+        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
+        wait_read(r, 40);
+        ft_device_close(c);
+    } else if (while_waiting) {
         CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
         ft_sleep_us(100000);
         ft_device_close(c);
@@ -721,6 +725,8 @@ static void test_forward_sink_closed(int while_waiting)
     ft_stats cs;
     ft_device_get_stats(c, &cs);
     CHECK(rs.packets == cs.tx_packets + cs.tx_dropped_full + rs.undelivered && rs.undelivered > 0);
+    if (while_waiting)
+        CHECK(cs.tx_packets == 8 && rs.undelivered == 32);
     ft_reader_free(r);
     ft_forward_free(f);
     batch_free(&ob);
@@ -773,6 +779,7 @@ int main(void)
     test_forward_full_sink(FT_FULL_DROP, 0);
     test_forward_sink_closed(0);
     test_forward_sink_closed(1);
+    test_forward_sink_closed(2);
     test_forward_argument_checks();
     return check_summary();
 }
