@@ -322,7 +322,7 @@ def test_gc_of_the_reader_object_on_its_own_keeps_the_forward_running(chain):
     assert [seq_of(p) for p in drain(d, 100)] == list(range(100))
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is for Linux and other POSIX systems; Windows has none")
 def test_fork_while_forwarding_leaves_the_parent_forwarding_and_the_child_free_to_close():
     assert_ok(run_child('''
     import warnings

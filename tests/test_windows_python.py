@@ -91,7 +91,7 @@ def test_the_windows_sub_suite_passes_under_wine(run: str) -> None:
     # JUnit class names are "tests.test_aio" or, for test classes, "tests.test_aio.TestPairOnDefaultLoop".
     modules = {next(p for p in t.split("::")[0].split(".") if p.startswith("test_")) for t in passed}
     assert {"test_pair", "test_aio", "test_packaging", "test_wintun_python", "test_windows",
-            "test_events_windows", "test_udp_tunnel_windows"} <= modules, modules
+            "test_events_windows", "test_udp_tunnel_windows", "test_reader_forward"} <= modules, modules
     wintun = [t for t in passed if "test_wintun_python" in t]
     for name in ("test_loader_errors_and_planted_dlls_are_never_loaded", "test_the_package_copy_of_the_dll_is_used",
                  "test_fasttun_info_on_windows", "test_fasttun_bench_pair_on_windows",
