@@ -53,6 +53,19 @@ def chain():
         dev.close()
 
 
+@pytest.fixture
+def udp_into_pair():
+    """A UDP endpoint on 127.0.0.1 (big receive buffer), a plain socket to send to it, and a pair c -> d: a reader
+    on the endpoint forwarding into c makes d receive the datagrams."""
+    c, d = fasttun.pair(capacity=4096)
+    ep = fasttun.UdpEndpoint(bind=("127.0.0.1", 0), rcvbuf=4 << 20)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield ep, tx, c, d
+    tx.close()
+    for dev in (ep, c, d):
+        dev.close()
+
+
 @pytest.mark.parametrize("pipeline", [0, 2])
 def test_a_forward_delivers_every_packet_in_order_without_python(chain, pipeline):
     a, b, c, d = chain
@@ -108,33 +121,26 @@ def test_a_forward_into_a_dropping_sink_never_waits():
             dev.close()
 
 
-def test_datagrams_that_are_not_ip_packets_are_dropped_and_counted_by_the_sink_and_the_rest_go_in_order():
-    c, d = fasttun.pair(capacity=4096)
-    ep = fasttun.UdpEndpoint(bind=("127.0.0.1", 0), rcvbuf=4 << 20)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        reader = ep.start_reader(c, 16)
-        expected = []
-        bad = 0
-        for i in range(300):
-            if i % 7 == 3:
-                tx.sendto(b"\x11" * (20 + i % 50), where(ep))
-                bad += 1
-            else:
-                tx.sendto(minimal_ipv4(40 + i, i), where(ep))
-                expected.append(i)
-            if i % 50 == 49:   # paced: loopback UDP has no flow control, and a loaded machine drops in the socket
-                assert settle(lambda: reader.stats.packets == i + 1), reader.stats
-        got = drain(d, len(expected))
-        assert [seq_of(p) for p in got] == expected
-        assert settle(lambda: c.stats.tx_rejected == bad)
-        assert reader.running   # a refused packet costs that packet, never the forward
-        reader.stop()
-    finally:
-        tx.close()
-        ep.close()
-        c.close()
-        d.close()
+def test_datagrams_that_are_not_ip_packets_are_dropped_and_counted_by_the_sink_and_the_rest_go_in_order(
+        udp_into_pair):
+    ep, tx, c, d = udp_into_pair
+    reader = ep.start_reader(c, 16)
+    expected = []
+    bad = 0
+    for i in range(300):
+        if i % 7 == 3:
+            tx.sendto(b"\x11" * (20 + i % 50), where(ep))
+            bad += 1
+        else:
+            tx.sendto(minimal_ipv4(40 + i, i), where(ep))
+            expected.append(i)
+        if i % 50 == 49:   # paced: loopback UDP has no flow control, and a loaded machine drops in the socket
+            assert settle(lambda: reader.stats.packets == i + 1), reader.stats
+    got = drain(d, len(expected))
+    assert [seq_of(p) for p in got] == expected
+    assert settle(lambda: c.stats.tx_rejected == bad)
+    assert reader.running   # a refused packet costs that packet, never the forward
+    reader.stop()
 
 
 def test_a_device_forwards_into_a_connected_udp_endpoint_byte_for_byte():
@@ -268,28 +274,20 @@ def test_a_capture_on_either_end_sees_the_forwarded_packets_and_the_fast_path_re
     assert rx_writer.packets == 100 and tx_writer.packets == 100   # what the tees saw, not what came after
 
 
-def test_a_capture_on_the_sink_sees_only_what_went():
-    c, d = fasttun.pair()
-    ep = fasttun.UdpEndpoint(bind=("127.0.0.1", 0), rcvbuf=4 << 20)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        reader = ep.start_reader(c, 64)
-        writer = pcap.PcapWriter(io.BytesIO())
-        with pcap.tee(c, writer, rx=False):
-            for i in range(40):
-                tx.sendto(b"\x11" * 30 if i % 4 == 1 else minimal_ipv4(60, i), where(ep))
-                if i % 20 == 19:
-                    assert settle(lambda: reader.stats.packets == i + 1), reader.stats
-            assert len(drain(d, 30)) == 30
-            assert settle(lambda: writer.packets == 30)
-        assert settle(lambda: c.stats.tx_rejected == 10)
-        assert writer.packets == 30
-        reader.stop()
-    finally:
-        tx.close()
-        ep.close()
-        c.close()
-        d.close()
+def test_a_capture_on_the_sink_sees_only_what_went(udp_into_pair):
+    ep, tx, c, d = udp_into_pair
+    reader = ep.start_reader(c, 64)
+    writer = pcap.PcapWriter(io.BytesIO())
+    with pcap.tee(c, writer, rx=False):
+        for i in range(40):
+            tx.sendto(b"\x11" * 30 if i % 4 == 1 else minimal_ipv4(60, i), where(ep))
+            if i % 20 == 19:
+                assert settle(lambda: reader.stats.packets == i + 1), reader.stats
+        assert len(drain(d, 30)) == 30
+        assert settle(lambda: writer.packets == 30)
+    assert settle(lambda: c.stats.tx_rejected == 10)
+    assert writer.packets == 30
+    reader.stop()
 
 
 def test_forwards_dropped_without_close_or_stop_end_with_the_process():

@@ -97,8 +97,14 @@ int ft_forward_batch(void *user, ft_batch *b)
 {
     ft_forward *f = user;
     ft_reader *r = ft_reader_current();
-    uint32_t n = b->count < f->max ? b->count : f->max;
+    uint32_t n = b->count;
     f->nwent = 0;
+    if (n > f->max) { /* the reader's batch_size is the forward's max: only a misuse gets here, and loses nothing */
+        ft_fail(&f->error, FT_EINVAL, EINVAL, "a batch of %u packets for a forward made for %u", n, f->max);
+        if (r)
+            ft_reader_count_undelivered(r, n);
+        return 1;
+    }
     for (uint32_t i = 0; i < n; i++) {
         f->pkts[i].data = b->data + b->offsets[i];
         f->pkts[i].len = b->lengths[i];

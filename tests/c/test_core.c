@@ -211,6 +211,18 @@ static void sender_main(void *p)
     s->sent = send_seq(s->d, 0, s->count, FT_FULL_WAIT);
 }
 
+/* Sends packets 0..n-1 into d from a thread of its own under the wait policy, and waits for it: how many went. */
+static int send_on_thread(ft_device *d, uint32_t n)
+{
+    sender_arg sa = {d, n, 0};
+    long oserr = 0;
+    ft_thread *t = ft_thread_start(sender_main, &sa, &oserr);
+    if (!t)
+        return -1;
+    ft_thread_join(t);
+    return sa.sent;
+}
+
 static void test_reader_with_concurrent_sender(void)
 {
     ft_device *a, *b;
@@ -222,11 +234,7 @@ static void test_reader_with_concurrent_sender(void)
     ft_reader_config cfg = {.batch_size = 64, .spin_us = 50, .adaptive = 1, .adaptive_pps = 1000};
     ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, on_batch, &ctx, &e);
     CHECK(r != NULL);
-    sender_arg sa = {a, 100000, 0};
-    long oserr = 0;
-    ft_thread *t = ft_thread_start(sender_main, &sa, &oserr);
-    ft_thread_join(t);
-    CHECK(sa.sent == 100000);
+    CHECK(send_on_thread(a, 100000) == 100000);
     uint64_t deadline = ft_now_ns() + 10000000000u;
     ft_reader_stats rs;
     do {
@@ -541,14 +549,62 @@ static void wait_read(ft_reader *r, uint64_t n)
     } while (rs.packets < n && ft_now_ns() < deadline);
 }
 
+/* The devices of a forward under test: a -> b (capacity 256), a reader on b forwards into c, c -> d (capacity
+ * cd_capacity): what a sends reaches d. With a policy, the forward and its reader on b (batches of 64). */
+typedef struct fwd_chain {
+    ft_device *a, *b, *c, *d;
+    owned_batch ob;
+    ft_forward *f;
+    ft_reader *r;
+} fwd_chain;
+
+static void chain_open(fwd_chain *ch, uint32_t cd_capacity)
+{
+    ft_err e;
+    memset(ch, 0, sizeof(*ch));
+    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &ch->a, &ch->b, &e) == FT_OK);
+    CHECK(ft_memory_pair(1500, cd_capacity, FT_PAIR_DEFAULT_CAPACITY_BYTES, &ch->c, &ch->d, &e) == FT_OK);
+}
+
+static void chain_start(fwd_chain *ch, uint32_t cd_capacity, int policy, int timeout_ms)
+{
+    ft_err e;
+    chain_open(ch, cd_capacity);
+    batch_init(&ch->ob, 64);
+    ch->f = ft_forward_new(ch->c, 0, 64, 0, policy, timeout_ms, &e);
+    CHECK(ch->f != NULL);
+    ft_reader_config cfg = {.batch_size = 64};
+    ch->r = ft_reader_start(ch->b, 0, &cfg, &ch->ob.b, ft_forward_batch, ch->f, &e);
+    CHECK(ch->r != NULL);
+}
+
+/* Nothing lost silently: every packet the reader read went, was dropped and counted by c, or is undelivered. */
+static void chain_accounted(const fwd_chain *ch, ft_reader_stats *rs, ft_stats *cs)
+{
+    ft_reader_get_stats(ch->r, rs);
+    ft_device_get_stats(ch->c, cs);
+    CHECK(rs->packets == cs->tx_packets + cs->tx_dropped_full + rs->undelivered);
+}
+
+static void chain_free(fwd_chain *ch)
+{
+    ft_reader_free(ch->r);
+    ft_forward_free(ch->f);
+    if (ch->ob.b.data)
+        batch_free(&ch->ob);
+    ft_device_free(ch->a);
+    ft_device_free(ch->b);
+    ft_device_free(ch->c);
+    ft_device_free(ch->d);
+}
+
 /* a -> b, forwarded by a reader on b into c -> d: d receives every packet, in order, with a concurrent sender
  * and a sink that makes the forward wait for room (capacity 16 against batches of up to 64). */
 static void test_forward_delivers_in_order(uint32_t depth)
 {
-    ft_device *a, *b, *c, *d;
+    fwd_chain ch;
     ft_err e;
-    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
-    CHECK(ft_memory_pair(1500, 16, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
+    chain_open(&ch, 16);
     owned_batch ob[8];
     uint32_t n_batches = depth < 2 ? 1 : depth;
     for (uint32_t k = 0; k < n_batches; k++)
@@ -556,42 +612,34 @@ static void test_forward_delivers_in_order(uint32_t depth)
     ft_batch bs[8];
     for (uint32_t k = 0; k < n_batches; k++)
         bs[k] = ob[k].b;
-    ft_forward *f = ft_forward_new(c, 0, 64, 0, FT_FULL_WAIT, -1, &e);
-    CHECK(f != NULL);
+    ch.f = ft_forward_new(ch.c, 0, 64, 0, FT_FULL_WAIT, -1, &e);
+    CHECK(ch.f != NULL);
     ft_reader_config cfg = {.batch_size = 64, .spin_us = 20, .pipeline = depth};
-    ft_reader *r = ft_reader_start(b, 0, &cfg, bs, ft_forward_batch, f, &e);
-    CHECK(r != NULL);
+    ch.r = ft_reader_start(ch.b, 0, &cfg, bs, ft_forward_batch, ch.f, &e);
+    CHECK(ch.r != NULL);
     /* d's side: a reader that checks every packet */
     owned_batch rb;
     batch_init(&rb, 64);
     reader_ctx ctx = {0};
     ft_reader_config rcfg = {.batch_size = 64, .spin_us = 20};
-    ft_reader *rd = ft_reader_start(d, 0, &rcfg, &rb.b, on_batch, &ctx, &e);
+    ft_reader *rd = ft_reader_start(ch.d, 0, &rcfg, &rb.b, on_batch, &ctx, &e);
     CHECK(rd != NULL);
-    sender_arg sa = {a, 50000, 0};
-    long oserr = 0;
-    ft_thread *t = ft_thread_start(sender_main, &sa, &oserr);
-    ft_thread_join(t);
-    CHECK(sa.sent == 50000);
+    CHECK(send_on_thread(ch.a, 50000) == 50000);
     wait_read(rd, 50000);
-    ft_reader_request_stop(r);
+    ft_reader_request_stop(ch.r);
     ft_reader_request_stop(rd);
-    CHECK(ft_reader_join(r, 2000) == FT_OK && ft_reader_join(rd, 2000) == FT_OK);
-    CHECK(ft_reader_state(r) == FT_READER_STOPPED);
+    CHECK(ft_reader_join(ch.r, 2000) == FT_OK && ft_reader_join(rd, 2000) == FT_OK);
+    CHECK(ft_reader_state(ch.r) == FT_READER_STOPPED);
     CHECK(ctx.expect == 50000 && ctx.bad == 0);
+    ft_reader_stats rs;
     ft_stats cs;
-    ft_device_get_stats(c, &cs);
+    chain_accounted(&ch, &rs, &cs);
     CHECK(cs.tx_packets == 50000 && cs.tx_dropped_full == 0 && cs.tx_rejected == 0);
-    ft_reader_free(r);
     ft_reader_free(rd);
-    ft_forward_free(f);
     batch_free(&rb);
     for (uint32_t k = 0; k < n_batches; k++)
         batch_free(&ob[k]);
-    ft_device_free(a);
-    ft_device_free(b);
-    ft_device_free(c);
-    ft_device_free(d);
+    chain_free(&ch);
 }
 
 /* A hand-made batch with packets the sink refuses: each is skipped and counted there, the rest go in order. */
@@ -650,90 +698,56 @@ static void test_forward_skips_invalid_packets(void)
  * waited; under "drop" it never waits; with a timeout it waits that long, then drops. */
 static void test_forward_full_sink(int policy, int timeout_ms)
 {
-    ft_device *a, *b, *c, *d;
-    ft_err e;
-    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
-    CHECK(ft_memory_pair(1500, 8, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
-    owned_batch ob;
-    batch_init(&ob, 64);
-    ft_forward *f = ft_forward_new(c, 0, 64, 0, policy, timeout_ms, &e);
-    CHECK(f != NULL);
-    ft_reader_config cfg = {.batch_size = 64};
-    ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, ft_forward_batch, f, &e);
-    CHECK(r != NULL);
-    CHECK(send_seq(a, 0, 100, FT_FULL_WAIT) == 100);
+    fwd_chain ch;
+    chain_start(&ch, 8, policy, timeout_ms);
+    CHECK(send_seq(ch.a, 0, 100, FT_FULL_WAIT) == 100);
     if (policy == FT_FULL_WAIT && timeout_ms < 0)
         ft_sleep_us(100000); /* the forward is waiting for room now */
     else
-        wait_read(r, 100);
+        wait_read(ch.r, 100);
     uint64_t t0 = ft_now_ns();
-    ft_reader_request_stop(r);
-    CHECK(ft_reader_join(r, 2000) == FT_OK);
+    ft_reader_request_stop(ch.r);
+    CHECK(ft_reader_join(ch.r, 2000) == FT_OK);
     CHECK(ft_now_ns() - t0 < 500000000u); /* promptly, even while waiting for room */
     ft_reader_stats rs;
-    ft_reader_get_stats(r, &rs);
     ft_stats cs;
-    ft_device_get_stats(c, &cs);
+    chain_accounted(&ch, &rs, &cs);
     CHECK(cs.tx_packets == 8);
-    /* nothing lost silently: every packet read went, was dropped and counted, or was counted undelivered */
-    CHECK(rs.packets == cs.tx_packets + cs.tx_dropped_full + rs.undelivered);
     if (policy == FT_FULL_DROP || timeout_ms >= 0)
         CHECK(rs.packets == 100 && cs.tx_dropped_full == 92);
-    ft_reader_free(r);
-    ft_forward_free(f);
-    batch_free(&ob);
-    ft_device_free(a);
-    ft_device_free(b);
-    ft_device_free(c);
-    ft_device_free(d);
+    chain_free(&ch);
 }
 
 /* A sink closed under the forward ends the reader (its batch function stopped it), says why, and counts what
  * it could not send; a sink closed while the forward waits for room wakes it. */
 static void test_forward_sink_closed(int while_waiting)
 {
-    ft_device *a, *b, *c, *d;
-    ft_err e;
-    CHECK(ft_memory_pair(1500, 256, FT_PAIR_DEFAULT_CAPACITY_BYTES, &a, &b, &e) == FT_OK);
-    CHECK(ft_memory_pair(1500, 8, FT_PAIR_DEFAULT_CAPACITY_BYTES, &c, &d, &e) == FT_OK);
-    owned_batch ob;
-    batch_init(&ob, 64);
-    ft_forward *f = ft_forward_new(c, 0, 64, 0, FT_FULL_WAIT, -1, &e);
-    CHECK(f != NULL);
-    ft_reader_config cfg = {.batch_size = 64};
-    ft_reader *r = ft_reader_start(b, 0, &cfg, &ob.b, ft_forward_batch, f, &e);
-    CHECK(r != NULL);
+    fwd_chain ch;
+    chain_start(&ch, 8, FT_FULL_WAIT, -1);
     if (while_waiting == 2) { /* inside the forward's first wait for room, the call that sent the first 8 */
-        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
-        wait_read(r, 40);
-        ft_device_close(c);
+        CHECK(send_seq(ch.a, 0, 40, FT_FULL_WAIT) == 40);
+        wait_read(ch.r, 40);
+        ft_device_close(ch.c);
     } else if (while_waiting) {
-        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
+        CHECK(send_seq(ch.a, 0, 40, FT_FULL_WAIT) == 40);
         ft_sleep_us(100000);
-        ft_device_close(c);
+        ft_device_close(ch.c);
     } else {
-        ft_device_close(c);
-        CHECK(send_seq(a, 0, 40, FT_FULL_WAIT) == 40);
+        ft_device_close(ch.c);
+        CHECK(send_seq(ch.a, 0, 40, FT_FULL_WAIT) == 40);
     }
-    CHECK(ft_reader_join(r, 2000) == FT_OK);
-    CHECK(ft_reader_state(r) == FT_READER_CALLBACK_STOPPED);
+    CHECK(ft_reader_join(ch.r, 2000) == FT_OK);
+    CHECK(ft_reader_state(ch.r) == FT_READER_CALLBACK_STOPPED);
     ft_err why;
-    ft_forward_error(f, &why);
+    ft_forward_error(ch.f, &why);
     CHECK(why.status == FT_ECLOSED);
     ft_reader_stats rs;
-    ft_reader_get_stats(r, &rs);
     ft_stats cs;
-    ft_device_get_stats(c, &cs);
-    CHECK(rs.packets == cs.tx_packets + cs.tx_dropped_full + rs.undelivered && rs.undelivered > 0);
+    chain_accounted(&ch, &rs, &cs);
+    CHECK(rs.undelivered > 0);
     if (while_waiting)
         CHECK(cs.tx_packets == 8 && rs.undelivered == 32);
-    ft_reader_free(r);
-    ft_forward_free(f);
-    batch_free(&ob);
-    ft_device_free(a);
-    ft_device_free(b);
-    ft_device_free(c);
-    ft_device_free(d);
+    chain_free(&ch);
 }
 
 static void test_forward_argument_checks(void)
@@ -744,6 +758,27 @@ static void test_forward_argument_checks(void)
     CHECK(ft_forward_new(c, 1, 64, 0, FT_FULL_DROP, 0, &e) == NULL && e.status == FT_EINVAL);
     CHECK(ft_forward_new(c, 0, 0, 0, FT_FULL_DROP, 0, &e) == NULL && strstr(e.msg, "batch_size") != NULL);
     CHECK(ft_forward_new(c, 0, 64, 0, 7, 0, &e) == NULL && strstr(e.msg, "policy") != NULL);
+    /* a batch larger than the forward was made for is refused, not cut short */
+    ft_forward *small = ft_forward_new(c, 0, 2, 0, FT_FULL_DROP, 0, &e);
+    CHECK(small != NULL);
+    owned_batch three;
+    batch_init(&three, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        make_packet(three.b.data + three.b.used, 40, i);
+        three.b.offsets[i] = (uint32_t)three.b.used;
+        three.b.lengths[i] = 40;
+        three.b.used += 40;
+    }
+    three.b.count = 3;
+    ft_err why;
+    CHECK(ft_forward_batch(small, &three.b) == 1);
+    ft_forward_error(small, &why);
+    CHECK(why.status == FT_EINVAL && strstr(why.msg, "3 packets") != NULL);
+    ft_stats cs;
+    ft_device_get_stats(c, &cs);
+    CHECK(cs.tx_packets == 0);
+    ft_forward_free(small);
+    batch_free(&three);
     /* super-packets need a sink with offload: a pair has none */
     CHECK(ft_forward_new(c, 0, 64, 1, FT_FULL_DROP, 0, &e) == NULL && strstr(e.msg, "super-packets") != NULL);
     ft_device_free(c);
