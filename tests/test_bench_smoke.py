@@ -198,3 +198,23 @@ def test_the_plan_expects_the_variants_the_scenarios_have(
         if any(r["status"] == "skipped" or r["variant"] == "(setup)" for r in rows):
             continue
         assert len(rows) == EXPECTED_VARIANTS[name], (name, [r["variant"] for r in rows])
+
+
+def test_ratios_pair_the_runs_of_each_round() -> None:
+    from fasttun._bench.report import details
+    from fasttun._bench.results import Row, Sample, fill_ratios
+
+    def row(name: str, gbps: list[float], baseline: bool = False) -> Row:
+        return Row("tunnel", name, baseline, key="gbps", samples=[Sample(pps=1.0, gbps=g) for g in gbps])
+
+    # the load halves in round 2: by the medians 0.67x, round by round the variant is at 0.8x or better
+    base = row("kernel", [10.0, 5.0, 9.0], baseline=True)
+    mine = row("fasttun", [8.0, 4.5, 6.0])
+    short = row("fasttun, one run failed", [8.0, 4.5])
+    fill_ratios([mine, base, short])
+    assert mine.ratio == pytest.approx(6.0 / 9.0)
+    assert mine.round_ratios == pytest.approx([0.8, 0.9, 6.0 / 9.0])
+    assert details(mine).startswith("per round 0.80x (0.67-0.90)")
+    assert short.round_ratios == [] and "per round" not in details(short)  # runs no longer paired
+    assert base.round_ratios == [] and details(base).startswith("baseline")
+    assert mine.to_json()["round_ratios"] == pytest.approx([0.8, 0.9, 6.0 / 9.0])

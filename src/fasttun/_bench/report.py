@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import statistics
 import sys
 from typing import Any, Optional
 
@@ -46,6 +47,9 @@ def details(row: Row) -> str:
     parts = [_EXTRA_FORMATS[k].format(v) for k, v in row.extras().items() if k in _EXTRA_FORMATS]
     if row.baseline:
         parts.insert(0, "baseline")
+    elif row.round_ratios:
+        r = row.round_ratios
+        parts.insert(0, f"per round {statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
     if row.note:
         parts.append(row.note)
     return ", ".join(parts)
@@ -75,7 +79,8 @@ def table(rows: list[Row]) -> str:
     out.append("")
     out.append("ratio: the median of packets/s relative to the scenario's baseline (forward: of Gbit/s, since a "
                "super-packet counts once; latency: p50 relative to the baseline, lower is better); spread: "
-               "(max - min) / median over the repeats.")
+               "(max - min) / median over the repeats; per round: the median (and range) of the ratios of the runs "
+               "made side by side in each round.")
     return "\n".join(out)
 
 

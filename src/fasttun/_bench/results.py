@@ -45,6 +45,9 @@ class Row:
     samples: list[Sample] = dataclasses.field(default_factory=list)
     ratio: Optional[float] = None
     """Median of ``key`` divided by the baseline's median of ``key``."""
+    round_ratios: list[float] = dataclasses.field(default_factory=list)
+    """``key`` divided by the baseline's in the same round, round by round (empty unless both ran every round).
+    Variants alternate within a round, so a change of the machine's load between rounds cancels out here."""
     note: str = ""
     """What a reader of the numbers must know (the variant's note)."""
 
@@ -95,6 +98,7 @@ class Row:
             "pps": self.pps,
             "gbps": self.gbps,
             "ratio": self.ratio,
+            "round_ratios": self.round_ratios,
             "spread_pct": self.spread_pct,
             "extra": self.extras(),
             "samples": [dataclasses.asdict(s) for s in self.samples],
@@ -111,3 +115,7 @@ def fill_ratios(rows: list[Row]) -> None:
         theirs = base.median(row.key)
         if mine is not None and theirs:
             row.ratio = mine / theirs
+        if row is not base and len(row.samples) == len(base.samples) > 1:
+            pairs = [(a.value(row.key), b.value(row.key)) for a, b in zip(row.samples, base.samples)]
+            if all(b for _, b in pairs):
+                row.round_ratios = [a / b for a, b in pairs]
