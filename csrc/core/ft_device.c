@@ -336,12 +336,11 @@ int ft_device_reject(ft_device *d, uint32_t i, uint32_t n, const char *unit, ft_
     return e->status;
 }
 
-int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_send_step step, void *ctx,
-                        int policy, int timeout_ms, const char *full, ft_err *e)
+/* ft_device_send_loop inside the device: the caller entered it. */
+static int send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_send_step step, void *ctx, int policy,
+                     int timeout_ms, const char *full, ft_err *e)
 {
-    int r = ft_device_enter(d, e);
-    if (r != FT_OK)
-        return r;
+    int r;
     uint64_t deadline = timeout_ms > 0 ? ft_now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
     uint32_t done = 0, refused = 0, went = 0;
     long first_refused = -1;
@@ -396,7 +395,6 @@ int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_
             break;
         }
     }
-    ft_device_leave(d);
     if (result == 0 && refused > 0) {
         char why[200];
         snprintf(why, sizeof(why), "%.199s", refusal.msg);
@@ -415,6 +413,17 @@ int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_
         return result;
     }
     return (int)went;
+}
+
+int ft_device_send_loop(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_send_step step, void *ctx,
+                        int policy, int timeout_ms, const char *full, ft_err *e)
+{
+    int r = ft_device_enter(d, e);
+    if (r != FT_OK)
+        return r;
+    r = send_loop(d, q, pkts, n, step, ctx, policy, timeout_ms, full, e);
+    ft_device_leave(d);
+    return r;
 }
 
 /* The device's own step: the backend's send (or send_vnet with the headers in ctx). */
@@ -436,8 +445,8 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
 {
     if (ft_device_check_queue(d, q, e) != FT_OK)
         return FT_EINVAL;
-    /* Entered for the checks too: a closed device says so first, and a backend's check reads its state, which a
-     * close on another thread must not release meanwhile. */
+    /* Entered once, for the checks and the sends: a closed device says so first, and a backend's check reads its
+     * state, which a close on another thread must not release meanwhile. */
     int r = ft_device_enter(d, e);
     if (r != FT_OK)
         return r;
@@ -450,9 +459,9 @@ int ft_device_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, int poli
             return ft_device_reject(d, i, n, "packet", e);
         }
     }
+    r = send_loop(d, q, pkts, n, device_step, NULL, policy, timeout_ms, "the device's send queue is full", e);
     ft_device_leave(d);
-    return ft_device_send_loop(d, q, pkts, n, device_step, NULL, policy, timeout_ms, "the device's send queue is full",
-                               e);
+    return r;
 }
 
 /* ---- configuration -------------------------------------------------------------------------------- */
