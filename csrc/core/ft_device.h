@@ -201,6 +201,8 @@ struct ft_device {
     ft_atomic_int closed;
     ft_atomic_int released;     /* the backend's resources are gone (0 no, 1 going, 2 gone) */
     int forked;                 /* this is a fork child's copy (see ft_device_forget_after_fork) */
+    int remote_csum;            /* packets may come and go behind an FT_RCSUM header (offload/ft_offload.h): set
+                                 * by the backend at open, checked by ft_rcsum_device_check */
     ft_atomic_u64 next_queue;   /* where a receive from any queue starts */
     ft_event *close_event;      /* set by ft_device_close: wakes every waiter; destroyed (NULL) with the
                                  * backend's resources, so a closed device kept alive holds no descriptor */

@@ -45,7 +45,6 @@ typedef struct linux_dev {
     uint32_t offloads;           /* TUN_F_* the kernel accepted */
     uint32_t coalesce_allow;     /* FT_COALESCE_* matching them */
     seg_queue *segq;             /* [nqueues], segments mode only */
-    int remote_csum;             /* packets may come and go behind an FT_RCSUM header */
     ft_mutex *tx_lock;           /* guards the buffers below */
     uint8_t *tx_buf;             /* remote_csum without offload: one packet to complete the checksum of */
     /* offload: one window of packets coalesced into units written with writev, payloads where they are */
@@ -428,7 +427,7 @@ static int recv_segments(ft_device *d, int q, ft_batch *b, ft_err *e)
             sq->pending = (size_t)r;
         }
         ft_err why;
-        uint32_t flags = L(d)->remote_csum ? FT_SPLIT_RCSUM : 0;
+        uint32_t flags = d->remote_csum ? FT_SPLIT_RCSUM : 0;
         int got = ft_offload_split_ex(sq->raw, sq->pending, flags, b, &why);
         if (got == FT_EAGAIN)
             break; /* the batch is full enough: the super-packet stays pending for the next receive */
@@ -555,7 +554,7 @@ static int send_coalesced(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, f
         uint32_t k = n - i < FT_COALESCE_WINDOW ? n - i : FT_COALESCE_WINDOW;
         const ft_pkt *in = pkts + i;
         const uint8_t *partial = NULL;
-        if (l->remote_csum) { /* packets behind an FT_RCSUM header (lx_check checked it) go in without it */
+        if (d->remote_csum) { /* packets behind an FT_RCSUM header (checked by ft_device_send) go in without it */
             ft_rcsum_strip(in, k, l->tx_in, l->tx_partial);
             in = l->tx_in;
             partial = l->tx_partial;
@@ -602,7 +601,7 @@ out:
 static ssize_t write_completing(ft_device *d, int fd, const ft_pkt *p)
 {
     linux_dev *l = L(d);
-    if (!l->remote_csum || p->len == 0 || p->data[0] != FT_RCSUM_MAGIC)
+    if (!d->remote_csum || p->len == 0 || p->data[0] != FT_RCSUM_MAGIC)
         return tun_write(fd, p->data, p->len);
     ft_mutex_lock(l->tx_lock);
     size_t len = ft_rcsum_complete_into(p->data, p->len, l->tx_buf);
@@ -727,12 +726,6 @@ static void lx_forget(ft_device *d)
 }
 
 /* recv reads fds[q] and, for txqueuelen "auto", talks to the kernel through nl_fd and ctl_fd. */
-/* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
-static int lx_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
-{
-    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), L(d)->remote_csum, e);
-}
-
 static int lx_receiver_fds(ft_device *d, int q, ft_handle *out, int max)
 {
     linux_dev *l = L(d);
@@ -748,7 +741,7 @@ static const ft_backend_ops linux_ops = {
     .name = "linux",
     .recv = lx_recv,
     .send = lx_send,
-    .check = lx_check,
+    .check = ft_rcsum_device_check,
     .wait_handles = lx_wait_handles,
     .close = lx_close,
     .forget = lx_forget,
@@ -908,10 +901,10 @@ int ft_linux_open(const ft_linux_params *p, ft_device **out, ft_err *e)
         r = ft_fail_os(e, errno, "TUNSETPERSIST on '%s' failed", d->name);
         goto fail;
     }
-    l->remote_csum = p->remote_csum != 0;
+    d->remote_csum = p->remote_csum != 0;
     if (p->offload && (r = setup_offload(d, p->offload, e)) != FT_OK)
         goto fail;
-    if (!p->offload && l->remote_csum) { /* room to complete one packet's checksum in */
+    if (!p->offload && d->remote_csum) { /* room to complete one packet's checksum in */
         l->tx_lock = ft_mutex_create();
         l->tx_buf = malloc(FT_MAX_PACKET);
         if (!l->tx_lock || !l->tx_buf) {
@@ -958,7 +951,7 @@ uint32_t ft_linux_offloads(ft_device *d, int *mode)
     return bits;
 }
 
-int ft_linux_remote_csum(ft_device *d) { return is_linux(d) && L(d)->remote_csum; }
+int ft_linux_remote_csum(ft_device *d) { return is_linux(d) && d->remote_csum; }
 
 int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {

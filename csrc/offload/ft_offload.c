@@ -255,6 +255,11 @@ int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_er
     return r != FT_OK ? r : ft_packet_check(p + FT_RCSUM_HDR_SIZE, len - FT_RCSUM_HDR_SIZE, mtu, e);
 }
 
+int ft_rcsum_device_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
+{
+    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), d->remote_csum, e);
+}
+
 size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out)
 {
     uint16_t start = 0, field = 0;

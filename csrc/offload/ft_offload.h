@@ -80,6 +80,10 @@ int ft_rcsum_decode(const uint8_t *p, size_t len, uint16_t *csum_start, uint16_t
  * none is accepted is refused with a message naming remote_csum=True. */
 int ft_rcsum_check(const uint8_t *p, size_t len, uint32_t mtu, int accept, ft_err *e);
 
+/* The check op (ft_backend_ops.check) of a device that may take packets behind an FT_RCSUM header: ft_rcsum_check
+ * within its MTU, accepting the header when it was opened with remote_csum (d->remote_csum). */
+int ft_rcsum_device_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e);
+
 /* A packet behind a checked FT_RCSUM header, copied to out (at least len - FT_RCSUM_HDR_SIZE bytes) with its
  * checksum completed; returns its length. For a device that finishes checksums itself (no offload, Wintun). */
 size_t ft_rcsum_complete_into(const uint8_t *p, size_t len, uint8_t *out);

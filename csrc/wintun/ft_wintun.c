@@ -95,7 +95,6 @@ typedef struct wt_dev {
     uint8_t *co_buf;
     ft_pkt co_units[FT_COALESCE_WINDOW];
     uint32_t co_segs[FT_COALESCE_WINDOW];
-    int remote_csum;     /* FT_WINTUN_REMOTE_CSUM */
     ft_pkt co_in[FT_COALESCE_WINDOW];       /* remote_csum: a window of packets without their headers */
     uint8_t co_partial[FT_COALESCE_WINDOW]; /* ... and which of them had one */
     volatile LONG64 drained; /* (Interlocked*) ring bytes received since the reader last found the ring empty */
@@ -353,7 +352,7 @@ static int send_error(wt_dev *w, DWORD err, ft_err *e)
     return ft_fail_os(e, (long)err, "sending through the Wintun session failed");
 }
 
-static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
+static int send_locked(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
 static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e);
 
 static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *e)
@@ -368,14 +367,14 @@ static int wt_send(ft_device *d, int q, const ft_pkt *pkts, uint32_t n, ft_err *
     unsigned gen = w->generation;
     int full = 0;
     int r = status ? status : w->co_buf && n > 1 ? send_coalesced(d, w, pkts, n, &full, e)
-                                                   : send_locked(w, pkts, n, &full, e);
+                                                   : send_locked(d, w, pkts, n, &full, e);
     ReleaseSRWLockShared(&w->session_lock);
     if (full)
         maybe_grow(d, w, gen, "the Wintun send ring was full");
     return r;
 }
 
-static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e)
+static int send_locked(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_err *e)
 {
     for (uint32_t i = 0; i < n; i++) {
         size_t len = pkts[i].len;
@@ -388,7 +387,7 @@ static int send_locked(wt_dev *w, const ft_pkt *pkts, uint32_t n, int *full, ft_
                            len, (unsigned)WINTUN_MAX_IP_PACKET_SIZE);
         }
         /* behind an FT_RCSUM header (checked by ft_device_send): the ring gets the packet behind it */
-        int behind = w->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC && len > FT_RCSUM_HDR_SIZE;
+        int behind = d->remote_csum && pkts[i].data[0] == FT_RCSUM_MAGIC && len > FT_RCSUM_HDR_SIZE;
         if (behind)
             len -= FT_RCSUM_HDR_SIZE;
         BYTE *slot = w->api->AllocateSendPacket(w->session, (DWORD)len);
@@ -442,12 +441,12 @@ static int send_coalesced(ft_device *d, wt_dev *w, const ft_pkt *pkts, uint32_t 
                 break;
             }
         if (k == 0) { /* the packet at i is impossible: the plain path explains it */
-            result = i > 0 ? (int)i : send_locked(w, pkts + i, 1, full, e);
+            result = i > 0 ? (int)i : send_locked(d, w, pkts + i, 1, full, e);
             goto out;
         }
         const ft_pkt *in = pkts + i;
         const uint8_t *partial = NULL;
-        if (w->remote_csum) { /* packets behind an FT_RCSUM header go in without it, their checksums finished below */
+        if (d->remote_csum) { /* packets behind an FT_RCSUM header go in without it, their checksums finished below */
             ft_rcsum_strip(in, k, w->co_in, w->co_partial);
             in = w->co_in;
             partial = w->co_partial;
@@ -640,17 +639,11 @@ int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *
     return r;
 }
 
-/* Every packet to send: an IP packet, or with remote_csum also one behind an FT_RCSUM header that agrees with it. */
-static int wt_check(ft_device *d, const uint8_t *p, size_t len, ft_err *e)
-{
-    return ft_rcsum_check(p, len, (uint32_t)ft_atomic_load(&d->mtu), W(d)->remote_csum, e);
-}
-
 static const ft_backend_ops wintun_ops = {
     .name = "wintun",
     .recv = wt_recv,
     .send = wt_send,
-    .check = wt_check,
+    .check = ft_rcsum_device_check,
     .wait_handles = wt_wait_handles,
     .close = wt_close,
     .get_mtu = wt_get_mtu,
@@ -904,7 +897,7 @@ int ft_wintun_open(const ft_wintun_params *p, ft_device **out, ft_err *e)
     w->capacity = capacity;
     w->capacity_now = (LONG)capacity;
     w->auto_ring = (p->flags & FT_WINTUN_AUTO_RING) != 0;
-    w->remote_csum = (p->flags & FT_WINTUN_REMOTE_CSUM) != 0;
+    d->remote_csum = (p->flags & FT_WINTUN_REMOTE_CSUM) != 0;
     InitializeSRWLock(&w->co_lock);
     if (p->flags & FT_WINTUN_COALESCE) {
         w->co_buf = malloc(COALESCE_BUF);
@@ -954,7 +947,7 @@ void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
     out->created = W(d)->created;
     out->ring_capacity = (uint32_t)ft_atomic_load(&W(d)->capacity_now);
     out->ring_grows = (uint32_t)ft_atomic_load(&W(d)->grows);
-    out->remote_csum = W(d)->remote_csum;
+    out->remote_csum = d->remote_csum;
 }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
