@@ -701,19 +701,27 @@ typedef struct coal {
     int n;
 } coal;
 
-static int run_coalesce(coal *c, const ft_pkt *in, uint32_t n, uint32_t allow)
+/* Coalesces in[0..n) into c (partial: which packets carry a partial checksum, or NULL) with a guard after the
+ * buffer; returns the unit count, -100 if the guard was overwritten. */
+static int run_coalesce_ex(coal *c, const ft_pkt *in, const uint8_t *partial, uint32_t n, uint32_t allow)
 {
     ft_err e;
     c->cap = ft_offload_coalesce_bound(in, n);
     c->buf = realloc(c->buf, c->cap + GUARD);
     memset(c->buf + c->cap, 0x5a, GUARD);
-    c->n = ft_offload_coalesce(in, n, allow, c->buf, c->cap, c->out, c->segs, 4096, &e);
+    c->n = partial ? ft_offload_coalesce_ex(in, partial, n, allow, c->buf, c->cap, c->out, c->segs, 4096, &e)
+                   : ft_offload_coalesce(in, n, allow, c->buf, c->cap, c->out, c->segs, 4096, &e);
     for (size_t i = 0; i < GUARD; i++)
         if (c->buf[c->cap + i] != 0x5a)
             return -100;
     if (c->n < 0)
         fprintf(stderr, "  coalesce: %s\n", e.msg);
     return c->n;
+}
+
+static int run_coalesce(coal *c, const ft_pkt *in, uint32_t n, uint32_t allow)
+{
+    return run_coalesce_ex(c, in, NULL, n, allow);
 }
 
 /* Splits every unit of c into t, in order. */
@@ -1346,11 +1354,7 @@ static void test_remote_csum(void)
             pkts[i].len = t.b.lengths[i] - FT_RCSUM_HDR_SIZE;
             partial[i] = 1;
         }
-        c.cap = ft_offload_coalesce_bound(pkts, t.b.count);
-        c.buf = realloc(c.buf, c.cap);
-        c.n = ft_offload_coalesce_ex(pkts, partial, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP, c.buf, c.cap,
-                                     c.out, c.segs, 4096, &e);
-        CHECK(c.n >= 1);
+        CHECK(run_coalesce_ex(&c, pkts, partial, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP) >= 1);
         CHECK(split_units(&c, &back));
         int same = back.b.count == nseg;
         for (uint32_t i = 0; same && i < nseg; i++) {
@@ -1361,9 +1365,7 @@ static void test_remote_csum(void)
             fprintf(stderr, "  %s: merged partial segments do not split back into the segments\n", sc->name);
         CHECK(same);
         /* Without the flag the same packets are not merged: their checksums do not verify. */
-        c.n = ft_offload_coalesce(pkts, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP, c.buf, c.cap, c.out, c.segs,
-                                  4096, &e);
-        CHECK(c.n == (int)t.b.count);
+        CHECK(run_coalesce(&c, pkts, t.b.count, FT_COALESCE_TCP | FT_COALESCE_UDP) == (int)t.b.count);
     }
 
     /* A lone packet with a partial checksum goes out behind NEEDS_CSUM at its checksum field. */
@@ -1377,9 +1379,7 @@ static void test_remote_csum(void)
             ft_pkt one = {ip, len};
             uint8_t yes = 1;
             ft_err e;
-            c.cap = ft_offload_coalesce_bound(&one, 1);
-            c.buf = realloc(c.buf, c.cap);
-            CHECK(ft_offload_coalesce_ex(&one, &yes, 1, FT_COALESCE_TCP, c.buf, c.cap, c.out, c.segs, 4096, &e) == 1);
+            CHECK(run_coalesce_ex(&c, &one, &yes, 1, FT_COALESCE_TCP) == 1);
             ft_vnet_hdr h;
             ft_vnet_hdr_decode(c.out[0].data, &h);
             CHECK(h.flags == FT_VNET_F_NEEDS_CSUM && h.gso_type == FT_VNET_GSO_NONE &&
