@@ -5,7 +5,8 @@
 Each checkout is a fasttun source tree whose extension is built in place (``python setup.py build_ext
 --inplace``); its ``examples/udp_tunnel.py`` runs with ``PYTHONPATH`` pointing at its ``src``. The runs alternate
 (old, new, old, new, ...) in the bench's two namespaces, so a change of the machine's load hits both; it prints
-each run and the medians of iperf3's Gbit/s and of the tunnel processes' CPU seconds per GB. Root, iperf3 and a
+each run, the medians of iperf3's Gbit/s and of the tunnel processes' CPU seconds per GB, and the median of the
+ratios of each round's two runs. Root, iperf3 and a
 fasttun importable by this interpreter (for the harness) are needed. For comparing a change, not for the
 published tables: those come from ``fasttun bench tunnel``."""
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -52,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in results.items():
         print(f"median {name}: {statistics.median(g for g, _ in runs):.2f} Gbit/s, "
               f"tunnel CPU {statistics.median(c for _, c in runs):.2f} s/GB")
+    # Each round's new run against the old run beside it: a change of the machine's load between rounds cancels out.
+    pairs = list(zip(results["old"], results["new"]))
+    rates = [n[0] / o[0] for o, n in pairs if o[0] > 0]
+    cpus = [n[1] / o[1] for o, n in pairs if o[1] > 0 and math.isfinite(n[1] / o[1])]
+    if rates and cpus:
+        print(f"per round, new/old: rate {statistics.median(rates):.3f} (new ahead in {sum(r > 1 for r in rates)} "
+              f"of {len(rates)}), CPU per GB {statistics.median(cpus):.3f} (new lower in {sum(c < 1 for c in cpus)} "
+              f"of {len(cpus)})")
     return 0
 
 

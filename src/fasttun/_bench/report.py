@@ -27,6 +27,7 @@ _EXTRA_FORMATS = {
     "retransmits": "retransmits {:,.0f}",
     "tunnel_cpu_s_per_gb": "tunnel CPU {:.2f} s/GB",
     "host_cpu_s_per_gb": "host CPU {:.2f} s/GB",
+    "reader_sleeps_per_s": "reader sleeps {:,.0f}/s",
     "soak_corrupt": "corrupt {:,.0f}",
     "soak_out_of_order": "duplicated or reordered {:,.0f}",
     "soak_missing": "missing {:,.0f}",

@@ -148,7 +148,13 @@ class TunnelScenario:
         crossed = sum(c["udp"]["rx_packets"] for c in counters)
         lost = sum(sum(c["tunnel"].values()) + c["udp"]["rx_dropped_oversize"] + c["udp"]["tx_dropped_full"]
                    for c in counters)
-        return self._sample(crossed, iperf, {"tunnel_drops": float(lost)})
+        numbers = {"tunnel_drops": float(lost)}
+        # How often the readers of both ends went to sleep (each sleep ends in a wake-up): the cost a user-space
+        # tunnel adds per batch. 0 for the asyncio variants, whose loop waits instead of fasttun's readers.
+        sleeps = sum(c["udp"].get("waits", 0) + c.get("tun", {}).get("waits", 0) for c in counters)
+        if sleeps > 0 and iperf["seconds"] > 0:
+            numbers["reader_sleeps_per_s"] = sleeps / iperf["seconds"]
+        return self._sample(crossed, iperf, numbers)
 
     def _vxlan(self) -> Sample:
         """The kernel's own UDP tunnel between the same two addresses of the veth: no process, no copy to user
