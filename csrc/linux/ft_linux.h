@@ -42,8 +42,6 @@ int ft_linux_features(uint32_t *flags, ft_err *e);
 int ft_linux_set_persist(ft_device *d, int persist, ft_err *e);
 /* The TUN_F_* offloads enabled on the device (0 without offload) and its offload mode. */
 uint32_t ft_linux_offloads(ft_device *d, int *mode);
-/* Whether the device was opened with remote_csum (0 for other devices). */
-int ft_linux_remote_csum(ft_device *d);
 /* How many times txqueuelen "auto" doubled the queue (0 for other devices). */
 int ft_linux_txqueuelen_grows(ft_device *d);
 #else
@@ -82,11 +80,6 @@ static inline uint32_t ft_linux_offloads(ft_device *d, int *mode)
 {
     (void)d;
     *mode = 0;
-    return 0;
-}
-static inline int ft_linux_remote_csum(ft_device *d)
-{
-    (void)d;
     return 0;
 }
 static inline int ft_linux_txqueuelen_grows(ft_device *d)

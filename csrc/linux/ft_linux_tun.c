@@ -951,8 +951,6 @@ uint32_t ft_linux_offloads(ft_device *d, int *mode)
     return bits;
 }
 
-int ft_linux_remote_csum(ft_device *d) { return is_linux(d) && d->remote_csum; }
-
 int ft_linux_fd(ft_device *d, int q, ft_err *e)
 {
     int r = ft_device_enter(d, e); /* closed first: after close, every call says so */

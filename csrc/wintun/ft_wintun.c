@@ -947,7 +947,6 @@ void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
     out->created = W(d)->created;
     out->ring_capacity = (uint32_t)ft_atomic_load(&W(d)->capacity_now);
     out->ring_grows = (uint32_t)ft_atomic_load(&W(d)->grows);
-    out->remote_csum = d->remote_csum;
 }
 
 int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)

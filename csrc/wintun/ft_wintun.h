@@ -36,7 +36,6 @@ typedef struct ft_wintun_info {
     int created;            /* 1 if this device created its adapter (closing it removes it), 0 if it opened one */
     uint32_t ring_capacity; /* of the current session: auto capacity changes it */
     uint32_t ring_grows;    /* times auto capacity doubled the rings */
-    int remote_csum;        /* opened with FT_WINTUN_REMOTE_CSUM */
 } ft_wintun_info;
 
 /* ft_wintun_params.flags */

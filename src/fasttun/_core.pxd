@@ -107,6 +107,7 @@ cdef extern from "core/ft_device.h" nogil:
         const ft_backend_ops *ops
         int nqueues
         uint32_t max_packet
+        int remote_csum
         char name[64]
 
     ft_limit ft_device_queue_limit(const ft_device *d)
@@ -253,7 +254,6 @@ cdef extern from "linux/ft_linux.h" nogil:
     int ft_linux_set_persist(ft_device *d, int persist, ft_err *e)
     uint32_t ft_linux_offloads(ft_device *d, int *mode)
     int ft_linux_txqueuelen_grows(ft_device *d)
-    int ft_linux_remote_csum(ft_device *d)
 
 
 cdef extern from "wintun/ft_wintun.h" nogil:
@@ -290,7 +290,6 @@ cdef extern from "wintun/ft_wintun.h" nogil:
         uint64_t luid
         int created
         uint32_t ring_capacity, ring_grows
-        int remote_csum
     void ft_wintun_get_info(ft_device *d, ft_wintun_info *out)
     int ft_wintun_guid(ft_device *d, uint8_t guid[16], ft_err *e)
     int ft_wintun_set_dns(ft_device *d, const ft_addr *servers, uint32_t n, ft_err *e)

@@ -95,9 +95,7 @@ cdef class Device:
 
     def remote_csum(self):
         """Whether the device takes packets whose checksum is partial behind a 4-byte header (remote_csum=True)."""
-        cdef ft_wintun_info i
-        ft_wintun_get_info(self.dev, &i)
-        return bool(ft_linux_remote_csum(self.dev) or i.remote_csum)
+        return bool(self.dev.remote_csum)
 
     def offloads(self):
         """(mode, TUN_F_* bits): the offload mode (0 off, 1 segments, 2 super) and what the kernel accepted."""

@@ -151,7 +151,7 @@ class TunnelScenario:
         numbers = {"tunnel_drops": float(lost)}
         # How often the readers of both ends went to sleep (each sleep ends in a wake-up): the cost a user-space
         # tunnel adds per batch. 0 for the asyncio variants, whose loop waits instead of fasttun's readers.
-        sleeps = sum(c["udp"].get("waits", 0) + c.get("tun", {}).get("waits", 0) for c in counters)
+        sleeps = sum(c["udp"]["waits"] + c["tun"]["waits"] for c in counters)
         if sleeps > 0 and iperf["seconds"] > 0:
             numbers["reader_sleeps_per_s"] = sleeps / iperf["seconds"]
         return self._sample(crossed, iperf, numbers)
